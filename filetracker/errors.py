@@ -1,0 +1,44 @@
+"""The one exception hierarchy of filetracker.
+
+Every error the library raises on purpose derives from :class:`FiletrackerError`,
+so callers can catch that one type.  Specific subclasses say what went wrong:
+
+- :class:`InvalidNameError` (also a :class:`ValueError`): a malformed file name;
+- :class:`NotFoundError`: the file (or the asked-for version) does not exist;
+- :class:`VersionConflictError`: a newer version (or a newer delete) wins;
+- :class:`RemoteError`: a server answered with an error status (``.status``).
+"""
+
+
+class FiletrackerError(Exception):
+    """Root of every error raised by filetracker."""
+
+
+class InvalidNameError(FiletrackerError, ValueError):
+    """A file name (or versioned name) that the store does not accept."""
+
+
+class InvalidVersionError(FiletrackerError, ValueError):
+    """A version that is not a valid Unix timestamp or HTTP date."""
+
+
+class NotFoundError(FiletrackerError):
+    """The file, or the requested version of it, does not exist."""
+
+
+class VersionConflictError(FiletrackerError):
+    """The store holds a newer version (or a newer delete) than the request."""
+
+
+class RemoteError(FiletrackerError):
+    """A remote store answered with an error status.
+
+    ``status`` is the HTTP status code (``None`` when no answer arrived at all,
+    e.g. connection refused or a timeout) and ``reason`` the server's one-line
+    explanation (its ``X-Exception`` header when it sent one).
+    """
+
+    def __init__(self, message, status=None, reason=None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up everything this project needs on a fresh Debian machine, idempotently:
+# system packages (when root), the project's venv (.venv) with dev extras, and
+# a separate venv (.venv-ft2) holding the published filetracker 2.x client,
+# used only by interoperability tests.
+#   bash scripts/setup.sh            # venv + dev extras
+#   bash scripts/setup.sh --runtime  # venv only (what the local cluster needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+mode=${1:-dev}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+apt_packages=(fuse3 libfuse3-dev)
+if [ "$mode" != "--runtime" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing system packages: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if [ "$mode" = "--runtime" ]; then
+  .venv/bin/python -m pip install -q -e . 2>&1 | grep -v '^WARNING' || true
+else
+  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING' || true
+  if [ ! -x .venv-ft2/bin/python ]; then
+    log "creating .venv-ft2 (published filetracker 2.x client, for interop tests only)"
+    "$PY" -m venv .venv-ft2
+    .venv-ft2/bin/python -m pip install -q requests six 2>&1 | grep -v '^WARNING' || true
+    .venv-ft2/bin/python -m pip install -q --no-deps 'filetracker==2.3.3' 2>&1 | grep -v '^WARNING' || true
+  fi
+fi
+.venv/bin/python -c 'import filetracker, cluster' || { log "install failed"; exit 1; }
+log "ready: $ROOT/.venv"

@@ -1,0 +1,132 @@
+"""Start real services as subprocesses for tests, and stop exactly those.
+
+Every service runs in its own session (``start_new_session=True``), so that
+stopping it signals its whole process group and no child outlives a test.
+Only processes started here are ever signalled, always by pid/pgid.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def script(name):
+    """Path of a console script installed beside the running interpreter."""
+    path = os.path.join(BIN, name)
+    return path if os.path.exists(path) else name
+
+
+class Service:
+    """A subprocess we own: started in its own session, stopped by process group.
+
+    ``ready_url`` is polled until it answers (any HTTP status) or ``timeout``
+    passes.  Output goes to ``log_path`` so a failing test can show it.
+    """
+
+    def __init__(self, argv, log_path, env=None, ready_url=None, timeout=20.0):
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(os.environ if env is None else env)
+        self.ready_url = ready_url
+        self.timeout = timeout
+        self.proc = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env, start_new_session=True, cwd=ROOT,
+        )
+        log.close()
+        if self.ready_url:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self):
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s:\n%s" % (self.argv[0], self.proc.returncode, self.log_tail()))
+            try:
+                requests.get(self.ready_url, timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.05)
+        raise RuntimeError("%s did not answer at %s within %ss:\n%s"
+                           % (self.argv[0], self.ready_url, self.timeout, self.log_tail()))
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill9(self):
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def pause(self):
+        self.signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.signal(signal.SIGCONT)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        if self.proc is None:
+            return
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # Children of the group (if any) must not outlive the test either.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def peak_rss_kib(self):
+        """VmHWM of the main process in KiB (peak resident set), or None."""
+        try:
+            with open("/proc/%d/status" % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
