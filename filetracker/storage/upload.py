@@ -1,0 +1,94 @@
+"""An upload in progress: a temporary file under ``tmp/`` fed plain bytes.
+
+The handler (or replication code) creates it with
+:meth:`filetracker.storage.ObjectStore.begin_upload`, calls :meth:`Upload.write`
+as bytes arrive (SHA-256 and size are computed on the way), then either hands it
+to :meth:`~filetracker.storage.ObjectStore.commit_upload` or calls
+:meth:`Upload.abort`.  Nothing written here is visible to readers until a
+commit renames it into ``blobs/``.
+"""
+
+import errno
+import hashlib
+import os
+
+from filetracker.storage.errors import StorageError, StoreFull
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc):
+    """True when ``exc`` is an OSError meaning "no space left"."""
+    return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
+
+
+class Upload:
+    """A temporary file being written; not thread-safe (one writer at a time)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._file = open(path, "xb")
+        self.closed = False
+
+    @property
+    def sha256(self):
+        """Hex SHA-256 of the bytes written so far."""
+        return self._hash.hexdigest()
+
+    def write(self, data):
+        """Append plain (uncompressed) bytes.  Raises StoreFull on ENOSPC (upload aborted)."""
+        if self.closed:
+            raise StorageError("write to a finished upload")
+        if not data:
+            return
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self.abort()
+            if is_disk_full(e):
+                raise StoreFull("no space left on the store's disk") from None
+            raise
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self):
+        """Flush and fsync the temporary file and close it (the store calls this)."""
+        if self.closed:
+            raise StorageError("upload already finished or aborted")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as e:
+            self.abort()
+            if is_disk_full(e):
+                raise StoreFull("no space left on the store's disk") from None
+            raise
+        self.closed = True
+
+    def abort(self):
+        """Close and remove the temporary file; safe to call more than once."""
+        self.closed = True
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        discard(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        # Anything not committed by the time the block ends is dropped.
+        if os.path.exists(self.path):
+            self.abort()
+
+
+def discard(path):
+    """Remove ``path`` if it exists."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
