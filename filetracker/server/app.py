@@ -1,0 +1,79 @@
+"""The single-node server: configuration, ``make_app(config)``, ``make_server``."""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import tornado.httpserver
+import tornado.web
+
+from filetracker.server.base import NotFoundHandler
+from filetracker.server.handlers import FilesContext, public_routes
+from filetracker.storage import ObjectStore
+
+GiB = 1 << 30
+
+
+@dataclass
+class ServerConfig:
+    """Options of ``filetracker-server`` (all but ``dir`` have defaults)."""
+
+    dir: str
+    host: str = "127.0.0.1"
+    port: int = 9999
+    max_body_size: int = 16 * GiB
+    #: Our limit on the request's header lines: 431 above it.
+    max_header_size: int = 64 * 1024
+    #: Seconds an idle keep-alive connection is kept open.
+    idle_connection_timeout: float = 300.0
+    #: Seconds allowed to receive one request body (a slow 16 GiB upload still fits).
+    body_timeout: float = 3600.0
+    allow_writes: bool = True
+    fallback_url: str | None = None
+    #: Threads doing disk work (reads, writes, fsync, SQLite).
+    threads: int = 16
+    chunk_size: int = 256 * 1024
+    #: Clear tmp/ when the store opens (False in forked workers: the parent did it).
+    clear_tmp: bool = True
+
+
+def make_app(config, store=None, executor=None):
+    """Build the Tornado application; ``app.ctx`` is its :class:`FilesContext`.
+
+    ``store`` and ``executor`` default to a new :class:`ObjectStore` on
+    ``config.dir`` and a thread pool of ``config.threads``.
+    """
+    if store is None:
+        os.makedirs(config.dir, exist_ok=True)
+        store = ObjectStore(config.dir, clear_tmp=config.clear_tmp)
+    if executor is None:
+        executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ft-disk")
+    ctx = FilesContext(store=store, executor=executor, allow_writes=config.allow_writes,
+                       fallback_url=config.fallback_url, chunk_size=config.chunk_size,
+                       max_header_bytes=config.max_header_size)
+    app = tornado.web.Application(
+        public_routes(ctx),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"max_header_bytes": config.max_header_size},
+        compress_response=False,
+    )
+    app.ctx = ctx
+    return app
+
+
+def make_server(app, config):
+    """An HTTPServer with the limits of ``config`` (not yet listening).
+
+    Tornado's own header limit is set well above ``config.max_header_size`` so
+    that an oversized header gets our 431 answer; only absurd ones (16x the
+    limit) make Tornado drop the connection.
+    """
+    return tornado.httpserver.HTTPServer(
+        app,
+        xheaders=False,
+        max_body_size=config.max_body_size,
+        max_header_size=max(16 * config.max_header_size, 1 << 20),
+        idle_connection_timeout=config.idle_connection_timeout,
+        body_timeout=config.body_timeout,
+        decompress_request=False,
+    )

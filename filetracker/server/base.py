@@ -1,0 +1,191 @@
+"""Reusable Tornado pieces: error answers, name parsing, the version helpers.
+
+Every server of the project (single node, cluster node, gateway) answers
+errors the same way: a status code, an ``X-Exception: <one line>`` header and
+a short ``text/plain`` body, never a traceback.  Handlers raise
+:class:`HTTPFail` (or a :class:`~filetracker.errors.FiletrackerError` that
+:func:`status_for` maps) and :class:`BaseHandler.write_error` does the rest.
+"""
+
+import logging
+
+import tornado.web
+
+from filetracker.errors import (
+    FiletrackerError,
+    InvalidNameError,
+    InvalidVersionError,
+    NotFoundError,
+    VersionConflictError,
+)
+from filetracker.httpdate import parse_version
+from filetracker.names import check_folder, check_name
+from filetracker.ranges import RangeNotSatisfiable
+from filetracker.storage.errors import (
+    BlobMissing,
+    ChecksumMismatch,
+    SizeMismatch,
+    StoreFull,
+)
+
+log = logging.getLogger("filetracker.server")
+
+#: Longest X-Exception value we send (the body carries the same text).
+MAX_REASON = 400
+#: Default limit of the total size of a request's header lines (answer 431 above it).
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+
+
+class HTTPFail(tornado.web.HTTPError):
+    """An error answer: ``HTTPFail(404, "no such file: /a")``."""
+
+    def __init__(self, status, message, headers=None):
+        super().__init__(status, log_message=None)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+#: Library errors -> HTTP status.  Order matters: first match wins.
+_STATUS = (
+    (InvalidNameError, 400),
+    (InvalidVersionError, 400),
+    (ChecksumMismatch, 400),
+    (SizeMismatch, 400),
+    (NotFoundError, 404),
+    (VersionConflictError, 409),
+    (RangeNotSatisfiable, 416),
+    (StoreFull, 507),
+    (BlobMissing, 409),
+)
+
+
+def status_for(exc):
+    """The HTTP status that answers ``exc`` (500 for unexpected errors)."""
+    if isinstance(exc, tornado.web.HTTPError):
+        return exc.status_code
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def one_line(text):
+    """``text`` as one header-safe line of printable ASCII, bounded in length."""
+    text = " ".join(str(text).split())
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text[:MAX_REASON]
+
+
+def name_from_path(path_arg, allow_version=True):
+    """Validate a URL path argument (already percent-decoded by Tornado) as a file name.
+
+    ``path_arg`` is what follows ``/files/``; returns ``(name, version_or_None)``.
+    Raises :class:`HTTPFail` 400 with the reason for an invalid name.
+    """
+    try:
+        return check_name("/" + (path_arg or ""), allow_version=allow_version)
+    except InvalidNameError as e:
+        raise HTTPFail(400, "invalid file name: %s" % e)
+
+
+def folder_from_path(path_arg):
+    """Validate a URL path argument as a folder to list (``""`` is the root)."""
+    try:
+        return check_folder("/" + (path_arg or ""))
+    except InvalidNameError as e:
+        raise HTTPFail(400, "invalid folder name: %s" % e)
+
+
+def request_version(handler, path_version=None, required=True):
+    """The version of a PUT/DELETE: ``?last_modified=``, else a ``Last-Modified``
+    request header (protocol 1), else the ``@version`` of the path.
+
+    Raises :class:`HTTPFail` 400 when missing (and ``required``) or malformed.
+    """
+    text = handler.get_query_argument("last_modified", None)
+    if text is None:
+        text = handler.request.headers.get("Last-Modified")
+    if text is None:
+        if path_version is not None:
+            return path_version
+        if required:
+            raise HTTPFail(400, "last_modified is required (query parameter, an HTTP date)")
+        return None
+    try:
+        return parse_version(text)
+    except InvalidVersionError as e:
+        raise HTTPFail(400, "invalid last_modified: %s" % e)
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Errors as status + X-Exception + short text; request header size checked.
+
+    Subclasses that override :meth:`prepare` must call ``super().prepare()``.
+    ``max_header_bytes`` may be given as an initialize argument.
+    """
+
+    max_header_bytes = DEFAULT_MAX_HEADER_BYTES
+
+    def initialize(self, **kwargs):
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def prepare(self):
+        total = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+        if total > self.max_header_bytes:
+            raise HTTPFail(431, "request headers too large (%d bytes, limit %d)"
+                           % (total, self.max_header_bytes))
+
+    def compute_etag(self):
+        # Bodies are streamed with flush(); Tornado's body-hash ETag would be wrong.
+        return None
+
+    def fail(self, status, message, headers=None):
+        """Raise :class:`HTTPFail` (for brevity in handlers)."""
+        raise HTTPFail(status, message, headers)
+
+    def log_exception(self, typ, value, tb):
+        status = status_for(value) if value is not None else 500
+        if status >= 500 and status != 507:
+            log.error("error answering %s %s", self.request.method, self.request.uri,
+                      exc_info=(typ, value, tb))
+        else:
+            log.info("%s %s -> %d: %s", self.request.method, self.request.uri, status,
+                     one_line(getattr(value, "message", None) or value))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = None
+        if isinstance(exc, HTTPFail):
+            message = exc.message
+            for k, v in exc.headers.items():
+                self.set_header(k, v)
+        elif isinstance(exc, tornado.web.HTTPError):
+            message = exc.log_message % exc.args if exc.log_message else None
+        elif isinstance(exc, FiletrackerError):
+            status_code = status_for(exc)
+            self.set_status(status_code)
+            message = str(exc)
+        if not message:
+            message = self._reason if status_code != 500 else "internal server error"
+        if status_code == 500:
+            message = "internal server error"  # never leak details of a bug
+        line = one_line(message)
+        # Drop headers of a half-built success answer (e.g. Last-Modified, Content-Range).
+        for header in ("Last-Modified", "Content-Range", "Content-Length", "Content-Encoding"):
+            if not (isinstance(exc, HTTPFail) and header in exc.headers):
+                self.clear_header(header)
+        self.set_header("X-Exception", line)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if self.request.method != "HEAD":
+            self.finish(line + "\n")
+        else:
+            self.finish()
+
+
+class NotFoundHandler(BaseHandler):
+    """Default handler: every unknown path is a 404 with a message."""
+
+    def prepare(self):
+        super().prepare()
+        raise HTTPFail(404, "no such endpoint: %s" % one_line(self.request.path))

@@ -1,0 +1,262 @@
+"""Handlers of the public filetracker protocol (PROTOCOL.md) over an ObjectStore.
+
+They take everything they need from a :class:`FilesContext`, so the single
+server and a cluster node mount the same handlers on their own store with
+:func:`public_routes`.
+"""
+
+import asyncio
+import functools
+import json
+import re
+import time
+from dataclasses import dataclass
+
+import tornado.web
+
+from filetracker.httpdate import format_version
+from filetracker.server.base import (
+    BaseHandler,
+    HTTPFail,
+    folder_from_path,
+    name_from_path,
+    request_version,
+)
+from filetracker.server.streaming import GzipDecoder, select_range, send_file
+from filetracker.storage.errors import ChecksumMismatch, SizeMismatch, StoreFull
+
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+#: Listing lines fetched from the store per executor call.
+_LIST_BATCH = 1000
+
+
+@dataclass
+class FilesContext:
+    """What the public handlers need: the store, an executor and options.
+
+    ``allow_writes=False`` answers PUT/DELETE with 403.  ``fallback_url``
+    (migration mode) redirects GET/HEAD of a missing name there with 307.
+    """
+
+    store: object
+    executor: object
+    allow_writes: bool = True
+    fallback_url: str | None = None
+    chunk_size: int = 256 * 1024
+    max_header_bytes: int = 64 * 1024
+
+    async def run(self, fn, *args, **kwargs):
+        """Run a blocking call in the executor and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+
+class ContextHandler(BaseHandler):
+    """A BaseHandler given ``ctx`` (a :class:`FilesContext`) by its route."""
+
+    def initialize(self, ctx):
+        self.ctx = ctx
+        self.max_header_bytes = ctx.max_header_bytes
+
+    def require_writes(self):
+        if not self.ctx.allow_writes:
+            raise HTTPFail(403, "this server is read-only")
+
+
+class VersionHandler(BaseHandler):
+    """``GET /version/``: the protocol versions spoken."""
+
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"protocol_versions": [2]}))
+
+
+@tornado.web.stream_request_body
+class FileHandler(ContextHandler):
+    """``/files/<name>``: GET, HEAD, PUT (streamed), DELETE."""
+
+    _upload = None
+    _decoder = None
+    _error = None
+    _busy = False
+    _disconnected = False
+
+    # ------------------------------------------------------------------ PUT
+
+    async def prepare(self):
+        super().prepare()
+        if self.request.method != "PUT":
+            return
+        self.require_writes()
+        self.name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
+        self.version = request_version(self, path_version)
+        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding == "gzip":
+            self._decoder = GzipDecoder()
+        elif encoding != "identity":
+            raise HTTPFail(415, "unsupported Content-Encoding: %s" % encoding)
+        self.expected_sha256 = self.request.headers.get("SHA256-Checksum")
+        if self.expected_sha256 is not None and not _SHA256_RE.match(self.expected_sha256.strip()):
+            raise HTTPFail(400, "malformed SHA256-Checksum header (64 hex digits expected)")
+        if self.expected_sha256 is not None:
+            self.expected_sha256 = self.expected_sha256.strip().lower()
+        self.expected_size = None
+        size_header = self.request.headers.get("Logical-Size")
+        if size_header is not None:
+            if not (size_header.strip().isascii() and size_header.strip().isdigit()):
+                raise HTTPFail(400, "malformed Logical-Size header")
+            self.expected_size = int(size_header)
+        self._upload = await self.ctx.run(self.ctx.store.begin_upload)
+        if self._disconnected:
+            await self._abort()
+
+    async def data_received(self, chunk):
+        if self._upload is None or self._error is not None or self._disconnected:
+            return  # not an upload, or already failed: drain and ignore
+        try:
+            pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
+            for piece in pieces:
+                self._busy = True
+                try:
+                    await self.ctx.run(self._upload.write, piece)
+                finally:
+                    self._busy = False
+                if self._disconnected:
+                    break
+        except ValueError as e:
+            self._error = HTTPFail(400, str(e))
+        except StoreFull as e:
+            self._error = HTTPFail(507, str(e))
+        except OSError as e:
+            self._error = HTTPFail(500, "write failed: %s" % e)
+        if self._error is not None or self._disconnected:
+            await self._abort()
+
+    async def _abort(self):
+        upload, self._upload = self._upload, None
+        if upload is not None:
+            await self.ctx.run(upload.abort)
+
+    def on_connection_close(self):
+        # The client went away mid-upload: drop the temp file (once no write is running).
+        self._disconnected = True
+        if self._upload is not None and not self._busy:
+            asyncio.ensure_future(self._abort())
+        super().on_connection_close()
+
+    async def put(self, path_arg):
+        if self._error is None and self._decoder is not None:
+            try:
+                self._decoder.close()
+            except ValueError as e:
+                self._error = HTTPFail(400, str(e))
+        if self._error is not None:
+            await self._abort()
+            raise self._error
+        upload, self._upload = self._upload, None
+        try:
+            self._busy = True
+            winner, applied = await self.ctx.run(
+                self.ctx.store.commit_upload, upload, self.name, self.version,
+                expected_sha256=self.expected_sha256, expected_size=self.expected_size)
+        except (ChecksumMismatch, SizeMismatch) as e:
+            raise HTTPFail(400, str(e))
+        finally:
+            self._busy = False
+        if not applied and winner.deleted:
+            raise HTTPFail(409, "%s was deleted at a version (%s) not older than this upload (%s)"
+                           % (self.name, format_version(winner.version), format_version(self.version)),
+                           headers={"Last-Modified": format_version(winner.version)})
+        self.set_header("Last-Modified", format_version(winner.version))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("stored\n" if applied else "a newer version is stored\n")
+
+    # ------------------------------------------------------------------ GET / HEAD
+
+    async def get(self, path_arg):
+        name, _version = name_from_path(path_arg)
+        found = await self.ctx.run(self.ctx.store.open_record, name)
+        if found is None:
+            if self.ctx.fallback_url:
+                self.redirect(self.ctx.fallback_url.rstrip("/") + self.request.uri, status=307)
+                return
+            raise HTTPFail(404, "no such file: %s" % name)
+        record, f = found
+        try:
+            status, start, end = select_range(self, record.size)
+        except BaseException:
+            f.close()
+            raise
+        self.set_status(status)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Last-Modified", format_version(record.version))
+        self.set_header("Content-Length", str(end - start))
+        if self.request.method == "HEAD":
+            f.close()
+            self.finish()
+            return
+        await send_file(self, self.ctx.run, f, start, end, self.ctx.chunk_size)
+        self.finish()
+
+    head = get
+
+    # ------------------------------------------------------------------ DELETE
+
+    async def delete(self, path_arg):
+        self.require_writes()
+        name, path_version = name_from_path(path_arg)
+        version = request_version(self, path_version)
+        record = await self.ctx.run(self.ctx.store.get_record, name)
+        if record is None or record.deleted:
+            raise HTTPFail(404, "no such file: %s" % name)
+        winner, applied = await self.ctx.run(self.ctx.store.delete, name, version)
+        self.set_header("Last-Modified", format_version(winner.version))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("deleted\n" if applied else "a newer version is stored; nothing deleted\n")
+
+
+class ListHandler(ContextHandler):
+    """``GET /list/<folder>?last_modified=``: names relative to folder, one a line."""
+
+    async def get(self, path_arg=""):
+        folder = folder_from_path(path_arg)
+        max_version = request_version(self, required=False)
+        if max_version is None:
+            max_version = int(time.time())
+        prefix = folder if folder.endswith("/") else folder + "/"
+        names = self.ctx.store.list_names(folder, max_version)
+
+        def batch():
+            out = []
+            for name in names:
+                out.append(name[len(prefix):] + "\n")
+                if len(out) >= _LIST_BATCH:
+                    break
+            return out
+
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        while True:
+            lines = await self.ctx.run(batch)
+            if not lines:
+                break
+            self.write("".join(lines))
+            if len(lines) < _LIST_BATCH:
+                break
+            await self.flush()
+        self.finish()
+
+
+def public_routes(ctx, prefix=""):
+    """URL specs of the public protocol bound to ``ctx`` (a :class:`FilesContext`).
+
+    ``prefix`` (e.g. ``""``) is prepended to every path.
+    """
+    kw = {"ctx": ctx}
+    return [
+        tornado.web.url(prefix + r"/version/?", VersionHandler,
+                        {"max_header_bytes": ctx.max_header_bytes}),
+        tornado.web.url(prefix + r"/files/(.*)", FileHandler, kw),
+        tornado.web.url(prefix + r"/list", ListHandler, kw),
+        tornado.web.url(prefix + r"/list/(.*)", ListHandler, kw),
+    ]

@@ -1,0 +1,170 @@
+"""``filetracker-server``: the single-node server, command-line compatible with 2.x.
+
+It always runs in the foreground (``-D/--no-daemon`` is accepted for
+compatibility and changes nothing; use systemd or supervisor to detach).
+``--workers N`` forks N processes sharing the listening socket; the store is
+process-safe (SQLite transactions + an ``flock`` store lock).  SIGTERM or
+SIGINT shuts down cleanly: stop accepting, let running requests end (a few
+seconds at most), close the store.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import tornado.netutil
+
+from filetracker.server.app import ServerConfig, make_app, make_server
+from filetracker.storage import ObjectStore
+
+log = logging.getLogger("filetracker.server")
+
+#: Seconds running requests get to finish after SIGTERM.
+SHUTDOWN_GRACE = 5.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="filetracker-server",
+        description="Serve a filetracker store over HTTP (protocol 2). Runs in the foreground.")
+    p.add_argument("-d", "--dir", default=os.environ.get("FILETRACKER_DIR"),
+                   help="data folder (default: $FILETRACKER_DIR)")
+    p.add_argument("-p", "--port", type=int, default=9999, help="TCP port (default 9999)")
+    p.add_argument("-l", "--listen-on", "--host", dest="host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1)")
+    p.add_argument("-D", "--no-daemon", action="store_true",
+                   help="accepted for 2.x compatibility: the server never daemonises")
+    p.add_argument("-L", "--log", default=None, help="log file (default: standard output)")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                   type=str.upper, help="log level (default INFO)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the socket (default 1)")
+    p.add_argument("--fallback-url", default=None,
+                   help="migration mode: redirect (307) GET/HEAD of missing files to this server")
+    p.add_argument("--read-only", action="store_true", help="refuse PUT and DELETE (403)")
+    p.add_argument("--max-body-size", type=int, default=ServerConfig.max_body_size,
+                   help="largest accepted request body in bytes (default 16 GiB)")
+    p.add_argument("--threads", type=int, default=ServerConfig.threads,
+                   help="disk I/O threads per process (default %d)" % ServerConfig.threads)
+    args = p.parse_args(argv)
+    if not args.dir:
+        p.error("no data folder: give --dir DIR or set FILETRACKER_DIR")
+    if not 0 < args.port < 65536:
+        p.error("--port must be between 1 and 65535")
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
+    if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
+        p.error("--fallback-url must be an http:// or https:// URL")
+    return args
+
+
+def setup_logging(path, level):
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # One access line per request is too much at INFO for a busy server.
+    logging.getLogger("tornado.access").setLevel(max(logging.WARNING, root.level))
+
+
+async def serve(sockets, config):
+    """Serve on ``sockets`` until SIGTERM/SIGINT, then shut down cleanly."""
+    app = make_app(config)
+    server = make_server(app, config)
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("filetracker-server serving %s on http://%s:%d/", config.dir, config.host, config.port)
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    try:
+        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
+    except TimeoutError:
+        log.warning("some connections did not finish within %ss", SHUTDOWN_GRACE)
+    app.ctx.executor.shutdown(wait=True)
+    app.ctx.store.close()
+
+
+def run_workers(sockets, config, workers):
+    """Fork ``workers`` children serving ``sockets``; forward SIGTERM/SIGINT to them.
+
+    A child that dies unexpectedly is restarted; the parent exits when all
+    children have exited after a shutdown signal.
+    """
+    children = {}
+    stopping = False
+
+    def spawn():
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                asyncio.run(serve(sockets, config))
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            os._exit(code)
+        children[pid] = True
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in range(workers):
+        spawn()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.pop(pid, None)
+        if not stopping:
+            log.warning("worker %d exited (status %d); restarting it", pid, status)
+            spawn()
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logging(args.log, args.log_level)
+    config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
+                          allow_writes=not args.read_only, fallback_url=args.fallback_url,
+                          max_body_size=args.max_body_size, threads=args.threads)
+    try:
+        os.makedirs(config.dir, exist_ok=True)
+        # Open once here: creates the layout and clears tmp/ before any worker starts.
+        ObjectStore(config.dir, clear_tmp=True).close()
+        sockets = tornado.netutil.bind_sockets(config.port, config.host)
+    except OSError as e:
+        print("filetracker-server: %s" % e, file=sys.stderr)
+        return 1
+    config.clear_tmp = False
+    if args.workers > 1:
+        return run_workers(sockets, config, args.workers)
+    asyncio.run(serve(sockets, config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

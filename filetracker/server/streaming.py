@@ -1,0 +1,91 @@
+"""Streaming helpers shared by handlers: gzip decoding of uploads, blob sending."""
+
+import zlib
+
+from tornado.iostream import StreamClosedError
+
+from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range, unsatisfied_range
+from filetracker.server.base import HTTPFail
+
+#: Largest piece of decompressed output produced per step (bounds memory on gzip bombs).
+MAX_INFLATE_STEP = 1 << 20
+
+
+class GzipDecoder:
+    """Incremental gzip decoding (``wbits=31``); concatenated members allowed.
+
+    :meth:`feed` yields plain chunks of at most :data:`MAX_INFLATE_STEP` bytes;
+    :meth:`close` checks that the stream ended on a member boundary.  Both raise
+    ``ValueError`` with the reason for a corrupt stream.
+    """
+
+    def __init__(self):
+        self._d = zlib.decompressobj(31)
+        self._started = False
+
+    def feed(self, data):
+        while data:
+            if self._d.eof:
+                # A new gzip member follows the previous one.
+                self._d = zlib.decompressobj(31)
+            self._started = True
+            try:
+                out = self._d.decompress(data, MAX_INFLATE_STEP)
+            except zlib.error as e:
+                raise ValueError("invalid gzip body: %s" % e) from None
+            if out:
+                yield out
+            if self._d.eof:
+                data = self._d.unused_data
+            else:
+                data = self._d.unconsumed_tail
+
+    def close(self):
+        if not self._started:
+            raise ValueError("empty gzip body")
+        if not self._d.eof:
+            raise ValueError("truncated gzip body")
+
+
+def select_range(handler, size):
+    """Apply the request's Range header: ``(status, start, end_exclusive)``.
+
+    Sets ``Content-Range`` for 206; raises :class:`HTTPFail` 416 for an
+    unsatisfiable range.  HEAD answers always describe the whole body.
+    """
+    if handler.request.method == "HEAD":
+        return 200, 0, size
+    try:
+        rng = parse_range(handler.request.headers.get("Range"), size)
+    except RangeNotSatisfiable as e:
+        raise HTTPFail(416, str(e), headers={"Content-Range": unsatisfied_range(size)})
+    if rng is None:
+        return 200, 0, size
+    start, end = rng
+    handler.set_header("Content-Range", content_range(start, end, size))
+    return 206, start, end + 1
+
+
+async def send_file(handler, run, f, start, end, chunk_size):
+    """Send bytes ``[start, end)`` of the open file ``f``, then close it.
+
+    ``run(fn, *args)`` runs blocking calls in the executor.  Each chunk is
+    flushed before the next is read, so memory stays at one chunk per request.
+    A client that goes away ends the loop quietly.
+    """
+    try:
+        if start:
+            await run(f.seek, start)
+        remaining = end - start
+        while remaining > 0:
+            data = await run(f.read, min(chunk_size, remaining))
+            if not data:
+                raise OSError("blob shorter than its record")
+            remaining -= len(data)
+            handler.write(data)
+            try:
+                await handler.flush()
+            except StreamClosedError:
+                return
+    finally:
+        f.close()
