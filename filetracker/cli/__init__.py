@@ -1,0 +1,1 @@
+"""Command-line tools: ``filetracker``, ``filetracker-cache-cleaner``, ``filetracker-migrate``."""

@@ -1,0 +1,26 @@
+"""The filetracker client library.
+
+``from filetracker.client import Client, FiletrackerError`` works as with the
+2.x package; the specific errors live in :mod:`filetracker.errors` and are
+re-exported here.
+"""
+
+from filetracker.client.client import Client
+from filetracker.client.data_store import DataStore
+from filetracker.errors import (
+    FiletrackerError,
+    InvalidNameError,
+    NotFoundError,
+    RemoteError,
+    VersionConflictError,
+)
+
+__all__ = [
+    "Client",
+    "DataStore",
+    "FiletrackerError",
+    "InvalidNameError",
+    "NotFoundError",
+    "RemoteError",
+    "VersionConflictError",
+]

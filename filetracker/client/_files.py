@@ -1,0 +1,126 @@
+"""Small filesystem helpers shared by the local store and the remote store.
+
+Everything that makes a file visible under its final path does so with one
+``rename``: a reader sees either the old file or the complete new one, never
+a torn one.
+"""
+
+import errno
+import os
+import shutil
+import tempfile
+
+#: Copy buffer size: big enough for throughput, small enough to never matter in memory.
+CHUNK = 1 << 16
+
+
+def fsync_dir(path):
+    """fsync a folder so that a rename inside it survives a crash (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_path_beside(path):
+    """A new, empty temporary file in the folder of ``path`` (created, so unique)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path)[:40] + ".", suffix=".ft-tmp", dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def write_stream(fileobj, stream, progress=None):
+    """Copy ``stream`` into the open binary ``fileobj`` chunk by chunk; return the byte count."""
+    total = 0
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            return total
+        fileobj.write(chunk)
+        total += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
+    """Write ``stream`` to ``path`` through a temporary file and a rename.
+
+    ``mtime`` (an int) is set on the file before it becomes visible.
+    Returns the number of bytes written.  On failure nothing appears at ``path``.
+    """
+    tmp = temp_path_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            n = write_stream(f, stream, progress)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return n
+
+
+def link_or_copy(src, dst_tmp):
+    """Make ``dst_tmp`` (which must not exist) a hard link of ``src``, or a copy when linking fails.
+
+    Returns True when a link was made.
+    """
+    try:
+        os.link(src, dst_tmp)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            raise
+    with open(src, "rb") as fin, open(dst_tmp, "xb") as fout:
+        shutil.copyfileobj(fin, fout, CHUNK)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return False
+
+
+def atomic_link_or_copy(src, dst):
+    """Make ``dst`` show the content of ``src`` atomically (hard link where possible)."""
+    try:
+        if os.path.samefile(src, dst):
+            return
+    except OSError:
+        pass
+    tmp = temp_path_beside(dst)
+    os.unlink(tmp)  # link() needs a free name; the name stays ours by its random part
+    try:
+        link_or_copy(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_empty_dirs(path, stop):
+    """Remove empty folders from ``path`` upwards, never ``stop`` or above it."""
+    stop = os.path.abspath(stop)
+    path = os.path.abspath(path)
+    while path != stop and path.startswith(stop + os.sep):
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)

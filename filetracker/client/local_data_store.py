@@ -1,0 +1,276 @@
+"""A :class:`DataStore` in a local folder: the client's cache.
+
+Layout under ``dir``: ``files/<name>`` holds the newest cached version of each
+name, and the file's modification time *is* its version.  ``tmp/`` holds
+files being written; they become visible with one ``rename`` into ``files/``,
+so a reader never sees a torn file, even without locks.  What locks (see
+:mod:`filetracker.client.lock_manager`) add on top is ordering: with the
+exclusive lock held around :meth:`LocalDataStore.commit`, an older version
+never replaces a newer one.
+"""
+
+import os
+import tempfile
+import time
+
+from filetracker.client._files import (
+    fsync_dir,
+    link_or_copy,
+    remove_empty_dirs,
+    remove_quietly,
+    write_stream,
+)
+from filetracker.client.data_store import DataStore
+from filetracker.errors import NotFoundError
+from filetracker.names import check_name, versioned_name
+
+
+def _version_of(st):
+    return int(st.st_mtime)
+
+
+class LocalDataStore(DataStore):
+    """Versioned files in ``<dir>/files``; see the module docstring."""
+
+    def __init__(self, dir):
+        self.base_dir = os.path.abspath(dir)
+        #: Folder of the cached files (same attribute name as in 2.x).
+        self.dir = os.path.join(self.base_dir, "files")
+        self.tmp_dir = os.path.join(self.base_dir, "tmp")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+
+    # -- paths ---------------------------------------------------------------
+
+    def _parse(self, name):
+        uname, version = check_name(name)
+        return self.dir + uname, uname, version
+
+    def path_of(self, name):
+        """Where the cached file of ``name`` lives (whether or not it exists)."""
+        return self._parse(name)[0]
+
+    def _stat(self, path):
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            return None
+
+    # -- staging and committing ----------------------------------------------
+
+    def _new_temp(self):
+        fd, tmp = tempfile.mkstemp(prefix="stage.", dir=self.tmp_dir)
+        os.close(fd)
+        return tmp
+
+    def stage_stream(self, stream, progress=None):
+        """Write ``stream`` to a new temporary file here (fsynced); return its path.
+
+        Pass the path to :meth:`commit` or :meth:`discard`.
+        """
+        tmp = self._new_temp()
+        try:
+            with open(tmp, "wb") as f:
+                write_stream(f, stream, progress)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        return tmp
+
+    def stage_file(self, filename, link=False):
+        """Stage a copy of ``filename`` (a hard link instead when ``link``; copy if linking fails).
+
+        Linking is cheap but shares the inode: whoever later modifies
+        ``filename`` in place modifies the cache too.  The client links only
+        files it wrote itself.
+        """
+        tmp = self._new_temp()
+        try:
+            if link:
+                os.unlink(tmp)
+                link_or_copy(filename, tmp)
+            else:
+                with open(filename, "rb") as fin:
+                    self._copy_into(fin, tmp)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        return tmp
+
+    @staticmethod
+    def _copy_into(fin, tmp):
+        with open(tmp, "wb") as fout:
+            write_stream(fout, fin)
+            fout.flush()
+            os.fsync(fout.fileno())
+
+    def discard(self, staged):
+        remove_quietly(staged)
+
+    def commit(self, staged, name):
+        """Make the staged file the cached ``name``; return the versioned name now cached.
+
+        With a version in ``name``: kept only when newer than the cached one
+        (an equal or newer cached version stays).  Without: a new version,
+        ``max(now, cached + 1)``, always replaces.  The staged file is consumed
+        either way.  Callers that share the cache hold the name's exclusive
+        lock around this call.
+        """
+        path, uname, version = self._parse(name)
+        try:
+            st = self._stat(path)
+            if version is None:
+                version = int(time.time())
+                if st is not None:
+                    version = max(version, _version_of(st) + 1)
+            elif st is not None and _version_of(st) >= version:
+                return versioned_name(uname, _version_of(st))
+            os.utime(staged, (version, version))
+            self._rename_into(staged, path)
+            staged = None
+            return versioned_name(uname, version)
+        finally:
+            if staged is not None:
+                remove_quietly(staged)
+
+    def _rename_into(self, staged, path):
+        # Another process may remove an empty parent folder between our
+        # makedirs and rename (delete_file prunes folders): retry a few times.
+        for attempt in range(5):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            try:
+                os.replace(staged, path)
+                remove_quietly(staged)  # left behind when both were links of one inode
+                break
+            except FileNotFoundError:
+                if attempt == 4 or not os.path.exists(staged):
+                    raise
+        fsync_dir(os.path.dirname(path))
+
+    # -- the DataStore API ---------------------------------------------------
+
+    def add_stream(self, name, stream):
+        return self.commit(self.stage_stream(stream), name)
+
+    def add_file(self, name, filename, compress_hint=True):
+        return self.commit(self.stage_file(filename), name)
+
+    def get_stream(self, name):
+        path, uname, version = self._parse(name)
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError("file not in the local store: %s" % name) from None
+        # fstat of the open file: the version we report is the content we return.
+        have = _version_of(os.fstat(f.fileno()))
+        if version is not None and have != version:
+            f.close()
+            raise NotFoundError("version %d of %s not in the local store (it has %d)" % (version, uname, have))
+        return f, versioned_name(uname, have)
+
+    def get_file(self, name, filename):
+        """Save the cached file as ``filename``: a hard link where possible, else a copy.
+
+        Do not modify ``filename`` in place afterwards: a hard link shares the
+        cache's copy (replace it with a new file instead).
+        """
+        stream, vname = self.get_stream(name)
+        with stream:
+            uname, version = check_name(vname)
+            tmp = _free_temp_name_beside(filename)
+            try:
+                # Link by path, then check it is the inode we opened (a newer
+                # version may have been renamed in since); else copy the open file.
+                linked = False
+                try:
+                    os.link(self.dir + uname, tmp)
+                    linked = os.stat(tmp).st_ino == os.fstat(stream.fileno()).st_ino
+                    if not linked:
+                        os.unlink(tmp)
+                except OSError:
+                    pass
+                if not linked:
+                    with open(tmp, "wb") as fout:
+                        write_stream(fout, stream)
+                    os.utime(tmp, (version, version))
+                os.replace(tmp, filename)
+                # rename() between two links of one inode does nothing: drop ours.
+                remove_quietly(tmp)
+            except BaseException:
+                remove_quietly(tmp)
+                raise
+        return vname
+
+    def exists(self, name):
+        path, _, version = self._parse(name)
+        st = self._stat(path)
+        if st is None or not os.path.isfile(path):
+            return False
+        return version is None or _version_of(st) == version
+
+    def file_version(self, name):
+        path, uname, _ = self._parse(name)
+        st = self._stat(path)
+        if st is None:
+            raise NotFoundError("file not in the local store: %s" % uname)
+        return _version_of(st)
+
+    def file_size(self, name):
+        path, uname, version = self._parse(name)
+        st = self._stat(path)
+        if st is None:
+            raise NotFoundError("file not in the local store: %s" % uname)
+        if version is not None and _version_of(st) != version:
+            raise NotFoundError("version %d of %s not in the local store" % (version, uname))
+        return st.st_size
+
+    def delete_file(self, name):
+        """Remove the cached file (a versioned name: only if the cached version is not newer).
+
+        Missing files are ignored (it is a cache).  Callers that share the
+        cache hold the name's exclusive lock.
+        """
+        path, _, version = self._parse(name)
+        st = self._stat(path)
+        if st is None:
+            return
+        if version is not None and _version_of(st) > version:
+            return
+        remove_quietly(path)
+        remove_empty_dirs(os.path.dirname(path), self.dir)
+
+    def list_files(self):
+        result = []
+        for root, _dirs, files in os.walk(self.dir):
+            for base in files:
+                path = os.path.join(root, base)
+                st = self._stat(path)
+                if st is None:
+                    continue
+                name = "/" + os.path.relpath(path, self.dir).replace(os.sep, "/")
+                result.append(DataStore.FileInfoEntry(
+                    name=versioned_name(name, _version_of(st)), mtime=st.st_mtime, size=st.st_size))
+        return result
+
+    def clean_temporary(self, older_than=3600):
+        """Remove staged files left by crashed writers (older than ``older_than`` s)."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for base in os.listdir(self.tmp_dir):
+            path = os.path.join(self.tmp_dir, base)
+            st = self._stat(path)
+            if st is not None and st.st_mtime < cutoff and st.st_ctime < cutoff:
+                remove_quietly(path)
+                removed += 1
+        return removed
+
+
+def _free_temp_name_beside(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path)[:40] + ".", suffix=".ft-tmp", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+    return tmp

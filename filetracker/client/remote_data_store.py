@@ -1,0 +1,413 @@
+"""A :class:`DataStore` on a filetracker server, over the HTTP protocol.
+
+See ``PROTOCOL.md``: files live under ``<base_url>/files/<name>``, versions
+travel as HTTP dates.  Bodies are streamed both ways (a file is never held in
+memory).  Uploads are gzip-compressed into a temporary file first when the
+server speaks protocol 2 (``Content-Encoding: gzip`` + ``Logical-Size`` +
+``SHA256-Checksum``).  Errors become :mod:`filetracker.errors`:
+404 -> :class:`NotFoundError`, 409 -> :class:`VersionConflictError`,
+anything else (and no answer at all) -> :class:`RemoteError`.
+
+Credentials may be given in the URL (``http://user:token@host:port``);
+``requests`` sends them as HTTP Basic auth.
+"""
+
+import gzip
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import time
+import urllib.parse
+
+import requests
+
+from filetracker.client._files import CHUNK, atomic_write_stream
+from filetracker.client.data_store import DataStore
+from filetracker.errors import NotFoundError, RemoteError, VersionConflictError
+from filetracker.httpdate import format_version, parse_version
+from filetracker.names import check_folder, check_name, versioned_name
+
+#: Protocol versions this client speaks.
+SUPPORTED_PROTOCOLS = (1, 2)
+#: Level of the gzip compression of uploads: zlib's default, a fair speed/size trade.
+GZIP_LEVEL = 6
+
+
+def _short(exc):
+    """A one-line cause of a requests exception (the errno text when there is one)."""
+    text = str(exc)
+    m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if m:
+        return m.group(1).strip()
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _safe_url(url):
+    """``url`` without credentials (never print a token)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname + (":%d" % parts.port if parts.port else "")
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def _reason(response):
+    return response.headers.get("X-Exception") or response.reason or ""
+
+
+def raise_for_response(response, what):
+    """Raise the :mod:`filetracker.errors` exception for an error ``response``."""
+    status = response.status_code
+    if status < 400:
+        return
+    reason = _reason(response)
+    message = "%s: HTTP %d: %s" % (what, status, reason) if reason else "%s: HTTP %d" % (what, status)
+    if status == 404:
+        raise NotFoundError(message)
+    if status == 409:
+        raise VersionConflictError(message)
+    raise RemoteError(message, status=status, reason=reason)
+
+
+class _Progress:
+    """A no-op progress sink (the CLI plugs a tqdm bar in its place)."""
+
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+class _ReadWithProgress:
+    """A file wrapper that reports how much has been read (for upload progress)."""
+
+    def __init__(self, f, progress):
+        self._f = f
+        self._progress = progress
+
+    def read(self, n=-1):
+        data = self._f.read(n)
+        self._progress.update(len(data))
+        return data
+
+    def __len__(self):  # lets requests send Content-Length
+        return os.fstat(self._f.fileno()).st_size - self._f.tell()
+
+
+class ResponseStream:
+    """A read-only binary file over a streamed HTTP response body (decoded).
+
+    ``read(n)`` returns at most ``n`` bytes; ``read()`` the rest.  Closing it
+    releases the connection.  A truncated body raises :class:`RemoteError`.
+    """
+
+    def __init__(self, response, what):
+        self._response = response
+        self._iter = response.iter_content(CHUNK)
+        self._buf = b""
+        self._what = what
+        self.closed = False
+
+    def _next_chunk(self):
+        try:
+            return next(self._iter)
+        except StopIteration:
+            return b""
+        except requests.RequestException as e:
+            raise RemoteError("%s: transfer failed: %s" % (self._what, e)) from None
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            parts = [self._buf]
+            self._buf = b""
+            while True:
+                chunk = self._next_chunk()
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        while len(self._buf) < n:
+            chunk = self._next_chunk()
+            if not chunk:
+                break
+            self._buf += chunk
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._response.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+
+class RemoteDataStore(DataStore):
+    """The protocol client; thread-safe (one pooled ``requests.Session``).
+
+    ``timeout``: seconds to wait for a connection or for the next bytes of an
+    answer (``None``: wait forever, as the 2.x client does).
+    ``on_negotiated(protocol)``: called once when the protocol is settled.
+    ``progress_factory(total_bytes, description)``: returns an object with
+    ``update(n)`` and ``close()`` to report transfer progress.
+    """
+
+    def __init__(self, base_url, timeout=None, session=None, on_negotiated=None, progress_factory=None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.on_negotiated = on_negotiated
+        self.progress_factory = progress_factory
+        self._protocol = None
+        self._protocol_lock = threading.Lock()
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _file_url(self, uname):
+        return self.base_url + "/files" + urllib.parse.quote(uname, safe="/")
+
+    def _request(self, method, url, what, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return self.session.request(method, url, **kwargs)
+        except requests.RequestException as e:
+            raise RemoteError("%s: cannot reach %s: %s" % (what, _safe_url(self.base_url), _short(e)),
+                              status=None) from None
+
+    def _progress(self, total, description):
+        if self.progress_factory is None:
+            return _Progress()
+        return self.progress_factory(total, description)
+
+    def protocol_version(self):
+        """The protocol version agreed with the server (asked once, then remembered)."""
+        with self._protocol_lock:
+            if self._protocol is None:
+                response = self._request("GET", self.base_url + "/version/", "protocol negotiation")
+                if response.status_code == 404:
+                    offered = {1}
+                else:
+                    raise_for_response(response, "protocol negotiation")
+                    try:
+                        offered = set(response.json()["protocol_versions"])
+                    except (ValueError, KeyError, TypeError):
+                        raise RemoteError("protocol negotiation: malformed answer from /version/",
+                                          status=response.status_code) from None
+                common = offered.intersection(SUPPORTED_PROTOCOLS)
+                if not common:
+                    raise RemoteError("no common protocol version: we speak %s, the server %s"
+                                      % (sorted(SUPPORTED_PROTOCOLS), sorted(offered)))
+                self._protocol = max(common)
+                if self.on_negotiated is not None:
+                    self.on_negotiated(self._protocol)
+            return self._protocol
+
+    def _with_version(self, url, headers, version):
+        """Attach ``version`` as the protocol wants: query parameter (2) or header (1)."""
+        date = format_version(version)
+        if self.protocol_version() == 1:
+            return url, dict(headers, **{"Last-Modified": date})
+        return url + "?" + urllib.parse.urlencode({"last_modified": date}), headers
+
+    @staticmethod
+    def _last_modified(response):
+        value = response.headers.get("Last-Modified")
+        if not value:
+            raise RemoteError("the server sent no Last-Modified header", status=response.status_code)
+        return parse_version(value)
+
+    def _check_version(self, response, uname, version):
+        remote = self._last_modified(response)
+        if version is not None and remote != version:
+            response.close()
+            raise NotFoundError("version %d of %s is not available (the server has version %d)"
+                                % (version, uname, remote))
+        return remote
+
+    # -- uploads ---------------------------------------------------------------
+
+    def add_file(self, name, filename, compress_hint=True):
+        """Upload ``filename`` as ``name``; returns the versioned name the server now holds.
+
+        Without a version in ``name`` the current time is sent (as the 2.x
+        client does).  When the server holds a newer version, that one stays
+        and its versioned name is returned.
+        """
+        uname, version = check_name(name)
+        if version is None:
+            version = int(time.time())
+        what = "upload of %s" % uname
+        headers = {}
+        size = os.path.getsize(filename)
+        with open(filename, "rb") as f:
+            if self.protocol_version() >= 2:
+                with tempfile.TemporaryFile() as tmp:
+                    digest = self._digest_and_maybe_gzip(f, tmp if compress_hint else None)
+                    headers["SHA256-Checksum"] = digest
+                    if compress_hint:
+                        headers["Content-Encoding"] = "gzip"
+                        headers["Logical-Size"] = str(size)
+                        tmp.seek(0)
+                        return self._put(uname, version, tmp, headers, size, what)
+                    f.seek(0)
+                    return self._put(uname, version, f, headers, size, what)
+            return self._put(uname, version, f, headers, size, what)
+
+    @staticmethod
+    def _digest_and_maybe_gzip(f, out):
+        """SHA-256 of ``f``'s content; also gzip it into ``out`` when given (one pass)."""
+        sha = hashlib.sha256()
+        gz = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) if out else None
+        try:
+            while True:
+                chunk = f.read(CHUNK)
+                if not chunk:
+                    break
+                sha.update(chunk)
+                if gz is not None:
+                    gz.write(chunk)
+        finally:
+            if gz is not None:
+                gz.close()
+        return sha.hexdigest()
+
+    def _put(self, uname, version, body, headers, logical_size, what):
+        url, headers = self._with_version(self._file_url(uname), headers, version)
+        progress = self._progress(logical_size, "put " + uname)
+        try:
+            if hasattr(body, "fileno"):
+                body = _ReadWithProgress(body, progress)
+            response = self._request("PUT", url, what, data=body, headers=headers)
+        finally:
+            progress.close()
+        with response:
+            raise_for_response(response, what)
+            return versioned_name(uname, self._last_modified(response))
+
+    def add_stream(self, name, stream):
+        """Upload from a stream (chunked transfer, no compression, no checksum)."""
+        uname, version = check_name(name)
+        if version is None:
+            version = int(time.time())
+
+        def chunks():
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+
+        return self._put(uname, version, chunks(), {}, None, "upload of %s" % uname)
+
+    # -- downloads -------------------------------------------------------------
+
+    def get_stream(self, name):
+        uname, version = check_name(name)
+        what = "download of %s" % name
+        response = self._request("GET", self._file_url(uname), what, stream=True)
+        try:
+            raise_for_response(response, what)
+            remote = self._check_version(response, uname, version)
+        except BaseException:
+            response.close()
+            raise
+        return ResponseStream(response, what), versioned_name(uname, remote)
+
+    def get_file(self, name, filename):
+        """Download to ``filename`` (temporary file + rename; never whole in memory)."""
+        stream, vname = self.get_stream(name)
+        with stream:
+            size = stream._response.headers.get("Logical-Size") or stream._response.headers.get("Content-Length")
+            progress = self._progress(int(size) if size and size.isdigit() else None, "get " + vname)
+            try:
+                atomic_write_stream(filename, stream, progress=progress.update, fsync=False)
+            finally:
+                progress.close()
+        return vname
+
+    def _head(self, name):
+        uname, version = check_name(name)
+        what = "%s" % name
+        response = self._request("HEAD", self._file_url(uname), what, allow_redirects=True)
+        response.close()
+        return response, uname, version
+
+    def exists(self, name):
+        response, uname, version = self._head(name)
+        if response.status_code == 404:
+            return False
+        raise_for_response(response, name)
+        return version is None or self._last_modified(response) == version
+
+    def file_version(self, name):
+        response, _, _ = self._head(name)
+        raise_for_response(response, name)
+        return self._last_modified(response)
+
+    def file_size(self, name):
+        """The logical size: ``Logical-Size`` for a gzip answer, else ``Content-Length``."""
+        response, uname, version = self._head(name)
+        raise_for_response(response, name)
+        self._check_version(response, uname, version)
+        if response.headers.get("Content-Encoding", "").lower() == "gzip":
+            value = response.headers.get("Logical-Size")
+        else:
+            value = response.headers.get("Content-Length")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise RemoteError("the server did not say the size of %s" % name,
+                              status=response.status_code) from None
+
+    # -- deletes and listings --------------------------------------------------
+
+    def delete_file(self, name):
+        """Delete the file on the server (with a version: only if not older than the stored one)."""
+        uname, version = check_name(name)
+        if version is None:
+            version = int(time.time())
+        what = "delete of %s" % uname
+        url, headers = self._with_version(self._file_url(uname), {}, version)
+        with self._request("DELETE", url, what, headers=headers) as response:
+            raise_for_response(response, what)
+
+    def list_files(self, version=None, subpath="", absolute_paths=False):
+        """Names under ``subpath`` whose version is at most ``version`` (default: now).
+
+        Names are relative to ``subpath`` as the server sends them.  With
+        ``absolute_paths`` and a non-root ``subpath`` they are prefixed with the
+        subpath *without its leading slash* (``a/b/x``), as the 2.x client does.
+        """
+        folder = check_folder("/" + subpath.lstrip("/")) if subpath else "/"
+        if version is None:
+            version = int(time.time())
+        url = self.base_url + "/list" + urllib.parse.quote(folder, safe="/")
+        url, headers = self._with_version(url, {}, version)
+        what = "listing of %s" % folder
+        with self._request("GET", url, what, headers=headers) as response:
+            raise_for_response(response, what)
+            names = response.content.decode("utf-8").split("\n")
+        if names and names[-1] == "":
+            names.pop()
+        if absolute_paths and folder != "/":
+            prefix = folder.strip("/") + "/"
+            names = [prefix + n for n in names]
+        return names
