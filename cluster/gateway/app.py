@@ -1,0 +1,67 @@
+"""``make_app(config)``: the gateway's Tornado application and its shared services."""
+
+import asyncio
+import logging
+
+from tornado import web
+from tornado.tcpclient import TCPClient
+
+from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
+from cluster.gateway.nodes import NodeClient
+from cluster.gateway.view import ClusterView
+from filetracker.server.base import NotFoundHandler
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """What every handler shares: config, cluster view, node client, background tasks.
+
+    Background work (slow replicas finishing, read repair) is kept here so its
+    tasks are referenced until they end and their errors are logged.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.view = ClusterView(config)
+        self.client = NodeClient(config, self.view)
+        self.view.attach(self.client)
+        self.tcp = TCPClient()
+        self._background = set()
+
+    def keep(self, task):
+        self._background.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def spawn(self, coro):
+        return self.keep(asyncio.ensure_future(coro))
+
+    def spawn_request(self, *args, **kwargs):
+        """Start a node request now; await the returned task later (scatter)."""
+        return asyncio.ensure_future(self.client.request(*args, **kwargs))
+
+    def _done(self, task):
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def close(self):
+        self.view.close()
+        for task in list(self._background):
+            task.cancel()
+        self.client.close()
+
+
+def make_app(config):
+    """The gateway application; ``app.services`` holds its shared state."""
+    services = Services(config)
+    deps = {"services": services}
+    app = web.Application([
+        (r"/version/?", VersionHandler, deps),
+        (r"/files/(.*)", FilesHandler, deps),
+        (r"/list", ListHandler, deps),
+        (r"/list/(.*)", ListHandler, deps),
+    ], default_handler_class=NotFoundHandler, compress_response=False)
+    app.services = services
+    return app

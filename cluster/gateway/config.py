@@ -1,0 +1,27 @@
+"""Gateway configuration: one immutable value passed to ``make_app``."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway needs to know; no globals.
+
+    ``nodes`` are seed URLs (any of them serves the ring).  ``timeout`` bounds
+    every single exchange with a node (connect, one response, one stalled
+    body write): a hung node costs at most that much, once, before it is
+    marked down.  ``range_size`` is the piece size for reading large bodies
+    from a replica (bounded memory per download).
+    """
+
+    nodes: tuple
+    write_quorum: int = 2
+    read_quorum: int = 2
+    timeout: float = 5.0
+    cluster_secret: str | None = None
+    range_size: int = 8 * 1024 * 1024
+    #: a node that refused or timed out is skipped for at least this long
+    down_seconds: float = 2.0
+    #: probe interval for nodes marked down
+    probe_interval: float = 0.5
+    max_clients: int = 100

@@ -1,0 +1,196 @@
+"""Public protocol handlers of the gateway (PROTOCOL.md): /version/, /files/<name>, /list/<folder>.
+
+Every handler gets the shared :class:`cluster.gateway.app.Services` through
+``initialize``; errors are a status code, a one-line ``X-Exception`` header
+and a short plain-text body, never a traceback.
+"""
+
+import json
+import logging
+import time
+from urllib.parse import quote
+
+import msgpack
+from tornado import web
+
+from cluster.gateway.reads import fetch_piece, quorum_read, read_repair
+from cluster.gateway.view import NoRing
+from cluster.gateway.writes import PutFanout, quorum_delete
+from filetracker.httpdate import format_version
+from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range, unsatisfied_range
+from filetracker.records import Record, merge
+from filetracker.server.base import BaseHandler as ServerBaseHandler
+from filetracker.server.base import HTTPFail, folder_from_path, name_from_path, request_version
+
+log = logging.getLogger(__name__)
+
+#: uploads are streamed, so the body size limit only guards against nonsense
+MAX_BODY_SIZE = 1 << 44
+
+
+class BaseHandler(ServerBaseHandler):
+    """The project's error answers (:mod:`filetracker.server.base`) plus the gateway's services."""
+
+    services = None  # set by initialize(services=...)
+
+    async def ring(self):
+        try:
+            return await self.services.view.get_ring()
+        except NoRing as exc:
+            raise HTTPFail(503, str(exc))
+
+
+class VersionHandler(BaseHandler):
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"protocol_versions": [2]}))
+
+
+@web.stream_request_body
+class FilesHandler(BaseHandler):
+    """PUT streams to N replicas; GET/HEAD read a quorum; DELETE writes a tombstone."""
+
+    _fanout = None
+
+    async def prepare(self):
+        super().prepare()
+        if self.request.method != "PUT":
+            return
+        self.request.connection.set_max_body_size(MAX_BODY_SIZE)
+        name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
+        version = request_version(self, path_version)
+        await self.ring()
+        fanout = PutFanout(self.services, name, version, self.request.headers)
+        if not await fanout.open():
+            fanout.abort()
+            raise HTTPFail(503, "not enough replicas: fewer than %d nodes reachable" % fanout.quorum)
+        self._fanout = fanout
+
+    async def data_received(self, chunk):
+        if self._fanout is not None and not self._finished:
+            await self._fanout.feed(chunk)
+
+    def on_connection_close(self):
+        if self._fanout is not None and not self._finished:
+            self._fanout.abort()
+
+    async def put(self, path):
+        outcome = await self._fanout.finish()
+        if outcome.status != 200:
+            raise HTTPFail(outcome.status, outcome.message)
+        winner = outcome.record
+        if winner.deleted:
+            raise HTTPFail(409, "a newer delete (version %d) wins over version %d"
+                               % (winner.version, self._fanout.version),
+                           headers={"Last-Modified": format_version(winner.version)})
+        self.set_header("Last-Modified", format_version(winner.version))
+        self.finish()
+
+    async def get(self, path):
+        await self._serve(path, with_body=True)
+
+    async def head(self, path):
+        await self._serve(path, with_body=False)
+
+    async def _serve(self, path, with_body):
+        name, _version = name_from_path(path)  # the client checks the version it gets
+        await self.ring()
+        read = await quorum_read(self.services, name)
+        self.services.spawn(read_repair(self.services, read))
+        if not read.enough:
+            raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
+                               % len(read.answers))
+        winner = read.winner
+        if winner is None or winner.deleted:
+            raise HTTPFail(404, "file not found: %s" % name)
+        size = winner.size
+        try:
+            rng = parse_range(self.request.headers.get("Range"), size)
+        except RangeNotSatisfiable as exc:
+            raise HTTPFail(416, str(exc), headers={"Content-Range": unsatisfied_range(size)})
+        start, end = rng if rng is not None else (0, size - 1)
+        if rng is not None:
+            self.set_status(206)
+            self.set_header("Content-Range", content_range(start, end, size))
+        self.set_header("Last-Modified", format_version(winner.version))
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Content-Length", str(end - start + 1))
+        if not with_body or end < start:
+            self.finish()
+            return
+        holders = read.holders()
+        step = self.services.config.range_size
+        pos = start
+        while pos <= end:
+            piece_end = min(pos + step - 1, end)
+            data, url = await fetch_piece(self.services, holders, winner.sha256, pos, piece_end)
+            if data is None:
+                if pos == start:
+                    raise HTTPFail(503, "no replica could deliver %s" % name)
+                # mid-answer: closing is the only honest thing left (the client sees a short body)
+                log.error("GET %s: every replica failed at byte %d; closing", name, pos)
+                self.request.connection.close()
+                return
+            if holders[0] != url:
+                holders.remove(url)
+                holders.insert(0, url)
+            self.write(data)
+            del data
+            await self.flush()
+            pos = piece_end + 1
+        self.finish()
+
+    async def delete(self, path):
+        name, path_version = name_from_path(path)
+        version = request_version(self, path_version)
+        await self.ring()
+        read = await quorum_read(self.services, name)
+        if not read.enough:
+            raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
+                               % len(read.answers))
+        if read.winner is None or read.winner.deleted:
+            raise HTTPFail(404, "file not found: %s" % name)
+        outcome = await quorum_delete(self.services, name, version)
+        if outcome.status != 200:
+            raise HTTPFail(outcome.status, outcome.message)
+        self.finish()
+
+
+class ListHandler(BaseHandler):
+    """Scatter the listing to every live node, merge per name, omit tombstones."""
+
+    async def get(self, path=""):
+        folder = folder_from_path(path)
+        max_version = request_version(self, required=False)
+        if max_version is None:
+            max_version = int(time.time())
+        await self.ring()
+        view = self.services.view
+        nodes = view.all_nodes()
+        replies = [await r for r in [self.services.spawn_request(
+            n.url, "GET", "/_cluster/list%s?max_version=%d" % (quote(folder, safe="/"), max_version))
+            for n in nodes if view.is_live(n.url)]]
+        answered = [r for r in replies if r.code == 200]
+        quorum = min(self.services.config.write_quorum, int(view.ring.n_replicas))
+        needed = max(1, len(nodes) - quorum + 1)
+        if len(answered) < needed:
+            raise HTTPFail(503, "not enough replicas: %d of %d nodes answered the listing"
+                               % (len(answered), len(nodes)))
+        merged = {}
+        for reply in answered:
+            for name, version, sha256, size, deleted in msgpack.unpackb(reply.body, raw=False):
+                rec = Record(name=name, version=int(version), sha256=sha256 or "", size=int(size or 0),
+                             deleted=bool(deleted))
+                merged[name] = merge(merged.get(name), rec)
+        prefix = folder if folder.endswith("/") else folder + "/"
+        lines = []
+        for name in sorted(merged):
+            rec = merged[name]
+            if rec.deleted or rec.version > max_version:
+                continue
+            lines.append(name[len(prefix):] if name.startswith(prefix) else name.lstrip("/"))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("".join(line + "\n" for line in lines))
+
+

@@ -1,0 +1,84 @@
+"""``filetracker-gateway``: run the stateless cluster router.
+
+    filetracker-gateway --port PORT [--host 127.0.0.1] --nodes URL[,URL...]
+        [--write-quorum W] [--read-quorum R] [--timeout S]
+        [--cluster-secret-file F] [--log-level L]
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from tornado.httpserver import HTTPServer
+
+from cluster.gateway.app import make_app
+from cluster.gateway.config import GatewayConfig
+from cluster.gateway.handlers import MAX_BODY_SIZE
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="filetracker-gateway",
+                                description="Stateless router of a filetracker cluster (public protocol).")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--nodes", required=True, help="comma-separated node URLs (any of them serves the ring)")
+    p.add_argument("--write-quorum", type=int, default=2, metavar="W")
+    p.add_argument("--read-quorum", type=int, default=2, metavar="R")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds a node may take for one exchange before it counts as down")
+    p.add_argument("--cluster-secret-file", metavar="F")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    nodes = tuple(u.strip().rstrip("/") for u in args.nodes.split(",") if u.strip())
+    if not nodes:
+        p.error("--nodes needs at least one URL")
+    if args.write_quorum < 1 or args.read_quorum < 1:
+        p.error("quorums must be at least 1")
+    if args.timeout <= 0:
+        p.error("--timeout must be positive")
+    return args, nodes
+
+
+def read_secret(path):
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() or None
+
+
+async def serve(args, nodes):
+    config = GatewayConfig(nodes=nodes, write_quorum=args.write_quorum, read_quorum=args.read_quorum,
+                           timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file))
+    app = make_app(config)
+    server = HTTPServer(app, max_body_size=MAX_BODY_SIZE, decompress_request=False, xheaders=False)
+    server.listen(args.port, address=args.host)
+    logging.getLogger("filetracker.gateway").info("gateway on http://%s:%d, nodes %s",
+                                                   args.host, args.port, ",".join(nodes))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # learn the ring early so the first request does not pay for it; nodes may still be starting
+    asyncio.ensure_future(app.services.view.refresh())
+    await stop.wait()
+    server.stop()
+    app.services.close()
+
+
+def main(argv=None):
+    args, nodes = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(args, nodes))
+    except OSError as exc:
+        print("filetracker-gateway: %s" % exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

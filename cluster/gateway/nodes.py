@@ -1,0 +1,120 @@
+"""HTTP exchanges with storage nodes over the internal ``/_cluster/`` API.
+
+One pooled client (libcurl through ``CurlAsyncHTTPClient``: keep-alive
+connections, so a request to a node costs no TCP handshake) serves every
+small exchange: record lookups, deletes, record lists, range reads.  Streaming
+uploads to nodes do not go through here (see :mod:`cluster.gateway.upload`).
+
+Every answer is reported to an *observer* so the cluster view can notice a
+newer ring epoch (``X-Ring-Epoch``) or a node that refused or timed out.
+"""
+
+import logging
+from urllib.parse import quote
+
+from tornado.curl_httpclient import CurlAsyncHTTPClient
+from tornado.httpclient import HTTPRequest
+
+from filetracker.records import Record
+
+log = logging.getLogger(__name__)
+
+#: header carrying the shared cluster secret on every internal request
+SECRET_HEADER = "X-Cluster-Secret"
+EPOCH_HEADER = "X-Ring-Epoch"
+
+
+def quote_name(name):
+    """URL path form of a file name (UTF-8, ``/`` kept)."""
+    return quote(name, safe="/")
+
+
+def record_from_headers(name, headers):
+    """The record of a *record header set*, or None when the node sent none."""
+    version = headers.get("X-Version")
+    if version is None or version == "":
+        return None
+    return Record(name=name, version=int(version), sha256=headers.get("X-Sha256", "") or "",
+                  size=int(headers.get("X-Size") or 0), deleted=headers.get("X-Deleted", "0") == "1")
+
+
+class NodeReply:
+    """One node's answer: ``code`` is None when no answer arrived (refused, timeout)."""
+
+    __slots__ = ("url", "code", "headers", "body", "error")
+
+    def __init__(self, url, code, headers, body, error=None):
+        self.url = url
+        self.code = code
+        self.headers = headers
+        self.body = body
+        self.error = error
+
+    @property
+    def ok(self):
+        return self.code is not None and 200 <= self.code < 300
+
+    def reason(self):
+        """A one-line explanation for logs and error messages."""
+        if self.code is None:
+            return "%s: %s" % (self.url, self.error)
+        return "%s: %d %s" % (self.url, self.code, self.headers.get("X-Exception", ""))
+
+
+class NodeClient:
+    """Pooled requests to nodes.  ``observer`` gets ``node_failed(url)`` and
+    ``epoch_seen(epoch, url)`` for every exchange."""
+
+    def __init__(self, config, observer):
+        self._config = config
+        self._observer = observer
+        self._http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_clients)
+
+    def close(self):
+        self._http.close()
+
+    def headers(self, extra=None):
+        """Headers every internal request carries (the cluster secret)."""
+        h = {}
+        if self._config.cluster_secret:
+            h[SECRET_HEADER] = self._config.cluster_secret
+        if extra:
+            h.update(extra)
+        return h
+
+    async def request(self, url, method, path, body=None, headers=None, timeout=None,
+                      streaming_callback=None, observe=True):
+        """Send one request to the node at ``url``; never raises for network errors.
+
+        With ``observe`` false a failure is not reported (the liveness probe
+        itself uses that).
+        """
+        timeout = self._config.timeout if timeout is None else timeout
+        req = HTTPRequest(url + path, method=method, headers=self.headers(headers), body=body,
+                          connect_timeout=timeout, request_timeout=timeout,
+                          allow_nonstandard_methods=True, decompress_response=False,
+                          follow_redirects=False, streaming_callback=streaming_callback)
+        try:
+            resp = await self._http.fetch(req, raise_error=False)
+        except Exception as exc:  # noqa: BLE001 - any client failure means "no answer"
+            if observe:
+                self._observer.node_failed(url)
+            return NodeReply(url, None, {}, b"", error=str(exc))
+        if resp.code == 599:
+            if observe:
+                self._observer.node_failed(url)
+            return NodeReply(url, None, {}, b"", error=str(resp.error))
+        epoch = resp.headers.get(EPOCH_HEADER)
+        if epoch:
+            try:
+                self._observer.epoch_seen(int(epoch), url)
+            except ValueError:
+                pass
+        return NodeReply(url, resp.code, resp.headers, resp.body or b"")
+
+    async def head_record(self, url, name):
+        """``(reply, record or None)``; the reply's ``ok`` says whether the node answered."""
+        reply = await self.request(url, "HEAD", "/_cluster/files" + quote_name(name))
+        if reply.code in (200, 404):
+            return reply, record_from_headers(name, reply.headers)
+        return reply, None

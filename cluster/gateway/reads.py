@@ -1,0 +1,160 @@
+"""Reads through the gateway: quorum record lookup, body pieces, read repair.
+
+* :func:`quorum_read` asks every live owner for the record at once and
+  returns as soon as R of them answered (a hung node costs nothing beyond the
+  others' latency, and never more than the timeout); the winner is picked by
+  :func:`filetracker.records.merge_all`.
+* :func:`fetch_piece` reads ``[start, end]`` of a blob from the first holder
+  that delivers it whole, so a replica failing before the first byte of a
+  piece is replaced without corrupting the answer.
+* :func:`read_repair` (background) sends the winner to replicas that answered
+  with an older record, streaming the blob when they lack it.
+"""
+
+import asyncio
+import logging
+
+import msgpack
+
+from cluster.gateway.upload import ReplicaUpload
+from filetracker.records import beats, merge_all
+
+log = logging.getLogger(__name__)
+
+#: slowest acceptable transfer rate of one piece from a replica, on top of the timeout
+SLOWEST_PIECE_BYTES_PER_S = 10 * 1024 * 1024
+FEED_CHUNK = 256 * 1024
+
+
+class QuorumRead:
+    """What a quorum read learned.
+
+    ``answers`` maps node URL -> record (None: the node has no record) for
+    every node that answered in time; ``winner`` is their merge; ``enough``
+    says whether R nodes answered; ``late`` are lookups still running (used
+    by read repair).
+    """
+
+    def __init__(self, name, answers, enough, late, nodes):
+        self.name = name
+        self.answers = answers
+        self.enough = enough
+        self.late = late
+        self.nodes = nodes
+        self.winner = merge_all(answers.values())
+
+    def holders(self):
+        """URLs of nodes that answered with exactly the winning record."""
+        return [url for url, r in self.answers.items() if r is not None and r == self.winner]
+
+
+async def quorum_read(services, name):
+    view = services.view
+    placement = view.placement(name)
+    candidates = [n for n in placement.owners if view.is_live(n.url)]
+    needed = min(services.config.read_quorum, len(placement.owners))
+    if len(candidates) < needed:
+        # not enough live owners: ask handoff nodes too (they may hold hinted writes)
+        candidates += [n for n in placement.handoffs if view.is_live(n.url)][:needed - len(candidates)]
+    tasks = {asyncio.ensure_future(services.client.head_record(n.url, name)): n for n in candidates}
+    answers = {}
+    pending = set(tasks)
+    while pending and len(answers) < needed:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            reply, record = t.result()
+            if reply.code in (200, 404):
+                answers[reply.url] = record
+    return QuorumRead(name, answers, len(answers) >= needed, pending, candidates)
+
+
+async def fetch_piece(services, holders, sha256, start, end):
+    """Bytes ``start..end`` (inclusive) of blob ``sha256`` from the first holder
+    that delivers them whole; ``(data, holder_url)`` or ``(None, None)``."""
+    length = end - start + 1
+    timeout = services.config.timeout + length / SLOWEST_PIECE_BYTES_PER_S
+    for url in holders:
+        if not services.view.is_live(url):
+            continue
+        reply = await services.client.request(url, "GET", "/_cluster/blobs/" + sha256,
+                                              headers={"Range": "bytes=%d-%d" % (start, end)},
+                                              timeout=timeout)
+        data = reply.body
+        if reply.code == 200 and len(data) > length:
+            data = data[start:end + 1]  # the node ignored Range (small body)
+        if reply.code in (200, 206) and len(data) == length:
+            return data, url
+        log.warning("piece %d-%d of %s from %s failed: %s", start, end, sha256, url, reply.reason())
+    return None, None
+
+
+async def read_repair(services, read):
+    """Bring replicas that answered with an older record up to the winner."""
+    answers = dict(read.answers)
+    if read.late:
+        done, _ = await asyncio.wait(read.late, timeout=services.config.timeout * 2)
+        for t in done:
+            reply, record = t.result()
+            if reply.code in (200, 404):
+                answers[reply.url] = record
+    winner = merge_all(answers.values())
+    if winner is None:
+        return
+    holders = [u for u, r in answers.items() if r == winner]
+    stale = [u for u, r in answers.items() if beats(winner, r)]
+    for url in stale:
+        try:
+            await push_record(services, url, winner, holders)
+        except Exception:  # noqa: BLE001 - repair is best effort; anti-entropy catches up
+            log.exception("read repair of %s on %s failed", winner.name, url)
+
+
+async def push_record(services, url, record, holders):
+    """Merge ``record`` into node ``url``; stream the blob from a holder if it lacks it."""
+    reply = await services.client.request(url, "POST", "/_cluster/records",
+                                          body=msgpack.packb([record.to_dict()]),
+                                          headers={"Content-Type": "application/msgpack"})
+    if reply.code != 200:
+        log.warning("read repair: %s", reply.reason())
+        return False
+    missing = msgpack.unpackb(reply.body, raw=False).get("missing", []) if reply.body else []
+    if record.deleted or record.sha256 not in missing:
+        log.info("read repair: %s@%d record sent to %s", record.name, record.version, url)
+        return True
+    return await copy_blob(services, url, record, holders)
+
+
+async def copy_blob(services, url, record, holders):
+    """Stream the blob of ``record`` from ``holders`` into node ``url`` (piece by piece)."""
+    target = next((n for n in services.view.all_nodes() if n.url == url), None)
+    if target is None:
+        return False
+    headers = dict(services.client.headers())
+    headers["SHA256-Checksum"] = record.sha256
+    headers["Content-Length"] = str(record.size)
+    up = ReplicaUpload(services.tcp, target, None, record.name, record.version, headers,
+                       services.config.timeout, services.view)
+    try:
+        await up.open()
+    except Exception as exc:  # noqa: BLE001
+        up.abort(str(exc))
+        return False
+    up.start()
+    step = services.config.range_size
+    for start in range(0, record.size, step):
+        end = min(start + step, record.size) - 1
+        data, _ = await fetch_piece(services, holders, record.sha256, start, end)
+        if data is None:
+            up.abort("no holder delivered the blob")
+            await up.task
+            return False
+        for i in range(0, len(data), FEED_CHUNK):
+            # small slices: the upload queue counts chunks, so this bounds its memory
+            if not await up.feed(data[i:i + FEED_CHUNK]):
+                await up.task
+                return False
+    await up.end()
+    await up.task
+    log.info("read repair: %s@%d streamed to %s: %s", record.name, record.version, url,
+             "ok" if up.ok else up.reason())
+    return up.ok

@@ -1,0 +1,199 @@
+"""The gateway's picture of the cluster: the current ring and which nodes answer.
+
+* The ring is fetched once from any node (``GET /_cluster/ring``) and kept; it
+  is refetched only when some node answers with a higher ``X-Ring-Epoch``
+  (one refresh at a time), never per request.
+* Liveness: a node that refused a connection or timed out is *down*; requests
+  skip it.  A background probe asks it again every ``probe_interval`` and
+  marks it up when it answers (but not before ``down_seconds`` passed), so a
+  hung node costs at most one timeout, not one per request.
+"""
+
+import asyncio
+import logging
+import time
+
+import msgpack
+
+from cluster.ring import Ring, partition_of
+
+log = logging.getLogger(__name__)
+
+
+class NoRing(Exception):
+    """No node answered with a ring: the cluster is unreachable."""
+
+
+class NodeRef:
+    """A ring member as the gateway needs it: its id (for hints) and its URL."""
+
+    __slots__ = ("id", "url")
+
+    def __init__(self, node_id, url):
+        self.id = node_id
+        self.url = url.rstrip("/")
+
+    def __repr__(self):
+        return "NodeRef(%r)" % self.url
+
+
+def _node_ref(ring, entry):
+    """Adapt whatever the ring's preference list holds (node object, dict or id)."""
+    if isinstance(entry, str):
+        for n in _ring_nodes(ring):
+            if n.id == entry:
+                return n
+        return NodeRef(entry, entry)
+    if isinstance(entry, dict):
+        return NodeRef(entry["id"], entry.get("url") or entry["id"])
+    return NodeRef(entry.id, getattr(entry, "url", None) or entry.id)
+
+
+def _ring_nodes(ring):
+    out = []
+    for n in ring.nodes:
+        if isinstance(n, dict):
+            out.append(NodeRef(n["id"], n.get("url") or n["id"]))
+        elif isinstance(n, str):
+            out.append(NodeRef(n, n))
+        else:
+            out.append(NodeRef(n.id, getattr(n, "url", None) or n.id))
+    return out
+
+
+class Placement:
+    """Where one name lives: ``owners`` (first N of the preference list) and
+    ``handoffs`` (the rest, in order)."""
+
+    __slots__ = ("owners", "handoffs")
+
+    def __init__(self, owners, handoffs):
+        self.owners = owners
+        self.handoffs = handoffs
+
+
+class ClusterView:
+    """Ring + liveness.  Also the observer of :class:`cluster.gateway.nodes.NodeClient`."""
+
+    def __init__(self, config):
+        self._config = config
+        self._seeds = [u.rstrip("/") for u in config.nodes]
+        self._ring = None
+        self._nodes = []
+        self._placement_cache = {}
+        self._refreshing = None
+        self._down = {}      # url -> monotonic time it was marked down
+        self._probes = {}    # url -> probe task
+        self.client = None   # set by attach()
+
+    def attach(self, client):
+        self.client = client
+
+    # ---- ring -----------------------------------------------------------------
+
+    @property
+    def ring(self):
+        return self._ring
+
+    @property
+    def epoch(self):
+        return -1 if self._ring is None else int(self._ring.epoch)
+
+    def all_nodes(self):
+        """Every ring member (empty before the ring is known)."""
+        return list(self._nodes)
+
+    async def get_ring(self):
+        """The current ring, fetching it first if there is none yet; NoRing if unreachable."""
+        if self._ring is None:
+            await self.refresh()
+        if self._ring is None:
+            raise NoRing("no cluster node answered with a ring")
+        return self._ring
+
+    async def refresh(self, prefer=None):
+        """Fetch the ring (single flight); install it when its epoch is newer."""
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+            return
+        self._refreshing = asyncio.ensure_future(self._fetch_ring(prefer))
+        try:
+            await asyncio.shield(self._refreshing)
+        finally:
+            self._refreshing = None
+
+    async def _fetch_ring(self, prefer):
+        urls = ([prefer] if prefer else []) + [n.url for n in self._nodes] + self._seeds
+        seen = set()
+        for url in urls:
+            if url in seen:
+                continue
+            seen.add(url)
+            reply = await self.client.request(url, "GET", "/_cluster/ring")
+            if reply.code != 200:
+                continue
+            try:
+                ring = Ring.from_dict(msgpack.unpackb(reply.body, raw=False))
+            except Exception as exc:  # noqa: BLE001 - a bad ring from one node must not stop us
+                log.warning("bad ring from %s: %s", url, exc)
+                continue
+            self._install(ring)
+            return
+
+    def _install(self, ring):
+        if self._ring is not None and int(ring.epoch) <= int(self._ring.epoch):
+            return
+        log.info("ring epoch %s installed (%d nodes)", ring.epoch, len(ring.nodes))
+        self._ring = ring
+        self._nodes = _ring_nodes(ring)
+        self._placement_cache = {}
+
+    def epoch_seen(self, epoch, url):
+        """Observer hook: a node answered with ``X-Ring-Epoch: epoch``."""
+        if self._ring is not None and epoch > int(self._ring.epoch) and self._refreshing is None:
+            asyncio.ensure_future(self.refresh(prefer=url))
+
+    def placement(self, name):
+        """Owners and handoff order of ``name`` under the current ring."""
+        ring = self._ring
+        p = partition_of(name, ring.partition_power)
+        cached = self._placement_cache.get(p)
+        if cached is None:
+            prefs = [_node_ref(ring, e) for e in ring.preference_list(p)]
+            n = min(int(getattr(ring, "n_replicas", ring.replicas)), len(prefs))
+            cached = Placement(prefs[:n], prefs[n:])
+            self._placement_cache[p] = cached
+        return cached
+
+    # ---- liveness -------------------------------------------------------------
+
+    def is_live(self, url):
+        return url not in self._down
+
+    def node_failed(self, url):
+        """Observer hook: ``url`` refused or timed out; skip it until a probe answers."""
+        if url in self._down:
+            return
+        log.warning("node %s marked down", url)
+        self._down[url] = time.monotonic()
+        self._probes[url] = asyncio.ensure_future(self._probe(url))
+
+    async def _probe(self, url):
+        try:
+            while True:
+                await asyncio.sleep(self._config.probe_interval)
+                reply = await self.client.request(url, "GET", "/version/",
+                                                  timeout=min(self._config.timeout, 2.0), observe=False)
+                if reply.code is not None:
+                    wait = self._config.down_seconds - (time.monotonic() - self._down[url])
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    log.info("node %s is back", url)
+                    return
+        finally:
+            self._down.pop(url, None)
+            self._probes.pop(url, None)
+
+    def close(self):
+        for task in list(self._probes.values()):
+            task.cancel()

@@ -1,0 +1,164 @@
+"""Writes through the gateway: streamed PUT fan-out and quorum DELETE.
+
+Both send to the targets chosen by :class:`TargetPicker` and succeed once
+``W`` nodes stored the change (W capped at the number of owners).  Answers
+that come after the quorum are collected in the background.
+"""
+
+import asyncio
+import logging
+
+from cluster.gateway.nodes import quote_name, record_from_headers
+from cluster.gateway.targets import TargetPicker
+from cluster.gateway.upload import ReplicaUpload
+from filetracker.records import merge_all
+
+log = logging.getLogger(__name__)
+
+#: request headers of a client PUT that travel on to the nodes
+PASSED_HEADERS = ("Content-Encoding", "Logical-Size", "SHA256-Checksum", "Content-Length")
+
+
+class WriteOutcome:
+    """The result of a quorum write, as the public handler answers it.
+
+    ``status`` 200 with ``record`` (the winner the replicas report), or an
+    error ``status`` with a one-line ``message``.
+    """
+
+    def __init__(self, status, record=None, message=""):
+        self.status = status
+        self.record = record
+        self.message = message
+
+
+def judge(successes, failures, quorum, what):
+    """Turn per-node results into one outcome.
+
+    ``successes`` are winner records reported by nodes, ``failures`` are
+    ``(code or None, reason)``.  Errors every failing node agrees on win over
+    the generic 503: all 507 -> 507, all 400 -> 400 (bad checksum).
+    """
+    if len(successes) >= quorum:
+        return WriteOutcome(200, merge_all(successes))
+    codes = {code for code, _ in failures if code is not None}
+    reasons = "; ".join(r for _, r in failures[:3])
+    if codes == {507}:
+        return WriteOutcome(507, message="no space left on the replicas")
+    if codes == {400}:
+        return WriteOutcome(400, message=failures[0][1].split(": ", 2)[-1] or "bad request")
+    return WriteOutcome(503, message="not enough replicas: %d of %d stored the %s (%s)"
+                        % (len(successes), quorum, what, reasons or "no node available"))
+
+
+class PutFanout:
+    """Streams one client upload to N nodes at once.
+
+    ``await open()`` (before the body is read), ``await feed(chunk)`` for each
+    body chunk, ``await finish()`` -> :class:`WriteOutcome`.
+    """
+
+    def __init__(self, services, name, version, request_headers):
+        self._s = services
+        self.name = name
+        self.version = version
+        self._headers = {h: request_headers[h] for h in PASSED_HEADERS if h in request_headers}
+        if "Content-Length" in self._headers and "Transfer-Encoding" in request_headers:
+            del self._headers["Content-Length"]
+        self._headers.update(services.client.headers())
+        self._picker = TargetPicker(services.view, services.view.placement(name))
+        self._quorum = min(services.config.write_quorum, len(services.view.placement(name).owners))
+        self.uploads = []
+        self._failures = []
+
+    @property
+    def quorum(self):
+        return self._quorum
+
+    async def open(self):
+        """Connect to the targets (replacing refusing ones); False when fewer than W connect."""
+        opened = await asyncio.gather(*(self._open_one(n, h) for n, h in self._picker.initial()))
+        self.uploads = [u for u in opened if u is not None]
+        for u in self.uploads:
+            u.start()
+        return len(self.uploads) >= self._quorum
+
+    async def _open_one(self, node, hint_for):
+        while True:
+            up = ReplicaUpload(self._s.tcp, node, hint_for, self.name, self.version, self._headers,
+                               self._s.config.timeout, self._s.view)
+            try:
+                await up.open()
+                return up
+            except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
+                up.abort(str(exc))
+                self._s.view.node_failed(node.url)
+                self._failures.append((None, "%s: %s" % (node.url, exc or type(exc).__name__)))
+                sub = self._picker.replacement(TargetPicker.hint_after_failure(node, hint_for))
+                if sub is None:
+                    return None
+                node, hint_for = sub
+
+    async def feed(self, chunk):
+        live = [u for u in self.uploads if not u.failed]
+        if len(live) == 1:
+            await live[0].feed(chunk)
+        elif live:
+            await asyncio.gather(*(u.feed(chunk) for u in live))
+
+    def abort(self):
+        for u in self.uploads:
+            u.abort("the client went away")
+
+    async def finish(self):
+        """End every body, wait until W nodes stored it (or all answered)."""
+        await asyncio.gather(*(u.end() for u in self.uploads))
+        pending = {u.task for u in self.uploads}
+        successes = []
+        failures = list(self._failures)
+        while pending and len(successes) < self._quorum:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                up = task.result()
+                if up.ok:
+                    successes.append(up.record)
+                else:
+                    failures.append((up.code, up.reason()))
+        for task in pending:
+            self._s.keep(task)  # the slower replicas finish in the background
+        return judge(successes, failures, self._quorum, "file")
+
+
+async def quorum_delete(services, name, version):
+    """Send a tombstone ``(name, version)`` to the write targets; -> :class:`WriteOutcome`."""
+    view = services.view
+    placement = view.placement(name)
+    picker = TargetPicker(view, placement)
+    quorum = min(services.config.write_quorum, len(placement.owners))
+    failures = []
+
+    async def one(node, hint_for):
+        while True:
+            headers = {"X-Hint-For": hint_for} if hint_for else None
+            reply = await services.client.request(
+                node.url, "DELETE", "/_cluster/files%s?version=%d" % (quote_name(name), version),
+                headers=headers)
+            record = record_from_headers(name, reply.headers) if reply.code == 200 else None
+            if record is not None:
+                return record
+            failures.append((reply.code, reply.reason()))
+            if reply.code is not None:
+                return None  # the node answered: an error of the request, not of the node
+            sub = picker.replacement(TargetPicker.hint_after_failure(node, hint_for))
+            if sub is None:
+                return None
+            node, hint_for = sub
+
+    pending = {asyncio.ensure_future(one(n, h)) for n, h in picker.initial()}
+    successes = []
+    while pending and len(successes) < quorum:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        successes.extend(r for r in (t.result() for t in done) if r is not None)
+    for task in pending:
+        services.keep(task)
+    return judge(successes, failures, quorum, "delete")
