@@ -194,3 +194,32 @@ def test_sigterm_clean_shutdown(server):
     assert put(server.url, "/t", b"x", T0).status_code == 200
     server.service.signal(15)
     assert server.service.proc.wait(timeout=10) == 0
+
+
+def test_workers_share_one_store(tmp_path):
+    """--workers 2: two processes on one socket and one store, stopped together by SIGTERM."""
+    import concurrent.futures
+
+    srv = start_server(tmp_path, "multi", extra=("--workers", "2"))
+    try:
+        with open("/proc/%d/task/%d/children" % (srv.service.pid, srv.service.pid)) as f:
+            assert len(f.read().split()) == 2
+        def roundtrip(i):
+            data = b"w%d" % i * 1000
+            assert put(srv.url, "/w/%d" % (i % 10), data, T0 + i).status_code == 200
+            return i
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(roundtrip, range(60)))
+        for k in range(10):
+            newest = max(i for i in range(60) if i % 10 == k)
+            r = requests.get(srv.url + "/files/w/%d" % k, timeout=5)
+            assert r.content == b"w%d" % newest * 1000 and version_of(r) == T0 + newest
+        srv.service.signal(15)
+        assert srv.service.proc.wait(timeout=15) == 0
+    finally:
+        srv.stop()
+    from filetracker.storage import ObjectStore
+    with ObjectStore(srv.dir) as store:
+        assert store.verify().ok
+        assert store.collect_garbage() == (0, 0)  # replaced blobs were unlinked
