@@ -71,7 +71,9 @@ class UpstreamServer(Service):
         self.data_dir = os.path.abspath(data_dir)
         self.url = "http://127.0.0.1:%d" % self.port
         argv = ["env", "-C", venv, script, "-D", "-l", "127.0.0.1", "-p", str(self.port),
-                "-d", self.data_dir, "--workers", str(workers), "--log-level", log_level]
+                "-d", self.data_dir, "--log-level", log_level]
+        if workers is not None:  # None: the 2.x default (2 x CPUs)
+            argv += ["--workers", str(workers)]
         if fallback_url:
             argv += ["--fallback-url", fallback_url]
         env = dict(os.environ)

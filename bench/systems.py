@@ -1,0 +1,121 @@
+"""The systems under test, each started by us on 127.0.0.1 and stopped by process group.
+
+* ``upstream``: the published filetracker 2.x server (its own venv, gunicorn
+  with its default worker count, i.e. what users run today);
+* ``server``: our single-node ``filetracker-server``;
+* ``node``: one of our cluster nodes, answering the public protocol directly;
+* ``gateway``: our gateway over 3 nodes (N=3, W=2).
+
+A :class:`System` owns one or more :class:`tests.support.procs.Service` objects;
+``start()`` waits until every one answers ``GET /version/``; ``peak_rss()``
+reads VmHWM of every process in every group (children and workers included)
+and must be called before ``stop()``.
+"""
+
+import os
+
+from bench.procinfo import group_peak_rss
+from tests.support import upstream
+from tests.support.procs import Service, free_port, script
+
+LOOPBACK = "127.0.0.1"
+
+
+class System:
+    def __init__(self, key, label, url, services):
+        self.key = key
+        self.label = label
+        self.url = url
+        self.services = services  # [(role, Service)] in start order
+
+    def start(self):
+        started = []
+        try:
+            for _role, svc in self.services:
+                svc.start()
+                started.append(svc)
+        except Exception:
+            for svc in reversed(started):
+                svc.stop()
+            raise
+        return self
+
+    def stop(self):
+        for _role, svc in reversed(self.services):
+            svc.stop()
+
+    def peak_rss(self):
+        rows = []
+        for role, svc in self.services:
+            if svc.alive():
+                for row in group_peak_rss(svc.pid):
+                    rows.append(dict(row, role=role))
+        return rows
+
+    def logs(self):
+        return {role: svc.log_path for role, svc in self.services}
+
+
+def _ours(name, args, workdir, role):
+    port = free_port()
+    url = "http://%s:%d" % (LOOPBACK, port)
+    argv = [script(name)] + [a.format(port=port, url=url) for a in args]
+    svc = Service(argv, os.path.join(workdir, "%s.log" % role), ready_url=url + "/version/", timeout=30)
+    return url, svc
+
+
+def make_upstream(workdir):
+    if not upstream.available():
+        raise RuntimeError("2.x server venv missing (scripts/setup-ft2-server.sh)")
+    srv = upstream.UpstreamServer(os.path.join(workdir, "data"), log_path=os.path.join(workdir, "upstream.log"),
+                                  workers=None, log_level="WARNING")
+    return System("upstream", "upstream 2.3.3", srv.url, [("upstream", srv)])
+
+
+def make_server(workdir):
+    url, svc = _ours("filetracker-server",
+                     ["-D", "-l", LOOPBACK, "-p", "{port}", "-d", os.path.join(workdir, "data"),
+                      "--log-level", "WARNING"], workdir, "server")
+    return System("server", "our server", url, [("server", svc)])
+
+
+def node_args(data_dir, port, peers):
+    """Command line of one cluster node (public writes on, so it can be benchmarked directly)."""
+    args = ["--dir", data_dir, "--port", str(port), "--allow-public-writes"]
+    if peers:
+        args += ["--peers", ",".join(peers)]
+    return args
+
+
+def make_node(workdir):
+    port = free_port()
+    url = "http://%s:%d" % (LOOPBACK, port)
+    svc = Service([script("filetracker-node")] + node_args(os.path.join(workdir, "data"), port, []),
+                  os.path.join(workdir, "node.log"), ready_url=url + "/version/", timeout=30)
+    return System("node", "one node", url, [("node", svc)])
+
+
+def make_gateway(workdir, nodes=3):
+    ports = [free_port() for _ in range(nodes)]
+    urls = ["http://%s:%d" % (LOOPBACK, p) for p in ports]
+    services = []
+    for i, port in enumerate(ports):
+        peers = [u for j, u in enumerate(urls) if j != i]
+        argv = [script("filetracker-node")] + node_args(os.path.join(workdir, "node%d" % i), port, peers)
+        services.append(("node%d" % i, Service(argv, os.path.join(workdir, "node%d.log" % i),
+                                               ready_url=urls[i] + "/version/", timeout=30)))
+    gport = free_port()
+    gurl = "http://%s:%d" % (LOOPBACK, gport)
+    argv = [script("filetracker-gateway"), "--port", str(gport), "--nodes", ",".join(urls)]
+    services.append(("gateway", Service(argv, os.path.join(workdir, "gateway.log"),
+                                        ready_url=gurl + "/version/", timeout=30)))
+    return System("gateway", "gateway (3 nodes, N=3 W=2)", gurl, services)
+
+
+FACTORIES = {
+    "upstream": make_upstream,
+    "server": make_server,
+    "node": make_node,
+    "gateway": make_gateway,
+}
+ORDER = ["upstream", "server", "node", "gateway"]
