@@ -27,11 +27,11 @@ from filetracker.server.handlers import (
     VersionHandler,
     public_routes,
 )
-from filetracker.server.streaming import GzipDecoder, select_range, send_file
+from filetracker.server.streaming import GzipDecoder, ReadPlan, open_for_read, select_range, send_file
 
 __all__ = [
     "BaseHandler", "ContextHandler", "FileHandler", "FilesContext", "GzipDecoder", "HTTPFail",
     "ListHandler", "NotFoundHandler", "ServerConfig", "VersionHandler", "folder_from_path",
     "make_app", "make_server", "name_from_path", "one_line", "public_routes", "request_version",
-    "select_range", "send_file", "status_for",
+    "select_range", "send_file", "status_for", "ReadPlan", "open_for_read",
 ]

@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 
 import tornado.web
+from tornado.iostream import StreamClosedError
 
 from filetracker.httpdate import format_version
+from filetracker.ranges import content_range, unsatisfied_range
 from filetracker.server.base import (
     BaseHandler,
     HTTPFail,
@@ -22,7 +24,7 @@ from filetracker.server.base import (
     name_from_path,
     request_version,
 )
-from filetracker.server.streaming import GzipDecoder, select_range, send_file
+from filetracker.server.streaming import GzipDecoder, open_for_read, send_file
 from filetracker.storage.errors import ChecksumMismatch, SizeMismatch, StoreFull
 
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -175,28 +177,35 @@ class FileHandler(ContextHandler):
 
     async def get(self, path_arg):
         name, _version = name_from_path(path_arg)
-        found = await self.ctx.run(self.ctx.store.open_record, name)
-        if found is None:
+        want_body = self.request.method != "HEAD"
+        plan = await self.ctx.run(open_for_read, self.ctx.store, name, self.request.headers.get("Range"),
+                                  want_body, self.ctx.chunk_size)
+        if plan is None:
             if self.ctx.fallback_url:
                 self.redirect(self.ctx.fallback_url.rstrip("/") + self.request.uri, status=307)
                 return
             raise HTTPFail(404, "no such file: %s" % name)
-        record, f = found
-        try:
-            status, start, end = select_range(self, record.size)
-        except BaseException:
-            f.close()
-            raise
-        self.set_status(status)
+        record = plan.record
+        if plan.unsatisfiable is not None:
+            raise HTTPFail(416, str(plan.unsatisfiable),
+                           headers={"Content-Range": unsatisfied_range(record.size)})
+        self.set_status(plan.status)
+        if plan.status == 206:
+            self.set_header("Content-Range", content_range(plan.start, plan.end - 1, record.size))
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("Last-Modified", format_version(record.version))
-        self.set_header("Content-Length", str(end - start))
-        if self.request.method == "HEAD":
-            f.close()
-            self.finish()
-            return
-        await send_file(self, self.ctx.run, f, start, end, self.ctx.chunk_size)
+        self.set_header("Content-Length", str(plan.end - plan.start))
+        if plan.first:
+            self.write(plan.first)
+        if plan.f is not None:
+            try:
+                await self.flush()
+            except StreamClosedError:
+                plan.f.close()
+                return
+            await send_file(self, self.ctx.run, plan.f, plan.start + len(plan.first), plan.end,
+                            self.ctx.chunk_size, seek=False)
         self.finish()
 
     head = get

@@ -1,6 +1,7 @@
 """Streaming helpers shared by handlers: gzip decoding of uploads, blob sending."""
 
 import zlib
+from dataclasses import dataclass
 
 from tornado.iostream import StreamClosedError
 
@@ -66,15 +67,62 @@ def select_range(handler, size):
     return 206, start, end + 1
 
 
-async def send_file(handler, run, f, start, end, chunk_size):
+@dataclass
+class ReadPlan:
+    """What :func:`open_for_read` found: the record, the open blob, the byte
+    range ``[start, end)`` to send (status 200 or 206) and its first chunk.
+    ``unsatisfiable`` is set (and ``f`` is None) for a Range that selects nothing.
+    """
+
+    record: object
+    f: object
+    status: int = 200
+    start: int = 0
+    end: int = 0
+    first: bytes = b""
+    unsatisfiable: RangeNotSatisfiable | None = None
+
+
+def open_for_read(store, name, range_header=None, want_body=True, chunk_size=256 * 1024):
+    """Blocking (run it in the executor): open the live record of ``name``,
+    apply ``range_header`` and read the first chunk, all in one executor hop.
+
+    Returns None when there is no live record.  A small file is then sent
+    without any further disk call.
+    """
+    found = store.open_record(name)
+    if found is None:
+        return None
+    record, f = found
+    try:
+        rng = parse_range(range_header, record.size) if want_body else None
+    except RangeNotSatisfiable as e:
+        f.close()
+        return ReadPlan(record, None, unsatisfiable=e)
+    plan = ReadPlan(record, f, end=record.size)
+    if rng is not None:
+        plan.status, plan.start, plan.end = 206, rng[0], rng[1] + 1
+    if want_body and plan.end > plan.start:
+        if plan.start:
+            f.seek(plan.start)
+        plan.first = f.read(min(chunk_size, plan.end - plan.start))
+    if not want_body or plan.start + len(plan.first) >= plan.end:
+        f.close()
+        plan.f = None
+    return plan
+
+
+async def send_file(handler, run, f, start, end, chunk_size, seek=True):
     """Send bytes ``[start, end)`` of the open file ``f``, then close it.
+
+    With ``seek=False`` the file is assumed to be positioned at ``start``.
 
     ``run(fn, *args)`` runs blocking calls in the executor.  Each chunk is
     flushed before the next is read, so memory stays at one chunk per request.
     A client that goes away ends the loop quietly.
     """
     try:
-        if start:
+        if seek and start:
             await run(f.seek, start)
         remaining = end - start
         while remaining > 0:
