@@ -2,7 +2,12 @@
 ratios, target checks and a PNG chart.  Pure formatting: no processes, no I/O
 except writing the chart file."""
 
-SYSTEMS = ["upstream", "server", "node", "gateway"]
+SYSTEMS = ["upstream", "server", "node", "gateway"]  # always shown, in this order
+
+
+def _systems(results):
+    """The four main systems, then any optional ones measured (e.g. server-w2)."""
+    return SYSTEMS + [k for k in results["systems"] if k not in SYSTEMS]
 CELLS = [
     ("put@1", "PUT 4 KiB, c=1"), ("put@32", "PUT 4 KiB, c=32"),
     ("get@1", "GET 4 KiB, c=1"), ("get@32", "GET 4 KiB, c=32"),
@@ -84,26 +89,27 @@ def _lat(c):
 def table(results):
     """The results as fixed-width text: ops/s, p50/p99 latency, MB/s, peak RSS, ratios, targets."""
     r = ratios(results)
-    names = [results["systems"].get(s, {}).get("label", s) for s in SYSTEMS]
-    head = ["metric"] + [s for s in SYSTEMS] + ["gw/upstream", "gw/node", "gw/raw"]
+    shown = _systems(results)
+    names = [results["systems"].get(s, {}).get("label", s) for s in shown]
+    head = ["metric"] + list(shown) + ["gw/upstream", "gw/node", "gw/raw"]
     rows = []
     for cell, label in CELLS:
-        cells = [_cell(results, s, cell) for s in SYSTEMS]
+        cells = [_cell(results, s, cell) for s in shown]
         err = ["" if c is None or not c.get("errors") else " (%d err)" % c["errors"] for c in cells]
         rows.append([label + " ops/s"] + [_num(c and c["ops_s"]) + e for c, e in zip(cells, err, strict=True)]
                     + [_num(r["gateway/upstream"][cell], 2), _num(r["gateway/node"][cell], 2), ""])
         rows.append(["  p50/p99 ms"] + [_lat(c) for c in cells] + ["", "", ""])
     for op, label in BIG:
-        bigs = [_big(results, s, op) for s in SYSTEMS]
+        bigs = [_big(results, s, op) for s in shown]
         rows.append([label + " MB/s"] + [_num(b and b["mb_s"]) for b in bigs]
                     + [_num(r["gateway/upstream"]["big_" + op], 2), _num(r["gateway/node"]["big_" + op], 2),
                        _num(r["gateway/raw"][op], 2)])
     raw = results.get("raw_copy", {})
     rows.append(["raw loopback copy MB/s", "to file: %s" % _num(raw.get("file", {}).get("mb_s")),
-                 "to /dev/null: %s" % _num(raw.get("null", {}).get("mb_s")), "", "", "", "", ""])
+                 "to /dev/null: %s" % _num(raw.get("null", {}).get("mb_s"))] + [""] * (len(shown) + 1))
     for what, fn in (("peak RSS, largest process MiB", max), ("peak RSS, all processes MiB", sum)):
         vals = []
-        for s in SYSTEMS:
+        for s in shown:
             sys_ = results["systems"].get(s)
             rss = sys_.get("rss") if sys_ else None
             vals.append(_num(fn(p["peak_rss_mib"] for p in rss), 1) + (" (%d)" % len(rss) if fn is sum else "")
@@ -114,8 +120,8 @@ def table(results):
                                  for i, (x, w) in enumerate(zip(row, widths, strict=True)))
     out = [line(head), line(["-" * w for w in widths])] + [line(row) for row in rows]
     out.append("")
-    out.append("systems: " + "; ".join("%s = %s" % (k, n) for k, n in zip(SYSTEMS, names, strict=True)))
-    for s in SYSTEMS:
+    out.append("systems: " + "; ".join("%s = %s" % (k, n) for k, n in zip(shown, names, strict=True)))
+    for s in shown:
         sys_ = results["systems"].get(s)
         if sys_ and sys_.get("status") != "ok":
             out.append("%s: NOT MEASURED: %s" % (s, sys_.get("error", "?").splitlines()[0][:200]))
@@ -126,6 +132,11 @@ def table(results):
             for op, b in sys_.get("big", {}).items():
                 if "error" in b:
                     out.append("%s 256 MiB %s: failed: %s" % (s, op, b["error"].splitlines()[0][:200]))
+    loads = ["%s %.1f->%.1f" % (s, results["systems"][s]["load_before"], results["systems"][s]["load_after"])
+             for s in shown if "load_before" in results["systems"].get(s, {})]
+    if loads:
+        out.append("1-min load average before->after each system (%s CPUs): %s"
+                   % (results.get("machine", {}).get("cpus", "?"), ", ".join(loads)))
     out.append("")
     out.append("targets:")
     for desc, val, thr, met in targets(results):
@@ -142,8 +153,10 @@ def chart(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = [s for s in SYSTEMS if results["systems"].get(s, {}).get("status") == "ok"]
-    colors = {"upstream": "#888888", "server": "#4c72b0", "node": "#55a868", "gateway": "#c44e52"}
+    systems = [s for s in _systems(results) if results["systems"].get(s, {}).get("status") == "ok"]
+    palette = {"upstream": "#888888", "server": "#4c72b0", "node": "#55a868", "gateway": "#c44e52"}
+    extra = ["#8172b2", "#ccb974", "#64b5cd"]
+    colors = {s: palette.get(s) or extra[i % len(extra)] for i, s in enumerate(systems)}
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     width = 0.8 / max(1, len(systems))
 

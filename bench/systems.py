@@ -72,11 +72,15 @@ def make_upstream(workdir):
     return System("upstream", "upstream 2.3.3", srv.url, [("upstream", srv)])
 
 
-def make_server(workdir):
-    url, svc = _ours("filetracker-server",
-                     ["-D", "-l", LOOPBACK, "-p", "{port}", "-d", os.path.join(workdir, "data"),
-                      "--log-level", "WARNING"], workdir, "server")
-    return System("server", "our server", url, [("server", svc)])
+def make_server(workdir, workers=None):
+    """Our single-node server; ``workers=None`` keeps its default (one process)."""
+    args = ["-D", "-l", LOOPBACK, "-p", "{port}", "-d", os.path.join(workdir, "data"), "--log-level", "WARNING"]
+    if workers:
+        args += ["--workers", str(workers)]
+    url, svc = _ours("filetracker-server", args, workdir, "server")
+    key = "server" if not workers else "server-w%d" % workers
+    label = "our server" if not workers else "our server, %d workers" % workers
+    return System(key, label, url, [(key, svc)])
 
 
 def node_args(data_dir, port, peers):
@@ -106,7 +110,8 @@ def make_gateway(workdir, nodes=3):
                                                ready_url=urls[i] + "/version/", timeout=30)))
     gport = free_port()
     gurl = "http://%s:%d" % (LOOPBACK, gport)
-    argv = [script("filetracker-gateway"), "--port", str(gport), "--nodes", ",".join(urls)]
+    argv = [script("filetracker-gateway"), "--host", LOOPBACK, "--port", str(gport), "--nodes", ",".join(urls),
+            "--write-quorum", "2", "--log-level", "WARNING"]
     services.append(("gateway", Service(argv, os.path.join(workdir, "gateway.log"),
                                         ready_url=gurl + "/version/", timeout=30)))
     return System("gateway", "gateway (3 nodes, N=3 W=2)", gurl, services)
@@ -117,5 +122,8 @@ FACTORIES = {
     "server": make_server,
     "node": make_node,
     "gateway": make_gateway,
+    # Optional (not in the default run): our server with one worker per CPU, as
+    # the 2.x server runs several gunicorn workers.
+    "server-w2": lambda workdir: make_server(workdir, workers=2),
 }
 ORDER = ["upstream", "server", "node", "gateway"]
