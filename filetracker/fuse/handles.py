@@ -1,0 +1,195 @@
+"""Open files of the mount: what a file handle reads from and writes to.
+
+- :class:`CachedReader`: an open descriptor of the versioned file in the
+  Client's cache.  Reads are ``pread`` on it, never from memory; a newer
+  version renamed into the cache later does not disturb it (we hold the old
+  inode).
+- :class:`RangedReader`: a large file read by HTTP ranges into a sparse,
+  anonymous local file (``O_TMPFILE``-like, removed when closed), block by
+  block; concurrent readers of one version share it and its downloads.
+- :class:`WriteBuffer`: a staged file (a temporary file in the cache's
+  ``tmp/``) that takes the writes; the FUSE layer uploads it whole, so a
+  half-written file is never visible in the store.
+"""
+
+import os
+import tempfile
+import threading
+
+from filetracker.fuse.errnos import FsError
+
+#: Unit of ranged reads: a read touching a block fetches at least that block.
+BLOCK = 256 * 1024
+#: Sequential reads double the blocks fetched per request up to this many.
+MAX_RUN_BLOCKS = 32  # 8 MiB per request
+
+
+class CachedReader:
+    """Reads from an open file (``fileobj`` is owned and closed here)."""
+
+    kind = "cached"
+
+    def __init__(self, fileobj, version, size):
+        self.fileobj = fileobj
+        self.fd = fileobj.fileno()
+        self.version = version
+        self.size = size
+        self.refs = 0
+
+    def read(self, size, offset):
+        return os.pread(self.fd, size, offset)
+
+    def close(self):
+        self.fileobj.close()
+
+
+class RangedReader:
+    """A sparse local mirror of one version of a remote file, filled by ranges.
+
+    ``remote`` is a :class:`filetracker.fuse.remote.Remote`.  The mirror is
+    an unnamed temporary file in ``spool_dir``: it disappears when closed or
+    when the process dies.  ``refs`` counts the handles sharing it (managed by
+    the FUSE layer).
+    """
+
+    kind = "ranged"
+
+    def __init__(self, remote, name, version, size, spool_dir):
+        self.remote = remote
+        self.name = name
+        self.version = version
+        self.size = size
+        self.file = tempfile.TemporaryFile(dir=spool_dir)
+        self.fd = self.file.fileno()
+        self.refs = 0
+        nblocks = (size + BLOCK - 1) // BLOCK
+        self._have = bytearray(nblocks)
+        self._inflight = {}
+        self._lock = threading.Lock()
+        self._next_sequential = 0
+        self._run = 1
+
+    def _claim(self, block):
+        """Under the lock: claim a run of missing blocks starting at ``block``.
+
+        Sequential access (a read right where the last run ended) doubles the
+        run length; a jump resets it, so a ``head -c`` fetches one block.
+        """
+        if block == self._next_sequential and block > 0:
+            self._run = min(self._run * 2, MAX_RUN_BLOCKS)
+        elif block != self._next_sequential:
+            self._run = 1
+        end = block
+        limit = min(block + self._run, len(self._have))
+        while end < limit and not self._have[end] and end not in self._inflight:
+            end += 1
+        event = threading.Event()
+        for b in range(block, end):
+            self._inflight[b] = event
+        self._next_sequential = end
+        return end, event
+
+    def _ensure(self, block):
+        while True:
+            with self._lock:
+                if self._have[block]:
+                    return
+                event = self._inflight.get(block)
+                if event is None:
+                    end, event = self._claim(block)
+                    leader = True
+                else:
+                    leader = False
+            if not leader:
+                event.wait()
+                continue  # fetched, or the leader failed and we try ourselves
+            try:
+                start = block * BLOCK
+                length = min(end * BLOCK, self.size) - start
+                got = self.remote.read_range(self.name, self.version, start, length, self.fd)
+                if got != length:
+                    raise FsError(5, "short read of %s: %d of %d bytes" % (self.name, got, length))
+                with self._lock:
+                    for b in range(block, end):
+                        self._have[b] = 1
+            finally:
+                with self._lock:
+                    for b in range(block, end):
+                        self._inflight.pop(b, None)
+                event.set()
+
+    def read(self, size, offset):
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
+            self._ensure(block)
+        return os.pread(self.fd, end - offset, offset)
+
+    def close(self):
+        self.file.close()
+
+
+class WriteBuffer:
+    """A staged file for writes to ``path`` of the mount.
+
+    ``dirty``: written since the last upload.  ``failed``: an errno if a
+    local write failed (then it is never uploaded).  ``unlinked``: the name
+    was removed while open (never uploaded).  ``abandoned``: the writer
+    process was killed (never uploaded).  ``refs`` counts open handles.
+    ``base_version``: the stored version the content started from (or None).
+    """
+
+    kind = "write"
+
+    def __init__(self, path, tmp_dir, base_version=None):
+        self.path = path
+        fd, self.tmp_path = tempfile.mkstemp(prefix="fuse.", dir=tmp_dir)
+        self.fd = fd
+        self.base_version = base_version
+        self.dirty = False
+        self.written = False  # any write or truncate through a handle
+        self.failed = None
+        self.unlinked = False
+        self.abandoned = False
+        self.uploaded = None  # versioned name of the last upload
+        self.refs = 0
+        self.lock = threading.RLock()
+
+    def read(self, size, offset):
+        return os.pread(self.fd, size, offset)
+
+    def write(self, data, offset):
+        try:
+            n = os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            self.failed = e.errno
+            raise
+        self.dirty = self.written = True
+        return n
+
+    def truncate(self, length):
+        try:
+            os.ftruncate(self.fd, length)
+        except OSError as e:
+            self.failed = e.errno
+            raise
+        self.dirty = self.written = True
+
+    def size(self):
+        return os.fstat(self.fd).st_size
+
+    def mtime(self):
+        return os.fstat(self.fd).st_mtime
+
+    def close_fd(self):
+        if self.fd != -1:
+            os.close(self.fd)
+            self.fd = -1
+
+    def remove(self):
+        self.close_fd()
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass

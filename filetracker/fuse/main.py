@@ -1,0 +1,244 @@
+"""``filetracker-fuse MOUNTPOINT``: mount the store as a filesystem.
+
+Checks everything it can before mounting (FUSE available, mountpoint usable,
+server answering) and says what is wrong with a non-zero exit status.
+Without ``--foreground`` it forks, mounts in the child and exits 0 only when
+the child reports the mount ready (the kernel's first request arrived);
+otherwise the child's error is printed and the status is 1.  Unmount with
+``fusermount3 -u MOUNTPOINT`` (or SIGINT/SIGTERM to the process).
+
+System packages (Debian): ``fuse3`` (``fusermount3`` and ``libfuse3-3``).
+Python: ``mfusepy``.
+"""
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import sys
+
+from filetracker.errors import FiletrackerError
+
+DEFAULT_RANGE_THRESHOLD = 64 << 20
+DEFAULT_TIMEOUT = 10.0
+READY = b"FILETRACKER-FUSE-READY\n"
+#: Harmless notices of libfuse 3.14 not worth showing to a user.
+NOISE = (b"Ignoring invalid max threads value",)
+
+logger = logging.getLogger("filetracker.fuse")
+
+
+class UsageError(Exception):
+    """A problem to report to the user (message) with exit status 1."""
+
+
+def parse_size(text):
+    """Bytes from ``123``, ``64K``, ``64M``, ``1G`` (powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError("not a size: %r (use e.g. 65536, 64M, 1G)" % text)
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="filetracker-fuse",
+        description="Mount a filetracker store as a filesystem (unmount: fusermount3 -u MOUNTPOINT).")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty folder")
+    p.add_argument("--url", default=os.environ.get("FILETRACKER_URL"),
+                   help="server or gateway URL (default: $FILETRACKER_URL)")
+    p.add_argument("--cache-dir", default=os.environ.get("FILETRACKER_DIR"),
+                   help="the Client's cache folder, shared with Python users "
+                        "(default: $FILETRACKER_DIR or ~/.filetracker-store)")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--foreground", action="store_true", help="stay in the foreground (SIGINT/SIGTERM unmount)")
+    p.add_argument("--attr-timeout", type=positive_float, default=1.0, metavar="SECONDS",
+                   help="how long attributes and listings are cached (default 1)")
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="network timeout: a server that does not answer gives EIO (default 10)")
+    p.add_argument("--range-threshold", type=parse_size, default=DEFAULT_RANGE_THRESHOLD, metavar="BYTES",
+                   help="uncached files larger than this are read by HTTP ranges (default 64M)")
+    p.add_argument("--log", metavar="FILE", help="log to FILE (default: stderr in the foreground, nowhere otherwise)")
+    p.add_argument("--debug", action="store_true", help="verbose logging")
+    return p
+
+
+def load_binding():
+    """Import mfusepy, or raise UsageError saying what to install."""
+    if not os.path.exists("/dev/fuse"):
+        raise UsageError("FUSE is unavailable: /dev/fuse does not exist (load the 'fuse' kernel module; "
+                         "in a container, pass --device /dev/fuse and CAP_SYS_ADMIN)")
+    try:
+        import mfusepy
+    except ImportError:
+        raise UsageError("the Python FUSE binding is missing: pip install mfusepy "
+                         "(or pip install 'filetracker-replicated[fuse]')") from None
+    except OSError as e:
+        raise UsageError("libfuse is missing (%s): apt-get install fuse3" % e) from None
+    if shutil.which("fusermount3") is None and os.geteuid() != 0:
+        raise UsageError("fusermount3 is missing: apt-get install fuse3")
+    return mfusepy
+
+
+def check_mountpoint(path):
+    if not os.path.exists(path):
+        raise UsageError("mountpoint %s does not exist" % path)
+    if not os.path.isdir(path):
+        raise UsageError("mountpoint %s is not a folder" % path)
+    try:
+        if os.path.ismount(path):
+            raise UsageError("mountpoint %s is busy: something is already mounted there" % path)
+    except OSError as e:  # e.g. a dead FUSE mount: "Transport endpoint is not connected"
+        raise UsageError("mountpoint %s is busy or broken (%s); try fusermount3 -uz %s"
+                         % (path, e.strerror, path)) from None
+
+
+def make_filesystem(args, on_ready=None):
+    """The Client, the Remote and the operations object for ``args``."""
+    from filetracker.client import Client
+    from filetracker.fuse.fs import FiletrackerFS
+    from filetracker.fuse.remote import Remote
+
+    client = Client(cache_dir=args.cache_dir, remote_url=args.url, remote_timeout=args.timeout or None)
+    remote = Remote(args.url, timeout=args.timeout or None)
+    return FiletrackerFS(client, remote, attr_timeout=args.attr_timeout,
+                         range_threshold=args.range_threshold, read_only=args.read_only,
+                         on_ready=on_ready)
+
+
+def check_server(args):
+    from filetracker.fuse.remote import Remote
+
+    try:
+        Remote(args.url, timeout=args.timeout or DEFAULT_TIMEOUT).ping()
+    except FiletrackerError as e:
+        raise UsageError("the server at %s does not answer: %s" % (args.url, e)) from None
+
+
+def mount(mfusepy, args, on_ready=None):
+    """Mount and serve until unmounted (blocks).  Returns the exit status."""
+    fs = make_filesystem(args, on_ready=on_ready)
+    # The kernel caches attributes for half of --attr-timeout and so do we:
+    # a change by another client shows within --attr-timeout.
+    half = args.attr_timeout / 2.0
+    options = dict(
+        foreground=True, nothreads=False, fsname="filetracker", subtype="filetracker",
+        attr_timeout=half, entry_timeout=half, negative_timeout=0,
+    )
+    if args.read_only:
+        options["ro"] = True
+    if shutil.which("fusermount3"):
+        options["auto_unmount"] = True  # a killed daemon leaves no dead mount behind
+    try:
+        mfusepy.FUSE(fs, args.mountpoint, raw_fi=True, **options)
+    except RuntimeError as e:
+        logger.error("mounting %s failed (%s)", args.mountpoint, e)
+        return 1
+    return 0
+
+
+def setup_logging(args, foreground):
+    level = logging.DEBUG if args.debug else logging.INFO
+    if args.log:
+        handler = logging.FileHandler(args.log)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s filetracker-fuse %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not args.debug:
+        logging.getLogger("mfusepy").setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _quiet(output):
+    return b"".join(line for line in output.splitlines(keepends=True)
+                    if not any(n in line for n in NOISE))
+
+
+def daemonize_and_mount(mfusepy, args):
+    """Fork; the child mounts and reports READY through a pipe; the parent waits for it."""
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        output = b""
+        with os.fdopen(read_end, "rb") as pipe:
+            while True:
+                chunk = pipe.read1(4096) if hasattr(pipe, "read1") else pipe.read(4096)
+                if not chunk:
+                    break
+                output += chunk
+                if READY in output:
+                    text = _quiet(output.replace(READY, b"")).decode("utf-8", "replace")
+                    if text.strip():
+                        sys.stderr.write(text)
+                    return 0
+        os.waitpid(pid, 0)
+        text = _quiet(output).decode("utf-8", "replace").strip()
+        sys.stderr.write("filetracker-fuse: mounting %s failed%s\n"
+                         % (args.mountpoint, (":\n" + text) if text else ""))
+        return 1
+
+    # Child: a new session, stdio on the pipe until the mount is ready.
+    os.close(read_end)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.chdir("/")
+
+    def ready():
+        os.write(write_end, READY)
+        target = devnull
+        if args.log:
+            target = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        os.close(write_end)
+
+    status = 1
+    try:
+        status = mount(mfusepy, args, on_ready=ready)
+    finally:
+        os._exit(status)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not args.url:
+        print("filetracker-fuse: no server URL: give --url or set FILETRACKER_URL", file=sys.stderr)
+        return 2
+    args.mountpoint = os.path.abspath(args.mountpoint)
+    if args.cache_dir:
+        args.cache_dir = os.path.abspath(args.cache_dir)
+    setup_logging(args, args.foreground)
+    try:
+        mfusepy = load_binding()
+        check_mountpoint(args.mountpoint)
+        check_server(args)
+    except UsageError as e:
+        print("filetracker-fuse: %s" % e, file=sys.stderr)
+        return 1
+    if args.foreground:
+        return mount(mfusepy, args, on_ready=lambda: logger.info("mounted %s (%s)", args.mountpoint, args.url))
+    return daemonize_and_mount(mfusepy, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

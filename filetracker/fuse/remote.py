@@ -1,0 +1,175 @@
+"""The read side of the filetracker protocol, as the mount needs it.
+
+The Client offers whole-file operations; a filesystem also needs one request
+that answers both "what version" and "what size" (``HEAD``), the listing, and
+byte ranges of large files.  This module speaks those directly with
+``requests`` against PROTOCOL.md.  Every request is bounded by ``timeout``
+(connect and each wait for bytes), so a server that is down or stopped makes
+an operation fail with EIO within the timeout, never hang a shell.
+
+Errors are :mod:`filetracker.errors` exceptions (404 -> NotFoundError, other
+statuses and no answer -> RemoteError with ``status``), mapped to errno by
+:mod:`.errnos`.  Sessions are per thread: the FUSE loop is multi-threaded and
+a ``requests.Session`` is not meant to be shared across threads.
+"""
+
+import os
+import re
+import threading
+import time
+import urllib.parse
+
+import requests
+
+from filetracker.errors import NotFoundError, RemoteError
+from filetracker.httpdate import format_version, parse_version
+
+#: Bytes per write into the local file while streaming a range (bounds memory).
+STREAM_CHUNK = 1 << 16
+#: Listings ask for versions up to now + this, so files with versions slightly
+#: in the future (rapid rewrites, clock skew) are listed too.
+LIST_FUTURE_SLACK = 10 * 365 * 86400
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+
+
+class StaleVersionError(RemoteError):
+    """The server holds another version than the one being read (ESTALE)."""
+
+
+class Remote:
+    """HEAD, listing and ranged GET against ``base_url`` (thread-safe)."""
+
+    def __init__(self, base_url, timeout=10.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._local = threading.local()
+        #: Bytes of file content received (ranges); for tests and statistics.
+        self.bytes_received = 0
+        self._count_lock = threading.Lock()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _session(self):
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+            # Plain bytes: sizes are logical and ranges apply to the content.
+            s.headers["Accept-Encoding"] = "identity"
+        return s
+
+    def file_url(self, name):
+        return self.base_url + "/files" + urllib.parse.quote(name, safe="/")
+
+    def _request(self, method, url, what, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return self._session().request(method, url, **kwargs)
+        except requests.RequestException as e:
+            raise RemoteError("%s: cannot reach %s: %s" % (what, self.base_url, e), status=None) from None
+
+    @staticmethod
+    def _raise_for(response, what):
+        status = response.status_code
+        if status < 400:
+            return
+        reason = response.headers.get("X-Exception") or response.reason or ""
+        message = "%s: HTTP %d %s" % (what, status, reason)
+        if status == 404:
+            raise NotFoundError(message)
+        raise RemoteError(message, status=status, reason=reason)
+
+    @staticmethod
+    def _version_of(response, what):
+        value = response.headers.get("Last-Modified")
+        if not value:
+            raise RemoteError("%s: no Last-Modified in the answer" % what, status=response.status_code)
+        return parse_version(value)
+
+    # -- the operations ----------------------------------------------------------
+
+    def ping(self):
+        """Raise RemoteError unless the server answers ``GET /version/``."""
+        response = self._request("GET", self.base_url + "/version/", "version check")
+        with response:
+            if response.status_code not in (200, 404):  # 404: a protocol-1 server
+                self._raise_for(response, "version check")
+
+    def stat(self, name):
+        """``(version, logical size)`` of the newest version of ``name`` (one HEAD)."""
+        what = "stat of %s" % name
+        response = self._request("HEAD", self.file_url(name), what, allow_redirects=True)
+        with response:
+            self._raise_for(response, what)
+            version = self._version_of(response, what)
+            headers = response.headers
+            if headers.get("Content-Encoding", "").lower() == "gzip":
+                size = headers.get("Logical-Size")
+            else:
+                size = headers.get("Content-Length")
+            try:
+                return version, int(size)
+            except (TypeError, ValueError):
+                raise RemoteError("%s: the server did not say the size" % what,
+                                  status=response.status_code) from None
+
+    def list(self, folder):
+        """Every name under ``folder`` (recursively), relative to it."""
+        cutoff = int(time.time()) + LIST_FUTURE_SLACK
+        url = (self.base_url + "/list" + urllib.parse.quote(folder, safe="/")
+               + "?" + urllib.parse.urlencode({"last_modified": format_version(cutoff)}))
+        what = "listing of %s" % folder
+        response = self._request("GET", url, what)
+        with response:
+            if response.status_code == 404:
+                return []
+            self._raise_for(response, what)
+            lines = response.content.decode("utf-8", "replace").split("\n")
+        return [line for line in lines if line]
+
+    def read_range(self, name, version, start, length, fd, file_offset=None):
+        """Write bytes ``[start, start + length)`` of ``name`` into ``fd`` at ``file_offset``.
+
+        ``file_offset`` defaults to ``start`` (a sparse local mirror of the
+        file).  Raises :class:`StaleVersionError` when the server now holds
+        another version than ``version``.  Returns the number of bytes written
+        (less than ``length`` only at the end of the file).
+        """
+        if file_offset is None:
+            file_offset = start
+        what = "read of %s" % name
+        headers = {"Range": "bytes=%d-%d" % (start, start + length - 1)}
+        response = self._request("GET", self.file_url(name), what, headers=headers, stream=True)
+        with response:
+            self._raise_for(response, what)
+            got = self._version_of(response, what)
+            if got != version:
+                raise StaleVersionError("%s: version %d was replaced by %d" % (what, version, got), status=None)
+            skip = 0
+            if response.status_code == 206:
+                m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+                if not m or int(m.group(1)) != start:
+                    raise RemoteError("%s: unexpected Content-Range %r" % (what, response.headers.get("Content-Range")))
+            else:
+                # The server ignored the range (allowed): skip to our bytes.
+                skip = start
+            written = 0
+            chunks = response.raw.stream(STREAM_CHUNK, decode_content=True)
+            while written < length:
+                try:
+                    chunk = next(chunks, b"")
+                except Exception as e:  # urllib3 read timeouts, truncated bodies, resets
+                    raise RemoteError("%s: transfer failed: %s" % (what, e), status=None) from None
+                if not chunk:
+                    break
+                if skip:
+                    if len(chunk) <= skip:
+                        skip -= len(chunk)
+                        continue
+                    chunk, skip = chunk[skip:], 0
+                chunk = chunk[:length - written]
+                os.pwrite(fd, chunk, file_offset + written)  # local disk errors keep their errno
+                written += len(chunk)
+                with self._count_lock:
+                    self.bytes_received += len(chunk)
+            return written
