@@ -146,6 +146,25 @@ def table(results):
     return "\n".join(out)
 
 
+def profiles(results, top=8):
+    """py-spy summaries (run.py --profile) as text: per system, cell and process, the
+    functions with the most samples, self time first."""
+    out = []
+    for key, sys_ in results["systems"].items():
+        rss = {str(p["pid"]): p["role"] for p in sys_.get("rss") or []}
+        for cell, procs in (sys_.get("profiles") or {}).items():
+            for pid, prof in procs.items():
+                head = "profile %s %s pid %s (%s)" % (key, cell, pid, rss.get(pid, "?"))
+                if "error" in prof:
+                    out.append("%s: %s" % (head, prof["error"]))
+                    continue
+                out.append("%s, %d samples; self:" % (head, prof["samples"]))
+                out += ["  %5.1f%%  %s" % (pct, fr) for fr, pct in prof["self"][:top]]
+                out.append("  inclusive:")
+                out += ["  %5.1f%%  %s" % (pct, fr) for fr, pct in prof["inclusive"][:top]]
+    return "\n".join(out)
+
+
 def chart(results, path):
     """Write a 2x2 PNG: small-file ops/s, p99 latency, 256 MiB MB/s, peak RSS."""
     import matplotlib

@@ -30,7 +30,8 @@ if ROOT not in sys.path:
 
 import requests  # noqa: E402
 
-from bench import bigfile, load, report, systems  # noqa: E402
+from bench import bigfile, load, profile, report, systems  # noqa: E402
+from bench.procinfo import group_pids  # noqa: E402
 from tests.support import upstream  # noqa: E402
 
 TOOLS = {"wrk": "wrk", "hey": "hey", "curl": "curl", "socat": "socat"}  # command -> Debian package
@@ -91,14 +92,25 @@ def populate(url, date_q, n=NAMES, size=SMALL):
         list(pool.map(one, range(n)))
 
 
+def _our_pids(system):
+    return [pid for _role, svc in system.services if svc.alive() for pid in group_pids(svc.pid)]
+
+
 def measure(system, args, date_q, big_path):
     """Every cell against one started system; failures are recorded per cell."""
     out = {"cells": {}, "big": {}}
+    profiling = args.profile and system.key != "upstream"
+    if profiling:
+        out["profiles"] = {}
     d = args.duration
     populate(system.url, date_q)
     plan = [("put", 1), ("put", 32), ("get", 1), ("get", 32), ("head", 1), ("head", 32), ("mix", 32)]
     for mode, conns in plan:
         cell = "%s@%d" % (mode, conns)
+        recorders = None
+        if profiling and cell in args.profile_cells:
+            prefix = os.path.join(args.out, "profile-%s-%s-%s" % (args.stamp, system.key, cell.replace("@", "-c")))
+            recorders = profile.start(_our_pids(system), max(1, d - 1), prefix)
         try:
             if mode == "head":
                 res = load.run_hey(system.url + READ_PREFIX + "0", "HEAD", conns, d)
@@ -112,6 +124,8 @@ def measure(system, args, date_q, big_path):
         except Exception as e:  # one failed cell must not lose the others
             out["cells"][cell] = {"error": str(e)}
             log("  %-8s failed: %s" % (cell, str(e).splitlines()[0][:200]))
+        if recorders:
+            out["profiles"][cell] = {str(pid): prof for pid, prof in profile.finish(recorders, d + 30).items()}
     for op in ("put", "get"):
         best = None
         try:
@@ -171,10 +185,16 @@ def main(argv=None):
     p.add_argument("--big-repeats", type=int, help="256 MiB passes per direction, best kept (default 2, quick 1)")
     p.add_argument("--workdir", help="data folders and logs (default: a new temporary folder, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, data)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy our processes during --profile-cells (figures then a little lower)")
+    p.add_argument("--profile-cells", default="put@32,get@32")
     p.add_argument("--no-setup", action="store_true", help="do not install tools or the 2.x server venv")
     args = p.parse_args(argv)
     args.duration = args.duration or (2 if args.quick else 8)
     args.big_repeats = args.big_repeats or (1 if args.quick else 2)
+    args.profile_cells = set(args.profile_cells.split(","))
+    if args.profile and not profile.available():
+        p.error("--profile needs py-spy (pip install py-spy)")
     keys = [k.strip() for k in args.systems.split(",") if k.strip()]
     unknown = set(keys) - set(systems.ORDER)
     if unknown:
@@ -189,6 +209,8 @@ def main(argv=None):
     version_ts = int(time.time()) - 3600
     date_q = urllib.parse.quote(email.utils.formatdate(version_ts), safe="")
     started = datetime.datetime.now().astimezone()
+    args.stamp = started.strftime("%Y%m%d-%H%M%S")
+    os.makedirs(args.out, exist_ok=True)
     results = {
         "date": started.strftime("%Y-%m-%d %H:%M %Z"), "quick": args.quick, "duration_s": args.duration,
         "machine": machine(), "workdir": workdir, "systems": {},
@@ -214,9 +236,11 @@ def main(argv=None):
         results["targets"] = [{"what": d, "value": v, "threshold": t, "met": m} for d, v, t, m in report.targets(results)]
         text = report.table(results)
         print(text)
-        os.makedirs(args.out, exist_ok=True)
-        stamp = started.strftime("%Y%m%d-%H%M%S")
-        base = os.path.join(args.out, "bench-%s" % stamp)
+        profiles = report.profiles(results)
+        if profiles:
+            print(profiles)
+            text += "\n\n" + profiles
+        base = os.path.join(args.out, "bench-%s" % args.stamp)
         with open(base + ".json", "w") as f:
             json.dump(results, f, indent=1)
         with open(base + ".txt", "w") as f:
