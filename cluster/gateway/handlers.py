@@ -33,6 +33,14 @@ class BaseHandler(ServerBaseHandler):
 
     services = None  # set by initialize(services=...)
 
+    def log_exception(self, typ, value, tb):
+        # An error answer we chose (503 included: a node being down is expected) is one log line.
+        if isinstance(value, HTTPFail):
+            log.info("%s %s -> %d: %s", self.request.method, self.request.uri, value.status_code,
+                     value.message)
+            return
+        super().log_exception(typ, value, tb)
+
     async def ring(self):
         try:
             return await self.services.view.get_ring()
