@@ -33,7 +33,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from filetracker.errors import FiletrackerError, InvalidNameError, NotFoundError
+from filetracker.errors import FiletrackerError, InvalidNameError, NotFoundError, RemoteError
 from filetracker.fuse import tree
 from filetracker.fuse.attrcache import TTLCache
 from filetracker.fuse.errnos import FsError, errno_for
@@ -185,8 +185,30 @@ class FiletrackerFS(Operations):
                 attr = Attr(tree.DIR, 0, None)
             else:
                 attr = _NEGATIVE
+        except RemoteError as e:
+            if e.status is not None and e.status < 500:
+                raise
+            attr = self._stat_cached(path)
+            if attr is None:
+                raise
+            logger.warning("server unavailable (%s); serving %s from the cache", e, path)
+            return attr  # not remembered: ask the server again next time
         self.attrs.put(path, attr)
         return attr
+
+    def _stat_cached(self, path):
+        """The newest cached version of ``path`` (server down), or None.
+
+        The Client's cache keeps ``files/<name>`` with the version as mtime;
+        a cached folder there means a folder of the store.
+        """
+        try:
+            st = os.stat(self.store.dir + path)
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return Attr(tree.DIR, 0, None)
+        return Attr(tree.FILE, st.st_size, int(st.st_mtime))
 
     def _lookup(self, path):
         """The :class:`Attr` of ``path``; raises ENOENT when it does not exist."""
