@@ -1,0 +1,94 @@
+"""``make_app(config)``: the Tornado application of one storage node.
+
+Routes: the public protocol over the node's own store (the handlers of
+:mod:`filetracker.server`, writes only with ``allow_public_writes``) and the
+internal API (:mod:`cluster.node.internal`).  Every answer carries
+``X-Ring-Epoch``.  ``app.node`` is the :class:`~cluster.node.state.NodeState`;
+:func:`start_background` / :func:`shutdown` start and stop its tasks.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import tornado.httpserver
+import tornado.web
+
+from cluster.node.internal import internal_routes
+from cluster.node.state import NodeState
+from cluster.node.tasks import TaskRunner, make_tasks
+from filetracker.server import FileHandler, FilesContext, HTTPFail, NotFoundHandler, public_routes
+
+EPOCH_HEADER = "X-Ring-Epoch"
+
+
+class NodePublicFileHandler(FileHandler):
+    """The public ``/files/`` handler with a node-specific refusal of writes."""
+
+    def require_writes(self):
+        if not self.ctx.allow_writes:
+            raise HTTPFail(403, "public writes are disabled on this storage node: write through the "
+                                "gateway (or start the node with --allow-public-writes)")
+
+
+def _epoch_transform(node):
+    class AddRingEpoch(tornado.web.OutputTransform):
+        """Adds ``X-Ring-Epoch`` to every answer, errors included."""
+
+        def transform_first_chunk(self, status_code, headers, chunk, finishing):
+            headers[EPOCH_HEADER] = str(node.ring.epoch)
+            return status_code, headers, chunk
+
+    return AddRingEpoch
+
+
+def _public(ctx):
+    routes = []
+    for spec in public_routes(ctx):
+        if spec.handler_class is FileHandler:
+            spec = tornado.web.url(spec.regex.pattern, NodePublicFileHandler, spec.kwargs)
+        routes.append(spec)
+    return routes
+
+
+def make_app(config):
+    """Build the node's application (opens its store and ring; tasks not started)."""
+    node = NodeState(config)
+    executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="node-disk")
+    ctx = FilesContext(store=node.store, executor=executor, allow_writes=config.allow_public_writes,
+                       chunk_size=config.chunk_size, max_header_bytes=config.max_header_size)
+    node.tasks, node.peer_client = make_tasks(node)
+    app = tornado.web.Application(
+        internal_routes(node, ctx) + _public(ctx),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"max_header_bytes": config.max_header_size},
+        transforms=[_epoch_transform(node)],
+    )
+    app.node = node
+    app.ctx = ctx
+    app.executor = executor
+    app.runner = None
+    return app
+
+
+def make_server(app, config):
+    """An HTTPServer with the node's limits (not yet listening)."""
+    return tornado.httpserver.HTTPServer(
+        app, max_body_size=config.max_body_size,
+        max_header_size=max(16 * config.max_header_size, 1 << 20),
+        idle_connection_timeout=config.idle_connection_timeout, body_timeout=config.body_timeout,
+        decompress_request=False)
+
+
+def start_background(app):
+    """Start the loops of anti-entropy, handoff and reclaim (unless ``config.background`` is off)."""
+    if app.node.config.background and app.runner is None:
+        app.runner = TaskRunner(list(app.node.tasks.values()))
+        app.runner.start()
+
+
+def shutdown(app):
+    """Stop the tasks, the executor and the store (after the server stopped listening)."""
+    if app.runner is not None:
+        app.runner.stop()
+    app.executor.shutdown(wait=True, cancel_futures=True)
+    app.node.peer_client.close()
+    app.node.close()

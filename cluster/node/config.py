@@ -1,0 +1,40 @@
+"""Node configuration: one immutable value given to ``make_app``."""
+
+from dataclasses import dataclass, field
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs; no globals.
+
+    ``node_id`` is the advertised URL (also how peers reach it); ``peers`` the
+    other initial members.  A ring stored in ``dir`` wins over ``peers``,
+    ``replicas`` and ``partition_power`` (those only build the first ring).
+    Intervals are seconds; ``sync_bandwidth`` bounds the bytes per second the
+    background tasks move (0: unlimited).
+    """
+
+    dir: str
+    node_id: str
+    peers: tuple = field(default_factory=tuple)
+    host: str = "127.0.0.1"
+    port: int = 0
+    replicas: int = 3
+    partition_power: int = 10
+    cluster_secret: str | None = None
+    allow_public_writes: bool = False
+    sync_interval: float = 30.0
+    handoff_interval: float | None = None  # default: sync_interval
+    reclaim_interval: float = 3600.0
+    tombstone_ttl: float = 7 * 24 * 3600.0
+    sync_bandwidth: float = 64 * 1024 * 1024
+    peer_timeout: float = 10.0
+    background: bool = True
+    threads: int = 16
+    chunk_size: int = 256 * 1024
+    max_body_size: int = 16 * GiB
+    max_header_size: int = 64 * 1024
+    idle_connection_timeout: float = 300.0
+    body_timeout: float = 3600.0

@@ -1,0 +1,367 @@
+"""Handlers of the internal ``/_cluster/`` API (the table in ``docs/ARCHITECTURE.md``).
+
+Every handler checks the cluster secret in :meth:`InternalHandler.prepare`,
+before anything is read or written, and answers 403 without it.  Versions are
+plain integers here; a record travels as the *record header set*
+(``X-Version``, ``X-Sha256``, ``X-Size``, ``X-Deleted``) or as msgpack dicts.
+Store calls run in the executor (``ctx.run``), never on the event loop.
+"""
+
+import json
+import os
+import re
+
+import msgpack
+import tornado.web
+
+from cluster.node.state import RingConflict
+from cluster.peers import record_headers
+from cluster.ring import Ring, RingError
+from cluster.secret import SECRET_HEADER, secret_ok
+from filetracker.errors import InvalidNameError
+from filetracker.names import check_name
+from filetracker.records import Record, beats
+from filetracker.server import BaseHandler, HTTPFail, folder_from_path, name_from_path
+from filetracker.server.streaming import GzipDecoder, select_range, send_file
+from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch, StoreFull
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MSGPACK = "application/msgpack"
+
+
+def int_arg(handler, name, required=True):
+    """An integer query argument (400 when missing and required, or malformed)."""
+    text = handler.get_query_argument(name, None)
+    if text is None:
+        if required:
+            raise HTTPFail(400, "query parameter %s (an integer) is required" % name)
+        return None
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise HTTPFail(400, "query parameter %s must be a non-negative integer: %r" % (name, text))
+    return int(text)
+
+
+class InternalHandler(BaseHandler):
+    """Base of every ``/_cluster/`` handler: ``node``, ``ctx`` (executor), secret check."""
+
+    def initialize(self, node, ctx):
+        self.node = node
+        self.ctx = ctx
+        self.max_header_bytes = ctx.max_header_bytes
+
+    def prepare(self):
+        super().prepare()
+        if not secret_ok(self.node.config.cluster_secret, self.request.headers.get(SECRET_HEADER)):
+            raise HTTPFail(403, "the internal cluster API requires the cluster secret (%s)" % SECRET_HEADER)
+
+    @property
+    def store(self):
+        return self.node.store
+
+    def send_record_headers(self, record):
+        for k, v in record_headers(record).items():
+            self.set_header(k, v)
+
+    def finish_msgpack(self, obj):
+        self.set_header("Content-Type", MSGPACK)
+        self.finish(msgpack.packb(obj))
+
+    def finish_json(self, obj):
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(obj, sort_keys=True))
+
+    def msgpack_body(self):
+        try:
+            return msgpack.unpackb(self.request.body, raw=False, strict_map_key=False)
+        except Exception as e:  # noqa: BLE001 - any decoding problem is the client's
+            raise HTTPFail(400, "request body is not valid msgpack: %s" % e)
+
+
+class RingHandler(InternalHandler):
+    """``GET``/``PUT /_cluster/ring``."""
+
+    def get(self):
+        self.finish_msgpack(self.node.ring.to_dict())
+
+    async def put(self):
+        try:
+            ring = Ring.from_dict(self.msgpack_body())
+        except (RingError, ValueError) as e:
+            raise HTTPFail(400, "invalid ring: %s" % e)
+        try:
+            installed = await self.ctx.run(self.node.rings.install, ring)
+        except RingConflict as e:
+            raise HTTPFail(409, str(e))
+        self.finish_json({"installed": installed, "epoch": self.node.ring.epoch})
+
+
+@tornado.web.stream_request_body
+class FileHandler(InternalHandler):
+    """``/_cluster/files/<name>``: PUT (one replica, streamed), DELETE, HEAD, GET."""
+
+    _upload = None
+    _decoder = None
+    _error = None
+    _busy = False
+    _disconnected = False
+
+    async def prepare(self):
+        super().prepare()
+        if self.request.method != "PUT":
+            return
+        self.name, _ = name_from_path(self.path_args[0], allow_version=False)
+        self.version = int_arg(self, "version")
+        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding == "gzip":
+            self._decoder = GzipDecoder()
+        elif encoding != "identity":
+            raise HTTPFail(415, "unsupported Content-Encoding: %s" % encoding)
+        sha = self.request.headers.get("SHA256-Checksum")
+        self.expected_sha256 = None
+        if sha is not None:
+            sha = sha.strip().lower()
+            if not _SHA256_RE.match(sha):
+                raise HTTPFail(400, "malformed SHA256-Checksum header (64 hex digits expected)")
+            self.expected_sha256 = sha
+        self.hint_for = self.request.headers.get("X-Hint-For")
+        self._upload = await self.ctx.run(self.store.begin_upload)
+        if self._disconnected:
+            await self._abort()
+
+    async def data_received(self, chunk):
+        if self._upload is None or self._error is not None or self._disconnected:
+            return
+        try:
+            pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
+            for piece in pieces:
+                self._busy = True
+                try:
+                    await self.ctx.run(self._upload.write, piece)
+                finally:
+                    self._busy = False
+                if self._disconnected:
+                    break
+        except ValueError as e:
+            self._error = HTTPFail(400, str(e))
+        except StoreFull as e:
+            self._error = HTTPFail(507, str(e))
+        except OSError as e:
+            self._error = HTTPFail(500, "write failed: %s" % e)
+        if self._error is not None or self._disconnected:
+            await self._abort()
+
+    async def _abort(self):
+        upload, self._upload = self._upload, None
+        if upload is not None:
+            await self.ctx.run(upload.abort)
+
+    def on_connection_close(self):
+        self._disconnected = True
+        if self._upload is not None and not self._busy:
+            tornado.ioloop.IOLoop.current().add_callback(self._abort)
+        super().on_connection_close()
+
+    async def put(self, path_arg):
+        if self._error is None and self._decoder is not None:
+            try:
+                self._decoder.close()
+            except ValueError as e:
+                self._error = HTTPFail(400, str(e))
+        if self._error is not None:
+            await self._abort()
+            raise self._error
+        upload, self._upload = self._upload, None
+        try:
+            self._busy = True
+            winner, applied = await self.ctx.run(self.store.commit_upload, upload, self.name, self.version,
+                                                 expected_sha256=self.expected_sha256)
+        except (ChecksumMismatch, SizeMismatch) as e:
+            raise HTTPFail(400, str(e))
+        finally:
+            self._busy = False
+        if self.hint_for and applied:
+            self.node.hints_taken += 1
+        self.send_record_headers(winner)
+        self.set_header("X-Applied", "1" if applied else "0")
+        self.finish()
+
+    async def delete(self, path_arg):
+        name, _ = name_from_path(path_arg, allow_version=False)
+        version = int_arg(self, "version")
+        winner, applied = await self.ctx.run(self.store.delete, name, version)
+        self.send_record_headers(winner)
+        self.set_header("X-Applied", "1" if applied else "0")
+        self.finish()
+
+    async def get(self, path_arg):
+        name, _ = name_from_path(path_arg, allow_version=False)
+        record = await self.ctx.run(self.store.get_record, name)
+        if record is None:
+            raise HTTPFail(404, "no record of %s" % name)
+        if self.request.method == "HEAD":
+            # HEAD answers 200 for tombstones too: it describes the record, not a body.
+            self.send_record_headers(record)
+            self.set_header("Content-Length", str(record.size))
+            self.finish()
+            return
+        if record.deleted:
+            raise HTTPFail(404, "%s is deleted" % name, headers=record_headers(record))
+        found = await self.ctx.run(self.store.open_record, name)
+        if found is None:  # deleted in between
+            record = await self.ctx.run(self.store.get_record, name)
+            raise HTTPFail(404, "no record of %s" % name,
+                           headers=record_headers(record) if record is not None else None)
+        record, f = found
+        try:
+            status, start, end = select_range(self, record.size)
+        except BaseException:
+            f.close()
+            raise
+        self.set_status(status)
+        self.send_record_headers(record)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Content-Length", str(end - start))
+        await send_file(self, self.ctx.run, f, start, end, self.ctx.chunk_size)
+        self.finish()
+
+    head = get
+
+
+class BlobHandler(InternalHandler):
+    """``GET /_cluster/blobs/<sha256>`` (Range honoured)."""
+
+    async def get(self, sha):
+        if not _SHA256_RE.match(sha):
+            raise HTTPFail(400, "invalid sha256: %r" % sha[:80])
+        try:
+            f = await self.ctx.run(self.store.open_blob, sha)
+        except FileNotFoundError:
+            raise HTTPFail(404, "no blob %s" % sha)
+        try:
+            size = await self.ctx.run(lambda: os.fstat(f.fileno()).st_size)
+            status, start, end = select_range(self, size)
+        except BaseException:
+            f.close()
+            raise
+        self.set_status(status)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Content-Length", str(end - start))
+        if self.request.method == "HEAD":
+            f.close()
+            self.finish()
+            return
+        await send_file(self, self.ctx.run, f, start, end, self.ctx.chunk_size)
+        self.finish()
+
+    head = get
+
+
+class ListHandler(InternalHandler):
+    """``GET /_cluster/list/<folder>?max_version=``: every record under folder, tombstones too."""
+
+    async def get(self, path_arg=""):
+        folder = folder_from_path(path_arg)
+        max_version = int_arg(self, "max_version", required=False)
+
+        def collect():
+            return [[r.name, r.version, r.sha256, r.size, r.deleted]
+                    for r in self.store.iter_folder(folder, max_version, include_deleted=True)]
+
+        self.finish_msgpack(await self.ctx.run(collect))
+
+
+class RecordsHandler(InternalHandler):
+    """``POST /_cluster/records``: merge records whose blob is here; answer the missing blobs."""
+
+    async def post(self):
+        items = self.msgpack_body()
+        if not isinstance(items, list):
+            raise HTTPFail(400, "expected a msgpack list of record dicts")
+        try:
+            records = [Record.from_dict(d) for d in items]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise HTTPFail(400, "malformed record: %s" % e)
+        for r in records:
+            try:
+                check_name(r.name, allow_version=False)
+            except InvalidNameError as e:
+                raise HTTPFail(400, "invalid file name in record: %s" % e)
+
+        def merge_all():
+            missing, applied = [], 0
+            for r in records:
+                stored = self.store.get_record(r.name)
+                if not beats(r, stored):
+                    continue
+                if r.deleted or self.store.has_blob(r.sha256):
+                    try:
+                        applied += self.store.apply_record(r)[1]
+                        continue
+                    except BlobMissing:
+                        pass
+                missing.append(r.sha256)
+            return {"missing": sorted(set(missing)), "applied": applied}
+
+        self.finish_msgpack(await self.ctx.run(merge_all))
+
+
+class DigestsHandler(InternalHandler):
+    """``GET /_cluster/digests``: ``{partition: digest}`` of every partition held here."""
+
+    async def get(self):
+        self.finish_msgpack(await self.ctx.run(self.store.digests.all))
+
+
+class PartitionHandler(InternalHandler):
+    """``GET /_cluster/partition/<p>``: record dicts of partition p."""
+
+    async def get(self, p):
+        p = int(p)
+        if p >= self.node.ring.partitions:
+            raise HTTPFail(400, "partition %d out of range (%d partitions)" % (p, self.node.ring.partitions))
+        records = await self.ctx.run(lambda: [r.to_dict() for r in self.store.iter_records(p)])
+        self.finish_msgpack(records)
+
+
+class StatusHandler(InternalHandler):
+    """``GET /_cluster/status``: JSON summary for operators and the admin CLI."""
+
+    async def get(self):
+        self.finish_json(await self.ctx.run(self.node.status))
+
+
+class RunHandler(InternalHandler):
+    """``POST /_cluster/run/<task>``: run one pass of a background task now (tests, admin)."""
+
+    async def post(self, task):
+        tasks = self.node.tasks
+        if task == "all":
+            names = ["handoff", "sync"]
+        elif task in tasks:
+            names = [task]
+        else:
+            raise HTTPFail(404, "no such task: %s (known: %s, all)" % (task, ", ".join(sorted(tasks))))
+        out = {}
+        for n in names:
+            out[n] = await self.ctx.run(tasks[n].run_once)
+        self.finish_json(out)
+
+
+def internal_routes(node, ctx):
+    """URL specs of the internal API bound to ``node`` and ``ctx``."""
+    kw = {"node": node, "ctx": ctx}
+    return [
+        tornado.web.url(r"/_cluster/ring", RingHandler, kw),
+        tornado.web.url(r"/_cluster/files/(.*)", FileHandler, kw),
+        tornado.web.url(r"/_cluster/blobs/([^/]*)", BlobHandler, kw),
+        tornado.web.url(r"/_cluster/list", ListHandler, kw),
+        tornado.web.url(r"/_cluster/list/(.*)", ListHandler, kw),
+        tornado.web.url(r"/_cluster/records", RecordsHandler, kw),
+        tornado.web.url(r"/_cluster/digests", DigestsHandler, kw),
+        tornado.web.url(r"/_cluster/partition/([0-9]{1,7})", PartitionHandler, kw),
+        tornado.web.url(r"/_cluster/status", StatusHandler, kw),
+        tornado.web.url(r"/_cluster/run/([a-z_]+)", RunHandler, kw),
+    ]

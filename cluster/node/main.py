@@ -1,0 +1,142 @@
+"""``filetracker-node``: run one storage node of a cluster.
+
+    filetracker-node --dir DIR --port PORT --peers URL[,URL...] [--host 127.0.0.1]
+                     [--advertise URL] [--replicas N] [--partition-power P]
+                     [--cluster-secret-file F] [--allow-public-writes]
+                     [--sync-interval S] [--tombstone-ttl S] [--log-level L]
+
+The node's id is its advertised URL (default ``http://HOST:PORT``).  Nodes
+started with the same member set (itself plus ``--peers``) build the same ring.
+SIGTERM or SIGINT stops it cleanly.  Usage errors exit with status 2.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from cluster.node.app import make_app, make_server, shutdown, start_background
+from cluster.node.config import NodeConfig
+from cluster.ring import MAX_PARTITION_POWER
+from cluster.secret import SecretError, read_secret
+
+log = logging.getLogger("cluster.node")
+
+
+def _url(text):
+    text = text.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise argparse.ArgumentTypeError("not a base URL (http://HOST:PORT): %r" % text)
+    return text
+
+
+def _url_list(text):
+    return [_url(u) for u in text.split(",") if u.strip()]
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="filetracker-node", description="A storage node of a filetracker cluster.")
+    p.add_argument("--dir", "-d", required=True, help="data folder of this node")
+    p.add_argument("--port", "-p", type=int, required=True)
+    p.add_argument("--host", "-l", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--advertise", type=_url, help="URL peers and gateways use (default http://HOST:PORT); the node id")
+    p.add_argument("--peers", type=_url_list, action="append", default=[],
+                   help="the other initial members, comma-separated (may repeat)")
+    p.add_argument("--replicas", "-n", type=int, default=3, help="copies of every file (default 3)")
+    p.add_argument("--partition-power", type=int, default=10, help="2**P partitions (default 10; fixed)")
+    p.add_argument("--cluster-secret-file", help="file with the shared secret of the internal API")
+    p.add_argument("--allow-public-writes", action="store_true",
+                   help="accept PUT/DELETE of the public protocol directly (default: read-only)")
+    p.add_argument("--sync-interval", type=_seconds, default=30.0,
+                   help="seconds between anti-entropy and handoff passes (default 30)")
+    p.add_argument("--reclaim-interval", type=_seconds, default=3600.0)
+    p.add_argument("--tombstone-ttl", type=_seconds, default=7 * 24 * 3600.0,
+                   help="age in seconds after which tombstones are reclaimed (default 7 days)")
+    p.add_argument("--sync-bandwidth", type=float, default=64 * 1024 * 1024,
+                   help="bytes/s the background tasks may move (default 64 MiB/s; 0 = unlimited)")
+    p.add_argument("--peer-timeout", type=_seconds, default=10.0, help="seconds per peer exchange (default 10)")
+    p.add_argument("--no-background", action="store_true",
+                   help="run no background loops (passes only via POST /_cluster/run/<task>)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def config_from_args(parser, args):
+    """Validate ``args`` and build a :class:`NodeConfig` (``parser.error`` exits 2)."""
+    if not 0 < args.port < 65536:
+        parser.error("--port must be in 1..65535")
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    if not 0 <= args.partition_power <= MAX_PARTITION_POWER:
+        parser.error("--partition-power must be in 0..%d" % MAX_PARTITION_POWER)
+    if args.sync_interval <= 0:
+        parser.error("--sync-interval must be positive")
+    secret = None
+    if args.cluster_secret_file:
+        try:
+            secret = read_secret(args.cluster_secret_file)
+        except SecretError as e:
+            parser.error(str(e))
+    node_id = args.advertise or "http://%s:%d" % (args.host, args.port)
+    peers = tuple(sorted({u for group in args.peers for u in group} - {node_id}))
+    return NodeConfig(dir=args.dir, node_id=node_id, peers=peers, host=args.host, port=args.port,
+                      replicas=args.replicas, partition_power=args.partition_power, cluster_secret=secret,
+                      allow_public_writes=args.allow_public_writes, sync_interval=args.sync_interval,
+                      reclaim_interval=args.reclaim_interval or 3600.0, tombstone_ttl=args.tombstone_ttl,
+                      sync_bandwidth=args.sync_bandwidth, peer_timeout=args.peer_timeout or 10.0,
+                      background=not args.no_background)
+
+
+async def serve(config):
+    app = make_app(config)
+    server = make_server(app, config)
+    try:
+        server.listen(config.port, config.host)
+    except OSError as e:
+        shutdown(app)
+        raise SystemExit("filetracker-node: cannot listen on %s:%d: %s" % (config.host, config.port, e))
+    start_background(app)
+    log.info("node %s listening on %s:%d (ring epoch %d, %d nodes)", config.node_id, config.host,
+             config.port, app.node.ring.epoch, len(app.node.ring.nodes))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+    except TimeoutError:
+        pass
+    await loop.run_in_executor(None, shutdown, app)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = config_from_args(parser, args)
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

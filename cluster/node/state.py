@@ -1,0 +1,237 @@
+"""A node's state: its store, its ring (persisted) and a cache of partition digests.
+
+* :class:`RingHolder` keeps the current :class:`~cluster.ring.Ring` and stores it in
+  ``<dir>/ring.msgpack`` (temp file, fsync, rename, fsync of the folder), so a
+  restarted node comes back with the ring it last accepted.
+* :class:`TrackedStore` wraps the :class:`~filetracker.storage.ObjectStore` and
+  tells the :class:`DigestCache` which partition every write touched, so
+  anti-entropy does not rescan unchanged partitions.  The public handlers of
+  :mod:`filetracker.server` are given the wrapper, so their writes count too.
+"""
+
+import logging
+import os
+import threading
+import time
+
+import msgpack
+
+from cluster.ring import Ring, RingError, partition_of
+from filetracker.storage import ObjectStore, fsync_dir
+
+log = logging.getLogger("cluster.node")
+
+RING_FILE = "ring.msgpack"
+#: The digest of a partition with no record (sha256 of nothing), as the store computes it.
+EMPTY_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+class RingConflict(Exception):
+    """A ring that may not replace the current one (older epoch, or same epoch and different)."""
+
+
+class RingHolder:
+    """The node's current ring; :meth:`install` persists a newer one atomically."""
+
+    def __init__(self, dir, initial):
+        self.path = os.path.join(dir, RING_FILE)
+        self._lock = threading.Lock()
+        stored = self._load()
+        self.ring = stored if stored is not None else initial
+        if stored is None:
+            self._save(initial)
+        elif stored.partition_power != initial.partition_power:
+            log.warning("stored ring has partition power %d; --partition-power %d ignored",
+                        stored.partition_power, initial.partition_power)
+
+    def _load(self):
+        try:
+            with open(self.path, "rb") as f:
+                return Ring.from_dict(msgpack.unpackb(f.read(), raw=False))
+        except FileNotFoundError:
+            return None
+        except (ValueError, RingError, msgpack.UnpackException) as e:
+            raise RingError("cannot read stored ring %s: %s" % (self.path, e)) from None
+
+    def _save(self, ring):
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(msgpack.packb(ring.to_dict()))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(os.path.dirname(self.path))
+
+    def install(self, ring):
+        """Adopt ``ring`` if newer: True if installed, False if it is the current one.
+
+        Raises :class:`RingConflict` for an older epoch, an equal epoch with a
+        different layout, or another partition power (fixed for a cluster's life).
+        """
+        with self._lock:
+            current = self.ring
+            if ring.partition_power != current.partition_power:
+                raise RingConflict("partition power is fixed at %d (got %d)"
+                                   % (current.partition_power, ring.partition_power))
+            if ring.epoch < current.epoch:
+                raise RingConflict("ring epoch %d is older than the current %d" % (ring.epoch, current.epoch))
+            if ring.epoch == current.epoch:
+                if ring.same_layout(current):
+                    return False
+                raise RingConflict("a different ring with epoch %d is already installed" % ring.epoch)
+            self._save(ring)
+            self.ring = ring
+            log.info("installed ring epoch %d: %s", ring.epoch, [n.id for n in ring.nodes])
+            return True
+
+
+class DigestCache:
+    """``partition -> digest`` of the local store, recomputed only after a change.
+
+    A generation counter per partition makes a digest computed concurrently
+    with a write be discarded rather than cached stale.
+    """
+
+    def __init__(self, store):
+        self._store = store
+        self._lock = threading.Lock()
+        self._digests = {}
+        self._gen = {}
+        self._all_gen = 0
+
+    def invalidate(self, partition=None):
+        with self._lock:
+            if partition is None:
+                self._digests.clear()
+                self._all_gen += 1
+            else:
+                self._digests.pop(partition, None)
+                self._gen[partition] = self._gen.get(partition, 0) + 1
+
+    def get(self, partition):
+        with self._lock:
+            cached = self._digests.get(partition)
+            gen = (self._gen.get(partition, 0), self._all_gen)
+        if cached is not None:
+            return cached
+        digest = self._store.partition_digest(partition)
+        with self._lock:
+            if (self._gen.get(partition, 0), self._all_gen) == gen:
+                self._digests[partition] = digest
+        return digest
+
+    def all(self):
+        """``{partition: digest}`` of every partition holding a record."""
+        return {p: self.get(p) for p in self._store.partitions()}
+
+
+class TrackedStore:
+    """An ObjectStore whose writes invalidate the digests of the partitions they touch.
+
+    Every attribute not overridden here is the store's own.
+    """
+
+    def __init__(self, store, partition_of_name):
+        self._store = store
+        self._partition = partition_of_name
+        self.digests = DigestCache(store)
+
+    def __getattr__(self, attr):
+        return getattr(self._store, attr)
+
+    def _changed(self, name):
+        self.digests.invalidate(None if name is None else self._partition(name))
+
+    def commit_upload(self, upload, name, *args, **kwargs):
+        try:
+            return self._store.commit_upload(upload, name, *args, **kwargs)
+        finally:
+            self._changed(name)
+
+    def put_record(self, record, blob_path=None):
+        try:
+            return self._store.put_record(record, blob_path)
+        finally:
+            self._changed(record.name)
+
+    def apply_record(self, record):
+        try:
+            return self._store.apply_record(record)
+        finally:
+            self._changed(record.name)
+
+    def delete(self, name, version):
+        try:
+            return self._store.delete(name, version)
+        finally:
+            self._changed(name)
+
+    def forget(self, name, record):
+        try:
+            return self._store.forget(name, record)
+        finally:
+            self._changed(name)
+
+    def reclaim_tombstones(self, older_than_seconds):
+        try:
+            return self._store.reclaim_tombstones(older_than_seconds)
+        finally:
+            self._changed(None)
+
+    def verify(self, repair=False):
+        try:
+            return self._store.verify(repair=repair)
+        finally:
+            if repair:
+                self._changed(None)
+
+
+class NodeState:
+    """What every handler and task of one node shares."""
+
+    def __init__(self, config):
+        self.config = config
+        self.id = config.node_id
+        os.makedirs(config.dir, exist_ok=True)
+        initial = Ring.initial((config.node_id,) + tuple(config.peers), replicas=config.replicas,
+                               partition_power=config.partition_power)
+        self.rings = RingHolder(config.dir, initial)
+        power = self.rings.ring.partition_power
+        self.partition_of = lambda name: partition_of(name, power)
+        self.raw_store = ObjectStore(config.dir, partition_of=self.partition_of)
+        self.store = TrackedStore(self.raw_store, self.partition_of)
+        self.tasks = {}          # name -> Task (set by make_app)
+        self.hints_taken = 0     # hinted writes accepted since start
+        self.started = time.time()
+
+    @property
+    def ring(self):
+        return self.rings.ring
+
+    def owns(self, partition):
+        return self.ring.owns(self.id, partition)
+
+    def pending_handoff(self):
+        """Records held here for partitions this node does not own (hints, moved partitions)."""
+        ring = self.ring
+        return sum(sum(1 for _ in self.store.iter_records(p)) for p in self.store.partitions()
+                   if not ring.owns(self.id, p))
+
+    def status(self):
+        """The ``GET /_cluster/status`` document (blocking: run it in the executor)."""
+        ring = self.ring
+        stats = self.store.stats()
+        return {
+            "id": self.id, "epoch": ring.epoch, "nodes": [n.id for n in ring.nodes],
+            "replicas": ring.n_replicas, "partition_power": ring.partition_power,
+            "partitions_owned": len(ring.owned_partitions(self.id)),
+            "partitions_held": len(self.store.partitions()),
+            "files": stats["files"], "bytes": stats["bytes"], "tombstones": stats["tombstones"],
+            "free_bytes": stats["free_bytes"], "pending_handoff": self.pending_handoff(),
+            "hints_taken": self.hints_taken, "uptime": round(time.time() - self.started, 1),
+            "tasks": {name: {"passes": t.passes, "last": t.last, "error": t.last_error}
+                      for name, t in self.tasks.items()},
+        }
+
+    def close(self):
+        self.raw_store.close()

@@ -1,0 +1,342 @@
+"""Background work of a node: anti-entropy, handoff, tombstone reclaim.
+
+Each task is synchronous (it runs in its own thread, never on the event loop)
+and exposes :meth:`run_once`, one full pass that returns a summary dict; the
+node runs it every interval in a loop (:class:`TaskRunner`) and tests run a
+pass on demand through ``POST /_cluster/run/<task>``.  A per-task lock keeps
+passes of one task from overlapping.
+
+* **anti-entropy** (``sync``): for every partition this node owns, compare its
+  digest with each other owner's; where they differ, fetch the peer's record
+  list of the partition, pull the records where the peer's wins (the blob from
+  ``/_cluster/blobs/<sha>``, then the record merges by the merge rule) and push
+  the records where ours wins (``POST /_cluster/records``, then a streamed
+  ``PUT`` of the blobs the peer reports missing).  It also adopts a newer ring
+  a peer advertises through ``X-Ring-Epoch``, so a node that missed a ring
+  change (down while the admin pushed it) catches up by itself.
+* **handoff**: records in partitions this node does *not* own (hinted writes
+  taken for an owner that was down, or partitions that moved away after a ring
+  change) are pushed to every owner; a record is dropped locally (``forget``,
+  only if unchanged meanwhile) once *every* owner holds a record at least as
+  new.  An owner that is down keeps the hint here until it is back: dropping
+  earlier would leave fewer than N copies.
+* **reclaim**: tombstones older than ``tombstone_ttl`` are removed.
+"""
+
+import logging
+import threading
+import time
+
+from cluster.node.state import EMPTY_DIGEST
+from cluster.peers import PeerClient, PeerError, RateLimiter
+from filetracker.records import beats
+from filetracker.storage import BlobMissing, StorageError
+
+log = logging.getLogger("cluster.node.tasks")
+
+#: Records offered per POST /_cluster/records.
+PUSH_BATCH = 500
+
+
+class Replicator:
+    """Moving records (and their blobs) between this node's store and one peer."""
+
+    def __init__(self, node, client):
+        self.node = node
+        self.client = client
+
+    @property
+    def store(self):
+        return self.node.store
+
+    def pull(self, url, records):
+        """Merge ``records`` (a peer's winners) here, fetching blobs we lack.  Returns the count applied."""
+        applied = 0
+        for r in records:
+            try:
+                if r.deleted or self.store.has_blob(r.sha256):
+                    try:
+                        _, ok = self.store.apply_record(r)
+                        applied += ok
+                        continue
+                    except BlobMissing:
+                        pass  # the blob vanished meanwhile: fetch it
+                upload = self.store.begin_upload()
+                try:
+                    self.client.fetch_blob(url, r.sha256, upload.write)
+                    _, ok = self.store.commit_upload(upload, r.name, r.version, expected_sha256=r.sha256,
+                                                     expected_size=r.size)
+                    applied += ok
+                finally:
+                    upload.abort()  # no-op once committed (the temp file is gone)
+            except PeerError as e:
+                if e.status is None:
+                    raise  # the peer is down: stop talking to it for this pass
+                log.warning("pull of %s from %s failed: %s", r.name, url, e)
+            except (StorageError, ValueError) as e:
+                log.warning("pull of %s from %s failed: %s", r.name, url, e)
+        return applied
+
+    def push(self, url, records):
+        """Offer ``records`` to a peer and stream the blobs it lacks.  Returns the count sent."""
+        sent = 0
+        for i in range(0, len(records), PUSH_BATCH):
+            batch = records[i:i + PUSH_BATCH]
+            missing = set(self.client.post_records(url, batch))
+            sent += sum(1 for r in batch if r.deleted or r.sha256 not in missing)
+            for r in batch:
+                if r.deleted or r.sha256 not in missing:
+                    continue
+                try:
+                    f = self.store.open_blob(r.sha256)
+                except (FileNotFoundError, StorageError):
+                    continue  # replaced here meanwhile; the newer record travels next pass
+                try:
+                    self.client.put_file(url, r, f)
+                    sent += 1
+                except PeerError as e:
+                    if e.status is None:
+                        raise
+                    log.warning("push of %s to %s failed: %s", r.name, url, e)
+                finally:
+                    f.close()
+        return sent
+
+
+def _by_name(records):
+    return {r.name: r for r in records}
+
+
+class Task:
+    """A pass that can be run on demand or every ``interval`` seconds."""
+
+    name = "task"
+
+    def __init__(self, node, interval):
+        self.node = node
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.passes = 0
+        self.last = None        # summary of the last pass
+        self.last_error = None
+
+    def run_once(self):
+        with self.lock:
+            started = time.monotonic()
+            try:
+                summary = self._run()
+                self.last_error = None
+            except Exception as e:  # noqa: BLE001 - a failed pass is logged and retried next interval
+                log.exception("%s pass failed", self.name)
+                self.last_error = str(e)
+                summary = {"error": str(e)}
+            summary["seconds"] = round(time.monotonic() - started, 3)
+            self.passes += 1
+            self.last = summary
+            return summary
+
+    def _run(self):
+        raise NotImplementedError
+
+
+class AntiEntropy(Task):
+    name = "sync"
+
+    def __init__(self, node, client, interval):
+        super().__init__(node, interval)
+        self.client = client
+        self.replicator = Replicator(node, client)
+        self.newest_epoch_seen = (0, None)   # (epoch, url) from X-Ring-Epoch answers
+
+    def epoch_seen(self, epoch, url):
+        if epoch > self.newest_epoch_seen[0]:
+            self.newest_epoch_seen = (epoch, url)
+
+    def adopt_newer_ring(self):
+        """Fetch and install a ring a peer advertised with a higher epoch; True if installed."""
+        epoch, url = self.newest_epoch_seen
+        if url is None or epoch <= self.node.ring.epoch:
+            return False
+        try:
+            ring = self.client.get_ring(url)
+            return self.node.rings.install(ring)
+        except Exception as e:  # noqa: BLE001 - a peer's bad ring must not stop the pass
+            log.warning("could not adopt ring epoch %d from %s: %s", epoch, url, e)
+            return False
+
+    def _run(self):
+        self.adopt_newer_ring()
+        ring = self.node.ring
+        me = self.node.id
+        owned = sorted(ring.owned_partitions(me))
+        peers = {}
+        for p in owned:
+            for n in ring.partition_owners(p):
+                if n.id != me:
+                    peers.setdefault(n.url, n)
+        summary = {"epoch": ring.epoch, "partitions": len(owned), "peers_down": [], "differing": 0,
+                   "pulled": 0, "pushed": 0}
+        theirs = {}
+        for url in sorted(peers):
+            try:
+                theirs[url] = self.client.digests(url)
+            except PeerError as e:
+                summary["peers_down"].append(url)
+                log.info("anti-entropy: %s unreachable: %s", url, e)
+        mine = self.node.store.digests
+        for p in owned:
+            local = None
+            for n in ring.partition_owners(p):
+                if n.id == me or n.url not in theirs:
+                    continue
+                if local is None:
+                    local = mine.get(p)
+                if theirs[n.url].get(p, EMPTY_DIGEST) == local:
+                    continue
+                summary["differing"] += 1
+                try:
+                    pulled, pushed = self.reconcile(p, n.url)
+                except PeerError as e:
+                    log.info("anti-entropy of partition %d with %s stopped: %s", p, n.url, e)
+                    theirs.pop(n.url, None)   # no more work with it in this pass
+                    summary["peers_down"].append(n.url)
+                    continue
+                summary["pulled"] += pulled
+                summary["pushed"] += pushed
+                local = None
+        self.adopt_newer_ring()
+        return summary
+
+    def reconcile(self, partition, url):
+        """Exchange the differing records of one partition with one peer: ``(pulled, pushed)``."""
+        theirs = _by_name(self.client.partition_records(url, partition))
+        mine = _by_name(self.node.store.iter_records(partition))
+        pull = [r for name, r in theirs.items() if beats(r, mine.get(name))]
+        push = [r for name, r in mine.items() if beats(r, theirs.get(name))]
+        pulled = self.replicator.pull(url, pull) if pull else 0
+        pushed = self.replicator.push(url, push) if push else 0
+        return pulled, pushed
+
+
+class Handoff(Task):
+    name = "handoff"
+
+    def __init__(self, node, client, interval):
+        super().__init__(node, interval)
+        self.client = client
+        self.replicator = Replicator(node, client)
+
+    def pending(self):
+        """Number of records held here for partitions this node does not own."""
+        ring = self.node.ring
+        store = self.node.store
+        return sum(sum(1 for _ in store.iter_records(p)) for p in store.partitions()
+                   if not ring.owns(self.node.id, p))
+
+    def _run(self):
+        ring = self.node.ring
+        store = self.node.store
+        foreign = [p for p in store.partitions() if not ring.owns(self.node.id, p)]
+        summary = {"epoch": ring.epoch, "partitions": len(foreign), "pushed": 0, "dropped": 0, "kept": 0}
+        down = set()
+        for p in foreign:
+            pushed, dropped, kept = self.hand_off(ring, p, down)
+            summary["pushed"] += pushed
+            summary["dropped"] += dropped
+            summary["kept"] += kept
+        summary["owners_down"] = sorted(down)
+        return summary
+
+    def hand_off(self, ring, partition, down):
+        """Push one foreign partition to its owners; forget what all of them hold."""
+        store = self.node.store
+        mine = list(store.iter_records(partition))
+        if not mine:
+            return 0, 0, 0
+        owners = [n for n in ring.partition_owners(partition) if n.id != self.node.id]
+        confirmed = dict.fromkeys((r.name for r in mine), 0)
+        pushed = 0
+        for owner in owners:
+            if owner.url in down:
+                continue
+            try:
+                theirs = _by_name(self.client.partition_records(owner.url, partition))
+                need = [r for r in mine if beats(r, theirs.get(r.name))]
+                if need:
+                    pushed += self.replicator.push(owner.url, need)
+                    theirs = _by_name(self.client.partition_records(owner.url, partition))
+            except PeerError as e:
+                log.info("handoff of partition %d to %s stopped: %s", partition, owner.url, e)
+                if e.status is None:
+                    down.add(owner.url)
+                continue
+            for r in mine:
+                if not beats(r, theirs.get(r.name)):
+                    confirmed[r.name] += 1
+        dropped = 0
+        for r in mine:
+            if confirmed[r.name] == len(owners) and store.forget(r.name, r):
+                dropped += 1
+        return pushed, dropped, len(mine) - dropped
+
+
+class Reclaim(Task):
+    name = "reclaim"
+
+    def __init__(self, node, ttl, interval):
+        super().__init__(node, interval)
+        self.ttl = ttl
+
+    def _run(self):
+        return {"reclaimed": self.node.store.reclaim_tombstones(self.ttl)}
+
+
+class TaskRunner:
+    """Runs each task every ``task.interval`` seconds in its own daemon thread."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self._stop = threading.Event()
+        self._threads = []
+
+    def start(self):
+        for task in self.tasks:
+            t = threading.Thread(target=self._loop, args=(task,), name="node-" + task.name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self, task):
+        # A short first delay lets the node finish starting (and its peers too).
+        if self._stop.wait(min(task.interval, 1.0)):
+            return
+        while not self._stop.is_set():
+            task.run_once()
+            self._stop.wait(task.interval)
+
+    def stop(self, timeout=5.0):
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def make_tasks(node):
+    """The node's tasks by name, sharing one pooled, rate-limited peer client."""
+    cfg = node.config
+    limiter = RateLimiter(cfg.sync_bandwidth)
+    sync_holder = {}
+
+    def on_epoch(epoch, url):
+        task = sync_holder.get("sync")
+        if task is not None:
+            task.epoch_seen(epoch, url)
+
+    client = PeerClient(secret=cfg.cluster_secret, timeout=cfg.peer_timeout, on_epoch=on_epoch, limiter=limiter)
+    sync = AntiEntropy(node, client, cfg.sync_interval)
+    sync_holder["sync"] = sync
+    handoff = Handoff(node, client, cfg.handoff_interval or cfg.sync_interval)
+    reclaim = Reclaim(node, cfg.tombstone_ttl, cfg.reclaim_interval)
+    return {t.name: t for t in (sync, handoff, reclaim)}, client
+
+
+__all__ = ["AntiEntropy", "Handoff", "Reclaim", "Replicator", "TaskRunner", "make_tasks"]

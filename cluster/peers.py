@@ -1,0 +1,240 @@
+"""A synchronous client of the nodes' internal ``/_cluster/`` API.
+
+Used by the nodes' background tasks (which run in their own threads, never on
+the event loop) and usable by the admin CLI.  ``requests`` sessions keep
+connections alive (one pooled session per thread, since sessions are not
+documented as thread-safe); every exchange has a connect and a read timeout.
+
+Bodies are streamed both ways: :meth:`PeerClient.put_file` sends an open file
+(with ``Content-Length``), :meth:`PeerClient.fetch_blob` hands the body to a
+callback chunk by chunk.  An optional :class:`RateLimiter` bounds the bytes
+per second a background task moves.
+
+Network failures and error statuses raise :class:`PeerError` (``status`` None
+when no answer arrived).  Every answer's ``X-Ring-Epoch`` is reported to
+``on_epoch(epoch, url)`` so a node can notice a newer ring.
+"""
+
+import threading
+import time
+from urllib.parse import quote
+
+import msgpack
+import requests
+from requests.adapters import HTTPAdapter
+
+from cluster.ring import Ring
+from cluster.secret import SECRET_HEADER
+from filetracker.records import Record
+
+EPOCH_HEADER = "X-Ring-Epoch"
+CHUNK = 256 * 1024
+
+
+class PeerError(Exception):
+    """A peer did not answer (``status`` None) or answered with an error status."""
+
+    def __init__(self, message, url=None, status=None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+def quote_name(name):
+    """URL path form of a file name (UTF-8 percent-encoded, ``/`` kept)."""
+    return quote(name, safe="/")
+
+
+def record_headers(record):
+    """The *record header set* of ``record`` (a dict of header -> str)."""
+    return {"X-Version": str(record.version), "X-Sha256": record.sha256, "X-Size": str(record.size),
+            "X-Deleted": "1" if record.deleted else "0"}
+
+
+def record_from_headers(name, headers):
+    """The record a *record header set* describes, or None when there is none."""
+    version = headers.get("X-Version")
+    if not version:
+        return None
+    return Record(name=name, version=int(version), sha256=headers.get("X-Sha256") or "",
+                  size=int(headers.get("X-Size") or 0), deleted=headers.get("X-Deleted", "0") == "1")
+
+
+def unpack(body):
+    """Decode a msgpack answer (integer map keys allowed, e.g. digests by partition)."""
+    return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+
+class RateLimiter:
+    """A token bucket of ``rate`` bytes per second (``None`` or 0: unlimited); thread-safe."""
+
+    def __init__(self, rate, burst=None):
+        self.rate = float(rate or 0)
+        self.burst = float(burst or max(self.rate, CHUNK))
+        self._tokens = self.burst
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def consume(self, n):
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            deficit = -self._tokens
+        if deficit > 0:
+            time.sleep(deficit / self.rate)
+
+
+class _LimitedFile:
+    """A read-only file wrapper that charges a limiter; ``len`` lets requests send Content-Length."""
+
+    def __init__(self, f, length, limiter):
+        self._f = f
+        self.len = length
+        self._limiter = limiter
+
+    def read(self, n=-1):
+        data = self._f.read(CHUNK if n is None or n < 0 else min(n, CHUNK))
+        if data and self._limiter is not None:
+            self._limiter.consume(len(data))
+        return data
+
+
+class PeerClient:
+    """Requests to nodes' internal API.  Thread-safe (a session per thread)."""
+
+    def __init__(self, secret=None, timeout=10.0, connect_timeout=2.0, on_epoch=None, limiter=None):
+        self.secret = secret
+        self.timeout = (connect_timeout, timeout)
+        self.on_epoch = on_epoch
+        self.limiter = limiter
+        self._local = threading.local()
+        self._sessions = []
+        self._lock = threading.Lock()
+
+    def _session(self):
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.trust_env = False  # never route loopback cluster traffic through a proxy
+            adapter = HTTPAdapter(pool_connections=32, pool_maxsize=8, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            if self.secret:
+                s.headers[SECRET_HEADER] = self.secret
+            self._local.session = s
+            with self._lock:
+                self._sessions.append(s)
+        return s
+
+    def close(self):
+        with self._lock:
+            for s in self._sessions:
+                s.close()
+            self._sessions.clear()
+        self._local = threading.local()
+
+    def request(self, method, url, path, ok=(200,), **kwargs):
+        """One exchange; returns the Response when its status is in ``ok``, else PeerError."""
+        kwargs.setdefault("timeout", self.timeout)
+        full = url.rstrip("/") + path
+        try:
+            resp = self._session().request(method, full, **kwargs)
+        except requests.RequestException as e:
+            raise PeerError("%s %s: %s" % (method, full, e), url=url) from None
+        epoch = resp.headers.get(EPOCH_HEADER)
+        if epoch and self.on_epoch is not None:
+            try:
+                self.on_epoch(int(epoch), url)
+            except ValueError:
+                pass
+        if resp.status_code not in ok:
+            reason = resp.headers.get("X-Exception") or resp.reason
+            resp.close()
+            raise PeerError("%s %s: %d %s" % (method, full, resp.status_code, reason),
+                            url=url, status=resp.status_code)
+        return resp
+
+    # ------------------------------------------------------------------ ring and status
+
+    def get_ring(self, url):
+        return Ring.from_dict(unpack(self.request("GET", url, "/_cluster/ring").content))
+
+    def put_ring(self, url, ring):
+        """Install ``ring`` on the node; True if accepted, False if it holds a newer one (409)."""
+        resp = self.request("PUT", url, "/_cluster/ring", ok=(200, 409), data=msgpack.packb(ring.to_dict()),
+                            headers={"Content-Type": "application/msgpack"})
+        return resp.status_code == 200
+
+    def status(self, url):
+        return self.request("GET", url, "/_cluster/status").json()
+
+    def run_task(self, url, task, timeout=120.0):
+        """Run one pass of a node's background task now (``sync``, ``handoff``, ``reclaim``)."""
+        return self.request("POST", url, "/_cluster/run/" + task, data=b"",
+                            timeout=(self.timeout[0], timeout)).json()
+
+    # ------------------------------------------------------------------ records
+
+    def digests(self, url):
+        """``{partition: digest_hex}`` of every partition the node holds."""
+        return {int(k): v for k, v in unpack(self.request("GET", url, "/_cluster/digests").content).items()}
+
+    def partition_records(self, url, partition):
+        body = self.request("GET", url, "/_cluster/partition/%d" % int(partition)).content
+        return [Record.from_dict(d) for d in unpack(body)]
+
+    def post_records(self, url, records):
+        """Offer records; the node merges those whose blob it has. Returns the missing sha256s."""
+        body = msgpack.packb([r.to_dict() for r in records])
+        resp = self.request("POST", url, "/_cluster/records", data=body,
+                            headers={"Content-Type": "application/msgpack"})
+        return list(unpack(resp.content).get("missing", []))
+
+    def head_record(self, url, name):
+        """The node's record of ``name`` (tombstones included) or None."""
+        resp = self.request("HEAD", url, "/_cluster/files" + quote_name(name), ok=(200, 404))
+        return record_from_headers(name, resp.headers)
+
+    def list_folder(self, url, folder, max_version=None):
+        """``[name, version, sha256, size, deleted]`` of every record under ``folder``."""
+        params = {} if max_version is None else {"max_version": str(int(max_version))}
+        path = "/_cluster/list" + quote_name(folder if folder.startswith("/") else "/" + folder)
+        return unpack(self.request("GET", url, path, params=params).content)
+
+    def delete_file(self, url, name, version):
+        resp = self.request("DELETE", url, "/_cluster/files" + quote_name(name),
+                            params={"version": str(int(version))})
+        return record_from_headers(name, resp.headers)
+
+    def put_file(self, url, record, f, hint_for=None):
+        """Store ``record`` on the node from the open file ``f`` (its content, streamed).
+
+        Returns ``(winner, applied)`` as the node reports them.
+        """
+        headers = {"SHA256-Checksum": record.sha256, "Content-Type": "application/octet-stream"}
+        if hint_for:
+            headers["X-Hint-For"] = hint_for
+        body = _LimitedFile(f, record.size, self.limiter)
+        resp = self.request("PUT", url, "/_cluster/files" + quote_name(record.name),
+                            params={"version": str(record.version)}, data=body, headers=headers)
+        return record_from_headers(record.name, resp.headers), resp.headers.get("X-Applied") == "1"
+
+    def fetch_blob(self, url, sha256, write):
+        """Stream the blob ``sha256`` from the node into ``write(chunk)``; returns the byte count."""
+        resp = self.request("GET", url, "/_cluster/blobs/" + sha256, stream=True)
+        total = 0
+        try:
+            for chunk in resp.iter_content(CHUNK):
+                if self.limiter is not None:
+                    self.limiter.consume(len(chunk))
+                write(chunk)
+                total += len(chunk)
+        except requests.RequestException as e:
+            raise PeerError("GET blob %s from %s: %s" % (sha256, url, e), url=url) from None
+        finally:
+            resp.close()
+        return total
