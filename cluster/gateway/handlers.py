@@ -103,20 +103,34 @@ class FilesHandler(BaseHandler):
     async def _serve(self, path, with_body):
         name, _version = name_from_path(path)  # the client checks the version it gets
         await self.ring()
-        read = await quorum_read(self.services, name)
-        self.services.spawn(read_repair(self.services, read))
-        if not read.enough:
-            raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
+        # Two attempts: when every replica holding the winner fails before the first
+        # byte (e.g. it just died), they are now marked down and a new quorum read
+        # finds the winner on the others.
+        for attempt in range(2):
+            read = await quorum_read(self.services, name)
+            self.services.spawn(read_repair(self.services, read))
+            if not read.enough:
+                raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
-        winner = read.winner
-        if winner is None or winner.deleted:
-            raise HTTPFail(404, "file not found: %s" % name)
-        size = winner.size
-        try:
-            rng = parse_range(self.request.headers.get("Range"), size)
-        except RangeNotSatisfiable as exc:
-            raise HTTPFail(416, str(exc), headers={"Content-Range": unsatisfied_range(size)})
-        start, end = rng if rng is not None else (0, size - 1)
+            winner = read.winner
+            if winner is None or winner.deleted:
+                raise HTTPFail(404, "file not found: %s" % name)
+            size = winner.size
+            try:
+                rng = parse_range(self.request.headers.get("Range"), size)
+            except RangeNotSatisfiable as exc:
+                raise HTTPFail(416, str(exc), headers={"Content-Range": unsatisfied_range(size)})
+            start, end = rng if rng is not None else (0, size - 1)
+            if not with_body or end < start:
+                break
+            holders = read.holders()
+            piece_end = min(start + self.services.config.range_size - 1, end)
+            data, url = await fetch_piece(self.services, holders, winner.sha256, start, piece_end)
+            if data is not None:
+                break
+            if attempt:
+                raise HTTPFail(503, "no replica could deliver %s" % name)
+            log.warning("GET %s: no holder of the winner delivered it; reading the quorum again", name)
         if rng is not None:
             self.set_status(206)
             self.set_header("Content-Range", content_range(start, end, size))
@@ -127,25 +141,27 @@ class FilesHandler(BaseHandler):
         if not with_body or end < start:
             self.finish()
             return
-        holders = read.holders()
+        await self._stream_body(name, winner, holders, url, data, piece_end + 1, end)
+
+    async def _stream_body(self, name, winner, holders, url, data, pos, end):
+        """Send ``data`` (the first piece, from ``url``), then the rest piece by piece."""
         step = self.services.config.range_size
-        pos = start
-        while pos <= end:
-            piece_end = min(pos + step - 1, end)
-            data, url = await fetch_piece(self.services, holders, winner.sha256, pos, piece_end)
-            if data is None:
-                if pos == start:
-                    raise HTTPFail(503, "no replica could deliver %s" % name)
-                # mid-answer: closing is the only honest thing left (the client sees a short body)
-                log.error("GET %s: every replica failed at byte %d; closing", name, pos)
-                self.request.connection.close()
-                return
-            if holders[0] != url:
+        while True:
+            if holders[0] != url:  # stick to the replica that works
                 holders.remove(url)
                 holders.insert(0, url)
             self.write(data)
             del data
-            await self.flush()
+            await self.flush()  # bounded memory: never more than one piece in flight
+            if pos > end:
+                break
+            piece_end = min(pos + step - 1, end)
+            data, url = await fetch_piece(self.services, holders, winner.sha256, pos, piece_end)
+            if data is None:
+                # mid-answer: closing is the only honest thing left (the client sees a short body)
+                log.error("GET %s: every replica failed at byte %d; closing", name, pos)
+                self.request.connection.close()
+                return
             pos = piece_end + 1
         self.finish()
 

@@ -18,6 +18,7 @@ from cluster.ring import Ring
 from filetracker.records import Record
 from tests.support.procs import Service, free_port, script
 
+SECRET = "gateway-test-secret-42"
 #: a fixed base version (Tue, 24 Nov 2026 20:00:00 UTC) so tests control ordering
 BASE_VERSION = 1795550400
 
@@ -44,8 +45,15 @@ class TestCluster:
 
     __test__ = False  # not a test class
 
-    def __init__(self, tmp_path, nodes=3, replicas=3, gateways=1, gateway_args=(), node_args=()):
+    def __init__(self, tmp_path, nodes=3, replicas=3, gateways=1, gateway_args=(), node_args=(),
+                 secret=SECRET):
         self.tmp = str(tmp_path)
+        self.secret_file = None
+        if secret:
+            self.secret_file = os.path.join(self.tmp, "cluster-secret")
+            with open(self.secret_file, "w") as f:
+                f.write(secret + "\n")
+        self.headers = {"X-Cluster-Secret": secret} if secret else {}
         self.replicas = replicas
         self.ports = [free_port() for _ in range(nodes)]
         self.node_urls = ["http://127.0.0.1:%d" % p for p in self.ports]
@@ -63,6 +71,8 @@ class TestCluster:
         argv = node_argv() + ["--dir", os.path.join(self.tmp, "node%d" % i), "--host", "127.0.0.1",
                               "--port", str(self.ports[i]), "--peers", peers,
                               "--replicas", str(self.replicas)] + self.node_args
+        if self.secret_file:
+            argv += ["--cluster-secret-file", self.secret_file]
         return Service(argv, os.path.join(self.tmp, "node%d.log" % i), ready_url=url + "/version/")
 
     def start(self):
@@ -73,6 +83,8 @@ class TestCluster:
             url = "http://127.0.0.1:%d" % port
             argv = [script("filetracker-gateway"), "--port", str(port), "--nodes", ",".join(self.node_urls),
                     "--log-level", "WARNING"] + self.gateway_args
+            if self.secret_file:
+                argv += ["--cluster-secret-file", self.secret_file]
             self.gateways.append(Service(argv, os.path.join(self.tmp, "gateway%d.log" % j),
                                          ready_url=url + "/version/").start())
             self.gateway_urls.append(url)
@@ -97,19 +109,18 @@ class TestCluster:
 
     # ---- asking nodes directly ------------------------------------------------------
 
-    @staticmethod
-    def node_record(node_url, name):
+    def node_record(self, node_url, name):
         """The node's record of ``name`` (tombstones included) or None."""
-        r = requests.head(node_url + "/_cluster/files" + name, timeout=10)
+        r = requests.head(node_url + "/_cluster/files" + name, headers=self.headers, timeout=10)
         if r.headers.get("X-Version") is None:
             return None
         return Record(name, int(r.headers["X-Version"]), r.headers.get("X-Sha256", ""),
                       int(r.headers.get("X-Size") or 0), r.headers.get("X-Deleted") == "1")
 
-    @staticmethod
-    def node_listing(node_url, folder="/"):
+    def node_listing(self, node_url, folder="/"):
         """``{name: Record}`` of every record a node holds under ``folder`` (tombstones too)."""
-        r = requests.get(node_url + "/_cluster/list" + folder, params={"max_version": 2**62}, timeout=30)
+        r = requests.get(node_url + "/_cluster/list" + folder, params={"max_version": 2**62},
+                         headers=self.headers, timeout=30)
         r.raise_for_status()
         return {n: Record(n, int(v), s or "", int(z or 0), bool(d)) for n, v, s, z, d in
                 msgpack.unpackb(r.content, raw=False)}

@@ -152,7 +152,7 @@ def test_read_repair(tmp_path):
         # A newer version stored directly on one node only (as if the others missed it).
         newer = b"v2 newer"
         r = requests.put(c.node_urls[0] + "/_cluster/files/rr/f", params={"version": V + 1}, data=newer,
-                         timeout=10)
+                         headers=c.headers, timeout=10)
         assert r.status_code == 200
         r = requests.get(c.gw + "/files/rr/f", timeout=10)
         assert r.content == newer and version_of(r) == V + 1
@@ -162,7 +162,7 @@ def test_read_repair(tmp_path):
             return all(x is not None and x.version == V + 1 and x.sha256 == sha256(newer) for x in recs)
         assert wait_until(repaired, 10), c.logs()
         for u in c.node_urls:
-            assert requests.get(u + "/_cluster/files/rr/f", timeout=10).content == newer
+            assert requests.get(u + "/_cluster/files/rr/f", headers=c.headers, timeout=10).content == newer
     finally:
         c.stop()
 
