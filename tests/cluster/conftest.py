@@ -42,7 +42,7 @@ class NodeCluster:
     __test__ = False
 
     def __init__(self, tmp, nodes=3, replicas=3, secret=SECRET, sync_interval=None, node_args=(),
-                 gateway=False, gateway_args=()):
+                 gateway=False, gateway_args=(), members=None):
         self.tmp = str(tmp)
         self.replicas = replicas
         self.secret = secret
@@ -57,7 +57,9 @@ class NodeCluster:
         self.sync_interval = sync_interval
         self.node_args = list(node_args)
         self.services = [None] * nodes
-        self.members = list(self.urls)
+        # The initial ring's members: the first ``members`` nodes (default all).  A node
+        # outside it starts with every URL as peers (it waits for a ring from the admin).
+        self.members = list(self.urls[:members or nodes])
         self.want_gateway = gateway
         self.gateway_args = list(gateway_args)
         self.gateway = None
@@ -72,7 +74,8 @@ class NodeCluster:
 
     def node_argv(self, i):
         argv = [script("filetracker-node"), "--dir", self.dirs[i], "--port", str(self.ports[i]),
-                "--peers", ",".join(u for u in self.members if u != self.urls[i]),
+                "--peers", ",".join(u for u in (self.members if self.urls[i] in self.members else self.urls)
+                                     if u != self.urls[i]),
                 "--replicas", str(self.replicas), "--log-level", "INFO"]
         if self.secret_file:
             argv += ["--cluster-secret-file", self.secret_file]
@@ -177,7 +180,7 @@ class NodeCluster:
 
 @pytest.fixture
 def cluster_factory(tmp_path):
-    """``make(nodes=3, replicas=3, secret=SECRET, sync_interval=None, node_args=(), gateway=False)``.
+    """``make(nodes=3, replicas=3, secret=SECRET, sync_interval=None, node_args=(), gateway=False, members=None)``.
 
     ``sync_interval=None`` starts nodes with ``--no-background`` (passes run only
     when a test calls ``cluster.run(i, task)``).  Every cluster is stopped at teardown.

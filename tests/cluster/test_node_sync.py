@@ -1,0 +1,151 @@
+"""Background work of real nodes: anti-entropy, handoff, ring changes, catching up after kill -9."""
+
+import os
+import time
+
+import pytest
+
+from cluster.ring import Node
+from tests.cluster.conftest import sha256, wait_until
+
+V = 1795550400
+
+
+def names_owned_by(ring, owner_ids, count, exclude=(), prefix="/h/f"):
+    """``count`` names whose owner set is exactly ``owner_ids`` (and excludes ``exclude``)."""
+    out = []
+    i = 0
+    while len(out) < count:
+        name = "%s%d" % (prefix, i)
+        owners = {n.id for n in ring.owners(name)}
+        if owners == set(owner_ids) and not owners & set(exclude):
+            out.append(name)
+        i += 1
+    return out
+
+
+def all_rounds(cl, rounds, nodes=None):
+    for _ in range(rounds):
+        for i in nodes if nodes is not None else range(len(cl.urls)):
+            cl.run(i, "all")
+
+
+def test_anti_entropy_push_and_pull(cluster_factory):
+    cl = cluster_factory(nodes=3, replicas=3)
+    a, b = os.urandom(5000), os.urandom(7000)
+    assert cl.put(0, "/ae/a", a, V).status_code == 200       # only on node 0
+    assert cl.put(1, "/ae/b", b, V).status_code == 200       # only on node 1
+    assert cl.delete(2, "/ae/t", V).status_code == 200       # a tombstone only on node 2
+    out = cl.run(0)["sync"]
+    assert out["differing"] >= 2 and out["pulled"] >= 2 and out["pushed"] >= 1, out
+    # node 0 pushed /ae/a to both peers and pulled /ae/b and the tombstone
+    for i in range(3):
+        assert cl.record(i, "/ae/a").sha256 == sha256(a)
+        assert cl.content(i, "/ae/a") == a
+    assert cl.record(0, "/ae/b").sha256 == sha256(b) and cl.record(0, "/ae/t").deleted
+    cl.run(1)
+    cl.run(2)
+    listings = [cl.listing(i) for i in range(3)]
+    assert listings[0] == listings[1] == listings[2] and len(listings[0]) == 3
+    # a converged cluster finds nothing to do
+    out = cl.run(2)["sync"]
+    assert out["differing"] == 0 and out["pulled"] == out["pushed"] == 0
+
+
+def test_anti_entropy_applies_the_merge_rule(cluster_factory):
+    cl = cluster_factory(nodes=3, replicas=3)
+    old, new, tie_a, tie_b = b"old", b"new", b"tie-a", b"tie-b"
+    cl.put(0, "/m/ver", old, V)
+    cl.put(1, "/m/ver", new, V + 10)
+    cl.put(0, "/m/tie", tie_a, V)
+    cl.put(1, "/m/tie", tie_b, V)
+    cl.put(0, "/m/del", b"data", V + 5)
+    cl.delete(2, "/m/del", V + 5)               # tombstone beats data at equal version
+    cl.put(2, "/m/late", b"late", V)
+    cl.delete(1, "/m/late", V + 1)              # a delete not undone by an older write
+    all_rounds(cl, 2)
+    winner_tie = max(sha256(tie_a), sha256(tie_b))
+    for i in range(3):
+        assert cl.record(i, "/m/ver").version == V + 10 and cl.content(i, "/m/ver") == new
+        assert cl.record(i, "/m/tie").sha256 == winner_tie
+        assert cl.record(i, "/m/del").deleted and cl.record(i, "/m/late").deleted
+
+
+def test_handoff_moves_hint_to_owners_and_drops_it(cluster_factory):
+    cl = cluster_factory(nodes=4, replicas=2)
+    ring = cl.ring
+    owners = sorted(cl.urls[:2])
+    names = names_owned_by(ring, owners, 5)
+    # node 3 took hinted writes for those names (their owners are nodes 0 and 1)
+    payload = {n: os.urandom(1000 + k) for k, n in enumerate(names)}
+    for n, data in payload.items():
+        assert cl.put(3, n, data, V, **{"X-Hint-For": owners[0]}).headers["X-Applied"] == "1"
+    cl.delete(3, names[0], V + 1)
+    assert cl.status(3)["pending_handoff"] == 5
+    # an owner is down: hints are pushed to the live one but kept
+    cl.stop_node(1)
+    out = cl.run(3, "handoff")["handoff"]
+    assert out["dropped"] == 0 and out["kept"] == 5, out
+    assert cl.record(0, names[1]).sha256 == sha256(payload[names[1]])
+    cl.restart(1)
+    out = cl.run(3, "handoff")["handoff"]
+    assert out["dropped"] == 5, out
+    assert cl.listing(3) == {}
+    assert cl.status(3)["pending_handoff"] == 0
+    for n in names[1:]:
+        for i in (0, 1):
+            assert cl.content(i, n) == payload[n]
+        assert cl.record(2, n) is None
+    assert cl.record(0, names[0]).deleted and cl.record(1, names[0]).deleted
+
+
+def test_ring_change_moves_data_and_spreads_by_gossip(cluster_factory):
+    # a 3-node cluster; node 3 runs but is not a member of their ring yet
+    cl = cluster_factory(nodes=4, replicas=2, members=3)
+    old = cl.client.get_ring(cl.urls[0])
+    assert len(old.nodes) == 3
+    files = {"/rb/f%03d" % k: os.urandom(200) for k in range(60)}
+    for n, data in files.items():
+        for owner in old.owners(n):
+            cl.put(cl.urls.index(owner.id), n, data, V)
+    new = old.with_changes(add=[Node(cl.urls[3], cl.urls[3])])
+    assert cl.client.put_ring(cl.urls[0], new)           # only node 0 hears of it
+    all_rounds(cl, 3)
+    for i in range(4):
+        assert cl.client.get_ring(cl.urls[i]) == new, i
+    held = [cl.listing(i) for i in range(4)]
+    moved = 0
+    for n in files:
+        owners = {o.id for o in new.owners(n)}
+        holders = {cl.urls[i] for i in range(4) if n in held[i]}
+        assert holders == owners, (n, holders, owners)
+        moved += cl.urls[3] in owners
+    assert 0 < moved < len(files)
+
+
+@pytest.mark.faults
+def test_killed_node_catches_up_by_itself(cluster_factory):
+    cl = cluster_factory(nodes=3, replicas=3, sync_interval=0.5)
+    before = {"/k/old%02d" % k: os.urandom(300) for k in range(20)}
+    for n, data in before.items():
+        for i in range(3):
+            cl.put(i, n, data, V)
+    cl.kill9(2)
+    # writes and deletes that reach only the two live replicas (as a W=2 gateway would)
+    during = {"/k/new%02d" % k: os.urandom(300) for k in range(40)}
+    for n, data in during.items():
+        for i in (0, 1):
+            assert cl.put(i, n, data, V + 1).status_code == 200
+    for n in list(before)[:5]:
+        for i in (0, 1):
+            cl.delete(i, n, V + 2)
+    expected = cl.listing(0)
+    assert wait_until(lambda: cl.listing(1) == expected, 30)
+    started = time.monotonic()
+    cl.restart(2)
+    assert wait_until(lambda: cl.listing(2) == expected, 60, interval=0.5), cl.logs()
+    took = time.monotonic() - started
+    print("killed node caught up %d records in %.1f s" % (len(expected), took))
+    for n, data in during.items():
+        assert cl.content(2, n) == data
+    assert cl.record(2, "/k/old00").deleted
