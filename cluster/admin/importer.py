@@ -1,0 +1,145 @@
+"""``filetracker-admin import`` and ``filetracker-admin compare``: migration from a 2.x server.
+
+    filetracker-admin [--cluster URL] import (--from URL | --from-dir DIR) [--prefix /path]
+        [--parallel N] [--dry-run] [--verify] [--to URL] [--json] [--verbose]
+    filetracker-admin [--cluster URL] compare (--from URL | --from-dir DIR) [--prefix /path]
+        [--parallel N] [--to URL] [--json]
+
+The target is the cluster's public protocol: ``--to URL`` (a gateway, or a
+single ``filetracker-server``), else the global ``--cluster URL``, else
+``FILETRACKER_ADMIN_URL``.  Exit status: 0 when every file is copied (or
+skipped for a stated reason) / identical, 1 when anything failed or
+differs, 2 for usage errors.
+
+:func:`register` adds both subcommands to the ``filetracker-admin`` parser
+(``cluster/admin/main.py``); each sets ``func`` to a ``(args) -> exit status``
+callable.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import requests
+
+from cluster.migrate.compare import run_compare
+from cluster.migrate.copier import run_import
+from cluster.migrate.report import Progress
+from cluster.migrate.sources import SourceError, open_source
+from cluster.migrate.target import HttpTarget
+
+
+def _source_options(p):
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="from_url", metavar="URL", help="base URL of a running filetracker 2.x server")
+    src.add_argument("--from-dir", metavar="DIR", help="data folder of a stopped 2.x server (holds links/, blobs/)")
+    p.add_argument("--prefix", default="", metavar="/PATH", help="only files under this folder")
+    p.add_argument("--parallel", type=int, default=4, metavar="N", help="files copied at once (default 4)")
+    p.add_argument("--to", metavar="URL", help="the cluster (gateway URL); default: --cluster / FILETRACKER_ADMIN_URL")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on standard output")
+
+
+def register(subparsers):
+    """Add ``import`` and ``compare`` to ``filetracker-admin``'s subparsers."""
+    p = subparsers.add_parser("import", help="copy every file of a 2.x server into the cluster",
+                              description="Copy every file of a filetracker 2.x server (over HTTP, or from its "
+                                          "data folder) into the cluster, versions preserved. Files the cluster "
+                                          "holds at the same or a newer version are skipped, so an interrupted "
+                                          "run can simply be started again.")
+    _source_options(p)
+    p.add_argument("--dry-run", action="store_true", help="only count what would be copied")
+    p.add_argument("--verify", action="store_true", help="afterwards compare every name (version, SHA-256)")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per skipped file too")
+    p.set_defaults(func=import_command)
+
+    p = subparsers.add_parser("compare", help="compare a 2.x server with the cluster (version, SHA-256)",
+                              description="Check every name of a 2.x store against the cluster by version and "
+                                          "SHA-256 and list the differences.")
+    _source_options(p)
+    p.set_defaults(func=compare_command)
+
+
+def _target_url(args):
+    url = args.to or getattr(args, "cluster", None) or os.environ.get("FILETRACKER_ADMIN_URL")
+    if not url:
+        raise SystemExit("filetracker-admin: no cluster given: use --to URL or --cluster URL")
+    return url
+
+
+def _prepare(args):
+    """``(source, target, entries)`` or raise SystemExit with a one-line reason."""
+    if args.parallel < 1:
+        raise SystemExit("filetracker-admin: --parallel must be at least 1")
+    url = _target_url(args)
+    try:
+        r = requests.get(url.rstrip("/") + "/version/", timeout=10)
+        if r.status_code != 200:
+            raise SystemExit("filetracker-admin: %s answered %d to /version/" % (url, r.status_code))
+    except requests.RequestException as exc:
+        raise SystemExit("filetracker-admin: cannot reach the cluster at %s: %s" % (url, exc))
+    try:
+        source = open_source(args.from_url, args.from_dir, args.prefix)
+        entries = source.entries()
+    except (SourceError, ValueError) as exc:
+        raise SystemExit("filetracker-admin: %s" % exc)
+    return source, HttpTarget(url), entries
+
+
+def import_command(args):
+    source, target, entries = _prepare(args)
+    err = sys.stderr
+    print("import from %s into %s: %d files, %d at a time%s"
+          % (source.describe(), target.url, len(entries), args.parallel, " (dry run)" if args.dry_run else ""),
+          file=err, flush=True)
+    progress = Progress(len(entries), stream=err, verbose=args.verbose,
+                        verb="would be copied" if args.dry_run else "copied")
+    try:
+        summary = run_import(source, target, entries, parallel=args.parallel, dry_run=args.dry_run,
+                             progress=progress)
+    finally:
+        progress.close()
+    result = {"import": summary.to_dict()}
+    failed = bool(summary.failed)
+    if args.verify and not args.dry_run:
+        progress = Progress(len(entries), stream=err, verb="")
+        try:
+            cmp = run_compare(source, target, entries, parallel=args.parallel, progress=progress)
+        finally:
+            progress.close()
+        result["compare"] = cmp.to_dict()
+        failed = failed or bool(cmp.failing)
+    if args.json:
+        print(json.dumps(result, indent=1, sort_keys=True))
+    else:
+        print(summary.text())
+        if "compare" in result:
+            print(cmp.text())
+    return 1 if failed else 0
+
+
+def compare_command(args):
+    source, target, entries = _prepare(args)
+    progress = Progress(len(entries), stream=sys.stderr, verb="")
+    try:
+        cmp = run_compare(source, target, entries, parallel=args.parallel, progress=progress)
+    finally:
+        progress.close()
+    print(json.dumps(cmp.to_dict(), indent=1, sort_keys=True) if args.json else cmp.text())
+    return 1 if cmp.failing else 0
+
+
+def main(argv=None):
+    """Stand-alone entry (``python -m cluster.admin.importer``), the same as under ``filetracker-admin``."""
+    p = argparse.ArgumentParser(prog="filetracker-admin")
+    p.add_argument("--cluster", default=os.environ.get("FILETRACKER_ADMIN_URL"), metavar="URL")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
