@@ -39,11 +39,28 @@ def _run(argv, timeout):
 def run_wrk(base_url, mode, conns, duration, nnames, read_prefix, write_prefix, date_q,
             size=4096, write_share=0.1):
     """One wrk cell.  Returns a dict with ops_s (successful requests per second),
-    p50_ms, p90_ms, p99_ms, mean_ms, requests, errors (all kinds) and the raw counts."""
+    p50_ms, p90_ms, p99_ms, mean_ms, requests, errors (all kinds) and the raw counts.
+    When answers failed, a 1-second diagnosis run adds ``diagnosis``: answers by
+    status and the first error's status and X-Exception."""
+    args = (base_url, mode, conns, nnames, read_prefix, write_prefix, date_q, size, write_share)
+    res = _wrk_once(*args, duration=duration, diag=False)
+    if res["raw"]["err_status"] or res["raw"]["err_read"]:
+        try:
+            d = _wrk_once(*args, duration=1, diag=True)
+            res["diagnosis"] = {"codes": d["codes"], "first_error": d["first_error"]}
+        except RuntimeError as e:
+            res["diagnosis"] = {"error": str(e)}
+    return res
+
+
+def _wrk_once(base_url, mode, conns, nnames, read_prefix, write_prefix, date_q, size, write_share,
+              duration, diag):
     threads = max(1, min(conns, CPUS))
+    if diag:
+        write_prefix = write_prefix.rstrip("/") + "-diag/"
     argv = ["wrk", "-t", str(threads), "-c", str(conns), "-d", "%ds" % duration,
             "--timeout", "10s", "-s", LUA, base_url, "--", mode, str(nnames), read_prefix,
-            write_prefix, date_q, str(size), str(write_share)]
+            write_prefix, date_q, str(size), str(write_share), "1" if diag else "0"]
     out = _run(argv, timeout=duration + 60)
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if line is None:
@@ -58,6 +75,11 @@ def run_wrk(base_url, mode, conns, duration, nnames, read_prefix, write_prefix, 
         "p50_ms": raw["p50_us"] / 1000.0, "p90_ms": raw["p90_us"] / 1000.0,
         "p99_ms": raw["p99_us"] / 1000.0, "mean_ms": raw["mean_us"] / 1000.0,
         "requests": raw["requests"], "errors": errors, "raw": raw,
+        "codes": ";".join(ln.split(" codes ", 1)[1] for ln in out.splitlines()
+                          if ln.startswith("BENCH_DIAG ") and " codes " in ln),
+        "first_error": next((ln.split(" first_error ", 1)[1] for ln in out.splitlines()
+                             if ln.startswith("BENCH_DIAG ") and " first_error " in ln
+                             and ln.split(" first_error ", 1)[1].strip()), ""),
     }
 
 

@@ -129,6 +129,8 @@ def table(results):
             for cell, c in sys_.get("cells", {}).items():
                 if "error" in c:
                     out.append("%s %s: failed: %s" % (s, cell, c["error"].splitlines()[0][:200]))
+                elif c.get("errors"):
+                    out.append("%s %s: %d errors; diagnosis run: %s" % (s, cell, c["errors"], c.get("diagnosis")))
             for op, b in sys_.get("big", {}).items():
                 if "error" in b:
                     out.append("%s 256 MiB %s: failed: %s" % (s, op, b["error"].splitlines()[0][:200]))

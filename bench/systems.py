@@ -83,9 +83,11 @@ def make_server(workdir, workers=None):
     return System(key, label, url, [(key, svc)])
 
 
-def node_args(data_dir, port, peers):
-    """Command line of one cluster node (public writes on, so it can be benchmarked directly)."""
-    args = ["--dir", data_dir, "--port", str(port), "--allow-public-writes"]
+def node_args(data_dir, port, peers, public_writes=False):
+    """Command line of one cluster node; ``public_writes`` lets it be benchmarked directly."""
+    args = ["--dir", data_dir, "--host", LOOPBACK, "--port", str(port), "--log-level", "WARNING"]
+    if public_writes:
+        args.append("--allow-public-writes")
     if peers:
         args += ["--peers", ",".join(peers)]
     return args
@@ -94,7 +96,7 @@ def node_args(data_dir, port, peers):
 def make_node(workdir):
     port = free_port()
     url = "http://%s:%d" % (LOOPBACK, port)
-    svc = Service([script("filetracker-node")] + node_args(os.path.join(workdir, "data"), port, []),
+    svc = Service([script("filetracker-node")] + node_args(os.path.join(workdir, "data"), port, [], public_writes=True),
                   os.path.join(workdir, "node.log"), ready_url=url + "/version/", timeout=30)
     return System("node", "one node", url, [("node", svc)])
 

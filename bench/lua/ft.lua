@@ -8,6 +8,8 @@
 --   DATE          URL-encoded HTTP date for ?last_modified=
 --   SIZE          PUT body size in bytes
 --   WRITE_SHARE   for MODE=mix: fraction of requests that are PUTs (0.1 = 90/10 read/write)
+--   DIAG          optional, "1": also count answers by status and keep the first
+--                 error's status and X-Exception (slower: only for diagnosing errors)
 --
 -- Every PUT body is random bytes whose first 32 bytes carry the thread and
 -- request number, so no two PUTs store the same content (no dedup fast path).
@@ -36,6 +38,22 @@ function init(args)
   for i = 1, size - 32 do t[i] = string.char(math.random(0, 255)) end
   body_tail = table.concat(t)
   put_headers = { ["Content-Type"] = "application/octet-stream" }
+  if args[8] == "1" then
+    codes = {}
+    codes_str = ""
+    first_error = ""
+    -- Defined only in diagnosis runs: a response() callback makes wrk parse
+    -- every header into Lua, which costs throughput.
+    response = function(status, headers, body)
+      codes[status] = (codes[status] or 0) + 1
+      if status >= 400 and first_error == "" then
+        first_error = status .. " " .. (headers["X-Exception"] or headers["x-exception"] or "")
+      end
+      local parts = {}
+      for code, n in pairs(codes) do parts[#parts + 1] = code .. "=" .. n end
+      codes_str = table.concat(parts, ",")
+    end
+  end
 end
 
 local function put_request()
@@ -74,4 +92,11 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
     e.status, e.timeout, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.mean, latency.max))
+  for i, thread in ipairs(threads) do
+    local c = thread:get("codes_str")
+    if c then
+      io.write("BENCH_DIAG " .. i .. " codes " .. c .. "\n")
+      io.write("BENCH_DIAG " .. i .. " first_error " .. (thread:get("first_error") or "") .. "\n")
+    end
+  end
 end
