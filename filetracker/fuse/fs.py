@@ -127,6 +127,7 @@ class FiletrackerFS(Operations):
         self._stats = SingleFlight()
         self._lists = SingleFlight()
         self._pool = None
+        self._readahead_pool = None
         self.uid, self.gid = os.getuid(), os.getgid()
         self.mount_time = int(time.time())
 
@@ -135,12 +136,14 @@ class FiletrackerFS(Operations):
     def init(self, path):
         # Threads start here, after a possible fork into the background.
         self._pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="ft-head")
+        self._readahead_pool = ThreadPoolExecutor(4, thread_name_prefix="ft-readahead")
         if self.on_ready is not None:
             self.on_ready()
 
     def destroy(self, path):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._readahead_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for handle in list(self.handles.values()):
                 self._close_handle(handle, final=True)
@@ -413,7 +416,8 @@ class FiletrackerFS(Operations):
             reader = self.ranged.get(key)
             if reader is None:
                 reader = self.ranged[key] = RangedReader(
-                    self.remote, path, attr.version, attr.size, self.spool_dir)
+                    self.remote, path, attr.version, attr.size, self.spool_dir,
+                    prefetch=self._readahead_pool.submit if self._readahead_pool else None)
             return self._register(reader)
 
     @operation
@@ -590,7 +594,6 @@ class FiletrackerFS(Operations):
         # A version above every one we know of, so this write wins even
         # within the same second as the previous one.
         version = max(int(time.time()), known + 1)
-        os.fsync(writer.fd)
         vname = self.client.put_file(versioned_name(writer.path, version), writer.tmp_path,
                                      to_local_store=False, compress_hint=False)
         got = split_name(vname)[1]
@@ -602,16 +605,17 @@ class FiletrackerFS(Operations):
 
     def _finalize_writer(self, writer):
         """After the last close: hand an uploaded staged file to the Client's cache."""
-        writer.close_fd()
         if writer.uploaded and not writer.dirty and not writer.unlinked:
             try:
+                os.fsync(writer.fd)  # the cache must never hold a torn file after a crash
+                writer.close_fd()
                 staged = self.store.stage_file(writer.tmp_path, link=True)
                 with self.locks.lock_for(writer.uploaded) as lock:
                     lock.lock_exclusive()
                     self.store.commit(staged, writer.uploaded)
             except Exception:
                 logger.warning("could not cache %s", writer.uploaded, exc_info=True)
-        writer.remove()
+        writer.remove()  # closes the descriptor too
 
     @operation
     def flush(self, path, fi):

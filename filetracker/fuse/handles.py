@@ -54,8 +54,10 @@ class RangedReader:
 
     kind = "ranged"
 
-    def __init__(self, remote, name, version, size, spool_dir):
+    def __init__(self, remote, name, version, size, spool_dir, prefetch=None):
         self.remote = remote
+        #: ``prefetch(fn)`` runs ``fn`` in the background (an executor's submit), or None.
+        self.prefetch = prefetch
         self.name = name
         self.version = version
         self.size = size
@@ -124,7 +126,34 @@ class RangedReader:
             return b""
         for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
             self._ensure(block)
+        self._read_ahead()
         return os.pread(self.fd, end - offset, offset)
+
+    def _read_ahead(self):
+        """While reading sequentially, fetch the next run in the background.
+
+        Only once the run length shows a sequential reader (so ``head -c``
+        fetches no more than it needs); at most one run ahead.
+        """
+        if self.prefetch is None:
+            return
+        with self._lock:
+            nxt = self._next_sequential
+            if (self._run < 4 or nxt >= len(self._have) or self._have[nxt]
+                    or nxt in self._inflight or self.file.closed):
+                return
+
+        def fetch():
+            try:
+                if not self.file.closed:
+                    self._ensure(nxt)
+            except Exception:
+                pass  # a reader that needs the block fetches it again and reports the error
+
+        try:
+            self.prefetch(fetch)
+        except RuntimeError:
+            pass  # executor shut down
 
     def close(self):
         self.file.close()
