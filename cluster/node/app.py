@@ -89,6 +89,8 @@ def shutdown(app):
     """Stop the tasks, the executor and the store (after the server stopped listening)."""
     if app.runner is not None:
         app.runner.stop()
+    for task in app.node.tasks.values():
+        task.close()
     app.executor.shutdown(wait=True, cancel_futures=True)
     app.node.peer_client.close()
     app.node.close()

@@ -31,6 +31,8 @@ class NodeConfig:
     tombstone_ttl: float = 7 * 24 * 3600.0
     sync_bandwidth: float = 64 * 1024 * 1024
     peer_timeout: float = 10.0
+    #: partitions reconciled / handed off at once (hides the peers' fsync latency)
+    sync_concurrency: int = 4
     background: bool = True
     threads: int = 16
     chunk_size: int = 256 * 1024

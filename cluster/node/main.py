@@ -68,6 +68,8 @@ def build_parser():
     p.add_argument("--sync-bandwidth", type=float, default=64 * 1024 * 1024,
                    help="bytes/s the background tasks may move (default 64 MiB/s; 0 = unlimited)")
     p.add_argument("--peer-timeout", type=_seconds, default=10.0, help="seconds per peer exchange (default 10)")
+    p.add_argument("--sync-concurrency", type=int, default=4,
+                   help="partitions exchanged with peers at once by a background pass (default 4)")
     p.add_argument("--no-background", action="store_true",
                    help="run no background loops (passes only via POST /_cluster/run/<task>)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -82,6 +84,8 @@ def config_from_args(parser, args):
         parser.error("--replicas must be at least 1")
     if not 0 <= args.partition_power <= MAX_PARTITION_POWER:
         parser.error("--partition-power must be in 0..%d" % MAX_PARTITION_POWER)
+    if args.sync_concurrency < 1:
+        parser.error("--sync-concurrency must be at least 1")
     if args.sync_interval <= 0:
         parser.error("--sync-interval must be positive")
     secret = None
@@ -97,6 +101,7 @@ def config_from_args(parser, args):
                       allow_public_writes=args.allow_public_writes, sync_interval=args.sync_interval,
                       reclaim_interval=args.reclaim_interval or 3600.0, tombstone_ttl=args.tombstone_ttl,
                       sync_bandwidth=args.sync_bandwidth, peer_timeout=args.peer_timeout or 10.0,
+                      sync_concurrency=args.sync_concurrency,
                       background=not args.no_background)
 
 
@@ -131,6 +136,9 @@ def main(argv=None):
     config = config_from_args(parser, args)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":
+        # One line per request costs real throughput; errors are still logged by the handlers.
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ passes of one task from overlapping.
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cluster.node.state import EMPTY_DIGEST
 from cluster.peers import PeerClient, PeerError, RateLimiter
@@ -103,6 +104,13 @@ class Replicator:
         return sent
 
 
+def _parallel(fn, items, pool):
+    """``[fn(item) for item in items]``, on ``pool``'s threads when there is one (results in order)."""
+    if pool is None or len(items) <= 1:
+        return [fn(item) for item in items]
+    return list(pool.map(fn, items))
+
+
 def _by_name(records):
     return {r.name: r for r in records}
 
@@ -118,6 +126,9 @@ class Task:
         self.lock = threading.Lock()
         self.passes = 0
         self.last = None        # summary of the last pass
+        # Long-lived workers (each keeps its pooled peer connections across passes).
+        workers = getattr(node.config, "sync_concurrency", 1)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="node-" + self.name) if workers > 1 else None
         self.last_error = None
 
     def run_once(self):
@@ -138,6 +149,10 @@ class Task:
     def _run(self):
         raise NotImplementedError
 
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
 
 class AntiEntropy(Task):
     name = "sync"
@@ -147,6 +162,16 @@ class AntiEntropy(Task):
         self.client = client
         self.replicator = Replicator(node, client)
         self.newest_epoch_seen = (0, None)   # (epoch, url) from X-Ring-Epoch answers
+        self._down = set()
+
+    def _note_down(self, peers, down):
+        """Log a peer going down or coming back once, not every pass."""
+        down = set(down)
+        for url in sorted(down - self._down):
+            log.warning("anti-entropy: peer %s is unreachable", url)
+        for url in sorted((self._down - down) & set(peers)):
+            log.info("anti-entropy: peer %s is back", url)
+        self._down = down
 
     def epoch_seen(self, epoch, url):
         if epoch > self.newest_epoch_seen[0]:
@@ -182,8 +207,9 @@ class AntiEntropy(Task):
                 theirs[url] = self.client.digests(url)
             except PeerError as e:
                 summary["peers_down"].append(url)
-                log.info("anti-entropy: %s unreachable: %s", url, e)
+                log.debug("anti-entropy: %s unreachable: %s", url, e)
         mine = self.node.store.digests
+        work = []
         for p in owned:
             local = None
             for n in ring.partition_owners(p):
@@ -191,19 +217,28 @@ class AntiEntropy(Task):
                     continue
                 if local is None:
                     local = mine.get(p)
-                if theirs[n.url].get(p, EMPTY_DIGEST) == local:
-                    continue
-                summary["differing"] += 1
-                try:
-                    pulled, pushed = self.reconcile(p, n.url)
-                except PeerError as e:
-                    log.info("anti-entropy of partition %d with %s stopped: %s", p, n.url, e)
-                    theirs.pop(n.url, None)   # no more work with it in this pass
-                    summary["peers_down"].append(n.url)
-                    continue
-                summary["pulled"] += pulled
-                summary["pushed"] += pushed
-                local = None
+                if theirs[n.url].get(p, EMPTY_DIGEST) != local:
+                    work.append((p, n.url))
+        summary["differing"] = len(work)
+        gave_up = set()
+
+        def one(item):
+            p, url = item
+            if url in gave_up:
+                return 0, 0
+            try:
+                return self.reconcile(p, url)
+            except PeerError as e:
+                log.info("anti-entropy of partition %d with %s stopped: %s", p, url, e)
+                if e.status is None:
+                    gave_up.add(url)   # down: no more work with it in this pass
+                return 0, 0
+
+        for pulled, pushed in _parallel(one, work, self.pool):
+            summary["pulled"] += pulled
+            summary["pushed"] += pushed
+        summary["peers_down"] = sorted(set(summary["peers_down"]) | gave_up)
+        self._note_down(peers, summary["peers_down"])
         self.adopt_newer_ring()
         return summary
 
@@ -239,8 +274,8 @@ class Handoff(Task):
         foreign = [p for p in store.partitions() if not ring.owns(self.node.id, p)]
         summary = {"epoch": ring.epoch, "partitions": len(foreign), "pushed": 0, "dropped": 0, "kept": 0}
         down = set()
-        for p in foreign:
-            pushed, dropped, kept = self.hand_off(ring, p, down)
+        results = _parallel(lambda p: self.hand_off(ring, p, down), foreign, self.pool)
+        for pushed, dropped, kept in results:
             summary["pushed"] += pushed
             summary["dropped"] += dropped
             summary["kept"] += kept
@@ -318,6 +353,8 @@ class TaskRunner:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        for task in self.tasks:
+            task.close()
 
 
 def make_tasks(node):
