@@ -179,3 +179,11 @@ def test_quote_name_roundtrip(c):
     assert c.record(0, name).version == V
     assert requests.get(c.urls[0] + "/_cluster/files" + quote_name(name), headers=c.headers(),
                         timeout=10).content == b"u"
+
+
+def test_sigterm_clean_shutdown(cluster_factory):
+    cl = cluster_factory(nodes=1, replicas=1, sync_interval=0.2)
+    svc = cl.services[0]
+    svc.signal(15)
+    assert svc.proc.wait(timeout=10) == 0
+    assert "shutting down" in svc.log_tail()
