@@ -1,6 +1,6 @@
 """The FUSE operations: the store seen as a filesystem.
 
-Semantics (issue 9; also in docs/FUSE.md):
+Semantics (issue 9; the user-facing version is filetracker/fuse/README.md):
 
 - Folders are implied by names.  ``readdir`` uses the protocol's listing (one
   recursive listing also answers every folder below it); ``getattr`` uses
@@ -33,7 +33,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from filetracker.errors import FiletrackerError, InvalidNameError, NotFoundError, RemoteError
+from filetracker.errors import (
+    FiletrackerError,
+    InvalidNameError,
+    NotFoundError,
+    RemoteError,
+    VersionConflictError,
+)
 from filetracker.fuse import tree
 from filetracker.fuse.attrcache import TTLCache
 from filetracker.fuse.errnos import FsError, errno_for
@@ -60,6 +66,10 @@ _NEGATIVE = Attr(None, 0, None)
 MAX_PREFETCH = 5000
 #: Concurrent HEAD requests while prefetching attributes.
 PREFETCH_WORKERS = 16
+#: Uploads refused because of a newer delete are retried this often, one version higher each time.
+UPLOAD_CONFLICT_RETRIES = 5
+#: Names whose last written/deleted version the mount remembers.
+MAX_FLOORS = 100_000
 
 
 def operation(fn):
@@ -128,6 +138,10 @@ class FiletrackerFS(Operations):
         self._lists = SingleFlight()
         self._pool = None
         self._readahead_pool = None
+        self.was_mounted = False
+        #: path -> the highest version this mount wrote or deleted it at.  An
+        #: upload must beat it: on equal versions a tombstone wins the merge.
+        self.floors = collections.OrderedDict()
         self.uid, self.gid = os.getuid(), os.getgid()
         self.mount_time = int(time.time())
 
@@ -135,6 +149,7 @@ class FiletrackerFS(Operations):
 
     def init(self, path):
         # Threads start here, after a possible fork into the background.
+        self.was_mounted = True
         self._pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="ft-head")
         self._readahead_pool = ThreadPoolExecutor(4, thread_name_prefix="ft-readahead")
         if self.on_ready is not None:
@@ -145,9 +160,11 @@ class FiletrackerFS(Operations):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            for handle in list(self.handles.values()):
-                self._close_handle(handle, final=True)
+            handles = list({id(h): h for h in self.handles.values()}.values())
             self.handles.clear()
+        for handle in handles:
+            if self._close_handle(handle, final=True):
+                self._finalize_writer(handle)
 
     # -- names and metadata ----------------------------------------------------
 
@@ -365,19 +382,22 @@ class FiletrackerFS(Operations):
             return fh
 
     def _close_handle(self, handle, final=False):
-        """Drop one reference; the last one closes (readers) or finalizes (writers)."""
+        """Drop one reference; the last one closes a reader or detaches a writer.
+
+        Returns True when the caller must :meth:`_finalize_writer` the handle
+        (outside the global lock: it may fsync a large file).
+        """
         handle.refs -= 1
         if handle.refs > 0 and not final:
-            return
+            return False
         if isinstance(handle, WriteBuffer):
             if self.writers.get(handle.path) is handle:
                 del self.writers[handle.path]
-            self._finalize_writer(handle)
-        elif isinstance(handle, RangedReader):
+            return True
+        if isinstance(handle, RangedReader):
             self.ranged.pop((handle.name, handle.version), None)
-            handle.close()
-        else:
-            handle.close()
+        handle.close()
+        return False
 
     # -- reading -----------------------------------------------------------------
 
@@ -478,7 +498,9 @@ class FiletrackerFS(Operations):
                 except Exception:
                     logger.warning("upload of %s at release failed", handle.path, exc_info=True)
             with self._lock:
-                self._close_handle(handle)
+                detached = self._close_handle(handle)
+            if detached:
+                self._finalize_writer(handle)
         return 0
 
     # -- writing -----------------------------------------------------------------
@@ -577,7 +599,9 @@ class FiletrackerFS(Operations):
                     self._upload(writer)
         finally:
             with self._lock:
-                self._close_handle(writer)
+                detached = self._close_handle(writer)
+            if detached:
+                self._finalize_writer(writer)
         return 0
 
     def _may_upload(self, writer):
@@ -587,21 +611,47 @@ class FiletrackerFS(Operations):
         """Upload the whole staged file as the newest version of its name."""
         if writer.failed is not None:
             raise FsError(errno.EIO, "a write to %s failed earlier; not uploading" % writer.path)
-        known = writer.base_version or 0
+        known = max(writer.base_version or 0, self._floor(writer.path))
         cached = self.attrs.get(writer.path)
         if cached is not None and cached.version:
             known = max(known, cached.version)
         # A version above every one we know of, so this write wins even
-        # within the same second as the previous one.
+        # within the same second as the previous one (or as a delete).
         version = max(int(time.time()), known + 1)
-        vname = self.client.put_file(versioned_name(writer.path, version), writer.tmp_path,
-                                     to_local_store=False, compress_hint=False)
+        for attempt in range(UPLOAD_CONFLICT_RETRIES):
+            try:
+                vname = self.client.put_file(versioned_name(writer.path, version), writer.tmp_path,
+                                             to_local_store=False, compress_hint=False)
+                break
+            except VersionConflictError:
+                # Deleted (by someone else) at a version >= ours: go above it.
+                if attempt == UPLOAD_CONFLICT_RETRIES - 1:
+                    raise
+                version += 1
         got = split_name(vname)[1]
+        self._raise_floor(writer.path, got)
         writer.dirty = False
         writer.uploaded = vname
         writer.base_version = got
         self._note_exists(writer.path, Attr(tree.FILE, writer.size(), got))
         return vname
+
+    def _floor(self, path):
+        with self._lock:
+            return self.floors.get(path, 0)
+
+    def _raise_floor(self, path, version):
+        with self._lock:
+            self.floors[path] = max(version, self.floors.get(path, 0))
+            self.floors.move_to_end(path)
+            while len(self.floors) > MAX_FLOORS:
+                self.floors.popitem(last=False)
+
+    def _delete(self, path, version):
+        """Delete ``path`` at a version not older than ``version``, now, or anything we wrote."""
+        version = max(int(time.time()), version or 0, self._floor(path))
+        self.client.delete_file(versioned_name(path, version))
+        self._raise_floor(path, version)
 
     def _finalize_writer(self, writer):
         """After the last close: hand an uploaded staged file to the Client's cache."""
@@ -663,7 +713,7 @@ class FiletrackerFS(Operations):
             if writer is not None:
                 writer.unlinked = True
         try:
-            self.client.delete_file(path)
+            self._delete(path, attr.version)
         except NotFoundError:
             if writer is None:
                 raise
@@ -754,7 +804,7 @@ class FiletrackerFS(Operations):
         if writer is not None and writer.path == new:
             if writer.uploaded or attr.version is not None:
                 try:
-                    self.client.delete_file(versioned_name(old, writer.base_version or attr.version or 0))
+                    self._delete(old, writer.base_version or attr.version)
                 except NotFoundError:
                     pass
             with writer.lock:
@@ -784,7 +834,7 @@ class FiletrackerFS(Operations):
                 staging.refs = 1
                 self._finalize_writer(staging)
         try:
-            self.client.delete_file(vname)
+            self._delete(old, attr.version)
         except NotFoundError:
             pass
         self._note_gone(old)

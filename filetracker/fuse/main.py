@@ -143,6 +143,11 @@ def mount(mfusepy, args, on_ready=None):
     try:
         mfusepy.FUSE(fs, args.mountpoint, raw_fi=True, **options)
     except RuntimeError as e:
+        if fs.was_mounted:
+            # libfuse reports a loop ended by SIGINT/SIGTERM as an error; the
+            # unmount itself went through.
+            logger.info("unmounted %s (%s)", args.mountpoint, e)
+            return 0
         logger.error("mounting %s failed (%s)", args.mountpoint, e)
         return 1
     return 0
