@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import sys
+import urllib.parse
 
 from filetracker.errors import FiletrackerError
 
@@ -126,6 +127,12 @@ def check_server(args):
         raise UsageError("the server at %s does not answer: %s" % (args.url, e)) from None
 
 
+def _fsname(url):
+    """``filetracker:host:port`` for mount tables (no credentials, no commas)."""
+    netloc = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+    return "filetracker:" + re.sub(r"[^A-Za-z0-9.:_\[\]-]", "_", netloc)
+
+
 def mount(mfusepy, args, on_ready=None):
     """Mount and serve until unmounted (blocks).  Returns the exit status."""
     fs = make_filesystem(args, on_ready=on_ready)
@@ -133,7 +140,7 @@ def mount(mfusepy, args, on_ready=None):
     # a change by another client shows within --attr-timeout.
     half = args.attr_timeout / 2.0
     options = dict(
-        foreground=True, nothreads=False, fsname="filetracker", subtype="filetracker",
+        foreground=True, nothreads=False, fsname=_fsname(args.url), subtype="filetracker",
         attr_timeout=half, entry_timeout=half, negative_timeout=0,
     )
     if args.read_only:

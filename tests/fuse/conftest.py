@@ -30,6 +30,10 @@ def fuse_unavailable():
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_fuse_needed: a test under tests/fuse that needs no mount")
+
+
 def pytest_collection_modifyitems(config, items):
     reason = fuse_unavailable()
     for item in items:
@@ -106,9 +110,7 @@ def gateway_available():
         script("filetracker-node")) is not None
 
 
-@pytest.fixture(params=["server", "gateway"])
-def backend(request, tmp_path):
-    """Our ``filetracker-server``, then the gateway over 3 nodes."""
+def _backend(request, tmp_path):
     if request.param == "server":
         b = start_server(tmp_path)
     else:
@@ -116,6 +118,23 @@ def backend(request, tmp_path):
             pytest.skip("filetracker-gateway / filetracker-node are not installed")
         os.makedirs(os.path.join(str(tmp_path), "cluster"), exist_ok=True)
         b = start_gateway_cluster(tmp_path)
+    return b
+
+
+@pytest.fixture(params=["server", "gateway"])
+def backend(request, tmp_path):
+    """Our ``filetracker-server``, then the gateway over 3 nodes."""
+    b = _backend(request, tmp_path)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module", params=["server", "gateway"])
+def module_backend(request, tmp_path_factory):
+    """Like ``backend``, shared by the tests of one module."""
+    b = _backend(request, tmp_path_factory.mktemp("backend"))
     try:
         yield b
     finally:
