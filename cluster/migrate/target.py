@@ -18,6 +18,11 @@ from filetracker.errors import InvalidVersionError
 from filetracker.httpdate import format_version, parse_version
 
 CHUNK = 256 * 1024
+#: asks a gateway in migration mode (``--fallback-url``) not to answer from the old server:
+#: the importer wants to know what the *cluster* holds
+NO_FALLBACK = {"X-No-Fallback": "1"}
+#: a gateway marks answers it served from the old server with this header
+FALLBACK_MARK = "X-Fallback"
 
 
 class TargetError(Exception):
@@ -82,10 +87,10 @@ class HttpTarget:
     def version(self, name):
         """The version the target serves for ``name``, or None (absent or deleted)."""
         try:
-            r = self._session().head(self._file_url(name), timeout=self.timeout)
+            r = self._session().head(self._file_url(name), timeout=self.timeout, headers=NO_FALLBACK)
         except requests.RequestException as exc:
             raise TargetError("HEAD failed: %s" % exc) from None
-        if r.status_code == 404:
+        if r.status_code == 404 or r.headers.get(FALLBACK_MARK):
             return None
         if r.status_code != 200:
             raise TargetError("HEAD answered %d %s" % (r.status_code, r.headers.get("X-Exception", "")))
@@ -119,11 +124,12 @@ class HttpTarget:
     def fetch_digest(self, name):
         """``(version, sha256, size)`` of what the target serves for ``name`` (GET and hash), or None."""
         try:
-            r = self._session().get(self._file_url(name), timeout=self.timeout, stream=True)
+            r = self._session().get(self._file_url(name), timeout=self.timeout, stream=True,
+                                    headers=NO_FALLBACK)
         except requests.RequestException as exc:
             raise TargetError("GET failed: %s" % exc) from None
         with r:
-            if r.status_code == 404:
+            if r.status_code == 404 or r.headers.get(FALLBACK_MARK):
                 return None
             if r.status_code != 200:
                 raise TargetError("GET answered %d %s" % (r.status_code, r.headers.get("X-Exception", "")))
