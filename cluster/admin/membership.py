@@ -1,0 +1,102 @@
+"""``add-node`` and ``remove-node``: write a new ring (epoch + 1) to every node.
+
+A ring change moves no data by itself: the nodes notice which partitions they
+no longer own (handoff) or newly own (anti-entropy) and move them, driven by
+``rebalance``.  A removed node is given the new ring too: it is then outside
+the ring but still reachable, so its handoff pushes everything it holds to the
+new owners; it has left for good once it holds nothing (``remove-node`` waits
+for that unless ``--no-wait``; ``rebalance --drain URL`` resumes the watch).
+
+Ring writes go to the members first and to the node that leaves last, so that
+no node starts handing data to owners that do not know yet that they own it.
+"""
+
+from cluster.admin.access import AdminError, describe_error
+from cluster.admin.rebalance import rebalance
+from cluster.peers import PeerError
+from cluster.ring import Node, Ring, RingError, moved_fraction
+
+
+def conflicting(ring, rings):
+    """URLs holding a different ring with the same epoch as ``ring`` (a split brain)."""
+    return sorted(u for u, r in rings.items()
+                  if isinstance(r, Ring) and r.epoch == ring.epoch and not r.same_layout(ring))
+
+
+def _require_agreed(ring, rings):
+    bad = conflicting(ring, rings)
+    if bad:
+        raise AdminError("the ring is not agreed: %s hold a different ring with epoch %d; fix that first"
+                         % (", ".join(bad), ring.epoch))
+
+
+def _write(access, out, ring, urls):
+    """Install ``ring`` on ``urls`` in that order of groups; returns the URLs that failed."""
+    failed = []
+    for group in urls:
+        for url, err in access.put_ring(ring, group).items():
+            if err:
+                failed.append(url)
+                out.write("warning: %s did not take ring epoch %d: %s\n" % (url, ring.epoch, err))
+    return failed
+
+
+def add_node(access, out, url, weight=1):
+    """Add the running node at ``url``; returns the exit status."""
+    url = url.rstrip("/")
+    ring, rings = access.discover()
+    _require_agreed(ring, rings)
+    try:
+        status = access.client.status(url)
+        its_ring = access.client.get_ring(url)
+    except PeerError as e:
+        raise AdminError("cannot reach the new node %s: %s" % (url, describe_error(e))) from None
+    node_id = status.get("id") or url
+    if ring.node(node_id) is not None or any(n.url == url for n in ring.nodes):
+        raise AdminError("%s is already a member of ring epoch %d" % (url, ring.epoch))
+    if its_ring.partition_power != ring.partition_power:
+        raise AdminError("%s was started with partition power %d, the cluster uses %d"
+                         % (url, its_ring.partition_power, ring.partition_power))
+    try:
+        new = Ring(list(ring.nodes) + [Node(node_id, url, int(weight))], epoch=max(ring.epoch, its_ring.epoch) + 1,
+                   replicas=ring.replicas, partition_power=ring.partition_power)
+    except RingError as e:
+        raise AdminError(str(e)) from None
+    failed = _write(access, out, new, [[url], [n.url for n in ring.nodes]])
+    out.write("ring epoch %d: added %s (weight %d); %d nodes, N=%d\n"
+              % (new.epoch, node_id, weight, len(new.nodes), new.n_replicas))
+    out.write("fraction of replica copies that move: %.4f (ideal for equal weights %.4f)\n"
+              % (moved_fraction(ring, new), 1.0 / len(new.nodes)))
+    out.write("run `filetracker-admin rebalance` to move the data now\n")
+    return 1 if failed else 0
+
+
+def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty=None):
+    """Remove the member at ``url`` (or with that id) and drain it; returns the exit status."""
+    url = url.rstrip("/")
+    ring, rings = access.discover()
+    _require_agreed(ring, rings)
+    node = ring.node(url) or next((n for n in ring.nodes if n.url == url), None)
+    if node is None:
+        raise AdminError("%s is not a member of ring epoch %d (members: %s)"
+                         % (url, ring.epoch, ", ".join(n.id for n in ring.nodes)))
+    if len(ring.nodes) == 1:
+        raise AdminError("cannot remove the last node of the cluster")
+    new = ring.with_changes(remove=[node.id])
+    if len(new.nodes) < ring.replicas:
+        out.write("warning: %d nodes left for N=%d: files will have only %d copies\n"
+                  % (len(new.nodes), ring.replicas, new.n_replicas))
+    failed = _write(access, out, new, [[n.url for n in new.nodes]])
+    leaving = _write(access, out, new, [[node.url]])
+    out.write("ring epoch %d: removed %s; %d nodes, N=%d; fraction of replica copies that move: %.4f\n"
+              % (new.epoch, node.id, len(new.nodes), new.n_replicas, moved_fraction(ring, new)))
+    if leaving:
+        out.write("%s is unreachable: its data is rebuilt from the other replicas (if it comes back it "
+                  "learns the new ring from its peers and hands off what it holds)\n" % node.id)
+    if not wait:
+        out.write("draining %s in the background; watch it with `filetracker-admin rebalance --drain %s`\n"
+                  % (node.id, node.url))
+        return 1 if failed else 0
+    status = rebalance(access, out, drain=[] if leaving else [node.url], timeout=timeout,
+                       down_timeout=down_timeout, tty=tty)
+    return 1 if failed else status

@@ -1,0 +1,258 @@
+"""``rebalance``: move data until every file sits on exactly its N owners.
+
+The nodes do the moving themselves (:mod:`cluster.node.tasks`): *handoff*
+pushes records of partitions a node does not own to their owners and drops
+them once every owner holds them; *sync* (anti-entropy) makes the owners of a
+partition agree.  The admin only
+
+1. makes sure every reachable node holds the newest ring (a ring change that
+   was interrupted half-way is finished here),
+2. runs those passes on every node back to back (``POST /_cluster/run/all``)
+   instead of waiting for their intervals, and
+3. watches: a snapshot of digests and status every ``poll`` seconds drives the
+   progress display and decides when the cluster is balanced.
+
+Being idempotent and stateless, an interrupted rebalance (admin killed, a node
+killed mid-move) is resumed by running it again.
+
+Under a live write load the digests of a partition's owners differ for a
+moment after each write, so "balanced" also accepts a snapshot whose only
+differences are new: record-level differences (:func:`record_problems`) that
+were not there one full pass earlier.  Anything that survives a full pass of
+every node is real and keeps the command waiting.
+"""
+
+import threading
+import time
+
+from cluster.admin.access import AdminError, PeerError
+from cluster.admin.analysis import analyze, record_problems
+from cluster.admin.progress import Progress, human_bytes
+
+#: Record-level checks are made only when this few partitions still differ.
+DRILL_LIMIT = 64
+
+
+class PassDriver:
+    """Runs handoff + sync passes on each node, back to back, in one thread per node."""
+
+    def __init__(self, access, urls):
+        self.access = access
+        self.urls = list(dict.fromkeys(urls))
+        self.started = dict.fromkeys(self.urls, 0)
+        self.finished = dict.fromkeys(self.urls, 0)
+        self.errors = {}
+        self._stop = threading.Event()
+
+    def start(self):
+        for url in self.urls:
+            threading.Thread(target=self._loop, args=(url,), name="pass-" + url, daemon=True).start()
+        return self
+
+    def _loop(self, url):
+        while not self._stop.is_set():
+            self.started[url] += 1
+            try:
+                self.access.run_task(url, "all")
+                self.finished[url] += 1
+                self.errors.pop(url, None)
+            except PeerError as e:
+                self.errors[url] = str(e)
+                self._stop.wait(1.0)   # down or failing: retry shortly
+            else:
+                self._stop.wait(0.05)
+
+    def mark(self):
+        return dict(self.started)
+
+    def cycled_since(self, mark, up_urls):
+        """True when every up node finished a pass that started after ``mark``."""
+        return all(self.finished.get(u, 0) > mark.get(u, 0) for u in up_urls if u in self.finished)
+
+    def stop(self):
+        self._stop.set()
+
+
+def drill(access, ring, views, partitions):
+    """Record-level problems of ``partitions``: a set of tuples (see :func:`record_problems`)."""
+    up = [v for v in views if v.up]
+    members = {n.id for n in ring.nodes}
+    jobs = []
+    for p in partitions:
+        owner_ids = {n.id for n in ring.partition_owners(p)}
+        for v in up:
+            if p in v.digests or (v.id in owner_ids and v.member):
+                jobs.append((p, v))
+    by_partition = {}
+    for (p, v), recs, err in access.map(lambda j: access.partition_records(j[1].url, j[0]), jobs):
+        if err is not None:
+            raise AdminError("cannot list partition %d on %s: %s" % (p, v.url, err))
+        by_partition.setdefault(p, {})[v.id] = recs
+    problems = set()
+    for p, recs in by_partition.items():
+        problems |= record_problems(ring, p, recs, members)
+    return problems
+
+
+def copies_in_place(views):
+    """Replica copies members hold for partitions they own (from their status)."""
+    total = 0
+    for v in views:
+        if v.up and v.member and v.status:
+            s = v.status
+            total += s.get("files", 0) + s.get("tombstones", 0) - s.get("pending_handoff", 0)
+    return max(total, 0)
+
+
+def pending(views):
+    """``(records held by non-owners, estimated bytes of them)`` from the nodes' status."""
+    files = size = 0
+    for v in views:
+        if v.up and v.status:
+            s = v.status
+            n = int(s.get("pending_handoff", 0))
+            files += n
+            if s.get("files"):
+                size += n * s.get("bytes", 0) / max(1, s["files"])
+    return files, int(size)
+
+
+def print_plan(out, ring, analysis, problems, views):
+    """The dry-run report: what moves from where to where, and which fraction of the data."""
+    lacks = [t for t in problems if t[0] == "lacks"]
+    foreign = [t for t in problems if t[0] == "foreign"]
+    to_copy = len(lacks)
+    to_copy_bytes = sum(t[5] for t in lacks)
+    in_place = copies_in_place(views)
+    total = in_place + to_copy
+    frac = to_copy / total if total else 0.0
+    out.write("ring epoch %d: %d nodes, N=%d, %d partitions\n"
+              % (ring.epoch, len(ring.nodes), ring.n_replicas, ring.partitions))
+    if analysis.down:
+        out.write("down: %s (their data is not counted)\n" % ", ".join(analysis.down))
+    if not analysis.moves:
+        out.write("plan: nothing to move, every file is on exactly its owners\n")
+        return
+    out.write("plan: %d partitions, %d replica copies (%s) to copy, %d records to drop after hand-off\n"
+              % (len(analysis.moves), to_copy, human_bytes(to_copy_bytes), len(foreign)))
+    out.write("fraction of data moving: %.4f (%d of %d replica copies)\n" % (frac, to_copy, total))
+    per_pair = {}
+    for t in lacks:
+        per_pair.setdefault(t[1], 0)
+        per_pair[t[1]] += 1
+    for (src, dst), parts in sorted(analysis.pairs().items()):
+        out.write("  %s -> %s: %d partitions\n" % (src, dst, parts))
+    for node, parts in sorted(analysis.foreign.items()):
+        out.write("  %s holds %d partitions it does not own (dropped once the owners hold them)\n"
+                  % (node, len(parts)))
+    for node, n in sorted(per_pair.items()):
+        out.write("  %s receives %d replica copies\n" % (node, n))
+
+
+def trigger(access, views):
+    """Start one handoff and one sync pass on every up node without waiting for them."""
+    for v in views:
+        if v.up:
+            for task in ("handoff", "sync"):
+                try:
+                    access.run_task(v.url, task, timeout=0.5)
+                except PeerError:
+                    pass  # a read timeout: the pass goes on on the node
+
+
+def current_ring(access, ring, drain):
+    """The newest ring (re-discovered if some node moved on), given to lagging nodes."""
+    newest, rings = access.discover(extra=drain)
+    if newest.epoch < ring.epoch:
+        newest = ring
+    access.spread_ring(newest, rings)
+    return newest
+
+
+def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down_timeout=60.0,
+              poll=1.0, tty=None):
+    """Run the command; returns the exit status (0 balanced, 1 not)."""
+    newest, rings = access.discover(extra=drain)
+    lagging = access.spread_ring(newest, rings)
+    ring = newest
+    if lagging:
+        out.write("gave ring epoch %d to %s\n" % (ring.epoch, ", ".join(lagging)))
+    views = access.snapshot(ring, extra=drain)
+    analysis = analyze(ring, views)
+    if dry_run:
+        problems = drill(access, ring, views, analysis.problem_partitions)
+        print_plan(out, ring, analysis, problems, views)
+        return 0
+    if analysis.balanced:
+        out.write("balanced: every file is on exactly its %d owners (ring epoch %d)\n"
+                  % (ring.n_replicas, ring.epoch))
+        _report_drained(out, views)
+        return 0
+    if not wait:
+        trigger(access, views)
+        out.write("movement started on %d nodes: %d partitions to move; run `rebalance` to watch it\n"
+                  % (sum(1 for v in views if v.up), len(analysis.moves)))
+        return 0
+    return _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, poll, tty)
+
+
+def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, poll, tty):
+    driver = PassDriver(access, [v.url for v in views]).start()
+    progress = Progress(out, unit="file", tty=tty)
+    t0 = time.monotonic()
+    first_files, _ = pending(views)
+    first_parts = max(1, len(analysis.moves))
+    moved_peak = 0
+    prev_problems = None
+    mark = None
+    down_since = None
+    try:
+        while True:
+            left_files, left_bytes = pending(views)
+            moved_peak = max(moved_peak, first_files - left_files)
+            total = max(first_files, moved_peak + left_files)
+            progress.update(moved_peak, total, "partitions left %d/%d, ~%s left to hand off"
+                            % (len(analysis.moves), first_parts, human_bytes(left_bytes)))
+            if analysis.balanced:
+                break
+            now = time.monotonic()
+            if analysis.down:
+                down_since = down_since or now
+                if now - down_since > down_timeout:
+                    progress.close()
+                    raise AdminError("cannot balance: %s down for %ds (start it again, or remove it with "
+                                     "remove-node)" % (", ".join(analysis.down), now - down_since))
+            else:
+                down_since = None
+                up_urls = [v.url for v in views if v.up]
+                if len(analysis.moves) <= DRILL_LIMIT and (mark is None or driver.cycled_since(mark, up_urls)):
+                    problems = drill(access, ring, views, analysis.problem_partitions)
+                    if not problems or (prev_problems is not None and not problems & prev_problems):
+                        break
+                    prev_problems, mark = problems, driver.mark()
+            if timeout and now - t0 > timeout:
+                progress.close()
+                raise AdminError("not balanced after %ds: %d partitions still to move" % (timeout, len(analysis.moves)))
+            time.sleep(poll)
+            if any(v.up and v.ring is not None and v.ring.epoch > ring.epoch for v in views) or \
+                    any(v.up and v.member and v.ring is not None and v.ring.epoch < ring.epoch for v in views):
+                ring = current_ring(access, ring, drain)
+                prev_problems = mark = None
+            views = access.snapshot(ring, extra=drain)
+            analysis = analyze(ring, views)
+    finally:
+        driver.stop()
+    progress.close()
+    out.write("balanced: every file is on exactly its %d owners (ring epoch %d); %d records handed off in %.1fs\n"
+              % (ring.n_replicas, ring.epoch, moved_peak, time.monotonic() - t0))
+    _report_drained(out, views)
+    return 0
+
+
+def _report_drained(out, views):
+    for v in views:
+        if not v.member and v.up and v.status:
+            if not v.digests:
+                out.write("%s holds nothing now: it has left the cluster and can be stopped\n" % v.id)
+            else:
+                out.write("%s still holds %d partitions\n" % (v.id, len(v.digests)))
