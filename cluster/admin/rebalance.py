@@ -225,9 +225,11 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
             else:
                 down_since = None
                 up_urls = [v.url for v in views if v.up]
+                # a node being drained must end up empty, whatever the load: it is stopped next
+                drained = all(not v.digests for v in views if v.up and not v.member)
                 if len(analysis.moves) <= DRILL_LIMIT and (mark is None or driver.cycled_since(mark, up_urls)):
                     problems = drill(access, ring, views, analysis.problem_partitions)
-                    if not problems or (prev_problems is not None and not problems & prev_problems):
+                    if drained and (not problems or (prev_problems is not None and not problems & prev_problems)):
                         break
                     prev_problems, mark = problems, driver.mark()
             if timeout and now - t0 > timeout:
@@ -245,12 +247,15 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
     progress.close()
     out.write("balanced: every file is on exactly its %d owners (ring epoch %d); %d records handed off in %.1fs\n"
               % (ring.n_replicas, ring.epoch, moved_peak, time.monotonic() - t0))
-    _report_drained(out, views)
+    if drain:
+        _report_drained(out, access.snapshot(ring, extra=drain))
     return 0
 
 
 def _report_drained(out, views):
     for v in views:
+        if not v.member and not v.up:
+            out.write("%s is down: what only it held cannot be handed off (%s)\n" % (v.id, v.error))
         if not v.member and v.up and v.status:
             if not v.digests:
                 out.write("%s holds nothing now: it has left the cluster and can be stopped\n" % v.id)
