@@ -228,10 +228,15 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
                 # a node being drained must end up empty, whatever the load: it is stopped next
                 drained = all(not v.digests for v in views if v.up and not v.member)
                 if len(analysis.moves) <= DRILL_LIMIT and (mark is None or driver.cycled_since(mark, up_urls)):
-                    problems = drill(access, ring, views, analysis.problem_partitions)
-                    if drained and (not problems or (prev_problems is not None and not problems & prev_problems)):
-                        break
-                    prev_problems, mark = problems, driver.mark()
+                    try:
+                        problems = drill(access, ring, views, analysis.problem_partitions)
+                    except AdminError:
+                        problems = None   # a node stopped answering meanwhile: next snapshot tells
+                    if problems is not None:
+                        fresh_only = prev_problems is not None and not problems & prev_problems
+                        if drained and (not problems or fresh_only):
+                            break
+                        prev_problems, mark = problems, driver.mark()
             if timeout and now - t0 > timeout:
                 progress.close()
                 raise AdminError("not balanced after %ds: %d partitions still to move" % (timeout, len(analysis.moves)))

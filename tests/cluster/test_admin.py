@@ -194,3 +194,44 @@ def test_membership_errors(cluster_factory):
     r = admin(c, "remove-node", "http://127.0.0.1:1")
     assert r.returncode == 1 and "not a member" in r.stderr
     assert all(c.client.get_ring(u).epoch == 1 for u in c.urls)
+
+
+def test_progress_bar_on_a_terminal():
+    out = io.StringIO()
+    p = Progress(out, unit="file", tty=True)
+    p.update(3, 10, "partitions left 2/4")
+    p.update(10, 10, "partitions left 0/4")
+    p.close()
+    text = out.getvalue()
+    assert "10/10" in text and "partitions left 0/4" in text and "file/s" in text
+
+
+def test_ring_agreement_no_wait_and_weight(cluster_factory):
+    """A node left behind on an older ring is reported and brought up to date; --no-wait; --weight."""
+    c = cluster_factory(nodes=3, members=2, replicas=2)
+    for i in range(40):
+        name = "/w/f%02d" % i
+        for node in range(2):
+            assert c.put(node, name, content_of(name), 1795550400).status_code == 200
+    ring = c.client.get_ring(c.urls[0])
+    newer = Ring(ring.nodes, epoch=ring.epoch + 1, replicas=ring.replicas, partition_power=ring.partition_power)
+    assert c.client.put_ring(c.urls[0], newer)
+    r = admin(c, "status")
+    assert r.returncode == 1 and "RING NOT AGREED" in r.stdout
+    r = admin(c, "rebalance")
+    assert r.returncode == 0 and "gave ring epoch 2" in r.stdout
+    assert admin(c, "status").returncode == 0
+
+    r = admin(c, "add-node", c.urls[2], "--weight", "2")
+    assert r.returncode == 0, r.stderr
+    ring = c.client.get_ring(c.urls[1])
+    assert ring.epoch == 3 and ring.node(c.urls[2]).weight == 2
+    r = admin(c, "rebalance", "--no-wait")
+    assert r.returncode == 0 and "movement started" in r.stdout
+    r = admin(c, "rebalance", "--wait-timeout", "60")
+    assert r.returncode == 0 and "balanced" in r.stdout
+    held = {}
+    for i in range(3):
+        for name in c.listing(i):
+            held.setdefault(name, set()).add(c.urls[i])
+    assert all(held[n] == {o.url for o in ring.owners(n)} for n in held) and len(held) == 40
