@@ -6,6 +6,7 @@ import logging
 from tornado import web
 from tornado.tcpclient import TCPClient
 
+from cluster.gateway.fallback import Fallback
 from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
 from cluster.gateway.nodes import NodeClient
 from cluster.gateway.view import ClusterView
@@ -27,6 +28,9 @@ class Services:
         self.client = NodeClient(config, self.view)
         self.view.attach(self.client)
         self.tcp = TCPClient()
+        # migration mode (--fallback-url): read-through to the old server
+        self.fallback = Fallback(self, config.fallback_url, copy=config.fallback_copy) \
+            if config.fallback_url else None
         self._background = set()
 
     def keep(self, task):

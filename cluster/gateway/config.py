@@ -25,3 +25,8 @@ class GatewayConfig:
     #: probe interval for nodes marked down
     probe_interval: float = 0.5
     max_clients: int = 100
+    #: migration mode: names the cluster holds no record of are served from this
+    #: old filetracker server (see cluster/gateway/fallback.py)
+    fallback_url: str | None = None
+    #: copy files read through the fallback into the cluster (off: --fallback-no-copy)
+    fallback_copy: bool = True

@@ -147,8 +147,7 @@ class OldServer:
         """
         try:
             stream = await asyncio.wait_for(
-                self._tcp.connect(self._host, self._port, ssl_options=self._ssl,
-                                  server_hostname=self._host if self._ssl else None),
+                self._tcp.connect(self._host, self._port, ssl_options=self._ssl),
                 self.timeout)
         except (OSError, TimeoutError, StreamClosedError) as exc:
             raise OldServerError("cannot connect to %s: %s" % (self.url, exc or type(exc).__name__)) from None

@@ -113,6 +113,11 @@ class FilesHandler(BaseHandler):
                 raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
             winner = read.winner
+            fallback = self.services.fallback
+            if winner is None and fallback is not None and fallback.wanted(self.request):
+                # no record at all (a tombstone is a record: the delete wins): ask the old server
+                await fallback.serve(self, name, with_body)
+                return
             if winner is None or winner.deleted:
                 raise HTTPFail(404, "file not found: %s" % name)
             size = winner.size
@@ -173,7 +178,12 @@ class FilesHandler(BaseHandler):
         if not read.enough:
             raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
-        if read.winner is None or read.winner.deleted:
+        fallback = self.services.fallback
+        if read.winner is None and fallback is not None:
+            # a name only the old server holds: the tombstone written below hides it for good
+            if await fallback.old_version(name) is None:
+                raise HTTPFail(404, "file not found: %s" % name)
+        elif read.winner is None or read.winner.deleted:
             raise HTTPFail(404, "file not found: %s" % name)
         outcome = await quorum_delete(self.services, name, version)
         if outcome.status != 200:

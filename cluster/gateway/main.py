@@ -2,7 +2,7 @@
 
     filetracker-gateway --port PORT [--host 127.0.0.1] --nodes URL[,URL...]
         [--write-quorum W] [--read-quorum R] [--timeout S]
-        [--cluster-secret-file F] [--log-level L]
+        [--cluster-secret-file F] [--log-level L] [--fallback-url URL [--fallback-no-copy]]
 """
 
 import argparse
@@ -30,7 +30,16 @@ def parse_args(argv):
                    help="seconds a node may take for one exchange before it counts as down")
     p.add_argument("--cluster-secret-file", metavar="F")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--fallback-url", metavar="URL",
+                   help="migration mode: serve names the cluster does not hold from this old filetracker "
+                        "server (streamed through) and copy them into the cluster in the background")
+    p.add_argument("--fallback-no-copy", action="store_true",
+                   help="with --fallback-url: serve from the old server but do not copy into the cluster")
     args = p.parse_args(argv)
+    if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
+        p.error("--fallback-url must be an http:// or https:// URL")
+    if args.fallback_no_copy and not args.fallback_url:
+        p.error("--fallback-no-copy needs --fallback-url")
     nodes = tuple(u.strip().rstrip("/") for u in args.nodes.split(",") if u.strip())
     if not nodes:
         p.error("--nodes needs at least one URL")
@@ -50,7 +59,8 @@ def read_secret(path):
 
 async def serve(args, nodes):
     config = GatewayConfig(nodes=nodes, write_quorum=args.write_quorum, read_quorum=args.read_quorum,
-                           timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file))
+                           timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file),
+                           fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy)
     app = make_app(config)
     server = HTTPServer(app, max_body_size=MAX_BODY_SIZE, decompress_request=False, xheaders=False)
     server.listen(args.port, address=args.host)

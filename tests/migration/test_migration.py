@@ -73,6 +73,11 @@ def start_gateway(tmp, cluster, name, extra=()):
     return Service(argv, os.path.join(tmp, name + ".log"), ready_url=url + "/version/").start(), url
 
 
+def new_cluster(path, gateways):
+    os.makedirs(str(path), exist_ok=True)
+    return TestCluster(path, gateways=gateways)
+
+
 def merged_records(cluster):
     """``{name: Record}``: every node's records (tombstones too) merged by the merge rule."""
     out = {}
@@ -249,8 +254,7 @@ def test_cluster_migration(old_store, tmp_path):
     tmp = str(tmp_path)
     clusters, services = [], []
     try:
-        a = TestCluster(tmp_path / "a", gateways=0)
-        os.makedirs(a.tmp, exist_ok=True)
+        a = new_cluster(tmp_path / "a", gateways=0)
         clusters.append(a.start())
 
         # 1. a gateway in fallback mode (no copy) serves every file before any import
@@ -322,16 +326,14 @@ def test_cluster_migration(old_store, tmp_path):
 
         # 3. a clean HTTP import into cluster B (figures), then the old server stops and
         #    --from-dir fills cluster C: B and C agree name by name
-        b = TestCluster(tmp_path / "b", gateways=1)
-        os.makedirs(b.tmp, exist_ok=True)
+        b = new_cluster(tmp_path / "b", gateways=1)
         clusters.append(b.start())
         s, _ = import_json(["--cluster", b.gw, "import", "--from", old.url, "--parallel", "4"])
         assert s["import"]["copied"] == len(model.live)
         report("http -> 3-node cluster", s["import"])
 
         old.stop()
-        c = TestCluster(tmp_path / "c", gateways=1)
-        os.makedirs(c.tmp, exist_ok=True)
+        c = new_cluster(tmp_path / "c", gateways=1)
         clusters.append(c.start())
         s, _ = import_json(["--cluster", c.gw, "import", "--from-dir", data_dir, "--parallel", "4", "--verify"])
         assert s["import"]["copied"] == len(model.live) and s["compare"]["differences"] == []
