@@ -121,13 +121,18 @@ class RangedReader:
                 event.set()
 
     def read(self, size, offset):
+        fd, size = self.fd_for(size, offset)
+        return os.pread(fd, size, offset) if size else b""
+
+    def fd_for(self, size, offset):
+        """Fetch what ``[offset, offset + size)`` needs; ``(fd, size clamped to the file)``."""
         end = min(offset + size, self.size)
         if offset >= end:
-            return b""
+            return self.fd, 0
         for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
             self._ensure(block)
         self._read_ahead()
-        return os.pread(self.fd, end - offset, offset)
+        return self.fd, end - offset
 
     def _read_ahead(self):
         """While reading sequentially, fetch the next run in the background.

@@ -115,7 +115,7 @@ def make_filesystem(args, on_ready=None):
     remote = Remote(args.url, timeout=args.timeout or None)
     return FiletrackerFS(client, remote, attr_timeout=args.attr_timeout,
                          range_threshold=args.range_threshold, read_only=args.read_only,
-                         on_ready=on_ready)
+                         on_ready=on_ready, mountpoint=args.mountpoint)
 
 
 def check_server(args):

@@ -21,7 +21,8 @@ import urllib.parse
 
 import requests
 
-from filetracker.errors import NotFoundError, RemoteError
+from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
+from filetracker.fuse.pipeline import pipelined_heads
 from filetracker.httpdate import format_version, parse_version
 
 #: Bytes per write into the local file while streaming a range (bounds memory).
@@ -113,19 +114,60 @@ class Remote:
                 raise RemoteError("%s: the server did not say the size" % what,
                                   status=response.status_code) from None
 
+    def stat_many(self, names, connections=2):
+        """``{name: (version, size)}`` for the names that exist, by pipelined HEADs.
+
+        Names whose answer did not arrive (or was not 200/404) are absent from
+        the result; so are names that do not exist.
+        """
+        out = {}
+        answers = pipelined_heads(self.base_url, names, timeout=self.timeout or 10.0, connections=connections)
+        for name, (status, headers) in answers.items():
+            if status != 200:
+                continue
+            try:
+                version = parse_version(headers.get("last-modified", ""))
+                if headers.get("content-encoding", "").lower() == "gzip":
+                    size = int(headers["logical-size"])
+                else:
+                    size = int(headers["content-length"])
+            except (KeyError, ValueError, FiletrackerError):
+                continue
+            out[name] = (version, size)
+        return out
+
     def list(self, folder):
-        """Every name under ``folder`` (recursively), relative to it."""
+        """Every name under ``folder`` (recursively), relative to it: ``(names, details)``.
+
+        ``details`` is ``{relative name: (version, size)}`` when the server
+        supports the listing with details (``details=1`` asked; answer header
+        ``X-List-Format: details``; lines ``name TAB version TAB size``), else
+        None and the caller HEADs the files it needs.  A server that does not
+        know the parameter ignores it and sends plain names.
+        """
         cutoff = int(time.time()) + LIST_FUTURE_SLACK
-        url = (self.base_url + "/list" + urllib.parse.quote(folder, safe="/")
-               + "?" + urllib.parse.urlencode({"last_modified": format_version(cutoff)}))
+        query = urllib.parse.urlencode({"last_modified": format_version(cutoff), "details": "1"})
+        url = self.base_url + "/list" + urllib.parse.quote(folder, safe="/") + "?" + query
         what = "listing of %s" % folder
         response = self._request("GET", url, what)
         with response:
             if response.status_code == 404:
-                return []
+                return [], None
             self._raise_for(response, what)
-            lines = response.content.decode("utf-8", "replace").split("\n")
-        return [line for line in lines if line]
+            lines = [line for line in response.content.decode("utf-8", "replace").split("\n") if line]
+            if response.headers.get("X-List-Format", "").lower() != "details":
+                return lines, None
+        names, details = [], {}
+        for line in lines:
+            # Names never contain control characters, so a TAB is a safe separator.
+            name, _, rest = line.partition("\t")
+            names.append(name)
+            try:
+                version, size = rest.split("\t")
+                details[name] = (int(version), int(size))
+            except ValueError:
+                pass
+        return names, details
 
     def read_range(self, name, version, start, length, fd, file_offset=None):
         """Write bytes ``[start, start + length)`` of ``name`` into ``fd`` at ``file_offset``.
