@@ -73,9 +73,10 @@ def start_gateway(tmp, cluster, name, extra=()):
     return Service(argv, os.path.join(tmp, name + ".log"), ready_url=url + "/version/").start(), url
 
 
-def new_cluster(path, gateways):
+def new_cluster(path, gateways, nodes=3):
+    """A TestCluster (N = min(3, nodes)) whose folder exists; call ``start()``."""
     os.makedirs(str(path), exist_ok=True)
-    return TestCluster(path, gateways=gateways)
+    return TestCluster(path, nodes=nodes, replicas=min(3, nodes), gateways=gateways)
 
 
 def merged_records(cluster):

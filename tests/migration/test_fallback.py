@@ -1,0 +1,147 @@
+"""Read-through of a gateway in migration mode (``--fallback-url``) to a real 2.x server.
+
+A one-node cluster (N=1) keeps these fast; the 3-node scenario is in test_migration.py.
+"""
+
+import email.utils
+import hashlib
+import os
+import subprocess
+import time
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from tests.migration import dataset
+from tests.migration.conftest import run_admin
+from tests.migration.test_migration import new_cluster, start_gateway
+from tests.support import upstream
+from tests.support.procs import script
+
+pytestmark = [pytest.mark.interop]
+
+V = 1500000000
+FILES = {"/fb/a.txt": (b"alpha" * 1000, V + 1), "/fb/deep/b.bin": (os.urandom(3 * 1024 * 1024 + 5), V + 2),
+         "/fb/empty": (b"", V + 3), "/fb/to-delete": (b"delete me", V + 4), "/fb/c.txt": (b"gamma", V + 5),
+         "/fb/head-only": (b"only a HEAD", V + 6)}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    upstream.require()
+    tmp = tmp_path_factory.mktemp("fallback")
+    old = upstream.UpstreamServer(str(tmp / "old"), log_path=str(tmp / "old.log")).start()
+    cluster = gateway = None
+    try:
+        s = requests.Session()
+        for name, (data, version) in FILES.items():
+            dataset.put(s, old.url, name, data, version)
+        cluster = new_cluster(tmp / "c", gateways=0, nodes=1).start()
+        gateway, url = start_gateway(str(tmp), cluster, "gw", ["--fallback-url", old.url])
+        yield old, url
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if cluster is not None:
+            cluster.stop()
+        old.stop()
+
+
+def cluster_version(url, name):
+    """What the cluster itself holds (the gateway is asked not to fall back)."""
+    r = requests.head(url + "/files" + quote(name), headers={"X-No-Fallback": "1"})
+    return email.utils.mktime_tz(email.utils.parsedate_tz(r.headers["Last-Modified"])) \
+        if r.status_code == 200 else None
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_get_streams_plain_bytes_and_copies(setup):
+    old, url = setup
+    for name in ("/fb/a.txt", "/fb/deep/b.bin", "/fb/empty"):
+        data, version = FILES[name]
+        assert cluster_version(url, name) is None
+        r = requests.get(url + "/files" + quote(name), headers={"Accept-Encoding": "identity"})
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["X-Fallback"] == "1" and "Content-Encoding" not in r.headers
+        assert r.headers["Content-Length"] == str(len(data))
+        assert email.utils.mktime_tz(email.utils.parsedate_tz(r.headers["Last-Modified"])) == version
+        # copied in the background with the original version; then served by the cluster
+        assert wait_for(lambda n=name, v=version: cluster_version(url, n) == v), name
+        r = requests.get(url + "/files" + quote(name))
+        assert r.status_code == 200 and r.content == data and "X-Fallback" not in r.headers
+        assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_head_and_range_fall_back(setup):
+    old, url = setup
+    data, version = FILES["/fb/head-only"]
+    r = requests.head(url + "/files/fb/head-only")
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data)) and r.headers["X-Fallback"] == "1"
+    assert wait_for(lambda: cluster_version(url, "/fb/head-only") == version)
+    # a Range on a fallback answer gets the whole file (200), which HTTP allows
+    r = requests.get(url + "/files/fb/c.txt", headers={"Range": "bytes=1-2"})
+    assert r.status_code == 200 and r.content == b"gamma"
+
+
+def test_delete_of_old_only_name_wins(setup):
+    old, url = setup
+    name = "/fb/to-delete"
+    assert cluster_version(url, name) is None
+    r = requests.delete(url + "/files" + name, params={"last_modified": email.utils.formatdate(time.time())})
+    assert r.status_code == 200, r.headers.get("X-Exception")
+    # the tombstone hides the old copy: no fallback, and neither read nor import resurrects it
+    for _ in range(2):
+        assert requests.get(url + "/files" + name).status_code == 404
+    p = run_admin(["--cluster", url, "import", "--from", old.url, "--prefix", "/fb", "--json"])
+    assert p.returncode == 0, p.stderr
+    assert '"deleted": 1' in p.stdout
+    assert requests.get(url + "/files" + name).status_code == 404
+    assert requests.get(old.url + "/files" + name).status_code == 200  # the old server is never written
+    # a name neither side holds
+    r = requests.delete(url + "/files/fb/nowhere", params={"last_modified": email.utils.formatdate(time.time())})
+    assert r.status_code == 404
+    assert requests.get(url + "/files/fb/nowhere").status_code == 404
+
+
+def test_writes_go_to_the_cluster_only(setup):
+    old, url = setup
+    r = requests.put(url + "/files/fb/c.txt", params={"last_modified": email.utils.formatdate(V + 1000)},
+                     data=b"newer in the cluster")
+    assert r.status_code == 200
+    assert requests.get(url + "/files/fb/c.txt").content == b"newer in the cluster"
+    assert requests.get(old.url + "/files/fb/c.txt").content == b"gamma"
+
+
+def test_old_server_down_is_502_not_500(setup, tmp_path):
+    old, url = setup
+    from tests.support.procs import free_port
+
+    cluster_dir = tmp_path
+    c = new_cluster(cluster_dir / "c", gateways=0, nodes=1).start()
+    gw = None
+    try:
+        gw, gw_url = start_gateway(str(tmp_path), c, "gw-down", ["--fallback-url",
+                                                                 "http://127.0.0.1:%d" % free_port()])
+        r = requests.get(gw_url + "/files/fb/a.txt")
+        assert r.status_code == 502 and "old server" in r.headers["X-Exception"]
+        assert "Traceback" not in r.text
+    finally:
+        if gw is not None:
+            gw.stop()
+        c.stop()
+
+
+def test_gateway_flag_errors():
+    for args in (["--fallback-no-copy"], ["--fallback-url", "ftp://x"]):
+        p = subprocess.run([script("filetracker-gateway"), "--port", "1", "--nodes", "http://127.0.0.1:1"] + args,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and "fallback" in p.stderr
