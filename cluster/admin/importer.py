@@ -60,29 +60,38 @@ def register(subparsers):
     p.set_defaults(func=compare_command)
 
 
+def _fail(message, status=1):
+    """Leave with a one-line reason on standard error (status 2: usage error)."""
+    print("filetracker-admin: %s%s" % ("error: " if status == 2 else "", message), file=sys.stderr)
+    raise SystemExit(status)
+
+
 def _target_url(args):
     url = args.to or getattr(args, "cluster", None) or os.environ.get("FILETRACKER_ADMIN_URL")
     if not url:
-        raise SystemExit("filetracker-admin: no cluster given: use --to URL or --cluster URL")
+        _fail("no cluster given: use --to GATEWAY_URL or --cluster GATEWAY_URL", 2)
+    if "," in url:
+        # nodes' public protocol is read-only: the copy is written through one gateway
+        _fail("import and compare talk to one gateway: give --to GATEWAY_URL", 2)
     return url
 
 
 def _prepare(args):
-    """``(source, target, entries)`` or raise SystemExit with a one-line reason."""
+    """``(source, target, entries)``, or leave with a one-line reason."""
     if args.parallel < 1:
-        raise SystemExit("filetracker-admin: --parallel must be at least 1")
+        _fail("--parallel must be at least 1", 2)
     url = _target_url(args)
     try:
         r = requests.get(url.rstrip("/") + "/version/", timeout=10)
-        if r.status_code != 200:
-            raise SystemExit("filetracker-admin: %s answered %d to /version/" % (url, r.status_code))
     except requests.RequestException as exc:
-        raise SystemExit("filetracker-admin: cannot reach the cluster at %s: %s" % (url, exc))
+        _fail("cannot reach the cluster at %s: %s" % (url, exc))
+    if r.status_code != 200:
+        _fail("%s answered %d to /version/: not a filetracker endpoint" % (url, r.status_code))
     try:
         source = open_source(args.from_url, args.from_dir, args.prefix)
         entries = source.entries()
     except (SourceError, ValueError) as exc:
-        raise SystemExit("filetracker-admin: %s" % exc)
+        _fail(str(exc))
     return source, HttpTarget(url), entries
 
 

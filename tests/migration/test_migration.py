@@ -154,8 +154,14 @@ def test_import_reports_failures(old_store, tmp_path):
     old, model, data_dir = old_store
     p = run_admin(["--cluster", "http://127.0.0.1:%d" % free_port(), "import", "--from", old.url])
     assert p.returncode == 1 and "cannot reach the cluster" in p.stderr and "Traceback" not in p.stderr
-    p = run_admin(["import", "--from", old.url])
-    assert p.returncode == 2 or "no cluster given" in p.stderr
+    env = dict(os.environ)
+    env.pop("FILETRACKER_ADMIN_URL", None)
+    p = run_admin(["import", "--from", old.url], env=env)
+    assert p.returncode == 2 and "no cluster given" in p.stderr
+    p = run_admin(["--cluster", "%s,%s" % (old.url, old.url), "import", "--from", old.url])
+    assert p.returncode == 2 and "one gateway" in p.stderr
+    p = run_admin(["--cluster", old.url, "import", "--from-dir", str(tmp_path)])
+    assert p.returncode == 1 and "not a filetracker 2.x data folder" in p.stderr
     p = run_admin(["--cluster", old.url, "import", "--from", old.url, "--from-dir", data_dir])
     assert p.returncode == 2  # usage error: one source only
 

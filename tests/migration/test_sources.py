@@ -95,3 +95,37 @@ def test_summary_text_and_rates():
         "failed 1",
         "  /x: PUT answered 503 not enough replicas",
     ]
+
+
+def test_progress_plain_lines():
+    import io
+
+    from cluster.migrate.report import Progress
+
+    out = io.StringIO()
+    p = Progress(3, stream=out, interval=0)
+    p.file_done("/a", "copied", 10, version=5)
+    p.file_done("/b", "present", 0, version=6)
+    p.file_done("/c", "failed", 0, "PUT answered 503", version=7)
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "copied /a@5 10"
+    assert "failed /c@7: PUT answered 503" in lines
+    assert [line.split(",")[0] for line in lines if line.startswith("progress:")] == [
+        "progress: 1/3 files", "progress: 2/3 files", "progress: 3/3 files"]
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from cluster.migrate.report import Progress
+
+    out = io.StringIO()
+    p = Progress(2, stream=out, interactive=True)
+    p.file_done("/a", "copied", 2048, version=1)
+    p.file_done("/b", "failed", 0, "boom", version=2)
+    p.close()
+    text = out.getvalue()
+    assert "2/2" in text and "file" in text          # the tqdm bar counts files
+    assert "failed /b@2: boom" in text                # failures are still listed
+    assert "copied /a" not in text                    # copies are not, on a terminal
