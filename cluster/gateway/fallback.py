@@ -139,8 +139,8 @@ class OldServer:
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self.timeout = timeout
 
-    async def request(self, method, name):
-        """Send ``method /files/<name>`` and read the answer's head: an :class:`OldResponse`.
+    async def request(self, method, name, endpoint="files", query=""):
+        """Send ``method /<endpoint><name>[?query]`` and read the answer's head: an :class:`OldResponse`.
 
         Raises :class:`OldServerError` when the old server cannot be reached
         or answers nonsense.
@@ -153,7 +153,8 @@ class OldServer:
             raise OldServerError("cannot connect to %s: %s" % (self.url, exc or type(exc).__name__)) from None
         try:
             stream.set_nodelay(True)
-            path = "%s/files%s" % (self._base_path, quote(name, safe="/"))
+            path = "%s/%s%s%s" % (self._base_path, endpoint, quote(name, safe="/"),
+                                  ("?" + query) if query else "")
             head = ("%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
                     % (method, path, self._netloc))
             await asyncio.wait_for(stream.write(head.encode("latin-1")), self.timeout)
@@ -305,6 +306,30 @@ class Fallback:
             return version_of(resp.headers)
         except OldServerError as exc:
             raise HTTPFail(502, str(exc))
+
+    async def list_names(self, folder, max_version):
+        """Full names the old server lists under ``folder`` (recursively, as the 2.x
+        listing does) with a version of at most ``max_version``.  A folder it does not
+        have is empty.  Raises :class:`HTTPFail` 502 when it cannot answer: a listing
+        silently missing the old files would mislead more than an error."""
+        query = "last_modified=" + quote(format_version(max_version))
+        path = folder if folder.endswith("/") else folder + "/"
+        try:
+            resp = await self.old.request("GET", path, endpoint="list", query=query)
+            try:
+                if resp.code in (400, 404):
+                    return []  # the 2.x server answers 400 for a folder it does not have
+                if resp.code != 200:
+                    raise OldServerError("the old server answered %d to its listing" % resp.code)
+                raw = bytearray()
+                async for chunk in resp.body():
+                    raw += chunk
+            finally:
+                resp.close()
+        except OldServerError as exc:
+            raise HTTPFail(502, "listing the old server failed: %s" % exc)
+        text = raw.decode("utf-8", "surrogateescape")
+        return [path + line.lstrip("/") for line in text.split("\n") if line.strip("\r")]
 
     # ------------------------------------------------------------------ background copy
 

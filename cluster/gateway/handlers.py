@@ -218,6 +218,12 @@ class ListHandler(BaseHandler):
                              deleted=bool(deleted))
                 merged[name] = merge(merged.get(name), rec)
         prefix = folder if folder.endswith("/") else folder + "/"
+        if self.services.fallback is not None:
+            # migration mode: the old server's names too, unless the cluster has a record
+            # (a newer file or a tombstone) for them
+            for name in await self.services.fallback.list_names(folder, max_version):
+                if name not in merged:
+                    merged[name] = Record(name=name, version=0, sha256="", size=0, deleted=False)
         lines = []
         for name in sorted(merged):
             rec = merged[name]

@@ -121,6 +121,21 @@ def test_writes_go_to_the_cluster_only(setup):
     assert requests.get(old.url + "/files/fb/c.txt").content == b"gamma"
 
 
+def test_listing_includes_old_names_but_not_deleted_ones(setup):
+    old, url = setup
+    r = requests.put(url + "/files/fb/new-in-cluster", params={"last_modified": email.utils.formatdate(V + 9)},
+                     data=b"new")
+    assert r.status_code == 200
+    want = sorted(n[len("/fb/"):] for n in FILES if n != "/fb/to-delete") + ["new-in-cluster"]
+    r = requests.get(url + "/list/fb")
+    assert r.status_code == 200 and r.text.splitlines() == sorted(want)
+    r = requests.get(url + "/list/fb/deep/")
+    assert r.text == "b.bin\n"
+    r = requests.get(url + "/list/", params={"last_modified": email.utils.formatdate(V + 2)})
+    assert r.text.splitlines() == ["fb/a.txt", "fb/deep/b.bin"]
+    assert requests.get(url + "/list/nothing-here").text == ""
+
+
 def test_old_server_down_is_502_not_500(setup, tmp_path):
     old, url = setup
     from tests.support.procs import free_port
