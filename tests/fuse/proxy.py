@@ -1,7 +1,11 @@
-"""A TCP relay that counts the bytes a server sends: how much a mount really transferred."""
+"""A TCP relay that counts the bytes a server sends and the requests it gets:
+what a mount really asked for and transferred."""
 
+import re
 import socket
 import threading
+
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|PUT|DELETE|POST) (\S+) HTTP/1\.[01]\r\n")
 
 
 class CountingProxy:
@@ -16,6 +20,8 @@ class CountingProxy:
         self.port = self.sock.getsockname()[1]
         self.url = "http://127.0.0.1:%d" % self.port
         self.downstream_bytes = 0
+        #: ``(method, target)`` of every request seen going upstream (bytes).
+        self.requests = []
         self._lock = threading.Lock()
         self._closed = False
         self._conns = []
@@ -38,6 +44,7 @@ class CountingProxy:
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
     def _pump(self, src, dst, count):
+        carry = b""
         try:
             while True:
                 data = src.recv(65536)
@@ -46,6 +53,16 @@ class CountingProxy:
                 if count:
                     with self._lock:
                         self.downstream_bytes += len(data)
+                else:
+                    # Request lines, also when split across reads (bodies could
+                    # in theory contain one: good enough for the small tests here).
+                    text = carry + data
+                    last = 0
+                    for m in _REQUEST_LINE.finditer(text):
+                        with self._lock:
+                            self.requests.append((m.group(1).decode(), m.group(2).decode()))
+                        last = m.end()
+                    carry = text[max(last, len(text) - 2048):]
                 dst.sendall(data)
         except OSError:
             pass
