@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.interop]
 V = 1500000000
 FILES = {"/fb/a.txt": (b"alpha" * 1000, V + 1), "/fb/deep/b.bin": (os.urandom(3 * 1024 * 1024 + 5), V + 2),
          "/fb/empty": (b"", V + 3), "/fb/to-delete": (b"delete me", V + 4), "/fb/c.txt": (b"gamma", V + 5),
-         "/fb/head-only": (b"only a HEAD", V + 6)}
+         "/fb/head-only": (b"only a HEAD", V + 6), "/fb/for-2x.bin": (os.urandom(200000), V + 7)}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,23 @@ def test_get_streams_plain_bytes_and_copies(setup):
         r = requests.get(url + "/files" + quote(name))
         assert r.status_code == 200 and r.content == data and "X-Fallback" not in r.headers
         assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+FT2_CLIENT = "/work/venv-ft2/bin/filetracker"
+
+
+@pytest.mark.skipif(not os.access(FT2_CLIENT, os.X_OK), reason="the published 2.x client (/work/venv-ft2) is missing")
+def test_published_2x_client_reads_through_the_gateway(setup, tmp_path):
+    """The unchanged 2.x client, pointed at the gateway, gets the old file byte-exact."""
+    old, url = setup
+    data, _version = FILES["/fb/for-2x.bin"]
+    assert cluster_version(url, "/fb/for-2x.bin") is None  # so it really falls back
+    out = tmp_path / "b.bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FILETRACKER_URL")}
+    p = subprocess.run([FT2_CLIENT, "-r", url, "-c", str(tmp_path / "cache"), "get", "/fb/for-2x.bin", str(out)],
+                       capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert out.read_bytes() == data
 
 
 def test_head_and_range_fall_back(setup):
