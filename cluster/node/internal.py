@@ -350,6 +350,21 @@ class RunHandler(InternalHandler):
         self.finish_json(out)
 
 
+class VerifyHandler(InternalHandler):
+    """``POST /_cluster/verify?repair=0|1``: every live record against its blob (the store's ``verify``).
+
+    With ``repair=1`` a record whose blob is missing or corrupt is dropped (anti-entropy
+    brings it back from a replica).  Answers JSON ``{checked, missing, corrupt, repaired}``.
+    Added for ``filetracker-admin verify``.
+    """
+
+    async def post(self):
+        repair = int_arg(self, "repair", required=False) == 1
+        report = await self.ctx.run(self.store.verify, repair=repair)
+        self.finish_json({"checked": report.checked, "missing": list(report.missing),
+                          "corrupt": list(report.corrupt), "repaired": report.repaired})
+
+
 def internal_routes(node, ctx):
     """URL specs of the internal API bound to ``node`` and ``ctx``."""
     kw = {"node": node, "ctx": ctx}
@@ -364,4 +379,5 @@ def internal_routes(node, ctx):
         tornado.web.url(r"/_cluster/partition/([0-9]{1,7})", PartitionHandler, kw),
         tornado.web.url(r"/_cluster/status", StatusHandler, kw),
         tornado.web.url(r"/_cluster/run/([a-z_]+)", RunHandler, kw),
+        tornado.web.url(r"/_cluster/verify", VerifyHandler, kw),
     ]
