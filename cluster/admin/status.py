@@ -66,7 +66,9 @@ def render(doc, out):
         doc["epoch"], doc["replicas"], doc["partitions"],
         "ring agreed" if doc["ring_agreed"] else "RING NOT AGREED (marked !)",
         "all nodes up" if not doc["down"] else "DOWN: " + ", ".join(doc["down"]),
-        "balanced" if doc["balanced"] else "%d partitions to move or repair" % doc["moves_in_progress"]))
+        "balanced" if doc["balanced"] else
+        "%d partitions to move or repair among the nodes up" % doc["moves_in_progress"] if doc["down"] else
+        "%d partitions to move or repair" % doc["moves_in_progress"]))
     for n in doc["nodes"]:
         if not n["up"]:
             out.write("%s: %s\n" % (n["id"], n["error"]))

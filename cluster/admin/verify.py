@@ -90,6 +90,8 @@ def verify(access, out, drain=(), repair=False):
             bad = True
             if repair and result["how"] == "admin":
                 out.write("  (this node has no /_cluster/verify: repair it there)\n")
+    if repair:
+        views = access.snapshot(ring, extra=drain)   # records dropped by the blob repair count now
     analysis = analyze(ring, views)
     problems = drill(access, ring, views, analysis.problem_partitions)
     _report(out, problems, "replica differences")

@@ -156,9 +156,11 @@ def test_status_and_verify_with_a_node_down(cluster_factory):
         assert "lacks version" in r.stdout and names[0] in r.stdout
         assert "1 corrupt" in r.stdout and names[1] in r.stdout
         r = admin(c, "verify", "--repair")
+        assert r.returncode == 0 and "1 repaired" in r.stdout, r.stdout
         r = admin(c, "verify")
-        assert "replica differences: 0" in r.stdout
+        assert r.returncode == 0 and "replica differences: 0" in r.stdout and "verify: OK" in r.stdout
         assert all(c.content(i, names[0]) == b"newer" for i in range(3))
+        assert c.content(1, names[1]) == content_of(names[1])
 
         # acceptance 6: a node down
         c.kill9(2)
