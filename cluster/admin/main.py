@@ -163,7 +163,7 @@ def cmd_add(args, access):
 def cmd_remove(args, access):
     from cluster.admin.membership import remove_node
     return remove_node(access, _out(), args.url, wait=not args.no_wait, timeout=args.wait_timeout,
-                       down_timeout=args.down_timeout, tty=_tty(sys.stderr))
+                       down_timeout=args.down_timeout, tty=_tty(sys.stdout))
 
 
 def cmd_rebalance(args, access):

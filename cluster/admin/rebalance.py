@@ -206,6 +206,7 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
     prev_problems = None
     mark = None
     down_since = None
+    snap_seconds = 0.0
     try:
         while True:
             left_files, left_bytes = pending(views)
@@ -240,12 +241,15 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
             if timeout and now - t0 > timeout:
                 progress.close()
                 raise AdminError("not balanced after %ds: %d partitions still to move" % (timeout, len(analysis.moves)))
-            time.sleep(poll)
+            # snapshots cost the nodes a status and a digest pass: on a big cluster poll less often
+            time.sleep(max(poll, 2 * snap_seconds))
             if any(v.up and v.ring is not None and v.ring.epoch > ring.epoch for v in views) or \
                     any(v.up and v.member and v.ring is not None and v.ring.epoch < ring.epoch for v in views):
                 ring = current_ring(access, ring, drain)
                 prev_problems = mark = None
+            snap_started = time.monotonic()
             views = access.snapshot(ring, extra=drain)
+            snap_seconds = time.monotonic() - snap_started
             analysis = analyze(ring, views)
     finally:
         driver.stop()
