@@ -39,6 +39,9 @@ def errno_for(exc):
     """The errno that best describes ``exc`` (any exception; unknown ones -> EIO)."""
     if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
         return exc.errno
+    hint = getattr(exc, "errno_hint", None)
+    if hint:
+        return hint
     if isinstance(exc, (InvalidNameError, InvalidVersionError)):
         return errno.EINVAL
     if isinstance(exc, NotFoundError):

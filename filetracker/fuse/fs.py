@@ -467,7 +467,12 @@ class FiletrackerFS(Operations):
         handle = self.handles.get(_fh_of(fi))
         if handle is None:
             raise FsError(errno.EBADF)
-        return handle.read(size, offset)
+        try:
+            return handle.read(size, offset)
+        except StaleVersionError:
+            if path:
+                self.attrs.pop(path)  # the next open resolves the new version
+            raise
 
     @operation
     def release(self, path, fi):

@@ -13,6 +13,7 @@ statuses and no answer -> RemoteError with ``status``), mapped to errno by
 a ``requests.Session`` is not meant to be shared across threads.
 """
 
+import errno
 import os
 import re
 import threading
@@ -36,6 +37,8 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
 class StaleVersionError(RemoteError):
     """The server holds another version than the one being read (ESTALE)."""
+
+    errno_hint = errno.ESTALE
 
 
 class Remote:
@@ -183,6 +186,9 @@ class Remote:
         headers = {"Range": "bytes=%d-%d" % (start, start + length - 1)}
         response = self._request("GET", self.file_url(name), what, headers=headers, stream=True)
         with response:
+            if response.status_code == 416:
+                # We only ask for bytes inside the version we read: it was replaced by a shorter one.
+                raise StaleVersionError("%s: version %d was replaced" % (what, version), status=None)
             self._raise_for(response, what)
             got = self._version_of(response, what)
             if got != version:

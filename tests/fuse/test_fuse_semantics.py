@@ -233,3 +233,42 @@ def test_sigterm_in_foreground_unmounts(server, mount_factory):
     assert m.service.proc.returncode == 0
     assert not is_mounted(m.path)
     assert remote(server, "/f.txt") == b"x"
+
+
+def test_ranged_reads_random_offsets_and_stale_version(server, mount_factory, tmp_path):
+    """Files above --range-threshold: random preads are exact; a replaced version gives ESTALE."""
+    import random
+
+    client = Client(cache_dir=str(tmp_path / "c"), remote_url=server.url)
+    data = os.urandom(3 << 20)
+    (tmp_path / "src").write_bytes(data)
+    version = int(client.put_file("/rg/file.bin", str(tmp_path / "src"), to_local_store=False).rpartition("@")[2])
+    m = mount_factory(server.url, args=["--range-threshold", "64K"])
+    rnd = random.Random(1)
+    fd = os.open(m.p("rg/file.bin"), os.O_RDONLY)
+    try:
+        for _ in range(40):
+            off = rnd.randrange(0, 1 << 20)  # the first MiB; the rest stays unfetched
+            n = rnd.randrange(1, 100000)
+            assert os.pread(fd, n, off) == data[off:off + n]
+        assert os.pread(fd, 10, len(data) - 3) == data[-3:]
+        # Nothing of it went to the Client's cache (read by ranges).
+        assert not os.path.exists(os.path.join(m.cache_dir, "files", "rg", "file.bin"))
+        (tmp_path / "src2").write_bytes(b"new")
+        client.put_file("/rg/file.bin@%d" % (version + 5), str(tmp_path / "src2"), to_local_store=False)
+        # Blocks not fetched yet come from another version now: refused, not mixed.
+        with pytest.raises(OSError) as exc:
+            for off in range(1 << 20, len(data) - (256 << 10), 256 << 10):
+                os.pread(fd, 4096, off)
+        assert exc.value.errno == errno.ESTALE
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 3
+    while True:  # a new open reads the new version
+        try:
+            if open(m.p("rg/file.bin"), "rb").read() == b"new":
+                break
+        except OSError as e:
+            assert e.errno == errno.ESTALE
+        assert time.monotonic() < deadline
+        time.sleep(0.2)

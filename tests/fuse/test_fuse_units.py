@@ -13,6 +13,7 @@ from filetracker.fuse.attrcache import TTLCache
 from filetracker.fuse.errnos import errno_for, errno_for_status
 from filetracker.fuse.main import parse_size
 from filetracker.fuse.proc import PF_EXITING, parse_stat
+from filetracker.fuse.remote import StaleVersionError
 from filetracker.fuse.singleflight import SingleFlight
 
 pytestmark = pytest.mark.no_fuse_needed
@@ -98,6 +99,7 @@ def test_errno_mapping():
     assert errno_for(OSError(errno.ENOSPC, "full")) == errno.ENOSPC
     assert errno_for(RuntimeError("?")) == errno.EIO
     assert errno_for_status(413) == errno.EFBIG
+    assert errno_for(StaleVersionError("x")) == errno.ESTALE
 
 
 def test_parse_size():
