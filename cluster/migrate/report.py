@@ -139,6 +139,8 @@ class Progress:
         elapsed = max((now or time.monotonic()) - self.started, 1e-6)
         rate = self.done / elapsed
         left = (self.total - self.done) / rate if rate > 0 else 0
+        if not self.verb:  # compare: no bytes to speak of
+            return "progress: %d/%d files, %.1f files/s, %.0fs left" % (self.done, self.total, rate, left)
         return ("progress: %d/%d files, %s %s, %.1f files/s, %s/s, %.0fs left"
                 % (self.done, self.total, human_bytes(self.bytes), self.verb, rate,
                    human_bytes(self.bytes / elapsed), left))
