@@ -272,3 +272,20 @@ def test_ranged_reads_random_offsets_and_stale_version(server, mount_factory, tm
             assert e.errno == errno.ESTALE
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("rsync"), reason="rsync is not installed")
+def test_rsync_into_the_mount(server, mount_factory, tmp_path):
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "one.txt").write_bytes(b"one\n")
+    (src / "a" / "b" / "two.bin").write_bytes(os.urandom(100000))
+    m = mount_factory(server.url)
+    for run in range(2):  # the second run replaces one file: temporary name + rename again
+        # (another size: rsync's quick check skips same-size files changed in the same second)
+        (src / "a" / "one.txt").write_bytes(b"one, changed %d\n" % (10 ** run))
+        proc = sh("rsync -a %s/ %s/" % (src, m.p("r")))
+        assert proc.returncode == 0, proc.stderr
+        assert remote(server, "/r/a/one.txt") == (src / "a" / "one.txt").read_bytes()
+        assert remote(server, "/r/a/b/two.bin") == (src / "a" / "b" / "two.bin").read_bytes()
+    assert sh("diff -r %s %s" % (src, m.p("r"))).returncode == 0
