@@ -27,10 +27,11 @@ Only the public protocol of the old server is used (``GET``/``HEAD
 """
 
 import asyncio
+import base64
 import logging
 import ssl
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from tornado import httputil
 from tornado.iostream import StreamClosedError
@@ -138,6 +139,11 @@ class OldServer:
         self._base_path = parts.path
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self.timeout = timeout
+        # credentials in the URL (http://user:token@host) travel as HTTP Basic, as clients send them
+        self._auth = ""
+        if parts.username is not None:
+            pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
+            self._auth = "Authorization: Basic %s\r\n" % base64.b64encode(pair.encode()).decode("ascii")
 
     async def request(self, method, name, endpoint="files", query=""):
         """Send ``method /<endpoint><name>[?query]`` and read the answer's head: an :class:`OldResponse`.
@@ -155,8 +161,8 @@ class OldServer:
             stream.set_nodelay(True)
             path = "%s/%s%s%s" % (self._base_path, endpoint, quote(name, safe="/"),
                                   ("?" + query) if query else "")
-            head = ("%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
-                    % (method, path, self._netloc))
+            head = ("%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: gzip\r\nConnection: close\r\n%s\r\n"
+                    % (method, path, self._netloc, self._auth))
             await asyncio.wait_for(stream.write(head.encode("latin-1")), self.timeout)
             data = await asyncio.wait_for(stream.read_until_regex(b"\r?\n\r?\n", max_bytes=64 * 1024),
                                           self.timeout)

@@ -26,6 +26,8 @@ class Files(web.RequestHandler):
             for i in range(0, len(DATA), 100000):
                 self.write(DATA[i:i + 100000])
                 await self.flush()  # no Content-Length: Tornado sends it chunked
+        elif name == "/auth":
+            self.write(self.request.headers.get("Authorization", "none"))
         elif name == "/gzip":
             body = gzip.compress(DATA, 1)
             self.set_header("Content-Encoding", "gzip")
@@ -91,6 +93,9 @@ def test_bodies_of_every_framing():
         assert version_of(resp.headers) == 1500000000
         resp, data = await read_all(old, "/missing")
         assert resp.code == 404
+        authed = OldServer(TCPClient(), url.replace("http://", "http://user:t%40ken@"), timeout=5)
+        resp, data = await read_all(authed, "/auth")
+        assert data == b"Basic dXNlcjp0QGtlbg=="  # user:t@ken
         resp = await old.request("HEAD", "/gzip")
         assert [chunk async for chunk in resp.body()] == []
         resp.close()
