@@ -12,6 +12,8 @@ import subprocess
 import time
 import urllib.parse
 
+import pytest
+
 from tests.fuse.proxy import CountingProxy
 
 GIB = 1 << 30
@@ -35,14 +37,21 @@ def sha256sum(path):
     return out.split()[0]
 
 
-def test_one_gib_file(backend, mount_factory, tmp_path):
-    src = str(tmp_path / "big.src")
-    digest = write_random(src, GIB)
+@pytest.fixture(scope="module")
+def gib_source(tmp_path_factory):
+    """One random 1 GiB file (and its SHA-256) for both backends."""
+    path = str(tmp_path_factory.mktemp("gib") / "big.src")
+    digest = write_random(path, GIB)
+    yield path, digest
+    os.unlink(path)
+
+
+def test_one_gib_file(backend, mount_factory, gib_source):
+    src, digest = gib_source
     a = mount_factory(backend.url, name="a")
     t0 = time.monotonic()
     subprocess.run(["cp", src, a.p("big.bin")], check=True, timeout=300)
     t1 = time.monotonic()
-    os.unlink(src)  # disk: the store and the caches hold it now
     assert os.stat(a.p("big.bin")).st_size == GIB
 
     b = mount_factory(backend.url, name="b")  # empty cache: read by ranges
