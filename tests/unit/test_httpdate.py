@@ -1,0 +1,38 @@
+"""Wire dates: exact values."""
+
+import pytest
+
+from filetracker.errors import InvalidVersionError
+from filetracker.httpdate import MAX_VERSION, format_version, parse_version
+
+
+def test_format_exact():
+    assert format_version(0) == "Thu, 01 Jan 1970 00:00:00 -0000"
+    assert format_version(1732400000) == "Sat, 23 Nov 2024 22:13:20 -0000"
+
+
+@pytest.mark.parametrize("text, value", [
+    ("Sat, 23 Nov 2024 22:13:20 -0000", 1732400000),
+    ("Sat, 23 Nov 2024 22:13:20 GMT", 1732400000),  # RFC 7231 IMF-fixdate
+    ("Sat, 23 Nov 2024 23:13:20 +0100", 1732400000),
+    ("23 Nov 2024 22:13:20 +0000", 1732400000),
+    ("Thu, 01 Jan 1970 00:00:00 -0000", 0),
+])
+def test_parse_exact(text, value):
+    assert parse_version(text) == value
+
+
+@pytest.mark.parametrize("version", [0, 1, 1732400000, 2**31 + 5, 4102444800])
+def test_round_trip(version):
+    assert parse_version(format_version(version)) == version
+
+
+@pytest.mark.parametrize("text", ["", "   ", "yesterday", "12345", "Sat, 99 Foo 2024", None, 123,
+                                  "Thu, 01 Jan 1969 00:00:00 -0000", "x" * 101])
+def test_parse_rejects(text):
+    with pytest.raises(InvalidVersionError):
+        parse_version(text)
+
+
+def test_max_version():
+    assert MAX_VERSION == 2**62
