@@ -1,0 +1,31 @@
+"""filetracker-migrate: a tree of plain files goes to the server with mtimes as versions."""
+
+import os
+import subprocess
+
+from filetracker.client import Client
+from tests.support.procs import script
+
+
+def test_migrate_tree(shared_server, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    files = {"top.txt": b"top", "a/one": b"1" * 1000, "a/b/two": b""}
+    for i, (rel, data) in enumerate(sorted(files.items())):
+        p = tree / rel
+        p.write_bytes(data)
+        os.utime(p, (1600000000 + i, 1600000000 + i))
+    r = subprocess.run([script("filetracker-migrate"), str(tree / "a"), shared_server.url,
+                        "--root", str(tree), "-s"], capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    r = subprocess.run([script("filetracker-migrate"), str(tree), shared_server.url],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0
+    c = Client(local_store=None, remote_url=shared_server.url)
+    for i, (rel, data) in enumerate(sorted(files.items())):
+        stream, vname = c.get_stream("/" + rel)
+        assert (stream.read(), vname) == (data, "/%s@%d" % (rel, 1600000000 + i))
+        stream.close()
+    r = subprocess.run([script("filetracker-migrate"), str(tree), "http://127.0.0.1:1", "-s"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1 and b"ERROR when uploading" in r.stderr

@@ -1,0 +1,69 @@
+"""The filetracker command against a real server: outputs, exit statuses, cache use."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.support.procs import script
+
+
+def ft(*args, env=None, cwd=None):
+    return subprocess.run([script("filetracker"), *args], capture_output=True, timeout=60, env=env, cwd=cwd)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ, HOME=str(tmp_path), FILETRACKER_DIR=str(tmp_path / "cache"))
+    e.pop("FILETRACKER_URL", None)
+    return e
+
+
+def test_commands(shared_server, tmp_path, env):
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"\x00\x01binary\xff" * 100)
+    url = shared_server.url
+    r = ft("--url", url, "put", str(src), "/sh/a.bin@1700000000", env=env)
+    assert r.returncode == 0
+    assert r.stdout == b"Settled for protocol version 2\n/sh/a.bin@1700000000\n"
+    env2 = dict(env, FILETRACKER_URL=url)  # the URL from the environment
+    assert ft("version", "/sh/a.bin", env=env2).stdout == b"1700000000\n"
+    assert ft("size", "/sh/a.bin", env=env2).stdout == b"900\n"
+    assert ft("cat", "/sh/a.bin", env=env2).stdout == src.read_bytes()
+    out = tmp_path / "out.bin"
+    r = ft("-r", url, "get", "/sh/a.bin", str(out), env=env)
+    assert (r.returncode, r.stdout, out.read_bytes()) == (0, b"", src.read_bytes())
+    assert ft("-r", url, "put", str(src), "/sh/d/b.bin", env=env).returncode == 0
+    assert ft("-r", url, "ls", "/sh", env=env).stdout == b"/sh/a.bin\n/sh/d/b.bin\n"
+    assert ft("-r", url, "ls", "/sh/d/", env=env).stdout == b"/sh/d/b.bin\n"
+    r = ft("-r", url, "rm", "/sh/a.bin", env=env)
+    assert (r.returncode, r.stdout) == (0, b"Settled for protocol version 2\n")
+    r = ft("-r", url, "version", "/sh/a.bin", env=env)
+    assert (r.returncode, r.stdout) == (1, b"")
+    assert r.stderr == b"filetracker: error: not found: /sh/a.bin\n"
+
+
+def test_versioned_get_from_cache_without_server(tmp_path, env):
+    src = tmp_path / "in"
+    src.write_bytes(b"local only")
+    r = ft("put", str(src), "/loc/x@1700000000", env=env)  # no URL: the cache is the store
+    assert (r.returncode, r.stdout) == (0, b"/loc/x@1700000000\n")
+    out = tmp_path / "out"
+    assert ft("-r", "http://127.0.0.1:1", "get", "/loc/x@1700000000", str(out), env=env).returncode == 0
+    assert out.read_bytes() == b"local only"
+    r = ft("-r", "http://127.0.0.1:1", "get", "/loc/x", str(out), env=env)
+    assert r.returncode == 1 and r.stderr.startswith(b"filetracker: error: ")
+    assert b"Connection refused" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_usage_errors(env):
+    for args in ([], ["bogus"], ["get", "/a"], ["put", "only-one"], ["rm"], ["version", "/a", "/b"]):
+        r = ft(*args, env=env)
+        assert r.returncode == 2, args
+        assert b"usage:" in r.stderr
+
+
+def test_bad_name_is_an_error_not_a_traceback(env):
+    r = ft("-r", "http://127.0.0.1:1", "version", "no-slash", env=env)
+    assert r.returncode == 1
+    assert r.stderr == b"filetracker: error: file name must be absolute (start with '/'): 'no-slash'\n"
