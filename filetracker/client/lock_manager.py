@@ -6,7 +6,9 @@ A lock is bound to an *unversioned* name: all versions of a file share it.
 names keep the folder flat and let ``/a`` and ``/a/b`` both have locks (a
 path-shaped layout cannot hold a file ``a`` and a folder ``a``).  ``flock``
 locks belong to an open file description, so two :class:`Lock` objects
-exclude each other even within one process or across threads.
+exclude each other even within one process or across threads.  A child
+made by ``fork()`` while a lock is held shares that hold (the descriptor is
+inherited): do not fork while holding a lock.
 """
 
 import errno
