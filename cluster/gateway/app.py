@@ -9,6 +9,7 @@ from tornado.tcpclient import TCPClient
 from cluster.gateway.fallback import Fallback
 from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
 from cluster.gateway.nodes import NodeClient
+from cluster.gateway.ring_handler import RingHandler
 from cluster.gateway.view import ClusterView
 from filetracker.server.base import NotFoundHandler
 
@@ -66,6 +67,7 @@ def make_app(config):
         (r"/files/(.*)", FilesHandler, deps),
         (r"/list", ListHandler, deps),
         (r"/list/(.*)", ListHandler, deps),
+        (r"/_cluster/ring", RingHandler, deps),
     ], default_handler_class=NotFoundHandler, compress_response=False)
     app.services = services
     return app
