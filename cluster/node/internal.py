@@ -22,8 +22,9 @@ from filetracker.errors import InvalidNameError
 from filetracker.names import check_name
 from filetracker.records import Record, beats
 from filetracker.server import BaseHandler, HTTPFail, folder_from_path, name_from_path
-from filetracker.server.streaming import GzipDecoder, select_range, send_file
-from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch, StoreFull
+from filetracker.server.streaming import select_range, send_file
+from filetracker.server.upload_body import StreamedUploadMixin
+from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK = "application/msgpack"
@@ -97,14 +98,8 @@ class RingHandler(InternalHandler):
 
 
 @tornado.web.stream_request_body
-class FileHandler(InternalHandler):
+class FileHandler(StreamedUploadMixin, InternalHandler):
     """``/_cluster/files/<name>``: PUT (one replica, streamed), DELETE, HEAD, GET."""
-
-    _upload = None
-    _decoder = None
-    _error = None
-    _busy = False
-    _disconnected = False
 
     async def prepare(self):
         super().prepare()
@@ -112,55 +107,9 @@ class FileHandler(InternalHandler):
             return
         self.name, _ = name_from_path(self.path_args[0], allow_version=False)
         self.version = int_arg(self, "version")
-        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding == "gzip":
-            self._decoder = GzipDecoder()
-        elif encoding != "identity":
-            raise HTTPFail(415, "unsupported Content-Encoding: %s" % encoding)
-        sha = self.request.headers.get("SHA256-Checksum")
-        self.expected_sha256 = None
-        if sha is not None:
-            sha = sha.strip().lower()
-            if not _SHA256_RE.match(sha):
-                raise HTTPFail(400, "malformed SHA256-Checksum header (64 hex digits expected)")
-            self.expected_sha256 = sha
+        self.expected_sha256 = self.parse_body_headers()
         self.hint_for = self.request.headers.get("X-Hint-For")
-        self._upload = await self.ctx.run(self.store.begin_upload)
-        if self._disconnected:
-            await self._abort()
-
-    async def data_received(self, chunk):
-        if self._upload is None or self._error is not None or self._disconnected:
-            return
-        try:
-            pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
-            for piece in pieces:
-                self._busy = True
-                try:
-                    await self.ctx.run(self._upload.write, piece)
-                finally:
-                    self._busy = False
-                if self._disconnected:
-                    break
-        except ValueError as e:
-            self._error = HTTPFail(400, str(e))
-        except StoreFull as e:
-            self._error = HTTPFail(507, str(e))
-        except OSError as e:
-            self._error = HTTPFail(500, "write failed: %s" % e)
-        if self._error is not None or self._disconnected:
-            await self._abort()
-
-    async def _abort(self):
-        upload, self._upload = self._upload, None
-        if upload is not None:
-            await self.ctx.run(upload.abort)
-
-    def on_connection_close(self):
-        self._disconnected = True
-        if self._upload is not None and not self._busy:
-            tornado.ioloop.IOLoop.current().add_callback(self._abort)
-        super().on_connection_close()
+        await self.begin_streamed_upload(self.store)
 
     async def put(self, path_arg):
         if self._error is None and self._decoder is not None:

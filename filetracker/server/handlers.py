@@ -8,7 +8,6 @@ server and a cluster node mount the same handlers on their own store with
 import asyncio
 import functools
 import json
-import re
 import time
 from dataclasses import dataclass
 
@@ -24,10 +23,10 @@ from filetracker.server.base import (
     name_from_path,
     request_version,
 )
-from filetracker.server.streaming import GzipDecoder, open_for_read, send_file
-from filetracker.storage.errors import ChecksumMismatch, SizeMismatch, StoreFull
+from filetracker.server.streaming import open_for_read, send_file
+from filetracker.server.upload_body import StreamedUploadMixin
+from filetracker.storage.errors import ChecksumMismatch, SizeMismatch
 
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 #: Listing lines fetched from the store per executor call.
 _LIST_BATCH = 1000
 
@@ -74,14 +73,8 @@ class VersionHandler(BaseHandler):
 
 
 @tornado.web.stream_request_body
-class FileHandler(ContextHandler):
+class FileHandler(StreamedUploadMixin, ContextHandler):
     """``/files/<name>``: GET, HEAD, PUT (streamed), DELETE."""
-
-    _upload = None
-    _decoder = None
-    _error = None
-    _busy = False
-    _disconnected = False
 
     # ------------------------------------------------------------------ PUT
 
@@ -92,59 +85,14 @@ class FileHandler(ContextHandler):
         self.require_writes()
         self.name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
         self.version = request_version(self, path_version)
-        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding == "gzip":
-            self._decoder = GzipDecoder()
-        elif encoding != "identity":
-            raise HTTPFail(415, "unsupported Content-Encoding: %s" % encoding)
-        self.expected_sha256 = self.request.headers.get("SHA256-Checksum")
-        if self.expected_sha256 is not None and not _SHA256_RE.match(self.expected_sha256.strip()):
-            raise HTTPFail(400, "malformed SHA256-Checksum header (64 hex digits expected)")
-        if self.expected_sha256 is not None:
-            self.expected_sha256 = self.expected_sha256.strip().lower()
+        self.expected_sha256 = self.parse_body_headers()
         self.expected_size = None
         size_header = self.request.headers.get("Logical-Size")
         if size_header is not None:
             if not (size_header.strip().isascii() and size_header.strip().isdigit()):
                 raise HTTPFail(400, "malformed Logical-Size header")
             self.expected_size = int(size_header)
-        self._upload = await self.ctx.run(self.ctx.store.begin_upload)
-        if self._disconnected:
-            await self._abort()
-
-    async def data_received(self, chunk):
-        if self._upload is None or self._error is not None or self._disconnected:
-            return  # not an upload, or already failed: drain and ignore
-        try:
-            pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
-            for piece in pieces:
-                self._busy = True
-                try:
-                    await self.ctx.run(self._upload.write, piece)
-                finally:
-                    self._busy = False
-                if self._disconnected:
-                    break
-        except ValueError as e:
-            self._error = HTTPFail(400, str(e))
-        except StoreFull as e:
-            self._error = HTTPFail(507, str(e))
-        except OSError as e:
-            self._error = HTTPFail(500, "write failed: %s" % e)
-        if self._error is not None or self._disconnected:
-            await self._abort()
-
-    async def _abort(self):
-        upload, self._upload = self._upload, None
-        if upload is not None:
-            await self.ctx.run(upload.abort)
-
-    def on_connection_close(self):
-        # The client went away mid-upload: drop the temp file (once no write is running).
-        self._disconnected = True
-        if self._upload is not None and not self._busy:
-            asyncio.ensure_future(self._abort())
-        super().on_connection_close()
+        await self.begin_streamed_upload(self.ctx.store)
 
     async def put(self, path_arg):
         if self._error is None and self._decoder is not None:
