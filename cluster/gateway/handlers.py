@@ -121,8 +121,10 @@ class FilesHandler(BaseHandler):
             if winner is None or winner.deleted:
                 raise HTTPFail(404, "file not found: %s" % name)
             size = winner.size
+            # HEAD ignores Range (like our server and a plain file server): 200, full length
+            range_header = self.request.headers.get("Range") if with_body else None
             try:
-                rng = parse_range(self.request.headers.get("Range"), size)
+                rng = parse_range(range_header, size)
             except RangeNotSatisfiable as exc:
                 raise HTTPFail(416, str(exc), headers={"Content-Range": unsatisfied_range(size)})
             start, end = rng if rng is not None else (0, size - 1)
