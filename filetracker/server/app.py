@@ -8,6 +8,7 @@ import tornado.httpserver
 import tornado.web
 
 from filetracker.server.base import NotFoundHandler
+from filetracker.server.fallback import ServerFallback
 from filetracker.server.handlers import FilesContext, public_routes
 from filetracker.storage import ObjectStore
 
@@ -30,6 +31,8 @@ class ServerConfig:
     body_timeout: float = 3600.0
     allow_writes: bool = True
     fallback_url: str | None = None
+    #: with fallback_url: copy files read through to the old server into this store
+    fallback_copy: bool = True
     #: Threads doing disk work (reads, writes, fsync, SQLite).
     threads: int = 16
     chunk_size: int = 256 * 1024
@@ -49,8 +52,12 @@ def make_app(config, store=None, executor=None):
     if executor is None:
         executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ft-disk")
     ctx = FilesContext(store=store, executor=executor, allow_writes=config.allow_writes,
-                       fallback_url=config.fallback_url, chunk_size=config.chunk_size,
+                       chunk_size=config.chunk_size,
                        max_header_bytes=config.max_header_size)
+    if config.fallback_url:
+        # a read-only server never changes its store, not even by the background copy
+        ctx.fallback = ServerFallback(config.fallback_url, store, ctx.run,
+                                      copy=config.fallback_copy and config.allow_writes)
     app = tornado.web.Application(
         public_routes(ctx),
         default_handler_class=NotFoundHandler,

@@ -35,14 +35,15 @@ _LIST_BATCH = 1000
 class FilesContext:
     """What the public handlers need: the store, an executor and options.
 
-    ``allow_writes=False`` answers PUT/DELETE with 403.  ``fallback_url``
-    (migration mode) redirects GET/HEAD of a missing name there with 307.
+    ``allow_writes=False`` answers PUT/DELETE with 403.  ``fallback``
+    (migration mode, a :class:`filetracker.server.fallback.ServerFallback`)
+    serves GET/HEAD of a name without any record from the old server, streamed.
     """
 
     store: object
     executor: object
     allow_writes: bool = True
-    fallback_url: str | None = None
+    fallback: object = None
     chunk_size: int = 256 * 1024
     max_header_bytes: int = 64 * 1024
 
@@ -129,9 +130,12 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         plan = await self.ctx.run(open_for_read, self.ctx.store, name, self.request.headers.get("Range"),
                                   want_body, self.ctx.chunk_size)
         if plan is None:
-            if self.ctx.fallback_url:
-                self.redirect(self.ctx.fallback_url.rstrip("/") + self.request.uri, status=307)
-                return
+            fallback = self.ctx.fallback
+            if fallback is not None and fallback.wanted(self.request):
+                # only a name without any record: a tombstone here means the delete wins
+                if await self.ctx.run(self.ctx.store.get_record, name) is None:
+                    await fallback.serve(self, name, want_body)
+                    return
             raise HTTPFail(404, "no such file: %s" % name)
         record = plan.record
         if plan.unsatisfiable is not None:
@@ -165,9 +169,13 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         name, path_version = name_from_path(path_arg)
         version = request_version(self, path_version)
         record = await self.ctx.run(self.ctx.store.get_record, name)
-        if record is None or record.deleted:
+        done = None
+        if record is None and self.ctx.fallback is not None:
+            # a name only the old server holds: the tombstone written here hides it for good
+            done = await self.ctx.fallback.delete_hidden(name, version)
+        if done is None and (record is None or record.deleted):
             raise HTTPFail(404, "no such file: %s" % name)
-        winner, applied = await self.ctx.run(self.ctx.store.delete, name, version)
+        winner, applied = done or await self.ctx.run(self.ctx.store.delete, name, version)
         self.set_header("Last-Modified", format_version(winner.version))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish("deleted\n" if applied else "a newer version is stored; nothing deleted\n")
@@ -182,7 +190,11 @@ class ListHandler(ContextHandler):
         if max_version is None:
             max_version = int(time.time())
         prefix = folder if folder.endswith("/") else folder + "/"
-        names = self.ctx.store.list_names(folder, max_version)
+        fallback = self.ctx.fallback
+        if fallback is not None and fallback.wanted(self.request):
+            names = await self._with_old_names(fallback, folder, max_version)
+        else:
+            names = self.ctx.store.list_names(folder, max_version)
 
         def batch():
             out = []
@@ -202,6 +214,21 @@ class ListHandler(ContextHandler):
                 break
             await self.flush()
         self.finish()
+
+
+    async def _with_old_names(self, fallback, folder, max_version):
+        """Migration mode: the live names here plus the old server's names that
+        have no record here (a newer file or a tombstone here wins), sorted."""
+        old_names = await fallback.list_names(folder, max_version)
+
+        def local():
+            return {r.name: r.deleted or r.version > max_version
+                    for r in self.ctx.store.iter_folder(folder, include_deleted=True)}
+
+        hidden = await self.ctx.run(local)
+        merged = {name for name, gone in hidden.items() if not gone}
+        merged.update(name for name in old_names if name not in hidden)
+        return iter(sorted(merged))
 
 
 def public_routes(ctx, prefix=""):

@@ -44,7 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes sharing the socket (default 1)")
     p.add_argument("--fallback-url", default=None,
-                   help="migration mode: redirect (307) GET/HEAD of missing files to this server")
+                   help="migration mode: GET/HEAD of a file this server has no record of is served "
+                        "from this (old) server, streamed, and copied here in the background")
+    p.add_argument("--fallback-no-copy", action="store_true",
+                   help="with --fallback-url: serve from the old server but do not copy here")
     p.add_argument("--read-only", action="store_true", help="refuse PUT and DELETE (403)")
     p.add_argument("--max-body-size", type=int, default=ServerConfig.max_body_size,
                    help="largest accepted request body in bytes (default 16 GiB)")
@@ -61,6 +64,8 @@ def parse_args(argv=None):
         p.error("--threads must be at least 1")
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
+    if args.fallback_no_copy and not args.fallback_url:
+        p.error("--fallback-no-copy needs --fallback-url")
     return args
 
 
@@ -91,6 +96,8 @@ async def serve(sockets, config):
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
     except TimeoutError:
         log.warning("some connections did not finish within %ss", SHUTDOWN_GRACE)
+    if app.ctx.fallback is not None:
+        app.ctx.fallback.close()
     app.ctx.executor.shutdown(wait=True)
     app.ctx.store.close()
 
@@ -150,6 +157,7 @@ def main(argv=None):
     setup_logging(args.log, args.log_level)
     config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
                           allow_writes=not args.read_only, fallback_url=args.fallback_url,
+                          fallback_copy=not args.fallback_no_copy,
                           max_body_size=args.max_body_size, threads=args.threads)
     try:
         os.makedirs(config.dir, exist_ok=True)
