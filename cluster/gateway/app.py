@@ -8,9 +8,12 @@ from tornado.tcpclient import TCPClient
 
 from cluster.gateway.fallback import Fallback
 from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
+from cluster.gateway.metrics import gateway_registry
 from cluster.gateway.nodes import NodeClient
 from cluster.gateway.ring_handler import RingHandler
+from cluster.gateway.status_page import status_routes
 from cluster.gateway.view import ClusterView
+from filetracker.server import observe
 from filetracker.server.base import NotFoundHandler
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ def make_app(config):
         (r"/list", ListHandler, deps),
         (r"/list/(.*)", ListHandler, deps),
         (r"/_cluster/ring", RingHandler, deps),
-    ], default_handler_class=NotFoundHandler, compress_response=False)
+    ] + status_routes(services), default_handler_class=NotFoundHandler, compress_response=False)
     app.services = services
+    # GET /metrics, request metrics and access lines (filetracker.server.observe)
+    observe.instrument(app, gateway_registry(services))
     return app

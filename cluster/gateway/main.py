@@ -16,6 +16,8 @@ from tornado.httpserver import HTTPServer
 from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.handlers import MAX_BODY_SIZE
+from filetracker import configfile
+from filetracker.server import observe
 
 
 def parse_args(argv):
@@ -29,13 +31,15 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="seconds a node may take for one exchange before it counts as down")
     p.add_argument("--cluster-secret-file", metavar="F")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    observe.add_logging_options(p)  # --log-format text|json
     p.add_argument("--fallback-url", metavar="URL",
                    help="migration mode: serve names the cluster does not hold from this old filetracker "
                         "server (streamed through) and copy them into the cluster in the background")
     p.add_argument("--fallback-no-copy", action="store_true",
                    help="with --fallback-url: serve from the old server but do not copy into the cluster")
-    args = p.parse_args(argv)
+    args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
     if args.fallback_no_copy and not args.fallback_url:
@@ -81,6 +85,7 @@ def main(argv=None):
     args, nodes = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    observe.setup_logging(args.log_format)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(args, nodes))

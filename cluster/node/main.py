@@ -21,6 +21,8 @@ from cluster.node.app import make_app, make_server, shutdown, start_background
 from cluster.node.config import NodeConfig
 from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
+from filetracker import configfile
+from filetracker.server import observe
 
 log = logging.getLogger("cluster.node")
 
@@ -42,6 +44,22 @@ def _seconds(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("not a number of seconds: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
+    return value
+
+
+def _bytes(text):
+    """A byte count, optionally with a K/M/G suffix (powers of 1024)."""
+    t = text.strip().upper().rstrip("B")
+    mult = 1
+    if t and t[-1] in "KMG":
+        mult = 1024 ** ("KMG".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        value = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a byte count: %r" % text) from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative: %r" % text)
     return value
@@ -72,7 +90,17 @@ def build_parser():
                    help="partitions exchanged with peers at once by a background pass (default 4)")
     p.add_argument("--no-background", action="store_true",
                    help="run no background loops (passes only via POST /_cluster/run/<task>)")
+    # integrity: reserved space, bitrot checks, scrubber (cluster/node/space.py, integrity.py, scrub.py)
+    p.add_argument("--min-free-bytes", type=_bytes, default=64 << 20,
+                   help="refuse uploads (507) when free disk space would drop below this (default 64M; 0: off)")
+    p.add_argument("--scrub-rate", type=_bytes, default=8 << 20,
+                   help="bytes/s the background scrubber hashes (default 8M; 0: unlimited)")
+    p.add_argument("--scrub-interval", type=_seconds, default=24 * 3600.0,
+                   help="seconds between scrub passes (default 86400; 0: no background scrub)")
+    p.add_argument("--no-verify-reads", action="store_true",
+                   help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    observe.add_logging_options(p)  # --log-format text|json
     return p
 
 
@@ -102,6 +130,8 @@ def config_from_args(parser, args):
                       reclaim_interval=args.reclaim_interval or 3600.0, tombstone_ttl=args.tombstone_ttl,
                       sync_bandwidth=args.sync_bandwidth, peer_timeout=args.peer_timeout or 10.0,
                       sync_concurrency=args.sync_concurrency,
+                      min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
+                      scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       background=not args.no_background)
 
 
@@ -132,10 +162,11 @@ async def serve(config):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = configfile.parse_args(parser, argv)  # --config FILE, then the flags
     config = config_from_args(parser, args)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    observe.setup_logging(args.log_format)
     if args.log_level != "DEBUG":
         # One line per request costs real throughput; errors are still logged by the handlers.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)

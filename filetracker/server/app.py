@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import tornado.httpserver
 import tornado.web
 
+from filetracker.server import observe
 from filetracker.server.base import NotFoundHandler
 from filetracker.server.fallback import ServerFallback
 from filetracker.server.handlers import FilesContext, public_routes
@@ -65,6 +66,8 @@ def make_app(config, store=None, executor=None):
         compress_response=False,
     )
     app.ctx = ctx
+    # GET /metrics, request metrics and access lines (filetracker.server.observe)
+    observe.instrument(app, observe.server_registry(store), executor=executor)
     return app
 
 

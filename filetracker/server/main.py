@@ -17,6 +17,8 @@ import sys
 
 import tornado.netutil
 
+from filetracker import configfile
+from filetracker.server import observe
 from filetracker.server.app import ServerConfig, make_app, make_server
 from filetracker.storage import ObjectStore
 
@@ -41,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                    type=str.upper, help="log level (default INFO)")
+    observe.add_logging_options(p)  # --log-format text|json
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes sharing the socket (default 1)")
     p.add_argument("--fallback-url", default=None,
@@ -53,7 +56,7 @@ def parse_args(argv=None):
                    help="largest accepted request body in bytes (default 16 GiB)")
     p.add_argument("--threads", type=int, default=ServerConfig.threads,
                    help="disk I/O threads per process (default %d)" % ServerConfig.threads)
-    args = p.parse_args(argv)
+    args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
         p.error("no data folder: give --dir DIR or set FILETRACKER_DIR")
     if not 0 < args.port < 65536:
@@ -155,6 +158,7 @@ def run_workers(sockets, config, workers):
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.log, args.log_level)
+    observe.setup_logging(args.log_format, with_pid=True)
     config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
                           allow_writes=not args.read_only, fallback_url=args.fallback_url,
                           fallback_copy=not args.fallback_no_copy,

@@ -1,0 +1,59 @@
+"""Cluster gauges of the gateway for its ``/metrics`` (see :mod:`filetracker.server.observe`).
+
+:class:`GatewayCollector` reads the gateway's in-memory picture of the
+cluster (:class:`cluster.gateway.view.ClusterView`) at scrape time: ring
+epoch, members, replicas, partitions, and per ring member whether the gateway
+currently sends it requests (``filetracker_gateway_node_up{node}``; a node is
+marked down after a refused or timed-out exchange and up again once a probe
+answers).  Nothing here talks to a node, so a scrape is cheap.
+
+The figures are per process: a gateway run with several processes answers
+``/metrics`` from whichever process took the connection.
+"""
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+
+P = "filetracker_gateway_"
+
+
+class GatewayCollector:
+    """A prometheus_client collector over the gateway's :class:`~cluster.gateway.app.Services`."""
+
+    def __init__(self, services):
+        self.services = services
+
+    def collect(self):
+        view = self.services.view
+        ring = view.ring
+        nodes = view.all_nodes()
+        yield _gauge("ring_epoch", "Epoch of the ring the gateway routes by (-1: none yet)", view.epoch)
+        yield _gauge("ring_members", "Nodes in the ring", len(nodes))
+        if ring is not None:
+            yield _gauge("ring_replicas", "Copies of every file (N)", int(ring.n_replicas))
+            yield _gauge("ring_partitions", "Partitions of the ring", int(ring.partitions))
+        up = GaugeMetricFamily(P + "node_up", "1 while the gateway sends requests to the node, 0 while it is "
+                               "marked down", labels=["node"])
+        down = 0
+        for n in nodes:
+            live = view.is_live(n.url)
+            down += not live
+            up.add_metric([n.url], 1 if live else 0)
+        yield up
+        yield _gauge("nodes_down", "Ring members currently marked down", down)
+        yield _gauge("background_tasks", "Replica writes and read repairs still running after their answer",
+                     len(self.services._background))
+
+
+def _gauge(name, doc, value):
+    g = GaugeMetricFamily(P + name, doc)
+    g.add_metric([], value)
+    return g
+
+
+def gateway_registry(services):
+    """A new registry holding the gateway's collector and the process metrics."""
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(services))
+    ProcessCollector(registry=registry)
+    return registry
