@@ -14,6 +14,7 @@ import tornado.web
 
 from cluster.node.internal import internal_routes
 from cluster.node.metrics import node_registry
+from cluster.node.protect import protect_store
 from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
 from filetracker.server import FileHandler, FilesContext, HTTPFail, NotFoundHandler, observe, public_routes
@@ -53,6 +54,7 @@ def _public(ctx):
 def make_app(config):
     """Build the node's application (opens its store and ring; tasks not started)."""
     node = NodeState(config)
+    protect_store(node)  # reserved space + bitrot checks (cluster/node/protect.py); before ctx takes node.store
     executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="node-disk")
     ctx = FilesContext(store=node.store, executor=executor, allow_writes=config.allow_public_writes,
                        chunk_size=config.chunk_size, max_header_bytes=config.max_header_size)

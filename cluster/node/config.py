@@ -40,3 +40,14 @@ class NodeConfig:
     max_header_size: int = 64 * 1024
     idle_connection_timeout: float = 300.0
     body_timeout: float = 3600.0
+    #: integrity (cluster/node/space.py, integrity.py, scrub.py): uploads are refused (507) when
+    #: free disk < min_free_bytes; blobs are hashed before their first byte is served
+    #: (verify_reads; verified files remembered in an LRU of verify_cache_entries); the
+    #: scrubber re-hashes every blob at scrub_rate bytes/s, a pass every scrub_interval seconds
+    #: (0: never); failed repairs are retried every repair_interval seconds.
+    min_free_bytes: int = 64 * 1024 * 1024
+    verify_reads: bool = True
+    verify_cache_entries: int = 65536
+    scrub_rate: float = 8 * 1024 * 1024
+    scrub_interval: float = 24 * 3600.0
+    repair_interval: float = 60.0

@@ -14,6 +14,7 @@ import re
 import msgpack
 import tornado.web
 
+from cluster.node.integrity import BlobCorrupt
 from cluster.node.state import RingConflict
 from cluster.peers import record_headers
 from cluster.ring import Ring, RingError
@@ -24,7 +25,7 @@ from filetracker.records import Record, beats
 from filetracker.server import BaseHandler, HTTPFail, folder_from_path, name_from_path
 from filetracker.server.streaming import select_range, send_file
 from filetracker.server.upload_body import StreamedUploadMixin
-from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch
+from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch, StoreFull
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK = "application/msgpack"
@@ -72,6 +73,24 @@ class InternalHandler(BaseHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(obj, sort_keys=True))
 
+    async def verify_blob(self, sha256, f, name=None):
+        """Hash the open blob before its first byte is sent (``cluster/node/integrity.py``).
+
+        A corrupt blob (quarantined by the check, repair queued) closes ``f`` and
+        answers 503 ``checksum mismatch ...``, so a gateway tries the next replica.
+        """
+        integrity = getattr(self.node, "integrity", None)
+        if integrity is None or not getattr(self.node.config, "verify_reads", True):
+            return
+        try:
+            await self.ctx.run(integrity.check, sha256, f, False, None, None, name)
+        except BlobCorrupt as e:
+            f.close()
+            raise HTTPFail(503, str(e))
+        except BaseException:
+            f.close()
+            raise
+
     def msgpack_body(self):
         try:
             return msgpack.unpackb(self.request.body, raw=False, strict_map_key=False)
@@ -109,6 +128,14 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
         self.version = int_arg(self, "version")
         self.expected_sha256 = self.parse_body_headers()
         self.hint_for = self.request.headers.get("X-Hint-For")
+        space = getattr(self.node, "space", None)
+        if space is not None:
+            # refuse before any byte is read when the announced size would eat the reserve
+            length = self.request.headers.get("Content-Length", "")
+            try:
+                space.check(int(length) if length.isdigit() else 0)
+            except StoreFull as e:
+                raise HTTPFail(507, str(e))
         await self.begin_streamed_upload(self.store)
 
     async def put(self, path_arg):
@@ -162,6 +189,7 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
             raise HTTPFail(404, "no record of %s" % name,
                            headers=record_headers(record) if record is not None else None)
         record, f = found
+        await self.verify_blob(record.sha256, f, name)
         try:
             status, start, end = select_range(self, record.size)
         except BaseException:
@@ -188,6 +216,8 @@ class BlobHandler(InternalHandler):
             f = await self.ctx.run(self.store.open_blob, sha)
         except FileNotFoundError:
             raise HTTPFail(404, "no blob %s" % sha)
+        if self.request.method != "HEAD":
+            await self.verify_blob(sha, f)
         try:
             size = await self.ctx.run(lambda: os.fstat(f.fileno()).st_size)
             status, start, end = select_range(self, size)

@@ -49,6 +49,22 @@ def _seconds(text):
     return value
 
 
+def _bytes(text):
+    """A byte count, optionally with a K/M/G suffix (powers of 1024)."""
+    t = text.strip().upper().rstrip("B")
+    mult = 1
+    if t and t[-1] in "KMG":
+        mult = 1024 ** ("KMG".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        value = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a byte count: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="filetracker-node", description="A storage node of a filetracker cluster.")
     p.add_argument("--dir", "-d", required=True, help="data folder of this node")
@@ -74,6 +90,15 @@ def build_parser():
                    help="partitions exchanged with peers at once by a background pass (default 4)")
     p.add_argument("--no-background", action="store_true",
                    help="run no background loops (passes only via POST /_cluster/run/<task>)")
+    # integrity: reserved space, bitrot checks, scrubber (cluster/node/space.py, integrity.py, scrub.py)
+    p.add_argument("--min-free-bytes", type=_bytes, default=64 << 20,
+                   help="refuse uploads (507) when free disk space would drop below this (default 64M; 0: off)")
+    p.add_argument("--scrub-rate", type=_bytes, default=8 << 20,
+                   help="bytes/s the background scrubber hashes (default 8M; 0: unlimited)")
+    p.add_argument("--scrub-interval", type=_seconds, default=24 * 3600.0,
+                   help="seconds between scrub passes (default 86400; 0: no background scrub)")
+    p.add_argument("--no-verify-reads", action="store_true",
+                   help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     return p
@@ -105,6 +130,8 @@ def config_from_args(parser, args):
                       reclaim_interval=args.reclaim_interval or 3600.0, tombstone_ttl=args.tombstone_ttl,
                       sync_bandwidth=args.sync_bandwidth, peer_timeout=args.peer_timeout or 10.0,
                       sync_concurrency=args.sync_concurrency,
+                      min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
+                      scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       background=not args.no_background)
 
 

@@ -21,6 +21,12 @@ passes of one task from overlapping.
   new.  An owner that is down keeps the hint here until it is back: dropping
   earlier would leave fewer than N copies.
 * **reclaim**: tombstones older than ``tombstone_ttl`` are removed.
+* **scrub**: every blob is re-hashed at ``scrub_rate`` bytes/s
+  (:mod:`cluster.node.scrub`); corrupt ones are quarantined, then repaired.
+* **repair**: blobs found corrupt (on a read or by the scrubber) are fetched
+  again from peers (:mod:`cluster.node.integrity`).  It runs as soon as a
+  repair is queued (``Integrity.wake``), and retries failures every
+  ``repair_interval`` seconds.
 """
 
 import logging
@@ -28,6 +34,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from cluster.node.scrub import Scrubber
 from cluster.node.state import EMPTY_DIGEST
 from cluster.peers import PeerClient, PeerError, RateLimiter
 from filetracker.records import beats
@@ -326,6 +333,43 @@ class Reclaim(Task):
         return {"reclaimed": self.node.store.reclaim_tombstones(self.ttl)}
 
 
+class Scrub(Task):
+    """One rate-limited pass over every blob, then the repairs it queued."""
+
+    name = "scrub"
+
+    def __init__(self, node, integrity, rate, interval):
+        super().__init__(node, interval)
+        self.integrity = integrity
+        self.scrubber = Scrubber(node, integrity, rate)
+        # a restarted node does not scrub at once: the first pass after a while
+        self.first_delay = min(interval, 600.0)
+
+    def _run(self):
+        summary = self.scrubber.scrub_pass()
+        if self.integrity.pending():
+            summary["repair"] = self.integrity.repair_pending()
+        return summary
+
+    def close(self):
+        self.scrubber.stop()
+        super().close()
+
+
+class Repair(Task):
+    """Repairs of quarantined blobs, run as soon as one is queued (``wake``)."""
+
+    name = "repair"
+
+    def __init__(self, node, integrity, interval):
+        super().__init__(node, interval)
+        self.integrity = integrity
+        self.wake = integrity.wake
+
+    def _run(self):
+        return self.integrity.repair_pending()
+
+
 class TaskRunner:
     """Runs each task every ``task.interval`` seconds in its own daemon thread."""
 
@@ -336,20 +380,31 @@ class TaskRunner:
 
     def start(self):
         for task in self.tasks:
+            if not task.interval:
+                continue  # disabled (e.g. --scrub-interval 0)
             t = threading.Thread(target=self._loop, args=(task,), name="node-" + task.name, daemon=True)
             t.start()
             self._threads.append(t)
 
     def _loop(self, task):
         # A short first delay lets the node finish starting (and its peers too).
-        if self._stop.wait(min(task.interval, 1.0)):
+        if self._stop.wait(getattr(task, "first_delay", None) or min(task.interval, 1.0)):
             return
+        wake = getattr(task, "wake", None)   # a task that may be woken before its interval
         while not self._stop.is_set():
             task.run_once()
-            self._stop.wait(task.interval)
+            if wake is None:
+                self._stop.wait(task.interval)
+            else:
+                wake.wait(task.interval)
 
     def stop(self, timeout=5.0):
         self._stop.set()
+        for task in self.tasks:
+            if getattr(task, "wake", None) is not None:
+                task.wake.set()
+            if isinstance(task, Scrub):
+                task.scrubber.stop()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -373,7 +428,13 @@ def make_tasks(node):
     sync_holder["sync"] = sync
     handoff = Handoff(node, client, cfg.handoff_interval or cfg.sync_interval)
     reclaim = Reclaim(node, cfg.tombstone_ttl, cfg.reclaim_interval)
-    return {t.name: t for t in (sync, handoff, reclaim)}, client
+    tasks = [sync, handoff, reclaim]
+    integrity = getattr(node, "integrity", None)   # set by cluster.node.protect.protect_store
+    if integrity is not None:
+        integrity.client = client
+        tasks += [Scrub(node, integrity, cfg.scrub_rate, cfg.scrub_interval),
+                  Repair(node, integrity, cfg.repair_interval)]
+    return {t.name: t for t in tasks}, client
 
 
-__all__ = ["AntiEntropy", "Handoff", "Reclaim", "Replicator", "TaskRunner", "make_tasks"]
+__all__ = ["AntiEntropy", "Handoff", "Reclaim", "Repair", "Replicator", "Scrub", "TaskRunner", "make_tasks"]

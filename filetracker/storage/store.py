@@ -246,6 +246,31 @@ class ObjectStore:
                 continue
         return None
 
+    def quarantine_blob(self, sha256, dest, expect=None):
+        """Move the blob ``sha256`` out of ``blobs/`` to ``dest`` (same filesystem), under the store lock.
+
+        ``expect`` = ``(st_dev, st_ino)``: move only if the blob is still that file
+        (not a good copy installed meanwhile).  True if moved.  Records are left
+        as they are.  (Hook for ``cluster/node/integrity.py``: bitrot quarantine.)
+        """
+        path = self.blob_path(sha256)
+        with self._locked():
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return False
+            if expect is not None and (st.st_dev, st.st_ino) != tuple(expect):
+                return False
+            os.rename(path, dest)
+            fsync_dir(os.path.dirname(path))
+            return True
+
+    def restore_blob(self, src_path, sha256):
+        """Install a complete, fsynced file the caller verified as the blob ``sha256`` (kept if
+        present).  (Hook for ``cluster/node/integrity.py``: repair of a quarantined blob.)"""
+        with self._locked():
+            self._place_blob(src_path, sha256)
+
     def _place_blob(self, src_path, sha256):
         """Rename a complete, fsynced file into blobs/ (store lock held).
 

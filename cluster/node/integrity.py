@@ -1,0 +1,277 @@
+"""Bitrot defence of a node: verify blobs before serving them, quarantine bad copies, repair.
+
+Blobs are content-addressed (their file name is the SHA-256 of their bytes), so
+a blob is checked by hashing it.  :class:`Integrity` does that for the read
+paths (the internal ``/_cluster/blobs`` and ``/_cluster/files`` handlers and the
+node's public ``/files`` route through the ``check_blob`` hook of
+:func:`filetracker.server.streaming.open_for_read`) and for the scrubber:
+
+* **before the first byte** of a blob is served it is hashed whole (streamed
+  with ``os.pread`` in 1 MiB pieces, in the executor thread that calls
+  :meth:`Integrity.check`, never the whole file in memory).  A blob that
+  verified is remembered in a bounded LRU keyed by ``(sha256, st_dev, st_ino,
+  st_size, st_mtime_ns)``, so a large file read in 8 MiB ranges by a gateway is
+  hashed once, not per range, and a blob replaced or rewritten (new inode or
+  mtime) is hashed again.  Concurrent first reads of one blob share one hash
+  (single flight).
+* **on a mismatch** the blob is moved to ``<dir>/quarantine/`` (under the store
+  lock, only if it is still the same file, see
+  :meth:`filetracker.storage.ObjectStore.quarantine_blob`), the read fails with
+  :class:`BlobCorrupt` (the handlers answer 503 ``checksum mismatch ...``, so a
+  gateway moves on to the next replica before any byte was sent), and a repair
+  is queued.
+* **repair** (:meth:`Integrity.repair_pending`, run by the ``repair`` task)
+  fetches the blob by its content address from peers (the owners of the name's
+  partition first when the name is known, then every other member), checks its
+  SHA-256 while it is written to ``tmp/`` and installs it with
+  :meth:`~filetracker.storage.ObjectStore.restore_blob`.  The records are not
+  touched: they were right, only the bytes were wrong.
+
+What the LRU cannot see: bytes that rot on disk *after* a successful check
+without the file's mtime changing keep being served until the entry ages out of
+the LRU.  The scrubber (:mod:`cluster.node.scrub`) re-hashes every blob
+regardless of the LRU, which bounds that window by the scrub period.
+"""
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+
+from cluster.peers import PeerError
+from filetracker.storage import StorageError
+
+log = logging.getLogger("cluster.node.integrity")
+
+#: bytes hashed per read
+HASH_CHUNK = 1 << 20
+QUARANTINE = "quarantine"
+
+
+class BlobCorrupt(StorageError):
+    """A stored blob's bytes do not hash to its name; it was quarantined and a repair queued."""
+
+    def __init__(self, sha256, actual, node_id=""):
+        super().__init__("checksum mismatch: blob %s%s is corrupt (its bytes hash to %s); "
+                         "quarantined, repair scheduled"
+                         % (sha256, " on " + node_id if node_id else "", actual[:16] + "..."))
+        self.sha256 = sha256
+        self.actual = actual
+
+
+def hash_open_file(f, limiter=None, stop=None):
+    """Hex SHA-256 of the whole open file ``f`` (by ``pread``: its position is unchanged).
+
+    ``limiter.consume(n)`` is charged per piece (the scrubber's rate limit);
+    ``stop`` (an Event) aborts with None when set.
+    """
+    fd = f.fileno()
+    h = hashlib.sha256()
+    offset = 0
+    while True:
+        if stop is not None and stop.is_set():
+            return None
+        data = os.pread(fd, HASH_CHUNK, offset)
+        if not data:
+            return h.hexdigest()
+        h.update(data)
+        offset += len(data)
+        if limiter is not None:
+            limiter.consume(len(data))
+
+
+def file_key(sha256, f):
+    """The LRU key of an open blob: content address + file identity + mtime."""
+    st = os.fstat(f.fileno())
+    return (sha256, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _Flight:
+    """One hash in progress that other readers of the same file wait for."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.ok = None
+        self.actual = None
+
+
+class Integrity:
+    """Verification, quarantine and repair of one node's blobs.  Thread-safe.
+
+    ``node`` is the :class:`~cluster.node.state.NodeState` (its ``store``,
+    ``ring`` and ``id``); ``client`` a :class:`~cluster.peers.PeerClient` for repairs.
+    """
+
+    def __init__(self, node, client=None, cache_entries=65536):
+        self.node = node
+        self.client = client
+        self.quarantine_dir = os.path.join(node.config.dir, QUARANTINE)
+        os.makedirs(self.quarantine_dir, exist_ok=True)
+        self._cache = OrderedDict()
+        self._cache_entries = cache_entries
+        self._flights = {}
+        self._lock = threading.Lock()
+        self._pending = {}            # sha256 -> name hint (or None), waiting for repair
+        self.wake = threading.Event() # set when a repair is queued (the repair task waits on it)
+        self.counters = {"verified": 0, "cache_hits": 0, "corrupt": 0, "quarantined": 0,
+                         "repaired": 0, "repair_failed": 0}
+
+    @property
+    def store(self):
+        return self.node.store
+
+    # ------------------------------------------------------------------ verification
+
+    def _remember(self, key):
+        with self._lock:
+            self._cache[key] = True
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_entries:
+                self._cache.popitem(last=False)
+
+    def check(self, sha256, f, force=False, limiter=None, stop=None, name=None):
+        """Verify the open blob ``f`` of ``sha256`` (blocking); raise :class:`BlobCorrupt` if bad.
+
+        ``force`` ignores the LRU (the scrubber).  Returns True when the file was
+        hashed now, False when the LRU vouched for it (or ``stop`` was set).
+        """
+        key = file_key(sha256, f)
+        with self._lock:
+            if not force and key in self._cache:
+                self._cache.move_to_end(key)
+                self.counters["cache_hits"] += 1
+                return False
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.ok is None:          # the leader was stopped: hash it ourselves
+                return self.check(sha256, f, force, limiter, stop, name)
+        else:
+            try:
+                actual = hash_open_file(f, limiter, stop)
+                flight.actual = actual
+                flight.ok = None if actual is None else actual == sha256
+            finally:
+                with self._lock:
+                    self._flights.pop(key, None)
+                flight.done.set()
+            if flight.ok is None:
+                return False
+            with self._lock:
+                self.counters["verified"] += 1
+            if flight.ok:
+                self._remember(key)
+            else:
+                self._found_corrupt(sha256, key, flight.actual, name)
+        if not flight.ok:
+            raise BlobCorrupt(sha256, flight.actual, self.node.id)
+        return leader
+
+    def _found_corrupt(self, sha256, key, actual, name):
+        log.error("checksum mismatch: blob %s hashes to %s; quarantining it", sha256, actual)
+        with self._lock:
+            self.counters["corrupt"] += 1
+        dest = os.path.join(self.quarantine_dir, "%s.%d" % (sha256, time.time_ns()))
+        try:
+            if self.store.quarantine_blob(sha256, dest, expect=(key[1], key[2])):
+                with self._lock:
+                    self.counters["quarantined"] += 1
+        except OSError as e:
+            log.error("could not quarantine blob %s: %s", sha256, e)
+        self.schedule_repair(sha256, name)
+
+    def schedule_repair(self, sha256, name=None):
+        """Queue ``sha256`` for :meth:`repair_pending` (``name``: a record using it, to find owners)."""
+        with self._lock:
+            if name is not None or sha256 not in self._pending:
+                self._pending[sha256] = name
+        self.wake.set()
+
+    def pending(self):
+        with self._lock:
+            return len(self._pending)
+
+    # ------------------------------------------------------------------ repair
+
+    def _sources(self, name):
+        """Peer URLs to fetch from: the owners of ``name``'s partition first, then every other member."""
+        ring = self.node.ring
+        urls = []
+        if name is not None:
+            urls = [n.url for n in ring.partition_owners(self.node.partition_of(name))]
+        urls += [n.url for n in ring.nodes]
+        seen, out = set(), []
+        for u in urls:
+            if u != self.node.id and u not in seen:
+                seen.add(u)
+                out.append(u)
+        return out
+
+    def repair_one(self, sha256, name=None):
+        """Fetch ``sha256`` from a peer, check it, install it; True when the blob is good here now."""
+        store = self.store
+        if store.has_blob(sha256):
+            try:
+                with store.open_blob(sha256) as f:
+                    self.check(sha256, f, force=True)
+                return True          # restored meanwhile (a replica pushed it, a new upload)
+            except (BlobCorrupt, FileNotFoundError):
+                pass                 # quarantined by the check: fetch it
+        if self.client is None:
+            return False
+        for url in self._sources(name):
+            upload = store.begin_upload()
+            try:
+                self.client.fetch_blob(url, sha256, upload.write)
+                upload.finish()
+                if upload.sha256 != sha256:
+                    log.warning("repair of %s: the copy from %s is corrupt too", sha256, url)
+                    continue
+                store.restore_blob(upload.path, sha256)
+                log.info("repaired blob %s from %s", sha256, url)
+                return True
+            except PeerError as e:
+                log.debug("repair of %s: %s has no good copy: %s", sha256, url, e)
+            except (StorageError, OSError) as e:
+                log.warning("repair of %s from %s failed: %s", sha256, url, e)
+            finally:
+                upload.abort()       # no-op when restore_blob took the file
+        return False
+
+    def repair_pending(self):
+        """Repair every queued blob once; ``{"repaired", "failed", "pending"}`` (failures stay queued)."""
+        with self._lock:
+            work = dict(self._pending)
+            self.wake.clear()
+        repaired = failed = 0
+        for sha, name in work.items():
+            ok = self.repair_one(sha, name)
+            with self._lock:
+                if ok:
+                    if self._pending.get(sha, name) == name:
+                        self._pending.pop(sha, None)
+                    self.counters["repaired"] += 1
+                else:
+                    self.counters["repair_failed"] += 1
+            repaired += ok
+            failed += not ok
+        return {"repaired": repaired, "failed": failed, "pending": self.pending()}
+
+    def quarantined_files(self):
+        try:
+            return len(os.listdir(self.quarantine_dir))
+        except OSError:
+            return 0
+
+    def summary(self):
+        """Counters for status/verify answers."""
+        with self._lock:
+            out = dict(self.counters)
+            out["pending_repair"] = len(self._pending)
+        out["quarantine_files"] = self.quarantined_files()
+        return out
