@@ -108,6 +108,8 @@ def build_parser():
         importer = None
     if importer is not None:
         importer.register(sub)
+    from cluster.admin import tokens  # token add|list|remove: touches only --auth-file
+    tokens.register(sub)
     return p
 
 

@@ -21,6 +21,7 @@ from filetracker.errors import (
 from filetracker.httpdate import parse_version
 from filetracker.names import check_folder, check_name
 from filetracker.ranges import RangeNotSatisfiable
+from filetracker.server import guard as _guard
 from filetracker.storage.errors import (
     BlobMissing,
     ChecksumMismatch,
@@ -120,11 +121,15 @@ def request_version(handler, path_version=None, required=True):
 class BaseHandler(tornado.web.RequestHandler):
     """Errors as status + X-Exception + short text; request header size checked.
 
-    Subclasses that override :meth:`prepare` must call ``super().prepare()``.
-    ``max_header_bytes`` may be given as an initialize argument.
+    Subclasses that override :meth:`prepare` (or :meth:`on_connection_close`)
+    must call the ``super()`` method.  ``max_header_bytes`` may be given as an
+    initialize argument.  When the application setting ``ft_guard`` holds a
+    :class:`filetracker.server.guard.Guard`, :meth:`prepare` also applies its
+    access control and limits (401/403/408/413/414/503).
     """
 
     max_header_bytes = DEFAULT_MAX_HEADER_BYTES
+    _guarded = None
 
     def initialize(self, **kwargs):
         for key, value in kwargs.items():
@@ -135,6 +140,26 @@ class BaseHandler(tornado.web.RequestHandler):
         if total > self.max_header_bytes:
             raise HTTPFail(431, "request headers too large (%d bytes, limit %d)"
                            % (total, self.max_header_bytes))
+        guard = self.settings.get(_guard.SETTING)
+        if guard is not None:
+            self._guarded = _guard.GuardedRequest(guard, self)
+            self._guarded.admit()
+
+    def on_finish(self):
+        if self._guarded is not None:
+            self._guarded.release()
+        super().on_finish()
+
+    def on_connection_close(self):
+        if self._guarded is not None:
+            self._guarded.release()
+        super().on_connection_close()
+
+    def flush(self, include_footers=False):
+        future = super().flush(include_footers)
+        if self._guarded is not None:
+            return self._guarded.bounded_flush(future)
+        return future
 
     def compute_etag(self):
         # Bodies are streamed with flush(); Tornado's body-hash ETag would be wrong.

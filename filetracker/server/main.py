@@ -56,6 +56,7 @@ def parse_args(argv=None):
                    help="largest accepted request body in bytes (default 16 GiB)")
     p.add_argument("--threads", type=int, default=ServerConfig.threads,
                    help="disk I/O threads per process (default %d)" % ServerConfig.threads)
+    add_guard_arguments(p)
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
         p.error("no data folder: give --dir DIR or set FILETRACKER_DIR")
@@ -67,9 +68,62 @@ def parse_args(argv=None):
         p.error("--threads must be at least 1")
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
+    check_guard_arguments(p, args)
     if args.fallback_no_copy and not args.fallback_url:
         p.error("--fallback-no-copy needs --fallback-url")
     return args
+
+
+def add_guard_arguments(p, defaults=ServerConfig):
+    """Access control and limit options (shared by filetracker-server, -node and -gateway)."""
+    p.add_argument("--auth-file", metavar="F", default=None,
+                   help="token file (see filetracker-admin token add): require a token of the right scope")
+    p.add_argument("--max-header-size", type=int, default=defaults.max_header_size, metavar="BYTES",
+                   help="largest request header block (431 above it; default %(default)s)")
+    p.add_argument("--max-uri-size", type=int, default=defaults.max_uri_bytes, metavar="BYTES",
+                   help="longest request target (414 above it; default %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=defaults.idle_connection_timeout, metavar="S",
+                   help="seconds an idle connection (or an unfinished request head) is kept (default %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout, metavar="S",
+                   help="seconds allowed to receive one whole request body (default %(default)s)")
+    p.add_argument("--body-idle-timeout", type=float, default=defaults.body_idle_timeout, metavar="S",
+                   help="seconds a request body may stall before 408 (0: never; default %(default)s)")
+    p.add_argument("--send-timeout", type=float, default=defaults.send_timeout, metavar="S",
+                   help="seconds a client may stop reading an answer before it is cut (0: never; "
+                        "default %(default)s)")
+    p.add_argument("--max-uploads", type=int, default=None, metavar="N",
+                   help="uploads received at once (per process); 503 + Retry-After above it (default: no bound)")
+
+
+def check_guard_arguments(p, args):
+    """``p.error`` (exit 2) for unusable limit values or an unreadable token file."""
+    from filetracker.auth import AuthFileError, TokenTable
+
+    for flag in ("max_header_size", "max_uri_size"):
+        if getattr(args, flag) < 256:
+            p.error("--%s must be at least 256" % flag.replace("_", "-"))
+    for flag in ("idle_timeout", "body_timeout"):
+        if getattr(args, flag) <= 0:
+            p.error("--%s must be positive" % flag.replace("_", "-"))
+    for flag in ("body_idle_timeout", "send_timeout"):
+        if getattr(args, flag) < 0:
+            p.error("--%s must not be negative" % flag.replace("_", "-"))
+    if args.max_uploads is not None and args.max_uploads < 1:
+        p.error("--max-uploads must be at least 1")
+    if args.auth_file:
+        try:
+            TokenTable.load(args.auth_file)
+        except AuthFileError as e:
+            p.error(str(e))
+
+
+def guard_config(args):
+    """The ServerConfig/NodeConfig/GatewayConfig keyword arguments of the options above."""
+    return dict(auth_file=os.path.abspath(args.auth_file) if args.auth_file else None,
+                max_header_size=args.max_header_size, max_uri_bytes=args.max_uri_size,
+                idle_connection_timeout=args.idle_timeout, body_timeout=args.body_timeout,
+                body_idle_timeout=args.body_idle_timeout, send_timeout=args.send_timeout,
+                max_uploads=args.max_uploads)
 
 
 def setup_logging(path, level):
@@ -162,7 +216,8 @@ def main(argv=None):
     config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
                           allow_writes=not args.read_only, fallback_url=args.fallback_url,
                           fallback_copy=not args.fallback_no_copy,
-                          max_body_size=args.max_body_size, threads=args.threads)
+                          max_body_size=args.max_body_size, threads=args.threads,
+                          **guard_config(args))
     try:
         os.makedirs(config.dir, exist_ok=True)
         # Open once here: creates the layout and clears tmp/ before any worker starts.
