@@ -5,12 +5,18 @@ no longer own (handoff) or newly own (anti-entropy) and move them, driven by
 ``rebalance``.  A removed node is given the new ring too: it is then outside
 the ring but still reachable, so its handoff pushes everything it holds to the
 new owners; it has left for good once it holds nothing (``remove-node`` waits
-for that unless ``--no-wait``; ``rebalance --drain URL`` resumes the watch).
+for that unless ``--no-wait``).
+
+Before the ring changes, the member is recorded as *leaving* on every node
+(:mod:`cluster.admin.draining`), so an interrupted removal is finished by a
+plain ``filetracker-admin rebalance`` or ``remove-node URL`` again; ``--drain URL``
+is no longer needed (still accepted).
 
 Ring writes go to the members first and to the node that leaves last, so that
 no node starts handing data to owners that do not know yet that they own it.
 """
 
+from cluster.admin import draining
 from cluster.admin.access import AdminError, describe_error
 from cluster.admin.rebalance import rebalance
 from cluster.peers import PeerError
@@ -54,6 +60,11 @@ def add_node(access, out, url, weight=1):
     node_id = status.get("id") or url
     if ring.node(node_id) is not None or any(n.url == url for n in ring.nodes):
         raise AdminError("%s is already a member of ring epoch %d" % (url, ring.epoch))
+    doc, _ = draining.read(access, [n.url for n in ring.nodes])
+    gone = draining.find(doc, node_id) or draining.find(doc, url)
+    if gone is not None:
+        # it was removed before and comes back: it must not be removed again by a resumed drain
+        draining.write(access, draining.changed(doc, remove=[gone["id"]]), [n.url for n in ring.nodes] + [url])
     if its_ring.partition_power != ring.partition_power:
         raise AdminError("%s was started with partition power %d, the cluster uses %d"
                          % (url, its_ring.partition_power, ring.partition_power))
@@ -77,6 +88,12 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
     ring, rings = access.discover()
     _require_agreed(ring, rings)
     node = ring.node(url) or next((n for n in ring.nodes if n.url == url), None)
+    doc, _ = draining.read(access, [n.url for n in ring.nodes])
+    if node is None and draining.find(doc, url) is not None:
+        out.write("%s is already leaving (ring epoch %d): resuming its drain\n" % (url, ring.epoch))
+        if not wait:
+            return 0
+        return rebalance(access, out, timeout=timeout, down_timeout=down_timeout, tty=tty)
     if node is None:
         raise AdminError("%s is not a member of ring epoch %d (members: %s)"
                          % (url, ring.epoch, ", ".join(n.id for n in ring.nodes)))
@@ -86,6 +103,7 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
     if len(new.nodes) < ring.replicas:
         out.write("warning: %d nodes left for N=%d: files will have only %d copies\n"
                   % (len(new.nodes), ring.replicas, new.n_replicas))
+    draining.record(access, out, doc, node, ring)   # first: a re-run then knows what was going on
     failed = _write(access, out, new, [[n.url for n in new.nodes]])
     leaving = _write(access, out, new, [[node.url]])
     out.write("ring epoch %d: removed %s; %d nodes, N=%d; fraction of replica copies that move: %.4f\n"
@@ -94,8 +112,7 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         out.write("%s is unreachable: its data is rebuilt from the other replicas (if it comes back it "
                   "learns the new ring from its peers and hands off what it holds)\n" % node.id)
     if not wait:
-        out.write("draining %s in the background; watch it with `filetracker-admin rebalance --drain %s`\n"
-                  % (node.id, node.url))
+        out.write("draining %s in the background; watch it with `filetracker-admin rebalance`\n" % node.id)
         return 1 if failed else 0
     status = rebalance(access, out, drain=[] if leaving else [node.url], timeout=timeout,
                        down_timeout=down_timeout, tty=tty)

@@ -12,8 +12,11 @@ partition agree.  The admin only
 3. watches: a snapshot of digests and status every ``poll`` seconds drives the
    progress display and decides when the cluster is balanced.
 
-Being idempotent and stateless, an interrupted rebalance (admin killed, a node
-killed mid-move) is resumed by running it again.
+Being idempotent, an interrupted rebalance (admin killed, a node killed
+mid-move) is resumed by running it again.  The leaving members that
+``remove-node`` recorded on the nodes are drained without any option (an
+interrupted removal is finished first, see :mod:`cluster.admin.draining`), and
+dropped from that record once they hold nothing.
 
 Under a live write load the digests of a partition's owners differ for a
 moment after each write, so "balanced" also accepts a snapshot whose only
@@ -25,6 +28,7 @@ every node is real and keeps the command waiting.
 import threading
 import time
 
+from cluster.admin import draining
 from cluster.admin.access import AdminError, PeerError
 from cluster.admin.analysis import analyze, record_problems
 from cluster.admin.progress import Progress, human_bytes
@@ -173,6 +177,12 @@ def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down
               poll=1.0, tty=None):
     """Run the command; returns the exit status (0 balanced, 1 not)."""
     newest, rings = access.discover(extra=drain)
+    resumed, leaving, _doc = draining.resume(access, out, newest, rings, extra=drain)
+    drain = list(dict.fromkeys(list(drain) + leaving))
+    if leaving:
+        newest, rings = access.discover(extra=drain)
+        if newest.epoch < resumed.epoch:
+            newest = resumed
     lagging = access.spread_ring(newest, rings)
     ring = newest
     if lagging:
@@ -187,6 +197,7 @@ def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down
         out.write("balanced: every file is on exactly its %d owners (ring epoch %d)\n"
                   % (ring.n_replicas, ring.epoch))
         _report_drained(out, views)
+        draining.forget_drained(access, out, ring, views)
         return 0
     if not wait:
         trigger(access, views)
@@ -257,7 +268,9 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
     out.write("balanced: every file is on exactly its %d owners (ring epoch %d); %d records handed off in %.1fs\n"
               % (ring.n_replicas, ring.epoch, moved_peak, time.monotonic() - t0))
     if drain:
-        _report_drained(out, access.snapshot(ring, extra=drain))
+        final = access.snapshot(ring, extra=drain)
+        _report_drained(out, final)
+        draining.forget_drained(access, out, ring, final)
     return 0
 
 

@@ -7,6 +7,7 @@ learnt, with down nodes marked DOWN and the reason).
 
 import json
 
+from cluster.admin import draining
 from cluster.admin.analysis import analyze
 from cluster.admin.progress import human_bytes
 
@@ -16,6 +17,9 @@ COLUMNS = ("NODE", "STATE", "EPOCH", "OWNED", "FILES", "BYTES", "FREE", "PENDING
 def collect(access, drain=()):
     """``(document, exit_status)``: the JSON-able status of the cluster."""
     ring, _ = access.discover(extra=drain)
+    doc, _ = draining.read(access, [n.url for n in ring.nodes] + list(drain))
+    leaving = {m["id"] for m in doc["members"]} | {m["url"] for m in doc["members"]}
+    drain = list(dict.fromkeys(list(drain) + [m["url"] for m in doc["members"]]))
     views = access.snapshot(ring, extra=drain)
     analysis = analyze(ring, views)
     incoming = {}
@@ -27,6 +31,7 @@ def collect(access, drain=()):
         s = v.status or {}
         nodes.append({
             "id": v.id, "url": v.url, "member": v.member, "up": v.up, "error": v.error,
+            "leaving": not v.member or v.id in leaving or v.url in leaving,
             "epoch": v.ring.epoch if v.ring is not None else None,
             "ring_agrees": bool(v.ring is not None and v.ring == ring),
             "partitions_owned": len(ring.owned_partitions(v.id)) if v.member else 0,
@@ -50,7 +55,7 @@ def _cell(value, fmt=str):
 def render(doc, out):
     rows = [COLUMNS]
     for n in doc["nodes"]:
-        name = n["id"] if n["member"] else n["id"] + " (leaving)"
+        name = n["id"] + " (leaving)" if n.get("leaving") or not n["member"] else n["id"]
         state = "up" if n["up"] else "DOWN"
         epoch = _cell(n["epoch"])
         if n["up"] and not n["ring_agrees"]:

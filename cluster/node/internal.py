@@ -15,7 +15,7 @@ import msgpack
 import tornado.web
 
 from cluster.node.integrity import BlobCorrupt
-from cluster.node.state import RingConflict
+from cluster.node.state import RingConflict, check_draining
 from cluster.peers import record_headers
 from cluster.ring import Ring, RingError
 from cluster.secret import SECRET_HEADER, secret_ok
@@ -114,6 +114,26 @@ class RingHandler(InternalHandler):
         except RingConflict as e:
             raise HTTPFail(409, str(e))
         self.finish_json({"installed": installed, "epoch": self.node.ring.epoch})
+
+
+class DrainingHandler(InternalHandler):
+    """``GET``/``PUT /_cluster/draining``: the leaving members (msgpack
+    ``{"version", "members": [{"id", "url"}]}``), persisted by the node.
+    PUT answers 200 when the version is newer (or equal and identical), 409 when older."""
+
+    def get(self):
+        self.finish_msgpack(self.node.draining.doc)
+
+    async def put(self):
+        try:
+            doc = check_draining(self.msgpack_body())
+        except ValueError as e:
+            raise HTTPFail(400, "invalid draining list: %s" % e)
+        try:
+            installed = await self.ctx.run(self.node.draining.install, doc)
+        except RingConflict as e:
+            raise HTTPFail(409, str(e))
+        self.finish_json({"installed": installed, "version": self.node.draining.doc["version"]})
 
 
 @tornado.web.stream_request_body
@@ -349,6 +369,7 @@ def internal_routes(node, ctx):
     kw = {"node": node, "ctx": ctx}
     return [
         tornado.web.url(r"/_cluster/ring", RingHandler, kw),
+        tornado.web.url(r"/_cluster/draining", DrainingHandler, kw),
         tornado.web.url(r"/_cluster/files/(.*)", FileHandler, kw),
         tornado.web.url(r"/_cluster/blobs/([^/]*)", BlobHandler, kw),
         tornado.web.url(r"/_cluster/list", ListHandler, kw),

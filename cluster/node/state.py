@@ -3,6 +3,10 @@
 * :class:`RingHolder` keeps the current :class:`~cluster.ring.Ring` and stores it in
   ``<dir>/ring.msgpack`` (temp file, fsync, rename, fsync of the folder), so a
   restarted node comes back with the ring it last accepted.
+* :class:`DrainingList` keeps the cluster's *leaving members* (nodes being removed
+  whose data must still reach the others) in ``<dir>/draining.msgpack``, written by
+  ``filetracker-admin remove-node`` before the ring change, so an interrupted
+  removal is resumed by a plain re-run (``rebalance`` or ``remove-node``).
 * :class:`TrackedStore` wraps the :class:`~filetracker.storage.ObjectStore` and
   tells the :class:`DigestCache` which partition every write touched, so
   anti-entropy does not rescan unchanged partitions.  The public handlers of
@@ -82,6 +86,78 @@ class RingHolder:
             self._save(ring)
             self.ring = ring
             log.info("installed ring epoch %d: %s", ring.epoch, [n.id for n in ring.nodes])
+            return True
+
+
+DRAINING_FILE = "draining.msgpack"
+
+
+def _save_atomic(path, obj):
+    """Write ``obj`` as msgpack to ``path``: temp file, fsync, rename, fsync of the folder."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(msgpack.packb(obj))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def check_draining(doc):
+    """Validate a draining document ``{"version": int >= 0, "members": [{"id": str, "url": str}]}``;
+    returns it normalised (members sorted by id, no duplicate id).  ValueError when malformed."""
+    if not isinstance(doc, dict):
+        raise ValueError("a draining document is a map")
+    version = doc.get("version")
+    members = doc.get("members")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError("version must be a non-negative integer")
+    if not isinstance(members, list):
+        raise ValueError("members must be a list")
+    out = {}
+    for m in members:
+        if not (isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("url"), str)
+                and m["id"] and m["url"].startswith(("http://", "https://"))):
+            raise ValueError("each member needs an id and an http(s) url: %r" % (m,))
+        out[m["id"]] = {"id": m["id"], "url": m["url"].rstrip("/")}
+    return {"version": version, "members": [out[k] for k in sorted(out)]}
+
+
+class DrainingList:
+    """The leaving members as this node last learnt them: a last-writer-wins register.
+
+    The admin writes a whole new document with ``version`` + 1; :meth:`install`
+    keeps the highest version (an equal version must be identical), persisted
+    atomically, so a restarted node still knows which members are draining.
+    """
+
+    def __init__(self, dir):
+        self.path = os.path.join(dir, DRAINING_FILE)
+        self._lock = threading.Lock()
+        self.doc = {"version": 0, "members": []}
+        try:
+            with open(self.path, "rb") as f:
+                self.doc = check_draining(msgpack.unpackb(f.read(), raw=False))
+        except FileNotFoundError:
+            pass
+        except (ValueError, msgpack.UnpackException) as e:
+            raise RingError("cannot read %s: %s" % (self.path, e)) from None
+
+    def install(self, doc):
+        """Adopt ``doc`` (already checked) if newer: True if installed, False if it is the
+        current one.  :class:`RingConflict` for an older version or an equal one that differs."""
+        with self._lock:
+            current = self.doc
+            if doc["version"] < current["version"]:
+                raise RingConflict("draining list version %d is older than the current %d"
+                                   % (doc["version"], current["version"]))
+            if doc["version"] == current["version"]:
+                if doc == current:
+                    return False
+                raise RingConflict("a different draining list with version %d is installed" % doc["version"])
+            _save_atomic(self.path, doc)
+            self.doc = doc
+            log.info("draining list version %d: %s", doc["version"], [m["id"] for m in doc["members"]])
             return True
 
 
@@ -196,6 +272,7 @@ class NodeState:
         initial = Ring.initial((config.node_id,) + tuple(config.peers), replicas=config.replicas,
                                partition_power=config.partition_power)
         self.rings = RingHolder(config.dir, initial)
+        self.draining = DrainingList(config.dir)
         power = self.rings.ring.partition_power
         self.partition_of = lambda name: partition_of(name, power)
         self.raw_store = ObjectStore(config.dir, partition_of=self.partition_of)
