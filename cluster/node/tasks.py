@@ -367,7 +367,9 @@ class Repair(Task):
         self.wake = integrity.wake
 
     def _run(self):
-        return self.integrity.repair_pending()
+        summary = self.integrity.repair_pending()
+        summary["integrity"] = self.integrity.summary()   # counters since start (tests, operators)
+        return summary
 
 
 class TaskRunner:

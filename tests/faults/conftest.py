@@ -1,0 +1,72 @@
+"""Fixtures of the fault suite (``pytest -m faults``).
+
+The cluster launcher is the one of ``tests/cluster`` (:class:`NodeCluster`,
+``cluster_factory``), imported here so the fixtures apply to this folder.
+:data:`FIGURES` collects what every fault test tried; the totals are printed
+at the end of the session (``pytest_terminal_summary``, visible without ``-s``).
+"""
+
+import collections
+import hashlib
+import os
+
+import requests
+
+from tests.cluster.conftest import SECRET, NodeCluster, cluster_factory, wait_until  # noqa: F401
+
+#: test name -> {"cases", "faults", "acked_checked", "lost"}
+FIGURES = collections.OrderedDict()
+
+
+def figures(test, cases=0, faults=0, acked_checked=0, lost=0):
+    """Record (and print) one test's figures."""
+    FIGURES[test] = {"cases": cases, "faults": faults, "acked_checked": acked_checked, "lost": lost}
+    print("\nFIGURES %s: cases tried %d, faults injected %d, acknowledged writes checked %d, lost: %d"
+          % (test, cases, faults, acked_checked, lost))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FIGURES:
+        return
+    tot = {k: sum(f[k] for f in FIGURES.values()) for k in ("cases", "faults", "acked_checked", "lost")}
+    tr = terminalreporter
+    tr.write_sep("-", "fault suite figures")
+    for name, f in FIGURES.items():
+        tr.write_line("%-34s cases %5d  faults %4d  acked writes checked %5d  lost %d"
+                      % (name, f["cases"], f["faults"], f["acked_checked"], f["lost"]))
+    tr.write_line("TOTAL: cases tried %d, faults injected %d, acknowledged writes checked %d, lost: %d"
+                  % (tot["cases"], tot["faults"], tot["acked_checked"], tot["lost"]))
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def blob_path(cluster, i, sha):
+    return os.path.join(cluster.dirs[i], "blobs", sha[:2], sha)
+
+
+def flip_byte(path, offset=None, keep_mtime=False):
+    """Flip one byte of a stored file in place (bitrot); ``keep_mtime`` restores the mtime (silent rot)."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        pos = st.st_size // 2 if offset is None else offset
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x40]))
+        f.flush()
+        os.fsync(f.fileno())
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def gw_put(gw, name, data, version, session=None):
+    from tests.cluster.test_e2e_support import http_date
+    return (session or requests).put(gw + "/files" + name, params={"last_modified": http_date(version)},
+                                     data=data, timeout=30)
+
+
+def tmp_files(cluster, i):
+    d = os.path.join(cluster.dirs[i], "tmp")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []

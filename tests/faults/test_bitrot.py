@@ -1,0 +1,126 @@
+"""Bitrot: a flipped byte in a stored blob is detected (SHA-256) on read and by the scrubber,
+the client still gets the right bytes from another replica, and the bad copy is repaired.
+
+Nodes run with ``--no-background`` so each step is visible: a detection quarantines
+the blob at once (``<dir>/quarantine/``); the repair runs when the test asks for it
+(``POST /_cluster/run/repair``; a node with background loops repairs by itself at once).
+"""
+
+import os
+import time
+
+import pytest
+import requests
+
+from tests.cluster.test_admin_support import admin
+from tests.faults.conftest import blob_path, figures, flip_byte, gw_put, sha256
+
+pytestmark = pytest.mark.faults
+
+BASE = 1795550400
+MiB = 1 << 20
+
+
+def quarantined(c, i):
+    d = os.path.join(c.dirs[i], "quarantine")
+    return os.listdir(d) if os.path.isdir(d) else []
+
+
+def blob_get(c, i, sha, **headers):
+    return requests.get(c.urls[i] + "/_cluster/blobs/" + sha, headers=c.headers(**headers), timeout=30)
+
+
+def test_corrupt_blob_detected_on_read_and_repaired(cluster_factory):
+    c = cluster_factory(3, gateway=True, gateway_args=["--timeout", "1"])
+    gw = c.gateway_url
+    files = {"/rot/f%d" % i: os.urandom(100_000 + i) for i in range(6)}
+    for n, (name, data) in enumerate(files.items()):
+        assert gw_put(gw, name, data, BASE + n).status_code == 200
+    faults = 0
+    # 1. direct read of a corrupt copy: 503 + reason, blob quarantined, nothing served
+    name, data = "/rot/f0", files["/rot/f0"]
+    sha = sha256(data)
+    flip_byte(blob_path(c, 0, sha))
+    faults += 1
+    r = blob_get(c, 0, sha)
+    assert r.status_code == 503 and "checksum mismatch" in r.headers["X-Exception"], r.headers
+    assert not os.path.exists(blob_path(c, 0, sha)) and len(quarantined(c, 0)) == 1
+    assert requests.get(c.urls[0] + "/_cluster/files" + name, headers=c.headers(),
+                        timeout=10).status_code != 200          # the record's blob is gone here: no bad bytes
+    rep = c.run(0, "repair")["repair"]
+    assert rep["repaired"] == 1 and rep["pending"] == 0, rep
+    r = blob_get(c, 0, sha)
+    assert r.status_code == 200 and r.content == data
+    # 2. through the gateway: the corrupt replica fails before its first byte, the next one serves
+    reads = 0
+    for data in list(files.values())[1:]:
+        flip_byte(blob_path(c, 1, sha256(data)))
+        faults += 1
+    c.pause(2)      # only nodes 0 and 1 answer: the corrupt copy on 1 is met half of the time
+    try:
+        for _ in range(6):
+            for name, data in list(files.items())[1:]:
+                r = requests.get(gw + "/files" + name, timeout=30)
+                reads += 1
+                assert r.status_code == 200 and r.content == data, (name, r.status_code, r.headers)
+    finally:
+        c.resume(2)
+    detected = len(quarantined(c, 1))
+    assert detected >= 1, "the gateway never read node 1's corrupt copies"
+    rep = c.run(1, "repair")["repair"]
+    assert rep["repaired"] == detected and rep["integrity"]["corrupt"] == detected, rep
+    # the copies not read yet are still corrupt: the scrubber finds them without any read
+    scrub = c.run(1, "scrub")["scrub"]
+    assert scrub["corrupt"] == 5 - detected and scrub["repair"]["repaired"] == 5 - detected, scrub
+    for name, data in files.items():
+        for i in range(3):
+            r = blob_get(c, i, sha256(data))
+            assert r.status_code == 200 and r.content == data, (i, name)
+    assert admin(c, "verify").returncode == 0
+    figures("bitrot on read", cases=reads + 1, faults=faults, acked_checked=len(files) * 3)
+
+
+def test_scrubber_finds_silent_rot_rate_limited(cluster_factory):
+    rate = 4 * MiB
+    c = cluster_factory(3, node_args=["--scrub-rate", str(rate)])
+    payload = {"/scrub/f%d" % i: os.urandom(2 * MiB) for i in range(6)}
+    for n, (name, data) in enumerate(payload.items()):
+        for i in range(3):
+            assert c.put(i, name, data, BASE + n).status_code == 200
+    # every copy on node 2 verified once by a read (now in its LRU) ...
+    for data in payload.values():
+        assert blob_get(c, 2, sha256(data)).status_code == 200
+    # ... then two of them rot silently (same mtime): reads trust the LRU, the scrubber does not
+    bad = list(payload.values())[:2]
+    for data in bad:
+        flip_byte(blob_path(c, 2, sha256(data)), keep_mtime=True)
+    t0 = time.monotonic()
+    s = c.run(2, "scrub")["scrub"]
+    took = time.monotonic() - t0
+    assert s["corrupt"] == 2 and s["blobs"] == 4 and s["complete"], s
+    assert s["repair"]["repaired"] == 2, s
+    # 12 MiB hashed at 4 MiB/s (one second of burst): at least ~2 s
+    hashed = sum(len(d) for d in payload.values())
+    assert took >= (hashed - rate) / rate * 0.9, (took, s)
+    for data in payload.values():
+        r = blob_get(c, 2, sha256(data))
+        assert r.status_code == 200 and sha256(r.content) == sha256(data)
+    figures("bitrot by scrubber", cases=len(payload), faults=len(bad), acked_checked=len(payload))
+    print("scrub pass: %d MiB at --scrub-rate %d MiB/s took %.2f s" % (hashed // MiB, rate // MiB, took))
+
+
+def test_large_blob_hashed_once_for_many_ranges(cluster_factory):
+    c = cluster_factory(3, gateway=True)
+    data = os.urandom(20 * MiB)
+    assert gw_put(c.gateway_url, "/big/one", data, BASE).status_code == 200
+    sha = sha256(data)
+    got = []
+    for start in range(0, len(data), 4 * MiB):
+        r = blob_get(c, 0, sha, Range="bytes=%d-%d" % (start, start + 4 * MiB - 1))
+        assert r.status_code == 206
+        got.append(r.content)
+    assert b"".join(got) == data
+    counters = c.run(0, "repair")["repair"]["integrity"]
+    assert counters["verified"] == 1 and counters["cache_hits"] == 4, counters
+    r = requests.get(c.gateway_url + "/files/big/one", timeout=60)
+    assert r.status_code == 200 and sha256(r.content) == sha
