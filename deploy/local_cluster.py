@@ -1,18 +1,33 @@
 #!/usr/bin/env python3
-"""Run a local filetracker cluster on loopback: 3 nodes and a gateway.
+"""Run a local filetracker cluster on loopback: 3 nodes and a gateway (``deploy/local-cluster.sh``).
 
-    python deploy/local_cluster.py start [--dir local-cluster] [--port 9400]
-    python deploy/local_cluster.py status
-    python deploy/local_cluster.py stop
+    local_cluster.py start       start what is not running (first time: write the configuration)
+    local_cluster.py status      one line per service; exit 1 unless all answer
+    local_cluster.py stop        SIGTERM every service (SIGKILL after 10 s); data is kept
+    local_cluster.py kill NAME   SIGKILL one service (node2, gateway, ...): a crash, for the tour
+    local_cluster.py add-node    start one more, empty node (not yet in the ring); print its URL
+    local_cluster.py url         print the gateway URL
 
-Data, logs and pid files live under one folder (default ``./local-cluster``).
-Every service runs in its own session; ``stop`` signals exactly the process
-groups whose pids it recorded, so nothing it started outlives it.
+Everything lives under one folder (``--dir``, ``$FILETRACKER_LOCAL_DIR``,
+default ``./local-cluster``)::
+
+    config/   node1.toml ... gateway.toml (the services' --config files), cluster.secret
+    data/     node1/ ...   the nodes' stores
+    logs/     node1.log ... gateway.log
+    run/      node1.pid ... one pid file per running service
+    env.sh    ". local-cluster/env.sh" sets FILETRACKER_URL & co. in a shell
+    cluster.json   the members and their ports (so start/stop find them again)
+
+The gateway listens on ``--port`` (``$FILETRACKER_LOCAL_PORT``, default 9400),
+node K on port + K.  Every service runs in its own session; ``stop`` and
+``kill`` signal only the process groups whose pid files they wrote, and only
+while that process still runs our configuration file.
 """
 
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +36,8 @@ import urllib.error
 import urllib.request
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))
-NODES = 3
+INITIAL_NODES = 3
+SYNC_INTERVAL = 5  # seconds: a local cluster heals quickly after a node comes back
 
 
 def _script(name):
@@ -39,142 +55,294 @@ def _answers(url):
         return False
 
 
-def _alive(pid):
+class Layout:
+    """Paths of one local cluster folder."""
+
+    def __init__(self, folder):
+        self.root = os.path.abspath(folder)
+        self.config = os.path.join(self.root, "config")
+        self.data = os.path.join(self.root, "data")
+        self.logs = os.path.join(self.root, "logs")
+        self.run = os.path.join(self.root, "run")
+        self.state = os.path.join(self.root, "cluster.json")
+        self.secret = os.path.join(self.config, "cluster.secret")
+        self.env = os.path.join(self.root, "env.sh")
+
+    def conf(self, name):
+        return os.path.join(self.config, name + ".toml")
+
+    def log(self, name):
+        return os.path.join(self.logs, name + ".log")
+
+    def pidfile(self, name):
+        return os.path.join(self.run, name + ".pid")
+
+
+def _toml_value(value):
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_toml(path, comment, values):
+    with open(path, "w") as f:
+        f.write("# %s\n# Written by deploy/local_cluster.py; keys are the service's long options.\n" % comment)
+        for key, value in values.items():
+            f.write("%s = %s\n" % (key, _toml_value(value)))
+
+
+def node_url(state, name):
+    return "http://127.0.0.1:%d" % (state["port"] + int(name[len("node"):]))
+
+
+def gateway_url(state):
+    return "http://127.0.0.1:%d" % state["port"]
+
+
+def write_node_config(lay, state, name, peers):
+    write_toml(lay.conf(name), "filetracker-node %s of the local cluster" % name, {
+        "dir": os.path.join(lay.data, name), "host": "127.0.0.1", "port": state["port"] + int(name[4:]),
+        "peers": peers, "cluster-secret-file": lay.secret, "sync-interval": SYNC_INTERVAL,
+        "log-format": "text"})
+
+
+def write_gateway_config(lay, state):
+    write_toml(lay.conf("gateway"), "filetracker-gateway of the local cluster", {
+        "host": "127.0.0.1", "port": state["port"],
+        "nodes": [node_url(state, n) for n in state["nodes"][:INITIAL_NODES]],
+        "cluster-secret-file": lay.secret, "log-format": "text"})
+
+
+def write_env(lay, state):
+    gw = gateway_url(state)
+    with open(lay.env, "w") as f:
+        f.write("# . %s   (sets what the tour's commands use)\n" % os.path.relpath(lay.env))
+        f.write("export FILETRACKER_URL=%s\n" % gw)
+        f.write("export FILETRACKER_ADMIN_URL=%s\n" % gw)
+        f.write("export FILETRACKER_CLUSTER_SECRET_FILE=%s\n" % lay.secret)
+        f.write("export FILETRACKER_DIR=%s\n" % os.path.join(lay.root, "client-cache"))
+        f.write('export PATH="%s:$PATH"\n' % BIN)
+
+
+def create(lay, port):
+    """First start: folders, secret, configuration files, state."""
+    for d in (lay.config, lay.data, lay.logs, lay.run):
+        os.makedirs(d, exist_ok=True)
+    if not os.path.exists(lay.secret):
+        fd = os.open(lay.secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    state = {"port": port, "nodes": ["node%d" % (i + 1) for i in range(INITIAL_NODES)]}
+    urls = [node_url(state, n) for n in state["nodes"]]
+    for name, url in zip(state["nodes"], urls, strict=True):
+        write_node_config(lay, state, name, [u for u in urls if u != url])
+    write_gateway_config(lay, state)
+    save_state(lay, state)
+    return state
+
+
+def load_state(lay):
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _state_path(folder):
-    return os.path.join(folder, "cluster.json")
-
-
-def _load_state(folder):
-    try:
-        with open(_state_path(folder)) as f:
+        with open(lay.state) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
 
 
-def _services(folder, port):
-    node_urls = ["http://127.0.0.1:%d" % (port + 1 + i) for i in range(NODES)]
-    services = []
-    for i, url in enumerate(node_urls):
-        name = "node%d" % (i + 1)
-        peers = ",".join(u for u in node_urls if u != url)
-        argv = [_script("filetracker-node"), "--dir", os.path.join(folder, name, "data"),
-                "--host", "127.0.0.1", "--port", str(port + 1 + i), "--peers", peers]
-        services.append({"name": name, "url": url, "argv": argv, "ready": url + "/version/"})
-    gw = "http://127.0.0.1:%d" % port
-    services.append({"name": "gateway", "url": gw, "ready": gw + "/version/",
-                     "argv": [_script("filetracker-gateway"), "--host", "127.0.0.1", "--port", str(port),
-                              "--nodes", ",".join(node_urls)]})
-    return services
-
-
-def start(args):
-    folder = os.path.abspath(args.dir)
-    state = _load_state(folder)
-    if state and any(_alive(s["pid"]) for s in state["services"]):
-        print("A cluster is already running from %s (gateway %s); run 'stop' first."
-              % (folder, state["gateway"]), file=sys.stderr)
-        return 1
-    os.makedirs(folder, exist_ok=True)
-    started = []
-    for svc in _services(folder, args.port):
-        os.makedirs(os.path.join(folder, svc["name"]), exist_ok=True)
-        log_path = os.path.join(folder, svc["name"] + ".log")
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(svc["argv"], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        started.append({"name": svc["name"], "pid": proc.pid, "url": svc["url"], "log": log_path,
-                        "ready": svc["ready"]})
-    state = {"gateway": started[-1]["url"], "services": started}
-    with open(_state_path(folder), "w") as f:
+def save_state(lay, state):
+    tmp = lay.state + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(state, f, indent=2)
-    deadline = time.monotonic() + args.timeout
-    for svc in started:
-        while not _answers(svc["ready"]):
-            if not _alive(svc["pid"]) or time.monotonic() > deadline:
-                print("%s did not start; its log %s ends with:" % (svc["name"], svc["log"]), file=sys.stderr)
-                with open(svc["log"], "rb") as f:
+    os.replace(tmp, lay.state)
+    write_env(lay, state)
+
+
+def services(state):
+    """``[(name, url)]``: nodes first, the gateway last."""
+    return [(n, node_url(state, n)) for n in state["nodes"]] + [("gateway", gateway_url(state))]
+
+
+def running_pid(lay, name):
+    """The pid in ``name``'s pid file if that process still runs our configuration, else None."""
+    try:
+        with open(lay.pidfile(name)) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if os.fsencode(lay.conf(name)) in cmdline else None
+
+
+def spawn(lay, name):
+    program = "filetracker-gateway" if name == "gateway" else "filetracker-node"
+    with open(lay.log(name), "ab") as log:
+        proc = subprocess.Popen([_script(program), "--config", lay.conf(name)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(lay.pidfile(name), "w") as f:
+        f.write("%d\n" % proc.pid)
+    return proc.pid
+
+
+def wait_answering(lay, todo, timeout):
+    """Wait until every ``(name, url)`` answers ``/version/``; False (and the log tail) if one does not."""
+    deadline = time.monotonic() + timeout
+    for name, url in todo:
+        while not _answers(url + "/version/"):
+            if running_pid(lay, name) is None or time.monotonic() > deadline:
+                print("%s did not start; the end of %s:" % (name, lay.log(name)), file=sys.stderr)
+                with open(lay.log(name), "rb") as f:
                     sys.stderr.write(f.read()[-2000:].decode("utf-8", "replace"))
-                stop(args)
-                return 1
+                return False
             time.sleep(0.1)
-    gw = state["gateway"]
-    print(f"""filetracker cluster is up: 3 nodes + gateway, data and logs in {folder}
+    return True
 
-  gateway:  {gw}
-  nodes:    {', '.join(s['url'] for s in started[:-1])}
 
-Use it:
-  export FILETRACKER_URL={gw}
-  .venv/bin/filetracker put README.md /docs/readme.txt
-  .venv/bin/filetracker cat /docs/readme.txt
-  .venv/bin/filetracker ls /docs
-  .venv/bin/python -c "from filetracker.client import Client; print(Client(remote_url='{gw}').file_version('/docs/readme.txt'))"
-  .venv/bin/filetracker-admin --cluster {gw} status
-
-Stop it:
-  .venv/bin/python deploy/local_cluster.py stop --dir {args.dir}""")
+def start(lay, args):
+    state = load_state(lay) or create(lay, args.port)
+    started = []
+    for name, url in services(state):
+        if running_pid(lay, name) is None:
+            spawn(lay, name)
+            started.append((name, url))
+    if not wait_answering(lay, services(state), args.timeout):
+        return 1
+    gw = gateway_url(state)
+    rel = os.path.relpath(lay.root)
+    nodes = [url for name, url in services(state) if name != "gateway"]
+    print("filetracker cluster is up: %d nodes + gateway (%s), data, logs and configuration in %s\n"
+          % (len(nodes), "started " + ", ".join(n for n, _ in started) if started else "already running", rel))
+    print("  gateway:  %s   (status page: %s/status, metrics: %s/metrics)" % (gw, gw, gw))
+    print("  nodes:    %s\n" % ", ".join(nodes))
+    print("Use it (the README's five-minute tour goes on from here):")
+    print("  . %s/env.sh                      # FILETRACKER_URL=%s, PATH, admin settings" % (rel, gw))
+    print("  filetracker put README.md /docs/readme.md")
+    print("  filetracker cat /docs/readme.md")
+    print("  filetracker ls /docs")
+    print("  python -c 'from filetracker.client import Client; print(Client().file_version(\"/docs/readme.md\"))'")
+    print("  filetracker-admin status\n")
+    print("Stop it:  deploy/local-cluster.sh stop      (logs: %s/logs/)" % rel)
     return 0
 
 
-def status(args):
-    folder = os.path.abspath(args.dir)
-    state = _load_state(folder)
+def status(lay, args):
+    state = load_state(lay)
     if not state:
-        print("no cluster recorded in %s" % folder)
+        print("no cluster recorded in %s" % lay.root)
         return 1
     ok = True
-    for svc in state["services"]:
-        alive = _alive(svc["pid"])
-        answering = alive and _answers(svc["ready"])
+    for name, url in services(state):
+        pid = running_pid(lay, name)
+        answering = pid is not None and _answers(url + "/version/")
         ok = ok and answering
-        print("%-8s pid %-7d %-24s %s" % (svc["name"], svc["pid"], svc["url"],
-                                           "up" if answering else ("running, not answering" if alive else "down")))
+        print("%-8s %-24s %-8s %s" % (name, url, "pid %d" % pid if pid else "-",
+                                      "up" if answering else ("running, not answering" if pid else "down")))
     return 0 if ok else 1
 
 
-def stop(args):
-    folder = os.path.abspath(args.dir)
-    state = _load_state(folder)
+def _signal(pid, sig):
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop(lay, args):
+    state = load_state(lay)
     if not state:
-        print("no cluster recorded in %s" % folder)
+        print("no cluster recorded in %s" % lay.root)
         return 0
-    for svc in reversed(state["services"]):
-        if _alive(svc["pid"]):
-            try:
-                os.killpg(svc["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    pids = {}
+    for name, _ in reversed(services(state)):
+        pid = running_pid(lay, name)
+        if pid is not None:
+            pids[name] = pid
+            _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    for svc in state["services"]:
-        while _alive(svc["pid"]) and time.monotonic() < deadline:
+    for name, pid in pids.items():
+        while running_pid(lay, name) == pid and time.monotonic() < deadline:
             time.sleep(0.05)
+        if running_pid(lay, name) == pid:
+            _signal(pid, signal.SIGKILL)
+    for name, _ in services(state):
         try:
-            os.killpg(svc["pid"], signal.SIGKILL)
-        except ProcessLookupError:
+            os.remove(lay.pidfile(name))
+        except FileNotFoundError:
             pass
-    os.remove(_state_path(folder))
-    print("stopped the cluster in %s" % folder)
+    print("stopped the cluster in %s (data kept; 'start' brings it back, 'rm -r %s' forgets it)"
+          % (os.path.relpath(lay.root), os.path.relpath(lay.root)))
     return 0
+
+
+def kill(lay, args):
+    state = load_state(lay)
+    names = [n for n, _ in services(state)] if state else []
+    if args.name not in names:
+        print("no service %r (known: %s)" % (args.name, ", ".join(names) or "none"), file=sys.stderr)
+        return 1
+    pid = running_pid(lay, args.name)
+    if pid is None:
+        print("%s is not running" % args.name, file=sys.stderr)
+        return 1
+    _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while running_pid(lay, args.name) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("killed %s (SIGKILL); 'deploy/local-cluster.sh start' starts it again" % args.name, file=sys.stderr)
+    return 0
+
+
+def add_node(lay, args):
+    state = load_state(lay)
+    if not state:
+        print("no cluster recorded in %s: run 'start' first" % lay.root, file=sys.stderr)
+        return 1
+    name = "node%d" % (max(int(n[4:]) for n in state["nodes"]) + 1)
+    members = [node_url(state, n) for n in state["nodes"]]
+    write_node_config(lay, state, name, members)
+    state["nodes"].append(name)
+    save_state(lay, state)
+    spawn(lay, name)
+    url = node_url(state, name)
+    if not wait_answering(lay, [(name, url)], args.timeout):
+        return 1
+    print("started %s at %s (empty, not in the ring yet): filetracker-admin add-node %s" % (name, url, url),
+          file=sys.stderr)
+    print(url)
+    return 0
+
+
+def url(lay, args):
+    state = load_state(lay)
+    if not state:
+        print("no cluster recorded in %s" % lay.root, file=sys.stderr)
+        return 1
+    print(gateway_url(state))
+    return 0
+
+
+COMMANDS = {"start": start, "status": status, "stop": stop, "kill": kill, "add-node": add_node, "url": url}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Run a local filetracker cluster (3 nodes + gateway).")
-    parser.add_argument("command", choices=["start", "status", "stop"])
-    parser.add_argument("--dir", default="local-cluster", help="data, logs and pid files (default ./local-cluster)")
-    parser.add_argument("--port", type=int, default=9400, help="gateway port; nodes take the next three")
+    parser.add_argument("command", choices=list(COMMANDS))
+    parser.add_argument("name", nargs="?", help="for kill: the service (node1, node2, ..., gateway)")
+    parser.add_argument("--dir", default=os.environ.get("FILETRACKER_LOCAL_DIR", "local-cluster"),
+                        help="data, logs, configuration and pid files (default $FILETRACKER_LOCAL_DIR "
+                             "or ./local-cluster)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("FILETRACKER_LOCAL_PORT", "9400")),
+                        help="gateway port, node K on port + K (default $FILETRACKER_LOCAL_PORT or 9400; "
+                             "used when the cluster is first created)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the services")
     args = parser.parse_args(argv)
-    return {"start": start, "status": status, "stop": stop}[args.command](args)
+    if args.command == "kill" and not args.name:
+        parser.error("kill needs a service name (node1, node2, ..., gateway)")
+    return COMMANDS[args.command](Layout(args.dir), args)
 
 
 if __name__ == "__main__":
