@@ -14,6 +14,7 @@ from cluster.gateway.ring_handler import RingHandler
 from cluster.gateway.status_page import status_routes
 from cluster.gateway.view import ClusterView
 from filetracker.server import observe
+from filetracker.server.app import guard_of
 from filetracker.server.base import NotFoundHandler
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ def make_app(config):
         (r"/list", ListHandler, deps),
         (r"/list/(.*)", ListHandler, deps),
         (r"/_cluster/ring", RingHandler, deps),
-    ] + status_routes(services), default_handler_class=NotFoundHandler, compress_response=False)
+    ] + status_routes(services), default_handler_class=NotFoundHandler, compress_response=False,
+       **guard_of(config))  # --auth-file and request limits (filetracker/server/guard.py)
     app.services = services
     # GET /metrics, request metrics and access lines (filetracker.server.observe)
     observe.instrument(app, gateway_registry(services))

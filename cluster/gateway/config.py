@@ -30,3 +30,13 @@ class GatewayConfig:
     fallback_url: str | None = None
     #: copy files read through the fallback into the cluster (off: --fallback-no-copy)
     fallback_copy: bool = True
+    #: request limits and access control (filetracker/server/guard.py), like the server's
+    max_body_size: int = 16 * 1024 ** 3
+    max_header_size: int = 64 * 1024
+    max_uri_bytes: int = 16 * 1024
+    idle_connection_timeout: float = 300.0
+    body_timeout: float = 3600.0
+    body_idle_timeout: float = 120.0
+    send_timeout: float = 300.0
+    max_uploads: int | None = None
+    auth_file: str | None = None

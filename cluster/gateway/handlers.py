@@ -81,6 +81,7 @@ class FilesHandler(BaseHandler):
     def on_connection_close(self):
         if self._fanout is not None and not self._finished:
             self._fanout.abort()
+        super().on_connection_close()  # ends the body wait and frees the upload slot (guard)
 
     async def put(self, path):
         outcome = await self._fanout.finish()

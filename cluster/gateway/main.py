@@ -11,13 +11,12 @@ import logging
 import signal
 import sys
 
-from tornado.httpserver import HTTPServer
-
 from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
-from cluster.gateway.handlers import MAX_BODY_SIZE
 from filetracker import configfile
 from filetracker.server import observe
+from filetracker.server.app import make_server
+from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
 
 
 def parse_args(argv):
@@ -39,6 +38,9 @@ def parse_args(argv):
                         "server (streamed through) and copy them into the cluster in the background")
     p.add_argument("--fallback-no-copy", action="store_true",
                    help="with --fallback-url: serve from the old server but do not copy into the cluster")
+    add_guard_arguments(p, GatewayConfig)  # --auth-file, --max-uploads, timeouts, size limits
+    p.add_argument("--max-body-size", type=int, default=GatewayConfig.max_body_size, metavar="BYTES",
+                   help="largest accepted upload in bytes (413 above it; default 16 GiB)")
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
@@ -51,6 +53,7 @@ def parse_args(argv):
         p.error("quorums must be at least 1")
     if args.timeout <= 0:
         p.error("--timeout must be positive")
+    check_guard_arguments(p, args)
     return args, nodes
 
 
@@ -64,9 +67,10 @@ def read_secret(path):
 async def serve(args, nodes):
     config = GatewayConfig(nodes=nodes, write_quorum=args.write_quorum, read_quorum=args.read_quorum,
                            timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file),
-                           fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy)
+                           fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
+                           max_body_size=args.max_body_size, **guard_config(args))
     app = make_app(config)
-    server = HTTPServer(app, max_body_size=MAX_BODY_SIZE, decompress_request=False, xheaders=False)
+    server = make_server(app, config)
     server.listen(args.port, address=args.host)
     logging.getLogger("filetracker.gateway").info("gateway on http://%s:%d, nodes %s",
                                                    args.host, args.port, ",".join(nodes))

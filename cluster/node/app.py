@@ -18,6 +18,7 @@ from cluster.node.protect import protect_store
 from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
 from filetracker.server import FileHandler, FilesContext, HTTPFail, NotFoundHandler, observe, public_routes
+from filetracker.server.app import guard_of
 
 EPOCH_HEADER = "X-Ring-Epoch"
 
@@ -64,6 +65,7 @@ def make_app(config):
         default_handler_class=NotFoundHandler,
         default_handler_args={"max_header_bytes": config.max_header_size},
         transforms=[_epoch_transform(node)],
+        **guard_of(config),  # --auth-file and request limits (filetracker/server/guard.py)
     )
     app.node = node
     app.ctx = ctx

@@ -40,6 +40,12 @@ class NodeConfig:
     max_header_size: int = 64 * 1024
     idle_connection_timeout: float = 300.0
     body_timeout: float = 3600.0
+    #: access control and limits (filetracker/server/guard.py; flags of filetracker.server.main.add_guard_arguments)
+    auth_file: str | None = None
+    max_uri_bytes: int = 16 * 1024
+    body_idle_timeout: float = 120.0
+    send_timeout: float = 300.0
+    max_uploads: int | None = None
     #: integrity (cluster/node/space.py, integrity.py, scrub.py): uploads are refused (507) when
     #: free disk < min_free_bytes; blobs are hashed before their first byte is served
     #: (verify_reads; verified files remembered in an LRU of verify_cache_entries); the

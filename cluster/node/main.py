@@ -23,6 +23,7 @@ from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import observe
+from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
 
 log = logging.getLogger("cluster.node")
 
@@ -101,6 +102,7 @@ def build_parser():
                    help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
+    add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
     return p
 
 
@@ -116,6 +118,7 @@ def config_from_args(parser, args):
         parser.error("--sync-concurrency must be at least 1")
     if args.sync_interval <= 0:
         parser.error("--sync-interval must be positive")
+    check_guard_arguments(parser, args)
     secret = None
     if args.cluster_secret_file:
         try:
@@ -132,7 +135,7 @@ def config_from_args(parser, args):
                       sync_concurrency=args.sync_concurrency,
                       min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
-                      background=not args.no_background)
+                      background=not args.no_background, **guard_config(args))
 
 
 async def serve(config):

@@ -136,11 +136,13 @@ class BaseHandler(tornado.web.RequestHandler):
             setattr(self, key, value)
 
     def prepare(self):
-        total = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
-        if total > self.max_header_bytes:
-            raise HTTPFail(431, "request headers too large (%d bytes, limit %d)"
-                           % (total, self.max_header_bytes))
         guard = self.settings.get(_guard.SETTING)
+        limit = self.max_header_bytes
+        if guard is not None and guard.limits.max_header_bytes is not None:
+            limit = guard.limits.max_header_bytes
+        total = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+        if total > limit:
+            raise HTTPFail(431, "request headers too large (%d bytes, limit %d)" % (total, limit))
         if guard is not None:
             self._guarded = _guard.GuardedRequest(guard, self)
             self._guarded.admit()

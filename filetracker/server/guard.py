@@ -45,6 +45,8 @@ class Limits:
     body_idle_timeout: float | None = 120.0
     send_timeout: float | None = 300.0
     max_uploads: int | None = None
+    #: total size of the request's header lines (431 above it); None: the handler's own default
+    max_header_bytes: int | None = None
     #: seconds a client is told to wait after a 503 for too many uploads
     retry_after: int = 1
 
