@@ -60,25 +60,6 @@ def guard_of(config):
         max_body_size=config.max_body_size, max_uri_bytes=config.max_uri_bytes,
         body_idle_timeout=config.body_idle_timeout or None, send_timeout=config.send_timeout or None,
         max_uploads=config.max_uploads, max_header_bytes=config.max_header_size))
-    #: Token file (filetracker.auth format): access control on when set.
-    auth_file: str | None = None
-    #: Seconds a request body may stall (no bytes) before 408 + close.
-    body_idle_timeout: float = 120.0
-    #: Seconds a response may stall (client not reading) before the connection is closed.
-    send_timeout: float = 300.0
-    #: Longest request target (path + query) in bytes: 414 above it.
-    max_uri_bytes: int = 16 * 1024
-    #: Uploads received at once per process (None: unbounded): 503 + Retry-After above it.
-    max_uploads: int | None = None
-
-
-def guard_of(config):
-    """Application settings installing the access control and limits of ``config``."""
-    auth = TokenFile(config.auth_file) if config.auth_file else None
-    return guard_settings(auth, Limits(
-        max_body_size=config.max_body_size, max_uri_bytes=config.max_uri_bytes,
-        body_idle_timeout=config.body_idle_timeout or None, send_timeout=config.send_timeout or None,
-        max_uploads=config.max_uploads))
 
 
 def make_app(config, store=None, executor=None):
