@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotently) and start/stop a local cluster: 3 nodes + a gateway on
-# loopback, data under ./local-cluster.   deploy/local-cluster.sh [start|status|stop]
+# Set up (idempotently) and run a local cluster: 3 nodes + a gateway on loopback,
+# everything under ./local-cluster ($FILETRACKER_LOCAL_DIR), gateway on port 9400
+# ($FILETRACKER_LOCAL_PORT).
+#   deploy/local-cluster.sh [start|status|stop|kill NAME|add-node|url]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/filetracker-node ] || bash scripts/setup.sh --runtime
