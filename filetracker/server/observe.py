@@ -6,8 +6,8 @@ One call wires an application (single server, cluster node or gateway)::
     observe.instrument(app, registry, executor=...)
 
 * every finished request (Tornado's ``log_function`` setting, called once per
-  request) updates ``filetracker_http_requests_total{method,status,handler}``,
-  the latency histogram ``filetracker_http_request_duration_seconds{method,handler}``
+  request) updates ``filetracker_http_requests_total{method,status,route}``,
+  the latency histogram ``filetracker_http_request_duration_seconds{method,route}``
   and the byte counters ``filetracker_http_{received,sent}_bytes_total{method}``,
   and writes one access line (logger ``filetracker.access``, level INFO);
 * ``GET /metrics`` answers the registry in Prometheus text format.  The
@@ -51,6 +51,12 @@ access_log = logging.getLogger("filetracker.access")
 #: Latency buckets (seconds): sub-millisecond cache hits up to multi-minute large bodies.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
+#: Values of the ``route`` label: the first path segment (two under ``/_cluster/``) when known,
+#: else ``other``, so a client cannot grow the label set.
+ROUTES = frozenset({"files", "list", "version", "metrics", "status"})
+CLUSTER_ROUTES = frozenset({"ring", "files", "blobs", "list", "records", "digests", "partition", "status",
+                            "run", "verify", "draining"})
+
 #: Path prefixes after which the rest of the path is a file name.
 _NAME_PREFIXES = ("/files/", "/_cluster/files/")
 #: ``scheme://user:password@host`` in a log message: the credentials are masked.
@@ -80,6 +86,19 @@ def file_name(path):
     return None
 
 
+def route_of(path):
+    """The ``route`` label of a request path: ``/files/a`` -> ``files``, ``/_cluster/files/a`` ->
+    ``_cluster/files``, anything unknown -> ``other``."""
+    parts = path.split("/", 3)
+    first = parts[1] if len(parts) > 1 else ""
+    if first == "_cluster":
+        second = parts[2] if len(parts) > 2 else ""
+        return "_cluster/" + (second if second in CLUSTER_ROUTES else "other")
+    if first == "" and len(parts) <= 2:
+        return "root"
+    return first if first in ROUTES else "other"
+
+
 def bytes_received(handler):
     explicit = getattr(handler, "bytes_received", None)
     if isinstance(explicit, int):
@@ -94,11 +113,11 @@ class RequestObserver:
     """The ``log_function`` of one application: metrics plus the access line."""
 
     def __init__(self, registry, prefix="filetracker"):
-        self.requests = Counter(prefix + "_http_requests", "HTTP requests finished, by method, status and handler",
-                                ["method", "status", "handler"], registry=registry)
+        self.requests = Counter(prefix + "_http_requests", "HTTP requests finished, by method, status and route",
+                                ["method", "status", "route"], registry=registry)
         self.latency = Histogram(prefix + "_http_request_duration_seconds",
                                  "Time from request start to the last byte sent",
-                                 ["method", "handler"], buckets=LATENCY_BUCKETS, registry=registry)
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
         self.received = Counter(prefix + "_http_received_bytes", "Request body bytes received",
                                 ["method"], registry=registry)
         self.sent = Counter(prefix + "_http_sent_bytes", "Response body bytes sent", ["method"],
@@ -111,15 +130,15 @@ class RequestObserver:
         seconds = request.request_time()
         sent = getattr(request, "ft_bytes_sent", 0)
         received = bytes_received(handler)
-        kind = type(handler).__name__
-        self.requests.labels(method, str(status), kind).inc()
-        self.latency.labels(method, kind).observe(seconds)
+        path = request.path or "/"
+        route = route_of(path)
+        self.requests.labels(method, str(status), route).inc()
+        self.latency.labels(method, route).observe(seconds)
         if received:
             self.received.labels(method).inc(received)
         if sent:
             self.sent.labels(method).inc(sent)
         if access_log.isEnabledFor(logging.INFO):
-            path = request.path or "/"
             fields = {"method": method, "path": unquote(path), "name": file_name(path), "status": status,
                       "bytes_in": received, "bytes_out": sent, "duration_ms": round(seconds * 1000.0, 3),
                       "remote": request.remote_ip}
