@@ -5,15 +5,21 @@ Command line as in 2.x (COMPAT.md), plus ``--once``::
     filetracker-cache-cleaner -c GLOB... -s 1G512M [-i 1h30m] [-p 50] [-d|-q] [--once]
 
 Every scan interval it sums the sizes of the cached files in every folder
-that the globs match; when the sum exceeds the limit, it deletes files,
-least recently used first, until ``percent`` of the limit remains.  "Recently
+that the globs match; when the sum reaches the limit, it deletes files,
+least recently used first, until less than ``percent`` of the limit remains
+(the same boundaries as the 2.x tool, so the same files go).  "Recently
 used" is the newer of a file's access time and its change time (a cache hit
 hard-links the file, which updates its change time, so reads count even on
-``noatime`` mounts).  A file whose lock someone holds (a reader or a writer)
-is skipped: the cleaner only takes locks without waiting.
+``noatime`` mounts); the 2.x tool ordered by version instead.  A file whose
+lock someone holds (a reader or a writer) is skipped: the cleaner only takes
+locks without waiting.
+
+It logs the same lines as the 2.x tool (standard error, same format, same
+logger name), so log watchers keep working.
 """
 
 import argparse
+import datetime
 import glob
 import logging
 import os
@@ -24,7 +30,8 @@ from filetracker.client.client import Client
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager
 
-logger = logging.getLogger("filetracker.cache_cleaner")
+#: the 2.x tool's logger name: it appears in every log line
+logger = logging.getLogger("filetracker.scripts.cachecleaner")
 
 SIZE_UNITS = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -65,10 +72,11 @@ def parse_interval(text):
 
 
 def format_size(n):
+    """``1.500G``, ``12.000K``, ``7.000B``: three decimals and the largest unit that fits."""
     for unit in ("T", "G", "M", "K"):
         if n >= SIZE_UNITS[unit]:
             return "%.3f%s" % (n / SIZE_UNITS[unit], unit)
-    return "%dB" % n
+    return "%.3fB" % n
 
 
 class CacheEntry:
@@ -106,17 +114,18 @@ def lru_order(entries):
 
 
 def choose_victims(entries, limit, keep_percent):
-    """Entries to delete (LRU first) if none were locked, or [] when the total is within ``limit``.
+    """Entries to delete (LRU first) if none were locked, or [] when the total is below ``limit``.
 
-    Deleting them leaves at most ``limit * keep_percent / 100`` bytes.
+    Deleting them leaves less than ``limit * keep_percent / 100`` bytes (the
+    most recently used files whose sum stays below that level).
     """
     total = sum(e.size for e in entries)
-    if total <= limit:
+    if total < limit:
         return []
     target = limit * keep_percent / 100.0
     victims = []
     for e in lru_order(entries):
-        if total <= target:
+        if total < target:
             break
         victims.append(e)
         total -= e.size
@@ -138,33 +147,39 @@ def delete_unlocked(entry):
 
 def clean_once(cache_globs, limit, keep_percent):
     """One scan and, if needed, one cleaning; returns (files deleted, bytes deleted, skipped)."""
+    logger.info("Scanning disk...")
     dirs = sorted({d for g in cache_globs for d in glob.glob(os.path.expanduser(g))})
+    logger.debug("Glob expressions have expanded to %s", dirs)
     entries = scan(dirs)
+    logger.info("Analyzing cache...")
     total = sum(e.size for e in entries)
-    logger.info("cache size: %s in %d files (%d folders)", format_size(total), len(entries), len(dirs))
+    logger.info("Analysis done. Cache size: %s.", format_size(total))
     deleted = deleted_bytes = skipped = 0
-    if total <= limit:
+    if total < limit:
+        logger.info("Decided not to perform cache cleaning.")
         return deleted, deleted_bytes, skipped
+    logger.info("Performing cache cleaning...")
     # Like choose_victims, but a file in use is skipped and the next one taken.
     target = limit * keep_percent / 100.0
     remaining = total
     for e in lru_order(entries):
-        if remaining <= target:
+        if remaining < target:
             break
         try:
             if delete_unlocked(e):
                 deleted += 1
                 deleted_bytes += e.size
                 remaining -= e.size
-                logger.debug("deleted %s (%d bytes)", e.path, e.size)
+                logger.debug("Deleting file: %s from store located at: %s", e.name, e.store.dir)
             else:
                 skipped += 1
-                logger.debug("skipped %s: in use", e.path)
-        except Exception:
-            logger.warning("could not delete %s", e.path, exc_info=True)
-    if deleted or skipped:
-        logger.info("cleaning done: deleted %d files, %s; %d in use kept", deleted,
-                    format_size(deleted_bytes), skipped)
+                logger.debug("Skipping file: %s from store located at: %s (in use)", e.name, e.store.dir)
+        except Exception as exc:
+            logger.warning("During deleting file %s occurred following exception: %s", e.name, exc,
+                           exc_info=True)
+    logger.info("Cleaning done. Deleted %d files, total %s.", deleted, format_size(deleted_bytes))
+    if skipped:
+        logger.info("Kept %d files in use.", skipped)
     return deleted, deleted_bytes, skipped
 
 
@@ -202,16 +217,18 @@ def main(argv=None):
         build_parser().error("-p must be between 0 and 100")
     level = logging.DEBUG if args.debug else (logging.CRITICAL + 1 if args.quiet else logging.INFO)
     logging.basicConfig(format="%(asctime)-23s %(name)s %(levelname)s: %(message)s", level=level)
+    if not args.once:
+        logger.info("Starting daemon.")
     while True:
         try:
             clean_once(args.cache_dirs, args.limit, args.percent)
         except Exception:
-            logger.exception("scan failed")
+            logger.exception("Following exception occurred:")
             if args.once:
                 return 1
         if args.once:
             return 0
-        logger.info("sleeping %d s", args.interval)
+        logger.info("Sleeping until %s.", datetime.datetime.now() + datetime.timedelta(seconds=args.interval))
         try:
             time.sleep(args.interval)
         except KeyboardInterrupt:

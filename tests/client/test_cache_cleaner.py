@@ -40,8 +40,11 @@ class E:
 
 def test_choose_victims_exact():
     entries = [E("a", 40, 1), E("b", 30, 3), E("c", 20, 2), E("d", 10, 4)]
-    assert choose_victims(entries, 100, 50) == []  # exactly at the limit: nothing
-    assert [e.name for e in choose_victims(entries, 99, 50)] == ["a", "c"]  # 100 -> 60 -> 40 <= 49.5
+    assert choose_victims(entries, 101, 50) == []  # below the limit: nothing
+    assert [e.name for e in choose_victims(entries, 100, 50)] == ["a", "c"]  # at the limit (as 2.x): 100 -> 60 -> 40
+    assert [e.name for e in choose_victims(entries, 99, 50)] == ["a", "c"]  # 100 -> 60 -> 40 < 49.5
+    # the kept files stay *below* the level: 40 (b+d) is not < 40, so b goes too (as 2.x)
+    assert [e.name for e in choose_victims(entries, 80, 50)] == ["a", "c", "b"]
     assert [e.name for e in choose_victims(entries, 99, 0)] == ["a", "c", "b", "d"]
     # ties on recency: the bigger file goes first
     assert [e.name for e in choose_victims([E("s", 1, 5), E("l", 9, 5)], 5, 50)] == ["l"]
@@ -77,7 +80,8 @@ def test_command_line_once(tmp_path):
     r = subprocess.run([script("filetracker-cache-cleaner"), "-c", str(tmp_path / "c*"), "-s", "2K",
                         "-i", "1h30m", "-p", "50", "--once", "-q"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    assert len(LocalDataStore(cache).list_files()) == 1
+    # 4 KiB >= 2K: clean until less than 1 KiB is left, so no 1 KiB file stays (as 2.x)
+    assert len(LocalDataStore(cache).list_files()) == 0
     r = subprocess.run([script("filetracker-cache-cleaner"), "-c", cache, "--once"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "cache-size-limit" in r.stderr
