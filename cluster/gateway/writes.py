@@ -47,6 +47,8 @@ def judge(successes, failures, quorum, what):
         return WriteOutcome(507, message="no space left on the replicas")
     if codes == {400}:
         return WriteOutcome(400, message=failures[0][1].split(": ", 2)[-1] or "bad request")
+    if len(codes) == 1 and codes <= {413, 415}:  # every node refused the body itself (too large, encoding)
+        return WriteOutcome(codes.pop(), message=failures[0][1].split(": ", 2)[-1] or "bad request")
     return WriteOutcome(503, message="not enough replicas: %d of %d stored the %s (%s)"
                         % (len(successes), quorum, what, reasons or "no node available"))
 

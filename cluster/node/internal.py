@@ -147,6 +147,7 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
         self.name, _ = name_from_path(self.path_args[0], allow_version=False)
         self.version = int_arg(self, "version")
         self.expected_sha256 = self.parse_body_headers()
+        self.expected_size = self.parse_logical_size()  # checked at commit, like the public PUT
         self.hint_for = self.request.headers.get("X-Hint-For")
         space = getattr(self.node, "space", None)
         if space is not None:
@@ -171,7 +172,8 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
         try:
             self._busy = True
             winner, applied = await self.ctx.run(self.store.commit_upload, upload, self.name, self.version,
-                                                 expected_sha256=self.expected_sha256)
+                                                 expected_sha256=self.expected_sha256,
+                                                 expected_size=self.expected_size)
         except (ChecksumMismatch, SizeMismatch) as e:
             raise HTTPFail(400, str(e))
         finally:

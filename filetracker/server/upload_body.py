@@ -46,6 +46,16 @@ class StreamedUploadMixin:
             raise HTTPFail(400, "malformed SHA256-Checksum header (64 hex digits expected)")
         return sha.lower()
 
+    def parse_logical_size(self):
+        """The ``Logical-Size`` header (uncompressed size) as an int, or None; 400 if malformed."""
+        text = self.request.headers.get("Logical-Size")
+        if text is None:
+            return None
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise HTTPFail(400, "malformed Logical-Size header")
+        return int(text)
+
     async def begin_streamed_upload(self, store):
         self._upload = await self.ctx.run(store.begin_upload)
         if self._disconnected:
