@@ -13,6 +13,8 @@ mode=${1:-dev}
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 apt_packages=(fuse3 libfuse3-dev)
+# headless browser for the status page test (tests/ops/test_status_page.py)
+apt_packages+=(chromium)
 if [ "$mode" != "--runtime" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
