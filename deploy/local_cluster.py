@@ -205,12 +205,16 @@ def wait_answering(lay, todo, timeout):
 def start(lay, args):
     state = load_state(lay) or create(lay, args.port)
     started = []
-    for name, url in services(state):
-        if running_pid(lay, name) is None:
-            spawn(lay, name)
-            started.append((name, url))
-    if not wait_answering(lay, services(state), args.timeout):
-        return 1
+    # Nodes first, the gateway once they answer: a gateway that finds its nodes refusing
+    # connections marks them down for a while and would answer 503 meanwhile.
+    nodes, gateway = services(state)[:-1], services(state)[-1:]
+    for group in (nodes, gateway):
+        for name, url in group:
+            if running_pid(lay, name) is None:
+                spawn(lay, name)
+                started.append((name, url))
+        if not wait_answering(lay, group, args.timeout):
+            return 1
     gw = gateway_url(state)
     rel = os.path.relpath(lay.root)
     nodes = [url for name, url in services(state) if name != "gateway"]
