@@ -13,6 +13,7 @@ mode=${1:-dev}
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 apt_packages=(fuse3 libfuse3-dev)
+apt_packages+=(faketime)  # libfaketime: the clock-skew test of tests/faults
 # headless browser for the status page test (tests/ops/test_status_page.py)
 apt_packages+=(chromium)
 if [ "$mode" != "--runtime" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
