@@ -204,10 +204,24 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.clear_header(header)
         self.set_header("X-Exception", line)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if self._body_unread():
+            # Tornado closes the connection after this answer (it will not read the rest of the
+            # body); say so, or a keep-alive client sends its next request into a closed socket.
+            self.set_header("Connection", "close")
         if self.request.method != "HEAD":
             self.finish(line + "\n")
         else:
             self.finish()
+
+
+    def _body_unread(self):
+        """True when a streamed request body was announced and not (yet) fully received."""
+        req = self.request
+        if not getattr(type(self), "_stream_request_body", False):
+            return False
+        has_body = req.headers.get("Content-Length", "0").strip() not in ("", "0") or \
+            "chunked" in req.headers.get("Transfer-Encoding", "").lower()
+        return has_body and not (self._guarded is not None and self._guarded.body_done)
 
 
 class NotFoundHandler(BaseHandler):
