@@ -11,6 +11,8 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+from requests.structures import CaseInsensitiveDict
+
 
 class Answer:
     """Status, headers and body of one raw exchange (``status`` None: the connection was dropped)."""
@@ -42,7 +44,7 @@ def raw(url, method, path, body=None, headers=None, timeout=15):
         conn.endheaders(body)
         resp = conn.getresponse()
         data = resp.read()
-        return Answer(resp.status, {k: v for k, v in resp.getheaders()}, data)
+        return Answer(resp.status, CaseInsensitiveDict(resp.getheaders()), data)
     except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
         return Answer(None, {}, b"")
     finally:
