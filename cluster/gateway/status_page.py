@@ -4,8 +4,9 @@ It shows the ring the gateway routes by (epoch, partitions, replicas,
 quorums), one row per node (up or DOWN, the gateway's own liveness mark,
 ring epoch, partitions owned, files, data size, free disk, records held for
 other nodes, partitions that differed in its last anti-entropy pass) and the
-moves in progress (nodes handing data off, nodes on an older ring, seed nodes
-that are no longer ring members and still answer: draining).  A refresh meta
+moves in progress (nodes handing data off, nodes on an older ring, members
+being removed - the nodes' ``/_cluster/draining`` list - and seed nodes that
+are no longer ring members and still answer).  A refresh meta
 tag reloads it every ``REFRESH_SECONDS``.
 
 Each node is asked ``GET /_cluster/status`` (with the cluster secret) with a
@@ -21,6 +22,7 @@ import html
 import json
 import time
 
+import msgpack
 from tornado import web
 
 from cluster.gateway.view import NoRing
@@ -68,8 +70,12 @@ class StatusCollector:
             ring = None
         members = [(n.id, n.url) for n in view.all_nodes()]
         member_urls = {url for _, url in members}
-        others = [(u, u) for u in dict.fromkeys(u.rstrip("/") for u in config.nodes) if u not in member_urls]
         timeout = min(STATUS_TIMEOUT, config.timeout)
+        leaving = await self._leaving(members, timeout)
+        others = [(u, u) for u in dict.fromkeys(u.rstrip("/") for u in config.nodes) if u not in member_urls]
+        others += [(m["id"], m["url"]) for m in leaving
+                   if m["url"] not in member_urls and m["url"] not in {u for _, u in others}]
+        leaving_ids = {m["id"] for m in leaving} | {m["url"] for m in leaving}
         replies = await asyncio.gather(*(
             self.services.client.request(url, "GET", "/_cluster/status", timeout=timeout, observe=False)
             for _, url in members + others))
@@ -77,6 +83,7 @@ class StatusCollector:
         for (node_id, url), reply, member in zip(members + others, replies,
                                                   [True] * len(members) + [False] * len(others), strict=True):
             entry = {"id": node_id, "url": url, "member": member, "routed": view.is_live(url),
+                     "leaving": node_id in leaving_ids or url in leaving_ids,
                      "up": False, "error": None, "status": {}}
             if reply.code == 200:
                 try:
@@ -97,6 +104,26 @@ class StatusCollector:
         self._doc, self._at = doc, time.monotonic()
         return doc
 
+    async def _leaving(self, members, timeout):
+        """Members being removed: the newest ``GET /_cluster/draining`` list among the ring's nodes
+        (``filetracker-admin remove-node`` writes it before the ring without them)."""
+        replies = await asyncio.gather(*(
+            self.services.client.request(url, "GET", "/_cluster/draining", timeout=timeout, observe=False)
+            for _, url in members))
+        best = {"version": -1, "members": []}
+        for reply in replies:
+            if reply.code != 200:
+                continue
+            try:
+                doc = msgpack.unpackb(reply.body, raw=False, strict_map_key=False)
+                if doc["version"] > best["version"]:
+                    best = {"version": int(doc["version"]),
+                            "members": [{"id": str(m["id"]), "url": str(m["url"]).rstrip("/")}
+                                        for m in doc["members"]]}
+            except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+                continue
+        return best["members"]
+
 
 def _moves(doc):
     """Human-readable lines about data in motion."""
@@ -106,9 +133,10 @@ def _moves(doc):
         s = n["status"]
         if not n["up"]:
             continue
-        if not n["member"]:
-            lines.append("%s is not a ring member and still answers (leaving: draining %s records)"
-                         % (n["url"], s.get("files", "?")))
+        if not n["member"] or n["leaving"]:
+            lines.append("%s is leaving the cluster (%s): %s files still to hand off"
+                         % (n["url"], "still in the ring" if n["member"] else "no longer in the ring",
+                            s.get("files", "?")))
             continue
         if epoch is not None and s.get("epoch") not in (None, epoch):
             lines.append("%s is on ring epoch %s, the gateway on %s (ring change propagating)"
@@ -165,7 +193,7 @@ def render(doc):
     for n in doc["nodes"]:
         s = n["status"]
         state = "up" if n["up"] else "DOWN"
-        name = n["url"] if n["member"] else n["url"] + " (not in ring)"
+        name = n["url"] + (" (leaving)" if n["leaving"] else "" if n["member"] else " (not in ring)")
         out.append('<tr class="node %s" data-node="%s"><td>%s</td><td class="state">%s</td><td>%s</td>'
                    '<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
                        "up" if n["up"] else "down", e(n["url"]), e(name), state,

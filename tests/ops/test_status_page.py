@@ -6,6 +6,7 @@ import os
 import re
 import time
 
+import msgpack
 import pytest
 import requests
 
@@ -64,4 +65,14 @@ def test_status_page_shows_a_killed_node_down(ops_cluster, tmp_path):
     assert _rows(dom)[c.urls[0]][0] == "up" and _rows(dom)[c.urls[2]][0] == "up"
     with open(shot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # A member being removed (the nodes' draining list, written by filetracker-admin remove-node) is marked.
+    doc = msgpack.packb({"version": 1, "members": [{"id": c.urls[1], "url": c.urls[1]}]})
+    for i in (0, 2):
+        r = requests.put(c.urls[i] + "/_cluster/draining", data=doc, headers=c.headers(), timeout=10)
+        assert r.status_code == 200, r.text
+    time.sleep(1.1)  # the page's document is cached for a second
+    nodes = {n["url"]: n for n in requests.get(page, params={"format": "json"}, timeout=10).json()["nodes"]}
+    assert nodes[c.urls[1]]["leaving"] and not nodes[c.urls[1]]["up"]
+    assert not nodes[c.urls[0]]["leaving"] and nodes[c.urls[0]]["up"]
+    assert "%s (leaving)" % c.urls[1] in requests.get(page, timeout=10).text
     print("status page screenshots: %s (node down shown %.1f s after kill -9)" % (out, elapsed))
