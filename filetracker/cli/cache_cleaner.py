@@ -80,10 +80,11 @@ def format_size(n):
 
 
 class CacheEntry:
-    __slots__ = ("store", "locks", "name", "path", "size", "used")
+    __slots__ = ("store", "locks", "name", "path", "size", "used", "version")
 
-    def __init__(self, store, locks, name, path, size, used):
+    def __init__(self, store, locks, name, path, size, used, version=0):
         self.store, self.locks, self.name, self.path, self.size, self.used = store, locks, name, path, size, used
+        self.version = version
 
 
 def scan(cache_dirs):
@@ -104,7 +105,8 @@ def scan(cache_dirs):
                 except FileNotFoundError:
                     continue
                 name = "/" + os.path.relpath(path, store.dir).replace(os.sep, "/")
-                entries.append(CacheEntry(store, locks, name, path, st.st_size, max(st.st_atime, st.st_ctime)))
+                entries.append(CacheEntry(store, locks, name, path, st.st_size, max(st.st_atime, st.st_ctime),
+                                          int(st.st_mtime)))
     return entries
 
 
@@ -170,10 +172,11 @@ def clean_once(cache_globs, limit, keep_percent):
                 deleted += 1
                 deleted_bytes += e.size
                 remaining -= e.size
-                logger.debug("Deleting file: %s from store located at: %s", e.name, e.store.dir)
+                logger.debug("Deleting file: %s@%d from store located at: %s", e.name, e.version, e.store.dir)
             else:
                 skipped += 1
-                logger.debug("Skipping file: %s from store located at: %s (in use)", e.name, e.store.dir)
+                logger.debug("Skipping file: %s@%d from store located at: %s (in use)", e.name, e.version,
+                             e.store.dir)
         except Exception as exc:
             logger.warning("During deleting file %s occurred following exception: %s", e.name, exc,
                            exc_info=True)

@@ -1,4 +1,5 @@
-"""The 2.x command forms of ``filetracker-server`` and ``filetracker-cache-cleaner`` (COMPAT.md),
+"""The 2.x command forms of ``filetracker-server``, ``filetracker-cache-cleaner`` and ``filetracker-migrate``
+(COMPAT.md),
 run unchanged with our tools and with the published 2.x tools, give the same results.
 
 * ``filetracker-server -p PORT -l ADDR -d DIR -D``: both start and serve; the same
@@ -18,8 +19,11 @@ run unchanged with our tools and with the published 2.x tools, give the same res
   its first pass logged "Sleeping until"; the same files remain, the exit status
   (killed by SIGTERM) and stdout (empty) are the same, and standard error has the
   same lines once the timestamps (the line prefix and the wake-up time) are
-  normalised.  Ours orders files by last use (issue 1), 2.x by version: the folder
-  is built so that files were used in version order, where both agree.
+  normalised (with ``-d`` the per-file debug lines are compared as a set: 2.x deletes
+  newest victims first, ours oldest first).  Ours orders files by last use (issue 1),
+  2.x by version: the folder is built so that files were used in version order,
+  where both agree.  ``-q`` is silent in both; usage errors exit 2 in both.
+* ``filetracker-migrate FILES_DIR URL [--root DIR] [-s]``: see :func:`test_migrate_same_result`.
 """
 
 import email.utils
@@ -31,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import time
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -255,23 +260,27 @@ def remaining(root):
     return sorted(out)
 
 
-def normalise(stderr):
-    """Log lines without their timestamps (prefix and the "Sleeping until" time)."""
+def normalise(stderr, tmp_path):
+    """Log lines without their timestamps (prefix and the "Sleeping until" time); with ``-d`` the
+    cache folders (``ours-a`` / ``ft2-a``) are named alike, and the order of the debug lines of
+    one scan (glob expansion, deletions) does not matter."""
     lines = []
+    stderr = stderr.replace(str(tmp_path), "TMP").replace("TMP/ours-", "TMP/X-").replace("TMP/ft2-", "TMP/X-")
     for line in stderr.splitlines():
         line = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+", "", line)
         line = re.sub(r"Sleeping until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\.", "Sleeping until T.", line)
         lines.append(line)
-    return lines
+    debug = sorted(line for line in lines if " DEBUG: " in line)
+    return [line for line in lines if " DEBUG: " not in line], debug
 
 
-def run_cleaner(ours, base, size, tmp_path):
+def run_cleaner(ours, base, size, tmp_path, flags=()):
     """Run the 2.x form on ``base``-*/ until its first pass is over, then SIGTERM it."""
     tool = script("filetracker-cache-cleaner") if ours else ft2_script("filetracker-cache-cleaner")
     env = dict(os.environ, HOME=str(tmp_path)) if ours else clean_env(tmp_path)
     err_path = str(base) + ".stderr"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([tool, "-c", str(base) + "-*", "-s", size, "-i", "1h30m", "-p", "50"],
+        proc = subprocess.Popen([tool, "-c", str(base) + "-*", "-s", size, "-i", "1h30m", "-p", "50"] + list(flags),
                                 cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=err,
                                 start_new_session=True)
         deadline = time.monotonic() + 60
@@ -279,6 +288,8 @@ def run_cleaner(ours, base, size, tmp_path):
             with open(err_path) as f:
                 if "Sleeping until" in f.read():
                     break
+            if "-q" in flags and time.monotonic() > deadline - 57:
+                break  # silent: give it 3 s for its pass (the files left tell whether it ran)
             assert proc.poll() is None, open(err_path).read()
             time.sleep(0.05)
         else:
@@ -290,8 +301,9 @@ def run_cleaner(ours, base, size, tmp_path):
         return proc.returncode, out.decode(), f.read()
 
 
-@pytest.mark.parametrize("size, expect_clean", [("1G512M", False), ("256K", True), ("0B", True)])
-def test_cache_cleaner_same_files_remain(tmp_path, size, expect_clean):
+@pytest.mark.parametrize("size, expect_clean, flags", [
+    ("1G512M", False, ()), ("256K", True, ()), ("0B", True, ()), ("256K", True, ("-d",)), ("256K", True, ("-q",))])
+def test_cache_cleaner_same_files_remain(tmp_path, size, expect_clean, flags):
     require()
     template = tmp_path / "template"
     files = make_cache(str(template))
@@ -301,15 +313,18 @@ def test_cache_cleaner_same_files_remain(tmp_path, size, expect_clean):
         base = tmp_path / ("ours" if ours else "ft2")
         for k in ("a", "b"):  # two cache folders matched by one glob
             copy_cache(str(template), "%s-%s" % (base, k))
-        results[ours] = run_cleaner(ours, base, size, tmp_path) + (
+        results[ours] = run_cleaner(ours, base, size, tmp_path, flags) + (
             {k: remaining("%s-%s" % (base, k)) for k in ("a", "b")},)
     rc2, out2, err2, left2 = results[False]
     rc3, out3, err3, left3 = results[True]
     assert left3 == left2
     assert rc3 == rc2 == -signal.SIGTERM
     assert out3 == out2 == ""
-    assert normalise(err3) == normalise(err2), (err2, err3)
-    assert ("Cleaning done." if expect_clean else "Decided not to perform cache cleaning.") in err3
+    assert normalise(err3, tmp_path) == normalise(err2, tmp_path), (err2, err3)
+    if "-q" in flags:
+        assert err3 == ""
+    else:
+        assert ("Cleaning done." if expect_clean else "Decided not to perform cache cleaning.") in err3
     kept = sum(files[n][1] for n in left3["a"]) * 2
     if expect_clean:
         assert len(left3["a"]) < len(files)
@@ -335,3 +350,58 @@ def test_cache_cleaner_usage_errors(tmp_path, args):
     assert codes[True].stdout == codes[False].stdout == ""
     for p in codes.values():
         assert p.stderr.startswith("usage:") and "error:" in p.stderr
+
+
+# ---------------------------------------------------------------------- filetracker-migrate
+
+def make_tree(root):
+    files = {"top.txt": b"top\n", "a/one.bin": os.urandom(5000), "a/b/two": b"", "a/b/c d.txt": b"space\n"}
+    for i, (rel, data) in enumerate(sorted(files.items())):
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+        os.utime(p, (T + i, T + i))
+    return files
+
+
+def store_content(url):
+    """``{name: (Last-Modified, bytes)}`` of everything the server lists."""
+    names = requests.get(url + "/list/", timeout=10).text.splitlines()
+    return {n: (r.headers["Last-Modified"], r.content)
+            for n in names for r in [requests.get(url + "/files/" + quote(n), timeout=10)]}
+
+
+def test_migrate_same_result(tmp_path):
+    """``filetracker-migrate FILES_DIR URL [--root DIR] [-s/--silent]``: same store content, status and
+    (silent) output.  Documented differences: when uploads fail the 2.x tool still exits 0, ours exits 1;
+    the 2.x tool prints "Settled for protocol version 2" on stdout even with ``-s`` (normalised away)."""
+    upstream.require()  # the full 2.x install (the client-only venv lacks its progress bar package)
+    from tests.client.servers import start_server
+
+    tree = tmp_path / "tree"
+    make_tree(str(tree))
+    results = {}
+    for ours in (False, True):
+        tool = script("filetracker-migrate") if ours else os.path.join(upstream.server_venv(), "bin",
+                                                                        "filetracker-migrate")
+        env = dict(os.environ, HOME=str(tmp_path)) if ours else clean_env(tmp_path)
+        server = start_server(tmp_path, "mig-ours" if ours else "mig-ft2")
+        try:
+            runs = []
+            for args in ([str(tree / "a"), server.url, "--root", str(tree), "-s"],
+                         [str(tree), server.url, "--silent"]):
+                p = subprocess.run([tool] + args, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                                   timeout=60)
+                # the 2.x client prints a diagnostic when it first talks to a server, even with -s
+                runs.append((p.returncode, p.stdout.replace("Settled for protocol version 2\n", ""), p.stderr))
+            results[ours] = runs, store_content(server.url)
+        finally:
+            server.stop()
+        p = subprocess.run([tool, str(tree / "a" / "b"), "http://127.0.0.1:%d" % free_port(), "-s"],
+                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == (1 if ours else 0)
+        assert p.stderr.count("ERROR when uploading ") == 2, p.stderr
+    assert results[True] == results[False]
+    assert results[True][0] == [(0, "", ""), (0, "", "")]
+    assert sorted(results[True][1]) == ["a/b/c d.txt", "a/b/two", "a/one.bin", "top.txt"]
