@@ -1,0 +1,92 @@
+"""Issue 5: the nodes' internal API (and the gateway's ring endpoint) require the cluster secret.
+
+Without it (or with a wrong one) every ``/_cluster/`` request is a 403 with a
+message and nothing is done: no replica stored, no tombstone, no ring
+installed, no background pass.  A client reaching a node directly can read but
+not write (the node runs without ``--allow-public-writes``).
+"""
+
+import os
+
+import msgpack
+import pytest
+import requests
+
+from cluster.peers import quote_name
+from tests.cluster.conftest import SECRET, NodeCluster
+from tests.security.support import files_under
+
+NAME = "/internal/kept"
+BODY = b"stored with the secret\n"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = NodeCluster(tmp_path_factory.mktemp("internal"), nodes=3, gateway=True)
+    c.start()
+    try:
+        r = c.put(0, NAME, BODY, 1700000000)
+        assert r.status_code == 200, r.headers
+        yield c
+    finally:
+        c.stop()
+
+
+def _requests(c):
+    url = c.urls[0]
+    ring = msgpack.packb(dict(c.ring.to_dict(), epoch=99), use_bin_type=True)
+    return [
+        ("GET", url + "/_cluster/ring", None),
+        ("PUT", url + "/_cluster/ring", ring),
+        ("PUT", url + "/_cluster/files" + quote_name("/internal/new") + "?version=1700000001", b"intruder"),
+        ("PUT", url + "/_cluster/files" + quote_name(NAME) + "?version=1800000000", b"overwrite"),
+        ("DELETE", url + "/_cluster/files" + quote_name(NAME) + "?version=1800000000", None),
+        ("HEAD", url + "/_cluster/files" + quote_name(NAME), None),
+        ("GET", url + "/_cluster/files" + quote_name(NAME), None),
+        ("GET", url + "/_cluster/blobs/" + "0" * 64, None),
+        ("GET", url + "/_cluster/list/?max_version=2000000000", None),
+        ("POST", url + "/_cluster/records", msgpack.packb([], use_bin_type=True)),
+        ("GET", url + "/_cluster/digests", None),
+        ("GET", url + "/_cluster/partition/0", None),
+        ("GET", url + "/_cluster/status", None),
+        ("POST", url + "/_cluster/run/all", b""),
+        ("POST", url + "/_cluster/verify?repair=1", b""),
+        ("GET", c.gateway_url + "/_cluster/ring", None),
+    ]
+
+
+@pytest.mark.parametrize("secret", [None, "wrong-secret", SECRET + "x", ""])
+def test_internal_api_refuses_without_the_secret(cluster, secret):
+    blobs_before = [files_under(os.path.join(d, "blobs")) for d in cluster.dirs]
+    headers = {} if secret is None else {"X-Cluster-Secret": secret}
+    for method, url, body in _requests(cluster):
+        r = requests.request(method, url, data=body, headers=headers, timeout=10)
+        assert r.status_code == 403, (method, url, r.status_code)
+        if method != "HEAD":
+            assert r.headers.get("X-Exception"), (method, url)
+    # nothing was done
+    rec = cluster.record(0, NAME)
+    assert rec is not None and rec.version == 1700000000 and not rec.deleted
+    assert cluster.content(0, NAME) == BODY
+    assert cluster.record(0, "/internal/new") is None
+    assert cluster.status(0)["epoch"] == 1
+    assert [files_under(os.path.join(d, "blobs")) for d in cluster.dirs] == blobs_before
+
+
+def test_with_the_secret_it_works(cluster):
+    h = {"X-Cluster-Secret": SECRET}
+    assert requests.get(cluster.urls[0] + "/_cluster/ring", headers=h, timeout=10).status_code == 200
+    assert requests.get(cluster.gateway_url + "/_cluster/ring", headers=h, timeout=10).status_code == 200
+    assert requests.get(cluster.urls[0] + "/_cluster/status", headers=h, timeout=10).status_code == 200
+
+
+def test_node_public_api_reads_but_refuses_writes(cluster):
+    url = cluster.urls[0]
+    assert requests.get(url + "/files" + NAME, timeout=10).content == BODY
+    lm = {"last_modified": "Sat, 23 Nov 2030 22:13:20 -0000"}
+    r = requests.put(url + "/files/internal/public", params=lm, data=b"x", timeout=10)
+    assert r.status_code == 403 and "public writes" in r.headers["X-Exception"]
+    r = requests.delete(url + "/files" + NAME, params=lm, timeout=10)
+    assert r.status_code == 403
+    assert cluster.record(0, "/internal/public") is None
+    assert cluster.content(0, NAME) == BODY
