@@ -1,4 +1,4 @@
-"""The fallback's own HTTP/1.1 reader (cluster.gateway.fallback.OldServer) against a real
+"""The fallback's own HTTP/1.1 reader (filetracker.server.oldserver.OldServer, shared by the gateway and filetracker-server) against a real
 in-process Tornado server: Content-Length, chunked and close-delimited bodies, gzip, a body
 cut short, a stalled server.  No 2.x server needed."""
 
@@ -11,7 +11,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.tcpclient import TCPClient
 
-from cluster.gateway.fallback import OldServer, OldServerError, _Decoder, logical_size, version_of
+from filetracker.server.oldserver import OldServer, OldServerError, logical_size, version_of
+from filetracker.server.oldserver import PlainDecoder as _Decoder
 
 DATA = bytes(range(256)) * 3000  # 768000 bytes
 
