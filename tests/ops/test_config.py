@@ -46,22 +46,50 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("program,text,key", BAD, ids=["%s-%s-%d" % (p, k, i) for i, (p, _, k) in enumerate(BAD)])
-def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, program, text, key):
-    path = write(tmp_path, text)
-    code, out, err = run(program, "--config", path)
+def _main(program):
+    """The service's entry point, called in this process (the bad cases exit before serving)."""
+    if program == "node":
+        from cluster.node.main import main
+    elif program == "gateway":
+        from cluster.gateway.main import main
+    else:
+        from filetracker.server.main import main
+    return main
+
+
+def _check_one_line(program, path, key, code, err):
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, (code, out, err)
+    assert code == 2, (code, err)
     assert len(lines) == 1, err
     assert "'%s'" % key in lines[0] and path in lines[0], lines[0]
     assert lines[0].startswith(PROGRAMS[program] + ": error:"), lines[0]
 
 
-def test_unreadable_and_malformed_files(tmp_path):
-    code, _, err = run("node", "--config", str(tmp_path / "missing.toml"))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "missing.toml" in err
-    code, _, err = run("gateway", "--config", write(tmp_path, "port = = 1\n"))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "not valid TOML" in err
+@pytest.mark.parametrize("program,text,key", BAD, ids=["%s-%s-%d" % (p, k, i) for i, (p, _, k) in enumerate(BAD)])
+def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, capsys, program, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(SystemExit) as e:
+        _main(program)(["--config", path])
+    _check_one_line(program, path, key, e.value.code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("program,text,key", [BAD[0], BAD[6], BAD[10]])
+def test_bad_config_real_process(tmp_path, program, text, key):
+    """The same through the installed console scripts: the exit status of the process is 2."""
+    path = write(tmp_path, text)
+    code, out, err = run(program, "--config", path)
+    _check_one_line(program, path, key, code, err)
+
+
+def test_unreadable_and_malformed_files(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _main("node")(["--config", str(tmp_path / "missing.toml")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "missing.toml" in err
+    with pytest.raises(SystemExit) as e:
+        _main("gateway")(["--config", write(tmp_path, "port = = 1\n")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "not valid TOML" in err
 
 
 def test_node_from_a_file_flags_override(tmp_path):
@@ -81,16 +109,18 @@ def test_node_from_a_file_flags_override(tmp_path):
     assert '"logger": "cluster.node"' in svc.log_tail()   # log_format = "json" (underscore form)
 
 
-def test_every_example_configuration_is_valid():
+def test_every_example_configuration_is_valid(capsys):
     """deploy/example/*.toml pass the services' own validation (``--config F --help`` exits 0)."""
     examples = sorted(glob.glob(os.path.join(ROOT, "deploy", "example", "*.toml")))
     assert len(examples) >= 5
     for path in examples:
         base = os.path.basename(path)
         program = "node" if base.startswith("node") else "gateway" if base.startswith("gateway") else "server"
-        code, out, err = run(program, "--config", path, "--help")
-        assert code == 0, (path, err)
-        assert "usage:" in out
+        with pytest.raises(SystemExit) as e:
+            _main(program)(["--config", path, "--help"])
+        captured = capsys.readouterr()
+        assert e.value.code == 0, (path, captured.err)
+        assert "usage:" in captured.out
 
 
 def _parser():
