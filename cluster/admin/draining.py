@@ -100,11 +100,13 @@ def spread(access, doc, docs):
     return lagging
 
 
-def resume(access, out, ring, rings, extra=()):
+def resume(access, out, ring, rings, extra=(), apply=True):
     """Steps 1-3 of the module docstring; returns ``(ring, leaving URLs, document)``.
 
     ``ring``/``rings`` come from ``access.discover``.  The returned ring is the
     one to judge (a new one when an interrupted removal was finished here).
+    ``apply=False`` (a dry run) changes nothing: the ring that finishing the
+    removal would write is returned but not written.
     """
     doc, docs = read(access, [n.url for n in ring.nodes] + [u.rstrip("/") for u in extra])
     if not doc["members"]:
@@ -113,12 +115,17 @@ def resume(access, out, ring, rings, extra=()):
     docs.update(more_docs)
     if more["version"] > doc["version"]:
         doc = more
-    spread(access, doc, docs)
+    if apply:
+        spread(access, doc, docs)
     still = [ring.node(m["id"]) for m in doc["members"] if ring.node(m["id"]) is not None]
     if still:
         if len(still) >= len(ring.nodes):
             raise AdminError("every member is marked leaving; add nodes first")
         new = ring.with_changes(remove=[n.id for n in still])
+        if not apply:
+            out.write("would finish the interrupted removal of %s: ring epoch %d, %d nodes\n"
+                      % (", ".join(n.id for n in still), new.epoch, len(new.nodes)))
+            return new, [m["url"] for m in doc["members"]], doc
         failed = [u for g in ([n.url for n in new.nodes], [n.url for n in still])
                   for u, err in access.put_ring(new, g).items() if err]
         out.write("finished the interrupted removal of %s: ring epoch %d, %d nodes%s\n"
@@ -126,7 +133,8 @@ def resume(access, out, ring, rings, extra=()):
                      (" (not taken by %s)" % ", ".join(failed)) if failed else ""))
         ring = new
     leaving = [m["url"] for m in doc["members"]]
-    give_ring(access, out, ring, leaving)
+    if apply:
+        give_ring(access, out, ring, leaving)
     return ring, leaving, doc
 
 

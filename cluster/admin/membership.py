@@ -89,7 +89,16 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
     _require_agreed(ring, rings)
     node = ring.node(url) or next((n for n in ring.nodes if n.url == url), None)
     doc, _ = draining.read(access, [n.url for n in ring.nodes])
-    if node is None and draining.find(doc, url) is not None:
+    entry = draining.find(doc, url) if node is None else None
+    if entry is not None:
+        try:
+            access.client.status(entry["url"])
+        except PeerError as e:
+            # gone for good: stop waiting for it (the owners rebuild its partitions from the other replicas)
+            draining.write(access, draining.changed(doc, remove=[entry["id"]]), [n.url for n in ring.nodes])
+            out.write("%s is leaving and unreachable (%s): no longer listed as leaving; its data is rebuilt "
+                      "from the other replicas by `filetracker-admin rebalance`\n" % (entry["id"], describe_error(e)))
+            return 0
         out.write("%s is already leaving (ring epoch %d): resuming its drain\n" % (url, ring.epoch))
         if not wait:
             return 0

@@ -177,13 +177,13 @@ def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down
               poll=1.0, tty=None):
     """Run the command; returns the exit status (0 balanced, 1 not)."""
     newest, rings = access.discover(extra=drain)
-    resumed, leaving, _doc = draining.resume(access, out, newest, rings, extra=drain)
+    resumed, leaving, _doc = draining.resume(access, out, newest, rings, extra=drain, apply=not dry_run)
     drain = list(dict.fromkeys(list(drain) + leaving))
-    if leaving:
+    if leaving and not dry_run:
         newest, rings = access.discover(extra=drain)
-        if newest.epoch < resumed.epoch:
-            newest = resumed
-    lagging = access.spread_ring(newest, rings)
+    lagging = access.spread_ring(newest, rings)   # an agreed ring only (never the dry run's)
+    if newest.epoch < resumed.epoch:
+        newest = resumed   # a dry run judges the ring it would write
     ring = newest
     if lagging:
         out.write("gave ring epoch %d to %s\n" % (ring.epoch, ", ".join(lagging)))

@@ -138,3 +138,46 @@ def test_remove_node_again_resumes(four):
     assert draining_doc(c, 0)["members"] == []
     r = admin(c, "remove-node", c.urls[3])
     assert r.returncode == 1 and "not a member" in r.stderr
+
+
+def test_remove_node_of_a_dead_leaving_node_forgets_it(four):
+    """The leaving node died before it drained: ``remove-node URL`` again stops waiting for it, and
+    ``rebalance`` rebuilds its partitions from the other replicas (N=3), nothing lost."""
+    c = four
+    names = ["/dead/f%03d" % i for i in range(100)]
+    write_files(c.gw, names)
+    r = admin(c, "rebalance", "--dry-run")
+    assert r.returncode == 0
+    r = admin(c, "remove-node", c.urls[3], "--no-wait")
+    assert r.returncode == 0, r.stderr
+    c.kill9(3)
+    r = admin(c, "status")
+    assert "(leaving)" in r.stdout and "DOWN" in r.stdout
+    r = admin(c, "remove-node", c.urls[3])
+    assert r.returncode == 0, r.stderr
+    assert "unreachable" in r.stdout and "no longer listed as leaving" in r.stdout
+    assert draining_doc(c, 0)["members"] == []
+    r = admin(c, "rebalance")
+    assert r.returncode == 0, r.stderr
+    ring = node_ring(c, 0)
+    held = holdings(c, range(3))
+    assert not placement_errors(ring, held, names)
+    assert set(held) == set(names) and all(len(held[n]) == 3 for n in names)
+    rc, doc = status_json(c, c.urls[0])
+    assert rc == 0 and all(n["url"] != c.urls[3] for n in doc["nodes"])
+
+
+def test_dry_run_changes_nothing(four):
+    """An intent recorded but no ring written: ``rebalance --dry-run`` only says what it would do."""
+    c = four
+    before = node_ring(c, 0)
+    doc = {"version": 1, "members": [{"id": c.urls[3], "url": c.urls[3]}]}
+    for i in range(4):
+        c.client.request("PUT", c.urls[i], "/_cluster/draining", data=msgpack.packb(doc))
+    r = admin(c, "rebalance", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "would finish the interrupted removal" in r.stdout
+    assert all(node_ring(c, i) == before for i in range(4))
+    assert draining_doc(c, 0) == doc
+    r = admin(c, "status")
+    assert r.stdout.count("(leaving)") == 1
