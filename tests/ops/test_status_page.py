@@ -51,15 +51,18 @@ def test_status_page_shows_a_killed_node_down(ops_cluster, tmp_path):
     c.kill9(1)
     killed = time.monotonic()
     shot = os.path.join(out, "status-page-node-down.png")
+    # "Within a few seconds" is about the page, not about how long Chromium takes to start on a
+    # loaded machine: what counts is when the load that showed DOWN was started.
     while True:
+        launched = time.monotonic() - killed
         dom = chromium_page(page, profile, screenshot=shot)
         state, html = _rows(dom)[c.urls[1]]
-        elapsed = time.monotonic() - killed
-        if state == "down" or elapsed > 15:
+        if state == "down" or time.monotonic() - killed > 30:
             break
         time.sleep(0.2)
     assert state == "down", dom
-    assert elapsed < 5, "the page showed the node down only %.1f s after the kill" % elapsed
+    assert launched < 5, "a page load started %.1f s after the kill still showed the node up" % launched
+    elapsed = time.monotonic() - killed
     assert '<td class="state">DOWN</td>' in html
     assert "2 of 3 nodes up; DOWN: %s" % c.urls[1] in dom
     assert _rows(dom)[c.urls[0]][0] == "up" and _rows(dom)[c.urls[2]][0] == "up"
@@ -75,4 +78,5 @@ def test_status_page_shows_a_killed_node_down(ops_cluster, tmp_path):
     assert nodes[c.urls[1]]["leaving"] and not nodes[c.urls[1]]["up"]
     assert not nodes[c.urls[0]]["leaving"] and nodes[c.urls[0]]["up"]
     assert "%s (leaving)" % c.urls[1] in requests.get(page, timeout=10).text
-    print("status page screenshots: %s (node down shown %.1f s after kill -9)" % (out, elapsed))
+    print("status page screenshots: %s (DOWN on the load started %.1f s after kill -9, rendered %.1f s after)"
+          % (out, launched, elapsed))
