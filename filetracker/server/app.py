@@ -16,6 +16,8 @@ from filetracker.server.handlers import FilesContext, public_routes
 from filetracker.storage import ObjectStore
 
 GiB = 1 << 30
+#: Largest body of a request that is not streamed (held in memory by Tornado).
+MAX_BUFFERED_BODY = 64 << 20
 
 
 @dataclass
@@ -103,7 +105,9 @@ def make_server(app, config):
     return tornado.httpserver.HTTPServer(
         app,
         xheaders=False,
-        max_body_size=config.max_body_size,
+        # bodies Tornado buffers in memory (every handler but the streamed uploads, which the
+        # guard bounds by config.max_body_size with a 413)
+        max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),
         max_header_size=max(16 * config.max_header_size, 1 << 20),
         idle_connection_timeout=config.idle_connection_timeout,
         body_timeout=config.body_timeout,

@@ -126,6 +126,10 @@ class GuardedRequest:
             if int(length) > limits.max_body_size:
                 raise HTTPFail(413, "request body too large (%s bytes, limit %d)"
                                % (length, limits.max_body_size))
+        if _streams_body(h):
+            # The server's own limit (make_server) is for bodies Tornado buffers in memory;
+            # a streamed body is bounded here instead (413 with a message, see _watch_body).
+            req.connection.set_max_body_size(1 << 62)
         if req.method in ("PUT", "POST") and _streams_body(h):
             if req.method == "PUT":
                 if not self.guard.uploads.try_acquire():
