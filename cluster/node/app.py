@@ -18,7 +18,7 @@ from cluster.node.protect import protect_store
 from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
 from filetracker.server import FileHandler, FilesContext, HTTPFail, NotFoundHandler, observe, public_routes
-from filetracker.server.app import guard_of
+from filetracker.server.app import MAX_BUFFERED_BODY, guard_of
 
 EPOCH_HEADER = "X-Ring-Epoch"
 
@@ -79,7 +79,7 @@ def make_app(config):
 def make_server(app, config):
     """An HTTPServer with the node's limits (not yet listening)."""
     return tornado.httpserver.HTTPServer(
-        app, max_body_size=config.max_body_size,
+        app, max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),  # streamed uploads: the guard's limit
         max_header_size=max(16 * config.max_header_size, 1 << 20),
         idle_connection_timeout=config.idle_connection_timeout, body_timeout=config.body_timeout,
         decompress_request=False)
