@@ -16,8 +16,8 @@ import requests
 
 from filetracker.client import Client
 from filetracker.errors import RemoteError
-from tests.cluster.conftest import NodeCluster
 from tests.interop.ft2 import clean_env, require
+from tests.security.conftest import start_gateway
 from tests.security.support import basic, raw, wait_until
 from tests.support.procs import Service, free_port, script
 
@@ -73,16 +73,15 @@ def target(request, tokens, tmp_path_factory):
         finally:
             svc.stop()
     else:
-        c = NodeCluster(d, nodes=3, gateway=True,
-                        gateway_args=["--auth-file", tokens["path"], "--log-level", "DEBUG"])
-        c.start()
+        nodes3 = request.getfixturevalue("nodes3")
+        g = start_gateway(nodes3, ["--auth-file", tokens["path"], "--log-level", "DEBUG"], d)
 
         def logs():
-            return "".join(open(s.log_path, errors="replace").read() for s in [c.gateway] + c.services)
+            return g.log() + "".join(open(s.log_path, errors="replace").read() for s in nodes3.services)
         try:
-            yield AuthTarget("gateway", c.gateway_url, logs)
+            yield AuthTarget("gateway", g.url, logs)
         finally:
-            c.stop()
+            g.stop()
 
 
 def test_no_credentials_401_version_open(target):

@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from tests.cluster.conftest import NodeCluster
+from tests.security.conftest import start_gateway
 from tests.security.support import files_under, raw, raw_bytes, wait_until
 from tests.support.procs import ROOT
 
@@ -131,22 +131,20 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = NodeCluster(tmp_path_factory.mktemp("badinput"), nodes=3, node_args=["--allow-public-writes"],
-                    gateway=True)
-    c.start()
+def gateway(nodes3, tmp_path_factory):
+    g = start_gateway(nodes3, [], tmp_path_factory.mktemp("badinput"))
     try:
-        yield c
+        yield g
     finally:
-        c.stop()
+        g.stop()
 
 
 @pytest.fixture(scope="module", params=["gateway", "node"])
-def target(request, cluster):
+def target(request, nodes3, gateway):
     if request.param == "gateway":
-        t = Target("gateway", cluster.gateway_url, cluster.dirs)
+        t = Target("gateway", gateway.url, nodes3.dirs)
     else:
-        t = Target("node", cluster.urls[0], cluster.dirs[:1])
+        t = Target("node", nodes3.urls[0], nodes3.dirs[:1])
     a = raw(t.url, "PUT", "/files/bad/existing?" + LM, b"exists")
     assert a.status == 200, a
     # the gateway answers after a quorum: let the last replica land before blobs are compared
@@ -161,7 +159,7 @@ def _no_escape(cluster):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_request(cluster, target, case):
+def test_bad_request(nodes3, target, case):
     case_id, method, path, body, headers, allowed = case
     path = path.replace("{id}", case_id)
     blobs_before = target.blobs()
@@ -175,11 +173,11 @@ def test_bad_request(cluster, target, case):
     assert wait_until(lambda: not target.tmp_files()), target.tmp_files()
     assert target.blobs() == blobs_before
     assert raw(target.url, "GET", F.replace("{id}", case_id)).status == 404
-    assert not _no_escape(cluster)
+    assert not _no_escape(nodes3)
 
 
 @pytest.mark.parametrize("case", PROTOCOL_CASES, ids=[c[0] for c in PROTOCOL_CASES])
-def test_malformed_http(cluster, target, case):
+def test_malformed_http(target, case):
     case_id, data = case
     data = data.replace(b"{id}", case_id.encode())
     blobs_before = target.blobs()

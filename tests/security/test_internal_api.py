@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from cluster.peers import quote_name
-from tests.cluster.conftest import SECRET, NodeCluster
+from tests.cluster.conftest import SECRET
+from tests.security.conftest import start_gateway
 from tests.security.support import files_under
 
 NAME = "/internal/kept"
@@ -21,15 +22,17 @@ BODY = b"stored with the secret\n"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = NodeCluster(tmp_path_factory.mktemp("internal"), nodes=3, gateway=True)
-    c.start()
+def cluster(nodes3, tmp_path_factory):
+    """The shared nodes plus a gateway (as ``cluster.gateway_url``) and one file stored on node 0."""
+    g = start_gateway(nodes3, [], tmp_path_factory.mktemp("internal"))
+    nodes3.gateway_url = g.url
     try:
-        r = c.put(0, NAME, BODY, 1700000000)
+        r = nodes3.put(0, NAME, BODY, 1700000000)
         assert r.status_code == 200, r.headers
-        yield c
+        yield nodes3
     finally:
-        c.stop()
+        nodes3.gateway_url = None
+        g.stop()
 
 
 def _requests(c):
@@ -80,7 +83,9 @@ def test_with_the_secret_it_works(cluster):
     assert requests.get(cluster.urls[0] + "/_cluster/status", headers=h, timeout=10).status_code == 200
 
 
-def test_node_public_api_reads_but_refuses_writes(cluster):
+def test_node_public_api_reads_but_refuses_writes(lone_node):
+    cluster = lone_node  # started without --allow-public-writes
+    assert cluster.put(0, NAME, BODY, 1700000000).status_code == 200
     url = cluster.urls[0]
     assert requests.get(url + "/files" + NAME, timeout=10).content == BODY
     lm = {"last_modified": "Sat, 23 Nov 2030 22:13:20 -0000"}

@@ -1,0 +1,211 @@
+"""Issue 5: request limits on the single server, a gateway over 3 nodes and a node.
+
+Slow clients are cut (a stalled body gets 408 after ``--body-idle-timeout``, a
+stalled request head and an idle keep-alive connection are closed after
+``--idle-timeout``, a client that stops reading an answer is cut after
+``--send-timeout``), uploads beyond ``--max-uploads`` get 503 + Retry-After and
+the slots come back when clients go away, bodies above ``--max-body-size`` get
+413, overlong names 400 and overlong request targets 414.  Each refusal leaves
+no temporary file and stores nothing.
+"""
+
+import email.utils
+import os
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from tests.cluster.conftest import SECRET
+from tests.security.conftest import start_gateway
+from tests.security.support import files_under, raw, wait_until
+from tests.support.procs import Service, free_port, script
+
+LM = "last_modified=" + email.utils.formatdate(1_732_400_000).replace(" ", "%20").replace(",", "%2C")
+MAX_BODY = 4 << 20
+LIMITS = ["--body-idle-timeout", "1", "--idle-timeout", "1", "--send-timeout", "1", "--max-uploads", "2",
+          "--max-body-size", str(MAX_BODY), "--max-uri-size", "4096"]
+
+
+class LimitTarget:
+    def __init__(self, kind, url, dirs):
+        self.kind = kind
+        self.url = url
+        self.dirs = dirs
+
+    def tmp_files(self):
+        return [f for d in self.dirs for f in files_under(os.path.join(d, "tmp"))]
+
+
+@pytest.fixture(scope="module", params=["server", "gateway"])
+def target(request, tmp_path_factory):
+    """A filetracker-server, or a gateway over the shared nodes, both started with LIMITS."""
+    d = tmp_path_factory.mktemp("limits-" + request.param)
+    if request.param == "server":
+        port = free_port()
+        url = "http://127.0.0.1:%d" % port
+        svc = Service([script("filetracker-server"), "-d", str(d / "data"), "-p", str(port)] + LIMITS,
+                      str(d / "server.log"), ready_url=url + "/version/").start()
+        t = LimitTarget("server", url, [str(d / "data")])
+        try:
+            yield t
+        finally:
+            svc.stop()
+    else:
+        nodes3 = request.getfixturevalue("nodes3")
+        g = start_gateway(nodes3, LIMITS, d)
+        try:
+            yield LimitTarget("gateway", g.url, nodes3.dirs)
+        finally:
+            g.stop()
+
+
+def _connect(url, rcvbuf=None):
+    parts = urlsplit(url)
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect((parts.hostname, parts.port))
+    return s
+
+
+def _head(name, length, extra=""):
+    return ("PUT /files%s?%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (name, LM, length, extra)).encode()
+
+
+def _read_all(s):
+    chunks = []
+    while True:
+        try:
+            b = s.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+def test_stalled_body_gets_408_and_nothing_stays(target):
+    s = _connect(target.url)
+    t0 = time.monotonic()
+    s.sendall(_head("/limits/slow", 100_000) + b"x" * 1000)
+    answer = _read_all(s)
+    took = time.monotonic() - t0
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"X-Exception: request body timeout" in answer
+    assert 0.8 < took < 6, took
+    assert wait_until(lambda: not target.tmp_files())
+    assert raw(target.url, "GET", "/files/limits/slow").status == 404
+
+
+def test_stalled_request_head_and_idle_connection_are_closed(target):
+    s = _connect(target.url)
+    t0 = time.monotonic()
+    s.sendall(b"GET /files/limits/x HTTP/1.1\r\nHost: x\r\n")  # never finished
+    assert _read_all(s) == b""
+    assert time.monotonic() - t0 < 7
+    s.close()
+    s = _connect(target.url)
+    s.sendall(b"GET /version/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    t0 = time.monotonic()
+    answer = _read_all(s)  # the answer, then the idle keep-alive connection is closed
+    assert answer.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 7
+    s.close()
+
+
+def test_reader_that_stops_reading_is_cut(target):
+    data = os.urandom(1 << 20) * (MAX_BODY >> 20)  # far more than the socket buffers hold
+    assert requests.put(target.url + "/files/limits/big?" + LM, data=data, timeout=60).status_code == 200
+    s = _connect(target.url, rcvbuf=4096)
+    s.sendall(b"GET /files/limits/big HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(2.2)  # read nothing: the server's writes stall for longer than --send-timeout
+    got = _read_all(s)
+    s.close()
+    assert got.startswith(b"HTTP/1.1 200")
+    assert len(got) < len(data), "the whole answer arrived: the server never stalled"
+    # the server is fine afterwards
+    assert requests.get(target.url + "/files/limits/big", timeout=30).content == data
+
+
+class Trickle:
+    """An upload that sends one byte every 0.2 s (never idle long enough to be cut)."""
+
+    def __init__(self, url, name):
+        self.s = _connect(url)
+        self.s.sendall(_head(name, 1_000_000))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.wait(0.2):
+            try:
+                self.s.sendall(b"t")
+            except OSError:
+                return
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.s.close()
+
+
+def test_too_many_uploads_503_and_slots_come_back(target):
+    uploads = [Trickle(target.url, "/limits/held%d" % i) for i in range(2)]
+    try:
+        time.sleep(0.3)
+        r = requests.put(target.url + "/files/limits/third?" + LM, data=b"third", timeout=10)
+        assert r.status_code == 503, r.headers
+        assert r.headers["Retry-After"] == "1" and "too many uploads" in r.headers["X-Exception"]
+    finally:
+        for u in uploads:
+            u.close()
+    # the clients went away: their slots are free again and nothing of them stays
+    assert wait_until(lambda: requests.put(target.url + "/files/limits/third?" + LM, data=b"third",
+                                           timeout=10).status_code == 200, timeout=5)
+    assert wait_until(lambda: not target.tmp_files())
+    for i in range(2):
+        assert raw(target.url, "GET", "/files/limits/held%d" % i).status == 404
+
+
+def test_body_size_name_and_uri_limits(target):
+    a = raw(target.url, "PUT", "/files/limits/huge?" + LM, b"x" * 10, {"Content-Length": str(MAX_BODY + 1)})
+    assert a.status == 413 and "too large" in a.exception
+    # a chunked body has no Content-Length: it is counted as it arrives
+    def chunks():
+        piece = b"c" * (256 << 10)
+        for _ in range(MAX_BODY // len(piece) + 2):
+            yield piece
+    try:
+        r = requests.put(target.url + "/files/limits/chunked?" + LM, data=chunks(), timeout=30)
+        assert r.status_code == 413 and "too large" in r.headers["X-Exception"]
+    except requests.ConnectionError:
+        pass  # the server answered 413 and closed while the client was still sending
+    assert raw(target.url, "GET", "/files/limits/chunked").status == 404
+    a = raw(target.url, "GET", "/files/" + "n" * 1500)
+    assert a.status == 400 and "longer than" in a.exception
+    a = raw(target.url, "GET", "/files/" + "/".join(["u" * 200] * 30))
+    assert a.status == 414 and "too long" in a.exception
+    assert wait_until(lambda: not target.tmp_files())
+
+
+def test_node_bounds_internal_uploads(lone_node):
+    """--max-uploads counts the replica PUTs of the internal API (what gateways send)."""
+    node = lone_node  # --max-uploads 1 --body-idle-timeout 1
+    s = _connect(node.urls[0])
+    s.sendall(("PUT /_cluster/files/n/held?version=1 HTTP/1.1\r\nHost: x\r\nX-Cluster-Secret: %s\r\n"
+               "Content-Length: 1000\r\n\r\nabc" % SECRET).encode())
+    time.sleep(0.2)
+    r = node.put(0, "/n/second", b"second", 1)
+    assert r.status_code == 503 and r.headers.get("Retry-After") and r.headers.get("X-Exception")
+    answer = _read_all(s)  # the stalled one is cut by the body idle timeout
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert wait_until(lambda: node.put(0, "/n/second", b"second", 1).status_code == 200, timeout=5)
+    assert node.record(0, "/n/held") is None
