@@ -23,9 +23,9 @@ import json
 import time
 
 import msgpack
-from tornado import web
 
 from cluster.gateway.view import NoRing
+from filetracker.server.base import BaseHandler
 
 REFRESH_SECONDS = 5
 CACHE_SECONDS = 1.0
@@ -216,8 +216,12 @@ def render(doc):
     return "\n".join(out)
 
 
-class StatusPageHandler(web.RequestHandler):
-    """``GET /status``: the HTML page (``?format=json``: the document it renders)."""
+class StatusPageHandler(BaseHandler):
+    """``GET /status``: the HTML page (``?format=json``: the document it renders).
+
+    A :class:`~filetracker.server.base.BaseHandler`, so the gateway's guard applies (with
+    ``--auth-file``, a ``read`` token for the whole tree is needed).
+    """
 
     def initialize(self, collector):
         self.collector = collector

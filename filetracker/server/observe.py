@@ -46,6 +46,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from tornado.ioloop import IOLoop
 
+from filetracker.server.base import BaseHandler
+
 access_log = logging.getLogger("filetracker.access")
 
 #: Latency buckets (seconds): sub-millisecond cache hits up to multi-minute large bodies.
@@ -146,8 +148,12 @@ class RequestObserver:
                             seconds * 1000.0, fields["remote"], extra={"access": fields})
 
 
-class MetricsHandler(tornado.web.RequestHandler):
-    """``GET /metrics``: the app's registry in the Prometheus text format."""
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: the app's registry in the Prometheus text format.
+
+    A :class:`~filetracker.server.base.BaseHandler`, so the server's guard applies (with
+    ``--auth-file``, a ``read`` token for the whole tree is needed).
+    """
 
     def initialize(self, registry, executor=None):
         self.registry = registry

@@ -7,6 +7,7 @@ describe the cluster (ring, liveness, disk usage, background passes).
 import os
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from filetracker.httpdate import format_version
 from tests.ops.conftest import sample, scrape, wait_until
@@ -125,3 +126,27 @@ def test_single_server_metrics(tmp_path):
         assert wait_until(lambda: "PUT /files/m/one 200 in=5" in svc.log_tail(), 5), svc.log_tail()
     finally:
         svc.stop()
+
+
+def test_metrics_need_a_read_token_when_access_control_is_on(tmp_path):
+    from filetracker.auth import add_token
+
+    auth = str(tmp_path / "auth.tokens")
+    _, reader = add_token(auth, "prometheus", "read")
+    _, scoped = add_token(auth, "grader", "read", prefix="/problems")
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    svc = Service([script("filetracker-server"), "-d", str(tmp_path / "data"), "-p", str(port), "--auth-file", auth],
+                  str(tmp_path / "server.log"), ready_url=url + "/version/").start()
+    try:
+        assert requests.get(url + "/metrics", timeout=10).status_code == 401
+        assert requests.get(url + "/metrics", headers={"Authorization": "Bearer " + scoped},
+                            timeout=10).status_code == 403
+        r = requests.get(url + "/metrics", headers={"Authorization": "Bearer " + reader}, timeout=10)
+        assert r.status_code == 200 and "filetracker_http_requests_total" in r.text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(r.text) for s in f.samples}
+        assert sample(samples, "filetracker_http_requests_total", method="GET", status="401", route="metrics") == 1
+    finally:
+        svc.stop()
+    assert reader not in svc.log_tail(100000) and scoped not in svc.log_tail(100000)
