@@ -42,7 +42,7 @@ class GatewayCollector:
         yield up
         yield _gauge("nodes_down", "Ring members currently marked down", down)
         yield _gauge("background_tasks", "Replica writes and read repairs still running after their answer",
-                     len(self.services._background))
+                     len(getattr(self.services, "_background", ())))
 
 
 def _gauge(name, doc, value):
