@@ -5,6 +5,7 @@ Every handler gets the shared :class:`cluster.gateway.app.Services` through
 and a short plain-text body, never a traceback.
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -12,8 +13,9 @@ from urllib.parse import quote
 
 import msgpack
 from tornado import web
+from tornado.iostream import StreamClosedError
 
-from cluster.gateway.reads import fetch_piece, quorum_read, read_repair
+from cluster.gateway.reads import direct_read, fetch_piece, quorum_read, read_repair
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
 from filetracker.httpdate import format_version
@@ -104,12 +106,22 @@ class FilesHandler(BaseHandler):
     async def _serve(self, path, with_body):
         name, _version = name_from_path(path)  # the client checks the version it gets
         await self.ring()
+        # HEAD ignores Range (like our server and a plain file server): 200, full length
+        range_header = self.request.headers.get("Range") if with_body else None
+        # Usually one round trip: R owners asked at once, the first one for the body too.
+        direct = None if range_header is not None else await direct_read(self.services, name, with_body)
+        data = url = None
         # Two attempts: when every replica holding the winner fails before the first
         # byte (e.g. it just died), they are now marked down and a new quorum read
         # finds the winner on the others.
         for attempt in range(2):
-            read = await quorum_read(self.services, name)
-            self.services.spawn(read_repair(self.services, read))
+            if direct is not None:
+                read, data = direct.read, direct.first
+                direct = None
+            else:
+                read = await quorum_read(self.services, name)
+                self.services.spawn(read_repair(self.services, read))
+                data = None
             if not read.enough:
                 raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
@@ -122,8 +134,6 @@ class FilesHandler(BaseHandler):
             if winner is None or winner.deleted:
                 raise HTTPFail(404, "file not found: %s" % name)
             size = winner.size
-            # HEAD ignores Range (like our server and a plain file server): 200, full length
-            range_header = self.request.headers.get("Range") if with_body else None
             try:
                 rng = parse_range(range_header, size)
             except RangeNotSatisfiable as exc:
@@ -133,6 +143,9 @@ class FilesHandler(BaseHandler):
                 break
             holders = read.holders()
             piece_end = min(start + self.services.config.range_size - 1, end)
+            if data is not None:  # the direct read brought the first piece
+                url = holders[0]
+                break
             data, url = await fetch_piece(self.services, holders, winner.sha256, start, piece_end)
             if data is not None:
                 break
@@ -149,28 +162,46 @@ class FilesHandler(BaseHandler):
         if not with_body or end < start:
             self.finish()
             return
+        if piece_end >= end:  # the whole answer is in hand
+            self.finish(data)
+            return
         await self._stream_body(name, winner, holders, url, data, piece_end + 1, end)
 
     async def _stream_body(self, name, winner, holders, url, data, pos, end):
-        """Send ``data`` (the first piece, from ``url``), then the rest piece by piece."""
+        """Send ``data`` (the first piece, from ``url``), then the rest piece by piece.
+
+        The next piece is fetched while the current one is sent (at most two
+        pieces in memory), so node and client transfers overlap.
+        """
         step = self.services.config.range_size
-        while True:
-            if holders[0] != url:  # stick to the replica that works
-                holders.remove(url)
-                holders.insert(0, url)
-            self.write(data)
-            del data
-            await self.flush()  # bounded memory: never more than one piece in flight
-            if pos > end:
-                break
-            piece_end = min(pos + step - 1, end)
-            data, url = await fetch_piece(self.services, holders, winner.sha256, pos, piece_end)
-            if data is None:
-                # mid-answer: closing is the only honest thing left (the client sees a short body)
-                log.error("GET %s: every replica failed at byte %d; closing", name, pos)
-                self.request.connection.close()
-                return
-            pos = piece_end + 1
+        fetch = None
+        try:
+            while True:
+                if holders[0] != url:  # stick to the replica that works
+                    holders.remove(url)
+                    holders.insert(0, url)
+                if pos <= end:
+                    piece_end = min(pos + step - 1, end)
+                    fetch = asyncio.ensure_future(
+                        fetch_piece(self.services, list(holders), winner.sha256, pos, piece_end))
+                self.write(data)
+                del data
+                await self.flush()  # bounded memory: one piece sent, one in flight
+                if fetch is None:
+                    break
+                data, url = await fetch
+                fetch = None
+                if data is None:
+                    # mid-answer: closing is the only honest thing left (the client sees a short body)
+                    log.error("GET %s: every replica failed at byte %d; closing", name, pos)
+                    self.request.connection.close()
+                    return
+                pos = piece_end + 1
+        except StreamClosedError:
+            return  # the client went away
+        finally:
+            if fetch is not None:
+                fetch.cancel()
         self.finish()
 
     async def delete(self, path):

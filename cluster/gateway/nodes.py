@@ -1,8 +1,8 @@
 """HTTP exchanges with storage nodes over the internal ``/_cluster/`` API.
 
-One pooled client (libcurl through ``CurlAsyncHTTPClient``: keep-alive
-connections, so a request to a node costs no TCP handshake) serves every
-small exchange: record lookups, deletes, record lists, range reads.  Streaming
+One pooled keep-alive client (:mod:`cluster.gateway.pool`: a request to a
+node costs no TCP handshake and little CPU) serves every small exchange:
+record lookups, deletes, record lists, range reads.  Streaming
 uploads to nodes do not go through here (see :mod:`cluster.gateway.upload`).
 
 Every answer is reported to an *observer* so the cluster view can notice a
@@ -10,11 +10,9 @@ newer ring epoch (``X-Ring-Epoch``) or a node that refused or timed out.
 """
 
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from tornado.curl_httpclient import CurlAsyncHTTPClient
-from tornado.httpclient import HTTPRequest
-
+from cluster.gateway.pool import ConnectionFailed, NodePool, build_request
 from filetracker.records import Record
 
 log = logging.getLogger(__name__)
@@ -68,10 +66,24 @@ class NodeClient:
     def __init__(self, config, observer):
         self._config = config
         self._observer = observer
-        self._http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_clients)
+        self._pool = NodePool()
+        self._addresses = {}  # url -> (host, port, netloc)
+
+    @property
+    def pool(self):
+        """The keep-alive connections (streamed uploads take theirs from it too)."""
+        return self._pool
 
     def close(self):
-        self._http.close()
+        self._pool.close()
+
+    def _address(self, url):
+        addr = self._addresses.get(url)
+        if addr is None:
+            parts = urlsplit(url)
+            addr = (parts.hostname, parts.port or 80, parts.netloc)
+            self._addresses[url] = addr
+        return addr
 
     def headers(self, extra=None):
         """Headers every internal request carries (the cluster secret)."""
@@ -90,20 +102,17 @@ class NodeClient:
         itself uses that).
         """
         timeout = self._config.timeout if timeout is None else timeout
-        req = HTTPRequest(url + path, method=method, headers=self.headers(headers), body=body,
-                          connect_timeout=timeout, request_timeout=timeout,
-                          allow_nonstandard_methods=True, decompress_response=False,
-                          follow_redirects=False, streaming_callback=streaming_callback)
+        host, port, netloc = self._address(url)
+        data = build_request(method, path, netloc, self.headers(headers), body)
         try:
-            resp = await self._http.fetch(req, raise_error=False)
-        except Exception as exc:  # noqa: BLE001 - any client failure means "no answer"
+            resp = await self._pool.request(host, port, data, method == "HEAD", timeout)
+        except (ConnectionFailed, ValueError) as exc:
             if observe:
-                self._observer.node_failed(url)
+                self._observer.node_failed(url, "%s %s: %s" % (method, path[:80], exc))
             return NodeReply(url, None, {}, b"", error=str(exc))
-        if resp.code == 599:
-            if observe:
-                self._observer.node_failed(url)
-            return NodeReply(url, None, {}, b"", error=str(resp.error))
+        if streaming_callback is not None and resp.body:
+            streaming_callback(resp.body)
+            resp.body = b""
         epoch = resp.headers.get(EPOCH_HEADER)
         if epoch:
             try:
@@ -111,6 +120,15 @@ class NodeClient:
             except ValueError:
                 pass
         return NodeReply(url, resp.code, resp.headers, resp.body or b"")
+
+    async def get_file(self, url, name, first_bytes, timeout):
+        """``(reply, record or None)`` of ``GET /_cluster/files/<name>`` asking for the
+        first ``first_bytes`` bytes (the whole body of a small file) with the record."""
+        reply = await self.request(url, "GET", "/_cluster/files" + quote_name(name),
+                                   headers={"Range": "bytes=0-%d" % (first_bytes - 1)}, timeout=timeout)
+        if reply.code in (200, 206, 404):
+            return reply, record_from_headers(name, reply.headers)
+        return reply, None
 
     async def head_record(self, url, name):
         """``(reply, record or None)``; the reply's ``ok`` says whether the node answered."""

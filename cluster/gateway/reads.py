@@ -1,5 +1,10 @@
 """Reads through the gateway: quorum record lookup, body pieces, read repair.
 
+* :func:`direct_read` is the common case in one round trip: the first live
+  owner is asked for the record *and* the first piece of the body while the
+  other R-1 owners are asked for their record; when the first owner holds the
+  winner of those R records, its bytes are served.  Anything unusual (a node
+  not answering, disagreeing replicas) leaves the rest to the paths below.
 * :func:`quorum_read` asks every live owner for the record at once and
   returns as soon as R of them answered (a hung node costs nothing beyond the
   others' latency, and never more than the timeout); the winner is picked by
@@ -46,6 +51,56 @@ class QuorumRead:
     def holders(self):
         """URLs of nodes that answered with exactly the winning record."""
         return [url for url, r in self.answers.items() if r is not None and r == self.winner]
+
+
+class DirectRead:
+    """What :func:`direct_read` got: ``read`` (a :class:`QuorumRead` of the R owners
+    asked) and ``first`` (the first piece of the winner's body, or None)."""
+
+    __slots__ = ("read", "first")
+
+    def __init__(self, read, first):
+        self.read = read
+        self.first = first
+
+
+async def direct_read(services, name, with_body):
+    """Ask exactly R live owners at once; the first one also for the first piece of the body.
+
+    Returns None when fewer than R owners are live or one of them did not
+    answer with a record lookup (the caller falls back to :func:`quorum_read`).
+    Replicas found stale are repaired in the background.
+    """
+    view = services.view
+    placement = view.placement(name)
+    needed = min(services.config.read_quorum, len(placement.owners))
+    live = [n for n in placement.owners if view.is_live(n.url)][:needed]
+    if needed < 1 or len(live) < needed:
+        return None
+    client = services.client
+    step = services.config.range_size
+    tasks = [asyncio.ensure_future(client.head_record(n.url, name)) for n in live[1:]]
+    if with_body:
+        timeout = services.config.timeout + step / SLOWEST_PIECE_BYTES_PER_S
+        first = await client.get_file(live[0].url, name, step, timeout)
+    else:
+        first = await client.head_record(live[0].url, name)
+    results = [first] + [await t for t in tasks]
+    answers = {}
+    for reply, record in results:
+        if reply.code not in (200, 206, 404):
+            return None
+        answers[reply.url] = record
+    read = QuorumRead(name, answers, True, set(), live)
+    winner = read.winner
+    if any(beats(winner, r) for r in answers.values()):
+        services.spawn(read_repair(services, read))
+    data = None
+    reply, record = first
+    if with_body and winner is not None and not winner.deleted and record == winner \
+            and reply.code in (200, 206) and len(reply.body) == min(winner.size, step):
+        data = reply.body
+    return DirectRead(read, data)
 
 
 async def quorum_read(services, name):
@@ -132,7 +187,7 @@ async def copy_blob(services, url, record, holders):
     headers = dict(services.client.headers())
     headers["SHA256-Checksum"] = record.sha256
     headers["Content-Length"] = str(record.size)
-    up = ReplicaUpload(services.tcp, target, None, record.name, record.version, headers,
+    up = ReplicaUpload(services.client.pool, target, None, record.name, record.version, headers,
                        services.config.timeout, services.view)
     try:
         await up.open()

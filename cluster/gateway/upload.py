@@ -1,8 +1,9 @@
 """One streamed upload to one node: ``PUT /_cluster/files/<name>?version=V``.
 
 The gateway copies a client's body to several nodes at once without holding
-it.  Each :class:`ReplicaUpload` owns a raw HTTP/1.1 connection (Tornado's
-``HTTP1Connection`` in client mode) so that
+it.  Each :class:`ReplicaUpload` uses one keep-alive connection of the
+gateway's :class:`cluster.gateway.pool.NodePool` (reused by later requests
+when the exchange ends cleanly, so a PUT costs no TCP handshake) so that
 
 * the connection is made and the request head sent *before* the client's body
   is read (:meth:`ReplicaUpload.open`), so a refused node can be replaced by a
@@ -10,7 +11,9 @@ it.  Each :class:`ReplicaUpload` owns a raw HTTP/1.1 connection (Tornado's
 * the body goes through a small bounded queue (:meth:`feed` awaits when it is
   full, which throttles the client), so memory per upload stays bounded;
 * a node that stalls longer than the timeout is cut off (:meth:`abort` closes
-  the socket) instead of holding the upload or a connection for ever.
+  the socket) instead of holding the upload or a connection for ever;
+* a node that answers before taking the whole body (400 bad checksum, 507 full)
+  is heard: its answer is the result, and that connection is not reused.
 """
 
 import asyncio
@@ -18,10 +21,8 @@ import logging
 import time
 from urllib.parse import urlsplit
 
-from tornado import httputil
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-
 from cluster.gateway.nodes import EPOCH_HEADER, quote_name, record_from_headers
+from cluster.gateway.pool import ConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,16 @@ SLOWEST_COMMIT_BYTES_PER_S = 20 * 1024 * 1024
 _END = object()
 
 
-class ReplicaUpload(httputil.HTTPMessageDelegate):
+class ReplicaUpload:
     """A streamed PUT of one replica to ``node``, optionally as a hint for ``hint_for``.
 
-    ``tcp`` is a shared :class:`tornado.tcpclient.TCPClient`.  Life cycle: ``await open()``; ``start()``; ``await feed(chunk)`` ... ;
-    ``await end()``; ``await task`` -> self (``code``, ``record``, ``reason``).
+    ``pool`` is the gateway's :class:`~cluster.gateway.pool.NodePool`.  Life cycle:
+    ``await open()``; ``start()``; ``await feed(chunk)`` ... ; ``await end()``;
+    ``await task`` -> self (``code``, ``record``, ``reason``).
     """
 
-    def __init__(self, tcp, node, hint_for, name, version, headers, timeout, observer):
-        self._tcp = tcp
+    def __init__(self, pool, node, hint_for, name, version, headers, timeout, observer):
+        self._pool = pool
         self.node = node
         self.hint_for = hint_for
         self.name = name
@@ -51,11 +53,16 @@ class ReplicaUpload(httputil.HTTPMessageDelegate):
         self._headers = dict(headers)
         if hint_for:
             self._headers["X-Hint-For"] = hint_for
+        parts = urlsplit(node.url)
+        self._host, self._port, self._netloc = parts.hostname, parts.port or 80, parts.netloc
+        self._chunked = "Content-Length" not in self._headers
+        self._length = None if self._chunked else int(self._headers["Content-Length"])
         self._queue = asyncio.Queue(maxsize=QUEUE_CHUNKS)
-        self._stream = None
         self._conn = None
+        self._answer = None     # future of the node's answer (pool.Response)
+        self._head = b""        # request head not yet sent
         self._sent = 0
-        self._resp_body = []
+        self._complete = False  # the whole body went out
         self.task = None
         self.failed = None      # reason when the upload is dead
         self.code = None        # the node's status code
@@ -65,19 +72,17 @@ class ReplicaUpload(httputil.HTTPMessageDelegate):
     # ---- request side -----------------------------------------------------------
 
     async def open(self):
-        """Connect and send the request head; raises on refusal or timeout."""
-        parts = urlsplit(self.node.url)
-        host, port = parts.hostname, parts.port or 80
-        self._stream = await asyncio.wait_for(self._tcp.connect(host, port), self.timeout)
-        self._stream.set_nodelay(True)
-        self._conn = HTTP1Connection(self._stream, True, HTTP1ConnectionParameters(
-            no_keep_alive=True, max_body_size=1 << 20, decompress=False))
-        path = "/_cluster/files%s?version=%d" % (quote_name(self.name), self.version)
-        headers = httputil.HTTPHeaders(self._headers)
-        headers["Host"] = parts.netloc
-        headers["Connection"] = "close"
-        start = httputil.RequestStartLine("PUT", path, "HTTP/1.1")
-        await asyncio.wait_for(self._conn.write_headers(start, headers), self.timeout)
+        """Get a connection and send the request head; raises on refusal or timeout."""
+        self._conn = await asyncio.wait_for(self._pool.acquire(self._host, self._port), self.timeout)
+        lines = ["PUT /_cluster/files%s?version=%d HTTP/1.1" % (quote_name(self.name), self.version),
+                 "Host: " + self._netloc]
+        lines += ["%s: %s" % kv for kv in self._headers.items()]
+        if self._chunked:
+            lines.append("Transfer-Encoding: chunked")
+        self._answer = self._conn.expect()
+        self._answer.add_done_callback(_retrieve)
+        # the head goes out with the first piece of the body (one send instead of two)
+        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def start(self):
         self.task = asyncio.ensure_future(self._pump())
@@ -97,8 +102,8 @@ class ReplicaUpload(httputil.HTTPMessageDelegate):
         try:
             await asyncio.wait_for(self._queue.put(chunk), self.timeout)
         except TimeoutError:
-            self._observer.node_failed(self.node.url)
             self.abort("stalled for %.1fs while receiving the body" % self.timeout)
+            self._observer.node_failed(self.node.url, "PUT " + self.failed)
             return False
         return not self.failed
 
@@ -110,74 +115,94 @@ class ReplicaUpload(httputil.HTTPMessageDelegate):
         """Give up on this node: close the socket, release anyone waiting to feed."""
         if self.failed is None:
             self.failed = reason
-        if self._stream is not None:
-            self._stream.close()
+        if self._conn is not None:
+            self._conn.close()
         while not self._queue.empty():
             self._queue.get_nowait()
         # wake the pump if it waits for a chunk: it sees ``failed`` and returns
         self._queue.put_nowait(_END)
 
+    async def _send_body(self):
+        """Write queued chunks until the end; stops early when the node already answered."""
+        transport = self._conn.transport
+        while True:
+            chunk = await self._queue.get()
+            if self.failed:
+                return
+            head, self._head = self._head, b""
+            if chunk is _END:
+                if self._chunked:
+                    if self._answer.done():
+                        return  # an early answer cut the body short: the connection is spent
+                    transport.write(head + b"0\r\n\r\n")
+                elif head:
+                    transport.write(head)
+                # a small body is often answered before the end is even queued
+                self._complete = self._chunked or self._sent == self._length
+                return
+            if self._answer.done():
+                return
+            if not chunk:
+                if head:
+                    self._head = head
+                continue  # an empty chunk would end a chunked body
+            self._sent += len(chunk)
+            if self._chunked:
+                transport.write(b"".join((head, b"%x\r\n" % len(chunk), chunk, b"\r\n")))
+            else:
+                transport.write(head + chunk if head else chunk)
+            if self._conn.paused():
+                await asyncio.wait_for(self._conn.drain(), self.timeout)
+            elif self._conn.closed:
+                raise ConnectionFailed("connection closed while sending")
+
     async def _pump(self):
         try:
-            while True:
-                chunk = await self._queue.get()
-                if self.failed:
-                    return self
-                if chunk is _END:
-                    break
-                self._sent += len(chunk)
-                await self._conn.write(chunk)
-                if self._stream.closed():
-                    raise ConnectionError("connection closed while sending")
-            self._conn.finish()
+            await self._send_body()
+            if self.failed:
+                return self
             wait = self.timeout + self._sent / SLOWEST_COMMIT_BYTES_PER_S
             started = time.monotonic()
-            await asyncio.wait_for(self._conn.read_response(self), wait)
-            if self.code is None:
-                raise ConnectionError("no answer after %.1fs" % (time.monotonic() - started))
+            try:
+                resp = await asyncio.wait_for(asyncio.shield(self._answer), wait)
+            except TimeoutError:
+                raise TimeoutError("no answer after %.1fs" % (time.monotonic() - started)) from None
+            self._answered(resp)
         except TimeoutError:
-            self._observer.node_failed(self.node.url)
-            self.abort("no answer within the timeout")
+            if not self.failed:
+                self.abort("no answer within the timeout")
+                self._observer.node_failed(self.node.url, "PUT " + self.failed)
         except Exception as exc:  # noqa: BLE001 - any failure just takes this replica out
-            if self.code is None:
-                await self._salvage_answer()
-            if self.code is None:
-                self._observer.node_failed(self.node.url)
+            if self.failed:
+                return self  # we cut it off ourselves (the client went away): not the node's fault
+            # a node may answer (e.g. 507, 400) and close before taking the whole body
+            if self._answer.done() and self._answer.exception() is None:
+                self._answered(self._answer.result())
+            else:
                 self.abort("%s: %s" % (type(exc).__name__, exc))
+                self._observer.node_failed(self.node.url, "PUT " + self.failed)
         finally:
-            if self._stream is not None:
-                self._stream.close()
+            conn, self._conn = self._conn, None  # a later abort() must not touch a reused connection
+            if conn is not None:
+                if self._complete and self.code is not None and not self.failed:
+                    self._pool.release(self._host, self._port, conn)
+                else:
+                    conn.close()
         return self
 
-    async def _salvage_answer(self):
-        """A node may answer (e.g. 507, 400) and close before taking the whole body."""
-        try:
-            await asyncio.wait_for(self._conn.read_response(self), 1.0)
-        except Exception:  # noqa: BLE001 - nothing to salvage
-            pass
+    # ---- response side ----------------------------------------------------------------
 
-    # ---- response side (HTTPMessageDelegate) ----------------------------------------
-
-    def headers_received(self, start_line, headers):
-        self.code = start_line.code
-        self.resp_headers = headers
-        epoch = headers.get(EPOCH_HEADER)
+    def _answered(self, resp):
+        self.code = resp.code
+        self.resp_headers = resp.headers
+        epoch = resp.headers.get(EPOCH_HEADER)
         if epoch:
             try:
                 self._observer.epoch_seen(int(epoch), self.node.url)
             except ValueError:
                 pass
-
-    def data_received(self, chunk):
-        if sum(map(len, self._resp_body)) < 4096:
-            self._resp_body.append(chunk)
-
-    def finish(self):
         if self.code == 200:
-            self.record = record_from_headers(self.name, self.resp_headers)
-
-    def on_connection_close(self):
-        pass
+            self.record = record_from_headers(self.name, resp.headers)
 
     @property
     def ok(self):
@@ -187,3 +212,9 @@ class ReplicaUpload(httputil.HTTPMessageDelegate):
         if self.code is not None and self.code != 200:
             return "%s: %d %s" % (self.node.url, self.code, self.resp_headers.get("X-Exception", ""))
         return "%s: %s" % (self.node.url, self.failed or "no answer")
+
+
+def _retrieve(fut):
+    """Mark a failed answer future as seen (the pump reports the failure its own way)."""
+    if not fut.cancelled():
+        fut.exception()

@@ -170,11 +170,11 @@ class ClusterView:
     def is_live(self, url):
         return url not in self._down
 
-    def node_failed(self, url):
+    def node_failed(self, url, reason=None):
         """Observer hook: ``url`` refused or timed out; skip it until a probe answers."""
         if url in self._down:
             return
-        log.warning("node %s marked down", url)
+        log.warning("node %s marked down%s", url, ": %s" % reason if reason else "")
         self._down[url] = time.monotonic()
         self._probes[url] = asyncio.ensure_future(self._probe(url))
 

@@ -87,14 +87,14 @@ class PutFanout:
 
     async def _open_one(self, node, hint_for):
         while True:
-            up = ReplicaUpload(self._s.tcp, node, hint_for, self.name, self.version, self._headers,
+            up = ReplicaUpload(self._s.client.pool, node, hint_for, self.name, self.version, self._headers,
                                self._s.config.timeout, self._s.view)
             try:
                 await up.open()
                 return up
             except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
                 up.abort(str(exc))
-                self._s.view.node_failed(node.url)
+                self._s.view.node_failed(node.url, "PUT connect: %s" % (exc or type(exc).__name__))
                 self._failures.append((None, "%s: %s" % (node.url, exc or type(exc).__name__)))
                 sub = self._picker.replacement(TargetPicker.hint_after_failure(node, hint_for))
                 if sub is None:

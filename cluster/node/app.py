@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import tornado.httpserver
 import tornado.web
 
+from cluster.node.fastpath import fastpath_routes  # one-hop GET of small files (performance)
 from cluster.node.internal import internal_routes
 from cluster.node.metrics import node_registry
 from cluster.node.protect import protect_store
@@ -61,7 +62,7 @@ def make_app(config):
                        chunk_size=config.chunk_size, max_header_bytes=config.max_header_size)
     node.tasks, node.peer_client = make_tasks(node)
     app = tornado.web.Application(
-        internal_routes(node, ctx) + _public(ctx),
+        fastpath_routes(node, ctx) + internal_routes(node, ctx) + _public(ctx),
         default_handler_class=NotFoundHandler,
         default_handler_args={"max_header_bytes": config.max_header_size},
         transforms=[_epoch_transform(node)],
