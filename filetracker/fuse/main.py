@@ -23,6 +23,8 @@ from filetracker.errors import FiletrackerError
 
 DEFAULT_RANGE_THRESHOLD = 64 << 20
 DEFAULT_TIMEOUT = 10.0
+#: libfuse worker threads: requests served at once (network waits included).
+MAX_THREADS = 16
 READY = b"FILETRACKER-FUSE-READY\n"
 #: Harmless notices of libfuse 3.14 not worth showing to a user.
 NOISE = (b"Ignoring invalid max threads value",)
@@ -135,6 +137,8 @@ def _fsname(url):
 
 def mount(mfusepy, args, on_ready=None):
     """Mount and serve until unmounted (blocks).  Returns the exit status."""
+    from filetracker.fuse.fs import MAX_READ
+
     fs = make_filesystem(args, on_ready=on_ready)
     # The kernel caches attributes for half of --attr-timeout and so do we:
     # a change by another client shows within --attr-timeout.
@@ -142,6 +146,9 @@ def mount(mfusepy, args, on_ready=None):
     options = dict(
         foreground=True, nothreads=False, fsname=_fsname(args.url), subtype="filetracker",
         attr_timeout=half, entry_timeout=half, negative_timeout=0,
+        # Read requests of up to MAX_READ bytes (the daemon's init repeats it);
+        # a fixed pool of worker threads (libfuse 3.14 keeps idle ones).
+        max_read=MAX_READ, max_threads=MAX_THREADS,
     )
     if args.read_only:
         options["ro"] = True

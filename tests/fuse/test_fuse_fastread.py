@@ -1,0 +1,143 @@
+"""The fast read path (``read_buf`` naming the cached file's descriptor, kernel
+page cache kept across opens of one version) reads the right bytes, and the
+kernel's cache never serves an old version of a name after another client
+replaced it (issue 9, acceptance 2 with the cache on)."""
+
+import ctypes
+import os
+import random
+import subprocess
+import threading
+import time
+
+import pytest
+
+from filetracker.client import Client
+from filetracker.fuse import fastread
+
+
+@pytest.mark.no_fuse_needed
+def test_reply_fd_fills_a_bufvec():
+    holder = ctypes.c_void_p(0)
+    bufpp = ctypes.pointer(holder)
+    fastread.reply_fd(bufpp, 7, 1 << 33, 524288)
+    assert holder.value
+    size, flags, fd, pos = fastread.read_bufvec(bufpp)
+    assert (size, fd, pos) == (524288, 7, 1 << 33)
+    assert flags == fastread.FUSE_BUF_IS_FD | fastread.FUSE_BUF_FD_SEEK
+    raw = ctypes.string_at(holder.value, 24)
+    assert raw[:8] == (1).to_bytes(8, "little") and raw[8:24] == bytes(16)  # count 1, idx 0, off 0
+    fastread.free_bufvec(bufpp)
+    fastread.reply_fd(bufpp, 7, 100, 0)  # an empty answer is a memory buffer of 0 bytes
+    assert fastread.read_bufvec(bufpp) == (0, 0, -1, 0)
+    fastread.free_bufvec(bufpp)
+
+
+@pytest.mark.no_fuse_needed
+def test_pin_thread_state_is_idempotent_in_python_threads():
+    def work():
+        for _ in range(3):
+            fastread.pin_thread_state()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(5)
+    assert not t.is_alive()
+    fastread.pin_thread_state()
+
+
+def _put(client, tmp_path, name, data, version):
+    src = tmp_path / ("src-%d" % version)
+    src.write_bytes(data)
+    return client.put_file("%s@%d" % (name, version), str(src), to_local_store=False)
+
+
+def test_cached_reads_are_byte_exact(server, mount_factory, tmp_path):
+    client = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
+    data = os.urandom((5 << 20) + 12345)  # not a multiple of pages or requests
+    _put(client, tmp_path, "/fr/a.bin", data, 1700000000)
+    m = mount_factory(server.url)
+    path = m.p("fr/a.bin")
+    for _ in range(2):  # first open: from the daemon; second: the kernel's cache may answer
+        with open(path, "rb") as f:
+            assert f.read() == data
+    rnd = random.Random(5)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(50):
+            off = rnd.randrange(0, len(data) + 100)
+            n = rnd.choice([1, 4095, 4096, 65536, 524288, 1 << 20, 3 << 20])
+            assert os.pread(fd, n, off) == data[off:off + n]
+        assert os.pread(fd, 10, len(data)) == b""
+        assert os.pread(fd, 10, len(data) + 10 ** 6) == b""
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # drop the kernel's pages: the daemon again
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
+    # Read through a mount handle that is also being written (staged file).
+    with open(m.p("fr/w.bin"), "wb") as w:
+        w.write(data[:100000])
+        w.flush()
+        with open(m.p("fr/w.bin"), "rb") as r:
+            assert r.read() == data[:100000]
+    assert open(m.p("fr/w.bin"), "rb").read() == data[:100000]
+
+
+def test_kernel_cache_never_serves_a_replaced_version(server, mount_factory, tmp_path):
+    """Same size, same name, new content from another client: visible within the attribute timeout."""
+    other = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
+    size = (1 << 20) + 7
+    old, new = b"o" * size, b"n" * size
+    _put(other, tmp_path, "/kc/f.bin", old, 1700000000)
+    m = mount_factory(server.url, args=["--attr-timeout", "1"])
+    path = m.p("kc/f.bin")
+    for _ in range(3):  # the version is now in the kernel's page cache, kept across opens
+        assert open(path, "rb").read() == old
+    held = open(path, "rb")  # an open handle keeps reading the version it opened
+    try:
+        _put(other, tmp_path, "/kc/f.bin", new, 1700000100)
+        deadline = time.monotonic() + 1.0 + 0.5  # the attribute timeout, plus slack for a busy machine
+        while True:
+            got = open(path, "rb").read()
+            assert got in (old, new)
+            if got == new:
+                break
+            assert time.monotonic() < deadline, "old content served after the attribute timeout"
+            time.sleep(0.05)
+        for _ in range(2):
+            assert open(path, "rb").read() == new
+        # cat and a fresh process see the new content too.
+        assert subprocess.run(["cat", path], capture_output=True, check=True).stdout == new
+        assert held.read(10) in (old[:10], new[:10])
+    finally:
+        held.close()
+    # Back to the old content under a newer version: the cache is dropped again.
+    _put(other, tmp_path, "/kc/f.bin", old, 1700000200)
+    deadline = time.monotonic() + 1.5
+    while open(path, "rb").read() != old:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_worker_threads_stay_bounded(server, mount_factory, tmp_path):
+    """Parallel readers do not make the daemon grow threads without bound."""
+    client = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
+    data = os.urandom(300000)
+    for i in range(8):
+        _put(client, tmp_path, "/th/f%d" % i, data, 1700000000 + i)
+    m = mount_factory(server.url)
+
+    def reader(i):
+        for _ in range(5):
+            with open(m.p("th/f%d" % i), "rb") as f:
+                assert f.read() == data
+
+    for _ in range(3):
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    pid = m.service.proc.pid
+    count = len(os.listdir("/proc/%d/task" % pid))
+    assert count <= 40, count  # max_threads workers + our helper threads
