@@ -33,7 +33,8 @@ def node_blobs(access, view, repair):
                                      timeout=(access.client.timeout[0], PASS_TIMEOUT))
         doc = resp.json()
         return {"checked": doc.get("checked", 0), "missing": list(doc.get("missing", [])),
-                "corrupt": list(doc.get("corrupt", [])), "repaired": doc.get("repaired", 0), "how": "node"}
+                "corrupt": list(doc.get("corrupt", [])), "repaired": doc.get("repaired", 0), "how": "node",
+                "integrity": doc.get("integrity")}
     except PeerError as e:
         if e.status not in (404, 405):
             raise
@@ -84,6 +85,11 @@ def verify(access, out, drain=(), repair=False):
         out.write("%s: %d records checked against their blobs, %d missing, %d corrupt%s\n"
                   % (v.id, result["checked"], len(result["missing"]), len(result["corrupt"]),
                      ", %d repaired" % result["repaired"] if repair else ""))
+        bitrot = result.get("integrity")
+        if bitrot and (bitrot.get("corrupt") or bitrot.get("pending_repair")):
+            out.write("  bitrot since the node started: %d corrupt blobs found on reads or scrubs, %d "
+                      "quarantined, %d repaired from replicas, %d repairs pending\n"
+                      % (bitrot["corrupt"], bitrot["quarantined"], bitrot["repaired"], bitrot["pending_repair"]))
         for name in (result["missing"] + result["corrupt"])[:SHOW]:
             out.write("  bad blob: %s\n" % name)
         if problems and not (repair and result["repaired"] >= problems):

@@ -362,8 +362,12 @@ class VerifyHandler(InternalHandler):
     async def post(self):
         repair = int_arg(self, "repair", required=False) == 1
         report = await self.ctx.run(self.store.verify, repair=repair)
-        self.finish_json({"checked": report.checked, "missing": list(report.missing),
-                          "corrupt": list(report.corrupt), "repaired": report.repaired})
+        doc = {"checked": report.checked, "missing": list(report.missing),
+               "corrupt": list(report.corrupt), "repaired": report.repaired}
+        integrity = getattr(self.node, "integrity", None)
+        if integrity is not None:   # bitrot found on reads/scrubs since start (cluster/node/integrity.py)
+            doc["integrity"] = await self.ctx.run(integrity.summary)
+        self.finish_json(doc)
 
 
 def internal_routes(node, ctx):

@@ -31,7 +31,7 @@ def blob_get(c, i, sha, **headers):
 
 
 def test_corrupt_blob_detected_on_read_and_repaired(cluster_factory):
-    c = cluster_factory(3, gateway=True, gateway_args=["--timeout", "1"])
+    c = cluster_factory(3, gateway=True, gateway_args=["--timeout", "3"])
     gw = c.gateway_url
     files = {"/rot/f%d" % i: os.urandom(100_000 + i) for i in range(6)}
     for n, (name, data) in enumerate(files.items()):
@@ -76,7 +76,10 @@ def test_corrupt_blob_detected_on_read_and_repaired(cluster_factory):
         for i in range(3):
             r = blob_get(c, i, sha256(data))
             assert r.status_code == 200 and r.content == data, (i, name)
-    assert admin(c, "verify").returncode == 0
+    r = admin(c, "verify")
+    assert r.returncode == 0
+    assert "1 corrupt blobs found on reads or scrubs, 1 quarantined, 1 repaired from replicas" in r.stdout
+    assert "5 corrupt blobs found on reads or scrubs, 5 quarantined, 5 repaired" in r.stdout
     figures("bitrot on read", cases=reads + 1, faults=faults, acked_checked=len(files) * 3)
 
 
