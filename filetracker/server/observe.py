@@ -124,6 +124,19 @@ class RequestObserver:
                                 ["method"], registry=registry)
         self.sent = Counter(prefix + "_http_sent_bytes", "Response body bytes sent", ["method"],
                             registry=registry)
+        # labelled children by label values: labels() is the costly part of an update
+        self._children = {}
+
+    def _series(self, method, status, route):
+        key = (method, status, route)
+        series = self._children.get(key)
+        if series is None:
+            if len(self._children) > 4096:   # bounded (odd methods): drop the cache, not the metrics
+                self._children.clear()
+            series = (self.requests.labels(method, str(status), route), self.latency.labels(method, route),
+                      self.received.labels(method), self.sent.labels(method))
+            self._children[key] = series
+        return series
 
     def __call__(self, handler):
         request = handler.request
@@ -133,19 +146,22 @@ class RequestObserver:
         sent = getattr(request, "ft_bytes_sent", 0)
         received = bytes_received(handler)
         path = request.path or "/"
-        route = route_of(path)
-        self.requests.labels(method, str(status), route).inc()
-        self.latency.labels(method, route).observe(seconds)
+        requests_, latency, received_, sent_ = self._series(method, status, route_of(path))
+        requests_.inc()
+        latency.observe(seconds)
         if received:
-            self.received.labels(method).inc(received)
+            received_.inc(received)
         if sent:
-            self.sent.labels(method).inc(sent)
+            sent_.inc(sent)
         if access_log.isEnabledFor(logging.INFO):
             fields = {"method": method, "path": unquote(path), "name": file_name(path), "status": status,
                       "bytes_in": received, "bytes_out": sent, "duration_ms": round(seconds * 1000.0, 3),
                       "remote": request.remote_ip}
-            access_log.info("%s %s %d in=%d out=%d %.1fms %s", method, fields["path"], status, received, sent,
-                            seconds * 1000.0, fields["remote"], extra={"access": fields})
+            # makeRecord + handle: what .info() does, minus the caller lookup (a third of its cost)
+            access_log.handle(access_log.makeRecord(
+                access_log.name, logging.INFO, "", 0, "%s %s %d in=%d out=%d %.1fms %s",
+                (method, fields["path"], status, received, sent, seconds * 1000.0, fields["remote"]), None,
+                extra={"access": fields}))
 
 
 class MetricsHandler(BaseHandler):
