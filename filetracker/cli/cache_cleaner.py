@@ -111,8 +111,10 @@ def scan(cache_dirs):
 
 
 def lru_order(entries):
-    """Least recently used first; on equal recency the bigger file first."""
-    return sorted(entries, key=lambda e: (e.used, -e.size))
+    """Least recently used first; on equal recency the bigger file first, and on a full tie
+    the one scanned later first (as the 2.x tool, which keeps the first scanned)."""
+    ranked = sorted(enumerate(entries), key=lambda t: (t[1].used, -t[1].size, -t[0]))
+    return [e for _, e in ranked]
 
 
 def choose_victims(entries, limit, keep_percent):
@@ -150,7 +152,8 @@ def delete_unlocked(entry):
 def clean_once(cache_globs, limit, keep_percent):
     """One scan and, if needed, one cleaning; returns (files deleted, bytes deleted, skipped)."""
     logger.info("Scanning disk...")
-    dirs = sorted({d for g in cache_globs for d in glob.glob(os.path.expanduser(g))})
+    # in the order given (as 2.x), each folder once
+    dirs = list(dict.fromkeys(d for g in cache_globs for d in glob.glob(os.path.expanduser(g))))
     logger.debug("Glob expressions have expanded to %s", dirs)
     entries = scan(dirs)
     logger.info("Analyzing cache...")

@@ -26,6 +26,7 @@ run unchanged with our tools and with the published 2.x tools, give the same res
 * ``filetracker-migrate FILES_DIR URL [--root DIR] [-s]``: see :func:`test_migrate_same_result`.
 """
 
+import ast
 import email.utils
 import gzip
 import hashlib
@@ -195,7 +196,8 @@ def test_filetracker_command_each_against_its_own_server(tmp_path):
 
 
 def test_server_long_options_log_file_and_workers(tmp_path):
-    """``--port --listen-on --dir --no-daemon -L FILE --log-level L --workers N``: both serve, log to FILE."""
+    """``--port --listen-on --no-daemon -L FILE --log-level L --workers N`` with the folder from
+    ``FILETRACKER_DIR``: both serve, log to FILE."""
     upstream.require()
     for ours in (False, True):
         name = "ours" if ours else "ft2"
@@ -204,10 +206,10 @@ def test_server_long_options_log_file_and_workers(tmp_path):
         log_file = tmp_path / (name + "-server.log")
         tool = script("filetracker-server") if ours else upstream.server_script()
         argv = ([] if ours else ["env", "-C", upstream.server_venv()]) + [
-            tool, "--port", str(port), "--listen-on", "127.0.0.1", "--dir", str(tmp_path / name), "--no-daemon",
+            tool, "--port", str(port), "--listen-on", "127.0.0.1", "--no-daemon",
             "-L", str(log_file), "--log-level", "INFO", "--workers", "2"]
-        svc = Service(argv, str(tmp_path / (name + ".out")), env=server_env(ours, tmp_path),
-                      ready_url=url + "/version/").start()
+        env = dict(server_env(ours, tmp_path), FILETRACKER_DIR=str(tmp_path / name))
+        svc = Service(argv, str(tmp_path / (name + ".out")), env=env, ready_url=url + "/version/").start()
         try:
             r = requests.put(url + "/files/long/x", params={"last_modified": date(T)}, data=b"x")
             assert r.status_code == 200
@@ -217,6 +219,39 @@ def test_server_long_options_log_file_and_workers(tmp_path):
         finally:
             svc.stop()
         assert log_file.exists() and log_file.stat().st_size > 0, name
+        assert os.listdir(str(tmp_path / name)), name  # the store is in $FILETRACKER_DIR
+
+
+def test_server_fallback_url_same_content(tmp_path):
+    """``--fallback-url URL``: through either server a client gets the old file with its version.
+    The 2.x server answers 307 (the client follows it); ours streams it (200, ``X-Fallback: 1``)."""
+    upstream.require()
+    from tests.client.servers import start_server
+
+    old = start_server(tmp_path, "old")
+    try:
+        r = requests.put(old.url + "/files/legacy/f.txt", params={"last_modified": date(T)}, data=b"legacy\n")
+        assert r.status_code == 200
+        for ours in (False, True):
+            port = free_port()
+            url = "http://127.0.0.1:%d" % port
+            argv = server_argv(ours, port, str(tmp_path / ("fb-ours" if ours else "fb-ft2")))
+            svc = Service(argv + ["--fallback-url", old.url], str(tmp_path / ("fb-%s.log" % ours)),
+                          env=server_env(ours, tmp_path), ready_url=url + "/version/").start()
+            try:
+                r = requests.get(url + "/files/legacy/f.txt", timeout=10)
+                assert (r.status_code, r.content, r.headers["Last-Modified"]) == (200, b"legacy\n", date(T).replace(
+                    "GMT", "-0000"))
+                first = requests.get(url + "/files/legacy/f.txt", allow_redirects=False, timeout=10)
+                if ours:
+                    assert first.status_code == 200 and first.headers["X-Fallback"] == "1"
+                else:
+                    assert first.status_code == 307 and first.headers["Location"].startswith(old.url)
+                assert requests.get(url + "/files/legacy/none", timeout=10).status_code == 404
+            finally:
+                svc.stop()
+    finally:
+        old.stop()
 
 
 # ---------------------------------------------------------------------- cache cleaner
@@ -243,14 +278,15 @@ def make_cache(root):
     return files
 
 
-def copy_cache(src, dst):
-    """An identical copy (sizes, versions and uses)."""
+def copy_cache(src, dst, shift=0):
+    """A copy (sizes, versions and uses), versions and uses ``shift`` seconds later."""
     shutil.copytree(src, dst)
     for dirpath, _dirs, names in os.walk(os.path.join(src, "files")):
         for n in names:
             s = os.path.join(dirpath, n)
             st = os.stat(s)
-            os.utime(os.path.join(dst, os.path.relpath(s, src)), ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.utime(os.path.join(dst, os.path.relpath(s, src)),
+                     ns=(st.st_atime_ns + shift * 10**9, st.st_mtime_ns + shift * 10**9))
 
 
 def remaining(root):
@@ -269,6 +305,9 @@ def normalise(stderr, tmp_path):
     for line in stderr.splitlines():
         line = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+", "", line)
         line = re.sub(r"Sleeping until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\.", "Sleeping until T.", line)
+        m = re.match(r"(.* Glob expressions have expanded to )(\[.*\])$", line)
+        if m:  # the order of a folder listing
+            line = m.group(1) + repr(sorted(ast.literal_eval(m.group(2))))
         lines.append(line)
     debug = sorted(line for line in lines if " DEBUG: " in line)
     return [line for line in lines if " DEBUG: " not in line], debug
@@ -280,7 +319,12 @@ def run_cleaner(ours, base, size, tmp_path, flags=()):
     env = dict(os.environ, HOME=str(tmp_path)) if ours else clean_env(tmp_path)
     err_path = str(base) + ".stderr"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([tool, "-c", str(base) + "-*", "-s", size, "-i", "1h30m", "-p", "50"] + list(flags),
+        if "--long" in flags:  # long spellings, one glob per folder
+            argv = [tool, "--cache-size-limit", size, "--scan-interval", "1h30m", "--percent-cleaning-level", "50",
+                    "--cache-dirs", str(base) + "-a", str(base) + "-[b]"]
+        else:
+            argv = [tool, "-c", str(base) + "-*", "-s", size, "-i", "1h30m", "-p", "50"] + list(flags)
+        proc = subprocess.Popen(argv,
                                 cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=err,
                                 start_new_session=True)
         deadline = time.monotonic() + 60
@@ -302,7 +346,8 @@ def run_cleaner(ours, base, size, tmp_path, flags=()):
 
 
 @pytest.mark.parametrize("size, expect_clean, flags", [
-    ("1G512M", False, ()), ("256K", True, ()), ("0B", True, ()), ("256K", True, ("-d",)), ("256K", True, ("-q",))])
+    ("1G512M", False, ()), ("256K", True, ()), ("0B", True, ()), ("256K", True, ("-d",)), ("256K", True, ("-q",)),
+    ("300K", True, ("--long",))])
 def test_cache_cleaner_same_files_remain(tmp_path, size, expect_clean, flags):
     require()
     template = tmp_path / "template"
@@ -311,8 +356,11 @@ def test_cache_cleaner_same_files_remain(tmp_path, size, expect_clean, flags):
     results = {}
     for ours in (False, True):
         base = tmp_path / ("ours" if ours else "ft2")
-        for k in ("a", "b"):  # two cache folders matched by one glob
-            copy_cache(str(template), "%s-%s" % (base, k))
+        # two cache folders matched by one glob; b's files 50 s younger than a's, so no two files tie
+        # (on a full tie both tools keep the one of the folder the glob lists first: the order of
+        # a folder listing, which may differ between the two tools' folders)
+        for k, shift in (("a", 0), ("b", 50)):
+            copy_cache(str(template), "%s-%s" % (base, k), shift)
         results[ours] = run_cleaner(ours, base, size, tmp_path, flags) + (
             {k: remaining("%s-%s" % (base, k)) for k in ("a", "b")},)
     rc2, out2, err2, left2 = results[False]
