@@ -99,8 +99,8 @@ def file_arguments(parser, path):
     """The command-line arguments equivalent to the TOML file at ``path`` (validated).
 
     Returns ``(argv, keys)``: ``argv`` to put before the real command line
-    (so real flags override), ``keys`` maps each option string set to the key
-    that set it.  Raises :class:`ConfigError` with a one-line message.
+    (so real flags override), ``keys`` maps each option string set (and each
+    value text of 3+ characters) to the key that set it.  Raises :class:`ConfigError` with a one-line message.
     """
     try:
         with open(path, "rb") as f:
@@ -112,6 +112,7 @@ def file_arguments(parser, path):
     options = _long_options(parser)
     argv = []
     keys = {}
+    values = {}
     for raw_key, value in data.items():
         key = raw_key.replace("_", "-")
         action, opt = options.get(key, (None, None))
@@ -137,19 +138,23 @@ def file_arguments(parser, path):
             texts = [_scalar(raw_key, value)]
         for text in texts:
             _check_value(parser, raw_key, action, text)
+            if len(text) >= 3:
+                values.setdefault(text, raw_key)
         if isinstance(action, argparse._AppendAction):
             argv += [opt + "=" + text for text in texts]
         elif action.nargs in ("*", "+"):
             argv += [opt] + texts
         else:
             argv += [opt + "=" + texts[0]]
+    keys.update(values)   # a later error quoting a value from the file (e.g. a path) names its key
     return argv, keys
 
 
 def _one_line_errors(parser, path, keys):
     """Make ``parser.error`` print one line that names the file (and the key, when it set one)."""
     def error(message):
-        named = [k for opt, k in keys.items() if opt in message]
+        named = [k for opt, k in keys.items() if opt.startswith("-") and opt in message] or \
+            [k for text, k in keys.items() if not text.startswith("-") and text in message]
         where = "%s: key '%s'" % (path, named[0]) if named else path
         sys.stderr.write("%s: error: %s (config %s)\n" % (parser.prog, message, where))
         sys.exit(2)

@@ -35,6 +35,7 @@ BAD = [
     ("node", 'dir = "d"\nport = 70000\n', "port"),                       # the node's own range check
     ("node", 'dir = "d"\nport = 9401\nlog-level = "LOUD"\n', "log-level"),
     ("node", 'dir = "d"\nport = 9401\n[extra]\nx = 1\n', "extra"),
+    ("node", 'dir = "d"\nport = 9401\ncluster-secret-file = "/nonexistent/secret"\n', "cluster-secret-file"),
     ("gateway", 'port = 9400\nnodes = ["http://127.0.0.1:1"]\nwrite_quorum = "two"\n', "write_quorum"),
     ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\nunknown-thing = 1\n', "unknown-thing"),
     ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\nlog-level = "LOUD"\n', "log-level"),
@@ -73,7 +74,7 @@ def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, capsys, prog
     _check_one_line(program, path, key, e.value.code, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("program,text,key", [BAD[0], BAD[6], BAD[10]])
+@pytest.mark.parametrize("program,text,key", [next(b for b in BAD if b[0] == p) for p in PROGRAMS])
 def test_bad_config_real_process(tmp_path, program, text, key):
     """The same through the installed console scripts: the exit status of the process is 2."""
     path = write(tmp_path, text)
