@@ -4,6 +4,7 @@
 # ($FILETRACKER_LOCAL_PORT).
 #   deploy/local-cluster.sh [start|status|stop|kill NAME|add-node|url]
 set -euo pipefail
+export FILETRACKER_LOCAL_CALLER_DIR="$PWD" FILETRACKER_LOCAL_SCRIPT="$0"   # printed paths work from here
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/filetracker-node ] || bash scripts/setup.sh --runtime
 exec .venv/bin/python deploy/local_cluster.py "${@:-start}"

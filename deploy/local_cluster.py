@@ -40,6 +40,11 @@ INITIAL_NODES = 3
 SYNC_INTERVAL = 5  # seconds: a local cluster heals quickly after a node comes back
 
 
+def _shown(path):
+    """``path`` as the user should type it: relative to the folder they ran the launcher from."""
+    return os.path.relpath(path, os.environ.get("FILETRACKER_LOCAL_CALLER_DIR") or os.getcwd())
+
+
 def _script(name):
     path = os.path.join(BIN, name)
     return path if os.path.exists(path) else name
@@ -120,7 +125,7 @@ def write_gateway_config(lay, state):
 def write_env(lay, state):
     gw = gateway_url(state)
     with open(lay.env, "w") as f:
-        f.write("# . %s   (sets what the tour's commands use)\n" % os.path.relpath(lay.env))
+        f.write("# . %s   (sets what the tour's commands use)\n" % _shown(lay.env))
         f.write("export FILETRACKER_URL=%s\n" % gw)
         f.write("export FILETRACKER_ADMIN_URL=%s\n" % gw)
         f.write("export FILETRACKER_CLUSTER_SECRET_FILE=%s\n" % lay.secret)
@@ -216,7 +221,7 @@ def start(lay, args):
         if not wait_answering(lay, group, args.timeout):
             return 1
     gw = gateway_url(state)
-    rel = os.path.relpath(lay.root)
+    rel = _shown(lay.root)
     nodes = [url for name, url in services(state) if name != "gateway"]
     print("filetracker cluster is up: %d nodes + gateway (%s), data, logs and configuration in %s\n"
           % (len(nodes), "started " + ", ".join(n for n, _ in started) if started else "already running", rel))
@@ -229,7 +234,8 @@ def start(lay, args):
     print("  filetracker ls /docs")
     print("  python -c 'from filetracker.client import Client; print(Client().file_version(\"/docs/readme.md\"))'")
     print("  filetracker-admin status\n")
-    print("Stop it:  deploy/local-cluster.sh stop      (logs: %s/logs/)" % rel)
+    launcher = os.environ.get("FILETRACKER_LOCAL_SCRIPT") or "deploy/local-cluster.sh"
+    print("Stop it:  %s stop      (logs: %s/logs/)" % (launcher, rel))
     return 0
 
 
@@ -278,7 +284,7 @@ def stop(lay, args):
         except FileNotFoundError:
             pass
     print("stopped the cluster in %s (data kept; 'start' brings it back, 'rm -r %s' forgets it)"
-          % (os.path.relpath(lay.root), os.path.relpath(lay.root)))
+          % (_shown(lay.root), _shown(lay.root)))
     return 0
 
 
