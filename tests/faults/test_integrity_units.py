@@ -1,0 +1,97 @@
+"""In-process checks of the integrity pieces on a real ObjectStore (no cluster):
+the verified-blob LRU and its key, single flight, quarantine, the reserve guard."""
+
+import os
+import threading
+import types
+
+import pytest
+
+from cluster.node.integrity import BlobCorrupt, Integrity
+from cluster.node.space import ReservedSpaceStore, SpaceGuard
+from cluster.ring import Ring
+from filetracker.storage import ObjectStore, StoreFull
+from tests.faults.conftest import flip_byte, sha256
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def node(tmp_path):
+    store = ObjectStore(str(tmp_path))
+    ring = Ring.initial(["http://me"], replicas=1)
+    n = types.SimpleNamespace(config=types.SimpleNamespace(dir=str(tmp_path)), store=store, id="http://me",
+                              ring=ring, partition_of=lambda name: 0)
+    yield n
+    store.close()
+
+
+def put(store, name, data, version=1):
+    up = store.begin_upload()
+    up.write(data)
+    store.commit_upload(up, name, version)
+    return sha256(data)
+
+
+def test_lru_hashes_once_and_rehashes_a_changed_file(node):
+    integ = Integrity(node)
+    sha = put(node.store, "/a", b"x" * 300_000)
+    with node.store.open_blob(sha) as f:
+        assert integ.check(sha, f) is True           # hashed
+        assert integ.check(sha, f) is False          # LRU
+        assert integ.check(sha, f, force=True) is True
+    st = os.stat(node.store.blob_path(sha))
+    os.utime(node.store.blob_path(sha), ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    with node.store.open_blob(sha) as f:
+        assert integ.check(sha, f) is True           # new mtime: hashed again
+    assert integ.counters["verified"] == 3 and integ.counters["cache_hits"] == 1
+
+
+def test_corrupt_blob_quarantined_and_queued(node):
+    integ = Integrity(node)
+    sha = put(node.store, "/a", b"y" * 100_000)
+    flip_byte(node.store.blob_path(sha))
+    with node.store.open_blob(sha) as f:
+        with pytest.raises(BlobCorrupt) as e:
+            integ.check(sha, f, name="/a")
+    assert "checksum mismatch" in str(e.value)
+    assert not node.store.has_blob(sha)
+    assert [n.split(".")[0] for n in os.listdir(integ.quarantine_dir)] == [sha]
+    assert integ.pending() == 1 and integ.wake.is_set()
+    # no peer to repair from: it stays queued
+    assert integ.repair_pending() == {"repaired": 0, "failed": 1, "pending": 1}
+
+
+def test_single_flight(node):
+    integ = Integrity(node)
+    sha = put(node.store, "/big", os.urandom(8 << 20))
+    results = []
+
+    def read():
+        with node.store.open_blob(sha) as f:
+            results.append(integ.check(sha, f))
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert integ.counters["verified"] == 1 and sorted(results).count(True) == 1
+
+
+def test_reserve_guard(node, tmp_path):
+    guard = SpaceGuard(str(tmp_path), 1 << 60)
+    store = ReservedSpaceStore(node.store, guard)
+    with pytest.raises(StoreFull, match="--min-free-bytes"):
+        store.begin_upload()
+    assert os.listdir(os.path.join(str(tmp_path), "tmp")) == []
+    free = guard.free_bytes()
+    guard.min_free_bytes = max(1, free - (6 << 20))   # room for ~6 MiB more
+    up = store.begin_upload()
+    with pytest.raises(StoreFull):
+        for _ in range(64):
+            up.write(b"z" * (1 << 20))
+    assert os.listdir(os.path.join(str(tmp_path), "tmp")) == []
+    guard.min_free_bytes = 0
+    sha = put(store, "/ok", b"fits")
+    assert store.has_blob(sha) and guard.refused == 2
