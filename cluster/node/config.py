@@ -54,6 +54,8 @@ class NodeConfig:
     min_free_bytes: int = 64 * 1024 * 1024
     verify_reads: bool = True
     verify_cache_entries: int = 65536
+    #: larger blobs are served at once and verified in the background (see integrity.py)
+    verify_reads_max_bytes: int = 256 * 1024 * 1024
     scrub_rate: float = 8 * 1024 * 1024
     scrub_interval: float = 24 * 3600.0
     repair_interval: float = 60.0

@@ -27,6 +27,15 @@ node's public ``/files`` route through the ``check_blob`` hook of
   :meth:`~filetracker.storage.ObjectStore.restore_blob`.  The records are not
   touched: they were right, only the bytes were wrong.
 
+Large blobs: hashing a whole blob before the first byte costs its size in disk
+reads (about 1 s per GiB from the page cache, several from a disk), which a
+gateway waiting for the first piece of a multi-GiB file would take for a hung
+node.  So a blob larger than ``read_verify_max`` bytes (``--verify-reads-max-bytes``,
+default 256 MiB) is served at once and verified in the background (one thread,
+deduplicated): corruption found there is quarantined and repaired the same way,
+and later reads no longer see the bad copy, but the bytes of reads already under
+way were not checked first.  Smaller blobs are never served unverified.
+
 What the LRU cannot see: bytes that rot on disk *after* a successful check
 without the file's mtime changing keep being served until the entry ages out of
 the LRU.  The scrubber (:mod:`cluster.node.scrub`) re-hashes every blob
@@ -39,6 +48,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from cluster.peers import PeerError
 from filetracker.storage import StorageError
@@ -104,8 +114,12 @@ class Integrity:
     ``ring`` and ``id``); ``client`` a :class:`~cluster.peers.PeerClient` for repairs.
     """
 
-    def __init__(self, node, client=None, cache_entries=65536):
+    def __init__(self, node, client=None, cache_entries=65536, read_verify_max=256 << 20):
         self.node = node
+        self.read_verify_max = read_verify_max
+        self._later = set()          # large blobs queued for a background check
+        self._background = None      # its single thread, made on first use
+        self._closing = threading.Event()
         self.client = client
         self.quarantine_dir = os.path.join(node.config.dir, QUARANTINE)
         os.makedirs(self.quarantine_dir, exist_ok=True)
@@ -116,7 +130,7 @@ class Integrity:
         self._pending = {}            # sha256 -> name hint (or None), waiting for repair
         self.wake = threading.Event() # set when a repair is queued (the repair task waits on it)
         self.counters = {"verified": 0, "cache_hits": 0, "corrupt": 0, "quarantined": 0,
-                         "repaired": 0, "repair_failed": 0}
+                         "repaired": 0, "repair_failed": 0, "verified_after_serving": 0}
 
     @property
     def store(self):
@@ -134,9 +148,50 @@ class Integrity:
     def check(self, sha256, f, force=False, limiter=None, stop=None, name=None):
         """Verify the open blob ``f`` of ``sha256`` (blocking); raise :class:`BlobCorrupt` if bad.
 
-        ``force`` ignores the LRU (the scrubber).  Returns True when the file was
-        hashed now, False when the LRU vouched for it (or ``stop`` was set).
+        What the read paths call before serving ``f``.  Returns True when the
+        file was hashed now, False when the LRU vouched for it (or ``stop`` was
+        set), or when the blob is above ``read_verify_max``: then it is checked
+        in the background and served meanwhile.  ``force`` (the scrubber, repairs)
+        always hashes, ignoring the LRU and the size limit.
         """
+        if not force and self.read_verify_max and os.fstat(f.fileno()).st_size > self.read_verify_max:
+            key = file_key(sha256, f)
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    self.counters["cache_hits"] += 1
+                    return False
+                if sha256 in self._later:
+                    return False
+                self._later.add(sha256)
+                if self._background is None:
+                    self._background = ThreadPoolExecutor(1, thread_name_prefix="node-verify")
+            self._background.submit(self._check_later, sha256, name)
+            return False
+        return self._verify(sha256, f, force, limiter, stop, name)
+
+    check_read = check
+
+    def _check_later(self, sha256, name):
+        try:
+            with self.store.open_blob(sha256) as f:
+                if self._verify(sha256, f, False, None, self._closing, name):
+                    with self._lock:
+                        self.counters["verified_after_serving"] += 1
+        except (BlobCorrupt, OSError, StorageError):
+            pass   # quarantined and queued for repair by check(), or gone meanwhile
+        finally:
+            with self._lock:
+                self._later.discard(sha256)
+
+    def close(self):
+        """Stop a background check under way (node shutdown)."""
+        self._closing.set()
+        if self._background is not None:
+            self._background.shutdown(wait=False, cancel_futures=True)
+
+    def _verify(self, sha256, f, force, limiter, stop, name):
+        """:meth:`check` without the size limit: hash now (unless the LRU vouches and not ``force``)."""
         key = file_key(sha256, f)
         with self._lock:
             if not force and key in self._cache:
@@ -150,7 +205,7 @@ class Integrity:
         if not leader:
             flight.done.wait()
             if flight.ok is None:          # the leader was stopped: hash it ourselves
-                return self.check(sha256, f, force, limiter, stop, name)
+                return self._verify(sha256, f, force, limiter, stop, name)
         else:
             try:
                 actual = hash_open_file(f, limiter, stop)

@@ -83,7 +83,7 @@ class InternalHandler(BaseHandler):
         if integrity is None or not getattr(self.node.config, "verify_reads", True):
             return
         try:
-            await self.ctx.run(integrity.check, sha256, f, False, None, None, name)
+            await self.ctx.run(integrity.check_read, sha256, f, name)
         except BlobCorrupt as e:
             f.close()
             raise HTTPFail(503, str(e))

@@ -100,6 +100,8 @@ def build_parser():
                    help="seconds between scrub passes (default 86400; 0: no background scrub)")
     p.add_argument("--no-verify-reads", action="store_true",
                    help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
+    p.add_argument("--verify-reads-max-bytes", type=_bytes, default=256 << 20,
+                   help="larger blobs are served at once and hashed in the background (default 256M; 0: no limit)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
@@ -135,6 +137,7 @@ def config_from_args(parser, args):
                       sync_concurrency=args.sync_concurrency,
                       min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
+                      verify_reads_max_bytes=args.verify_reads_max_bytes,
                       background=not args.no_background, **guard_config(args))
 
 

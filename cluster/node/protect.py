@@ -22,7 +22,8 @@ def protect_store(node):
     node.space = SpaceGuard(cfg.dir, getattr(cfg, "min_free_bytes", 0))
     if node.space.min_free_bytes > 0:
         node.store = ReservedSpaceStore(node.store, node.space)
-    node.integrity = Integrity(node, cache_entries=getattr(cfg, "verify_cache_entries", 65536))
+    node.integrity = Integrity(node, cache_entries=getattr(cfg, "verify_cache_entries", 65536),
+                               read_verify_max=getattr(cfg, "verify_reads_max_bytes", 256 << 20))
     if getattr(cfg, "verify_reads", True):
         node.store.check_blob = lambda sha256, f: check_or_fail(node.integrity, sha256, f)
     return node
@@ -31,6 +32,6 @@ def protect_store(node):
 def check_or_fail(integrity, sha256, f, name=None):
     """``integrity.check`` with a corrupt blob turned into a 503 answer (blocking)."""
     try:
-        integrity.check(sha256, f, name=name)
+        integrity.check_read(sha256, f, name=name)
     except BlobCorrupt as e:
         raise HTTPFail(503, str(e))

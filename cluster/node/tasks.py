@@ -366,6 +366,10 @@ class Repair(Task):
         self.integrity = integrity
         self.wake = integrity.wake
 
+    def close(self):
+        self.integrity.close()
+        super().close()
+
     def _run(self):
         summary = self.integrity.repair_pending()
         summary["integrity"] = self.integrity.summary()   # counters since start (tests, operators)

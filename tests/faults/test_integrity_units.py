@@ -3,6 +3,7 @@ the verified-blob LRU and its key, single flight, quarantine, the reserve guard.
 
 import os
 import threading
+import time
 import types
 
 import pytest
@@ -95,3 +96,27 @@ def test_reserve_guard(node, tmp_path):
     guard.min_free_bytes = 0
     sha = put(store, "/ok", b"fits")
     assert store.has_blob(sha) and guard.refused == 2
+
+
+def test_large_blob_served_at_once_and_checked_in_background(node):
+    integ = Integrity(node, read_verify_max=1 << 20)
+    sha = put(node.store, "/huge", os.urandom(3 << 20))
+    flip_byte(node.store.blob_path(sha))
+    with node.store.open_blob(sha) as f:
+        assert integ.check(sha, f, name="/huge") is False     # not waited for: served meanwhile
+    deadline = time.monotonic() + 10
+    while node.store.has_blob(sha) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not node.store.has_blob(sha) and integ.counters["corrupt"] == 1 and integ.pending() == 1
+    good = put(node.store, "/huge2", os.urandom(3 << 20))
+    with node.store.open_blob(good) as f:
+        integ.check(good, f)
+    deadline = time.monotonic() + 10
+    while integ.counters["verified_after_serving"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with node.store.open_blob(good) as f:
+        assert integ.check(good, f) is False and integ.counters["cache_hits"] == 1
+        with pytest.raises(BlobCorrupt):
+            flip_byte(node.store.blob_path(good))
+            integ.check(good, f, force=True)                # the scrubber ignores the size limit
+    integ.close()
