@@ -1,4 +1,4 @@
-"""``GET /_cluster/files/<name>`` of a small file in one executor hop.
+"""``GET`` and ``PUT /_cluster/files/<name>`` of a small file in one executor hop.
 
 The general handler (:class:`cluster.node.internal.FileHandler`) looks the
 record up, opens the blob, verifies it and reads it chunk by chunk: four or
@@ -14,6 +14,13 @@ PUT, DELETE) to the general handler, so the answers are the same:
   see :mod:`cluster.node.integrity`), before any byte is sent, so the gateway
   moves on to the next replica.
 
+A PUT whose ``Content-Length`` is at most :data:`SMALL_PUT` (and not gzip) is
+received into memory and stored by :func:`store_small` in one hop (temp file,
+write, fsync, rename, record commit: :meth:`ObjectStore.commit_upload`, same
+durability), instead of one hop to open the upload, one per body chunk and one
+to commit.  Every check of the general ``prepare`` (secret, version, checksum
+header, reserved space) runs first; the answers are the same.
+
 One deviation, allowed by HTTP: a ``Range`` on an *empty* file (which no range
 can satisfy) is answered 200 with the empty body, not 416.
 """
@@ -25,9 +32,24 @@ from cluster.node.internal import FileHandler
 from cluster.peers import record_headers
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range
 from filetracker.server import HTTPFail, name_from_path
+from filetracker.storage import ChecksumMismatch, SizeMismatch
 
 #: largest body served in one hop (a gateway's first piece of a small file)
 SMALL = 1 << 20
+#: largest PUT body received in memory and stored in one hop
+SMALL_PUT = 256 * 1024
+
+
+def store_small(store, body, name, version, expected_sha256, expected_size):
+    """Blocking: store ``body`` as ``name`` at ``version``; ``(winner, applied)`` like commit_upload."""
+    upload = store.begin_upload()
+    try:
+        upload.write(body)
+    except BaseException:
+        upload.abort()
+        raise
+    return store.commit_upload(upload, name, version, expected_sha256=expected_sha256,
+                               expected_size=expected_size)
 
 
 def read_small(store, integrity, name, range_header):
@@ -68,7 +90,38 @@ def read_small(store, integrity, name, range_header):
 
 @tornado.web.stream_request_body
 class FastFileHandler(FileHandler):
-    """:class:`cluster.node.internal.FileHandler` with a one-hop GET for small bodies."""
+    """:class:`cluster.node.internal.FileHandler` with one-hop GET and PUT for small bodies."""
+
+    _small = None  # body pieces of a small PUT (at most SMALL_PUT bytes: Tornado enforces Content-Length)
+
+    async def begin_streamed_upload(self, store):
+        # called at the end of the general prepare(), after every check
+        length = self.request.headers.get("Content-Length", "")
+        if self._decoder is None and length.isdigit() and int(length) <= SMALL_PUT:
+            self._small = []
+            return
+        await super().begin_streamed_upload(store)
+
+    async def data_received(self, chunk):
+        if self._small is not None:
+            self._small.append(chunk)
+            return
+        await super().data_received(chunk)
+
+    async def put(self, path_arg):
+        if self._small is None:
+            return await super().put(path_arg)
+        body, self._small = b"".join(self._small), None
+        try:
+            winner, applied = await self.ctx.run(store_small, self.store, body, self.name, self.version,
+                                                 self.expected_sha256, getattr(self, "expected_size", None))
+        except (ChecksumMismatch, SizeMismatch) as e:
+            raise HTTPFail(400, str(e))
+        if self.hint_for and applied:
+            self.node.hints_taken += 1
+        self.send_record_headers(winner)
+        self.set_header("X-Applied", "1" if applied else "0")
+        self.finish()
 
     async def get(self, path_arg):
         if self.request.method != "GET":
