@@ -63,10 +63,16 @@ def targets(results):
         rows.append(("gateway %s ops/s vs upstream" % cell, r["gateway/upstream"][cell], 1.0))
     for cell in ("get@1", "get@32"):
         rows.append(("gateway %s ops/s vs one node" % cell, r["gateway/node"][cell], 0.8))
+    if results["systems"].get("gateway-p2", {}).get("status") == "ok":
+        # the same targets for the gateway run as 2 processes (--processes 2)
+        for cell, other, t in (("put@32", "upstream", 1.0), ("get@32", "upstream", 1.0), ("get@32", "node", 0.8)):
+            g, o = _cell(results, "gateway-p2", cell), _cell(results, other, cell)
+            rows.append(("gateway x2 processes %s ops/s vs %s" % (cell, "one node" if other == "node" else other),
+                         _ratio(g and g["ops_s"], o and o["ops_s"]), t))
     for op, _ in BIG:
         rows.append(("gateway 256 MiB %s vs raw loopback copy" % op.upper(), r["gateway/raw"][op], 0.5))
     out = [(d, v, t, None if v is None else v >= t) for d, v, t in rows]
-    for system in ("server", "node", "gateway"):
+    for system in ("server", "node", "gateway", "gateway-p2"):
         s = results["systems"].get(system)
         if s and s.get("status") == "ok" and s.get("rss"):
             peak = max(p["peak_rss_mib"] for p in s["rss"])

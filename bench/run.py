@@ -194,7 +194,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 s per cell, one 256 MiB pass")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
-    p.add_argument("--systems", default=",".join(systems.ORDER), help="comma-separated subset of %s" % systems.ORDER)
+    p.add_argument("--systems", default=",".join(systems.ORDER), help="comma-separated, from %s (default: %s)" % (sorted(systems.FACTORIES), ",".join(systems.ORDER)))
     p.add_argument("--duration", type=int, help="seconds per load cell (default 8, quick 2)")
     p.add_argument("--big-repeats", type=int, help="256 MiB passes per direction, best kept (default 2, quick 1)")
     p.add_argument("--workdir", help="data folders and logs (default: a new temporary folder, removed at the end)")
@@ -210,7 +210,7 @@ def main(argv=None):
     if args.profile and not profile.available():
         p.error("--profile needs py-spy (pip install py-spy)")
     keys = [k.strip() for k in args.systems.split(",") if k.strip()]
-    unknown = set(keys) - set(systems.ORDER)
+    unknown = set(keys) - set(systems.FACTORIES)
     if unknown:
         p.error("unknown systems: %s" % ", ".join(sorted(unknown)))
 

@@ -101,7 +101,7 @@ def make_node(workdir):
     return System("node", "one node", url, [("node", svc)])
 
 
-def make_gateway(workdir, nodes=3):
+def make_gateway(workdir, nodes=3, processes=1):
     ports = [free_port() for _ in range(nodes)]
     urls = ["http://%s:%d" % (LOOPBACK, p) for p in ports]
     services = []
@@ -114,8 +114,13 @@ def make_gateway(workdir, nodes=3):
     gurl = "http://%s:%d" % (LOOPBACK, gport)
     argv = [script("filetracker-gateway"), "--host", LOOPBACK, "--port", str(gport), "--nodes", ",".join(urls),
             "--write-quorum", "2", "--log-level", "WARNING"]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
     services.append(("gateway", Service(argv, os.path.join(workdir, "gateway.log"),
                                         ready_url=gurl + "/version/", timeout=30)))
+    if processes > 1:
+        return System("gateway-p%d" % processes, "gateway x%d processes (3 nodes, N=3 W=2)" % processes,
+                      gurl, services)
     return System("gateway", "gateway (3 nodes, N=3 W=2)", gurl, services)
 
 
@@ -127,5 +132,7 @@ FACTORIES = {
     # Optional (not in the default run): our server with one worker per CPU, as
     # the 2.x server runs several gunicorn workers.
     "server-w2": lambda workdir: make_server(workdir, workers=2),
+    # the gateway with --processes 2 (one per core here): 1 vs 2 processes, side by side
+    "gateway-p2": lambda workdir: make_gateway(workdir, processes=2),
 }
-ORDER = ["upstream", "server", "node", "gateway"]
+ORDER = ["upstream", "server", "node", "gateway", "gateway-p2"]

@@ -13,6 +13,7 @@ import sys
 
 from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
+from cluster.gateway.procs import run_processes
 from filetracker import configfile
 from filetracker.server import observe
 from filetracker.server.app import make_server
@@ -41,6 +42,9 @@ def parse_args(argv):
     add_guard_arguments(p, GatewayConfig)  # --auth-file, --max-uploads, timeouts, size limits
     p.add_argument("--max-body-size", type=int, default=GatewayConfig.max_body_size, metavar="BYTES",
                    help="largest accepted upload in bytes (413 above it; default 16 GiB)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="gateway processes sharing the listening socket (one per CPU core helps on "
+                        "multi-core hosts; see cluster/gateway/procs.py)")
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
@@ -54,6 +58,8 @@ def parse_args(argv):
     if args.timeout <= 0:
         p.error("--timeout must be positive")
     check_guard_arguments(p, args)
+    if args.processes < 1:
+        p.error("--processes must be at least 1")
     return args, nodes
 
 
@@ -64,14 +70,17 @@ def read_secret(path):
         return f.read().strip() or None
 
 
-async def serve(args, nodes):
+async def serve(args, nodes, sockets=None):
     config = GatewayConfig(nodes=nodes, write_quorum=args.write_quorum, read_quorum=args.read_quorum,
                            timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file),
                            fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
                            max_body_size=args.max_body_size, **guard_config(args))
     app = make_app(config)
     server = make_server(app, config)
-    server.listen(args.port, address=args.host)
+    if sockets:  # --processes N: the socket was bound before the fork
+        server.add_sockets(sockets)
+    else:
+        server.listen(args.port, address=args.host)
     logging.getLogger("filetracker.gateway").info("gateway on http://%s:%d, nodes %s",
                                                    args.host, args.port, ",".join(nodes))
     stop = asyncio.Event()
@@ -92,6 +101,9 @@ def main(argv=None):
     observe.setup_logging(args.log_format)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
+        if args.processes > 1:
+            return run_processes(args.processes, args.port, args.host,
+                                 lambda sockets: asyncio.run(serve(args, nodes, sockets)))
         asyncio.run(serve(args, nodes))
     except OSError as exc:
         print("filetracker-gateway: %s" % exc, file=sys.stderr)

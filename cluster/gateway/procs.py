@@ -1,0 +1,55 @@
+"""``--processes N``: several gateway processes behind one listening socket.
+
+One gateway process is one Python interpreter, so it uses one CPU core.  The
+gateway keeps no state that processes would have to share (each learns the
+ring and the nodes' liveness by itself, each has its own keep-alive
+connections), so on a host with several cores the simplest way to use them is
+N identical processes accepting on the same socket: the socket is bound once,
+then N children are forked; the kernel hands each new client connection to one
+of them.  The parent only forwards SIGTERM/SIGINT to the children and waits.
+
+Each child serves its own ``/metrics`` and ``/status`` (figures of that
+process).  A child that dies is not restarted: the others keep serving and the
+exit code tells the supervisor (systemd, the test harness) what happened.
+"""
+
+import os
+import signal
+
+from tornado.netutil import bind_sockets
+
+
+def run_processes(n, port, host, serve_in_child):
+    """Bind ``host:port``, fork ``n`` children that each run ``serve_in_child(sockets)``,
+    wait for them; returns the first non-zero exit status (0 when all ended cleanly)."""
+    sockets = bind_sockets(port, address=host)
+    children = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                serve_in_child(sockets)
+            except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    for sock in sockets:
+        sock.close()  # only the children accept
+
+    def forward(signum, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        _, st = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(st)
+        if code and not status:
+            status = code if code > 0 else 128 - code
+    return status
