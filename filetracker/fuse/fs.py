@@ -119,13 +119,16 @@ class FiletrackerFS(Operations):
     use_ns = True
 
     def __init__(self, client, remote, attr_timeout=1.0, range_threshold=64 << 20,
-                 read_only=False, on_ready=None, clock=time.monotonic, mountpoint=None):
+                 read_only=False, on_ready=None, clock=time.monotonic, mountpoint=None,
+                 direct_io_above=None):
         self.client = client
         self.mountpoint = mountpoint
         self.remote = remote
         self.store = client.local_store
         self.locks = client.lock_manager
         self.range_threshold = range_threshold
+        #: Stored files larger than this are opened with direct I/O (None: never).
+        self.direct_io_above = direct_io_above
         self.read_only = read_only
         self.on_ready = on_ready
         self.spool_dir = self.store.tmp_dir
@@ -475,9 +478,18 @@ class FiletrackerFS(Operations):
                     raise
                 attr = self._lookup(path)
         with self._lock:
-            # The kernel may keep its page cache when the version is the one it cached.
-            fi.keep_cache = 1 if self.opened_versions.get(path) == attr.version else 0
-            self.opened_versions[path] = attr.version
+            if self.direct_io_above is not None and attr.size > self.direct_io_above:
+                # Reads bypass the kernel's page cache (see --direct-io-above):
+                # it neither serves this handle nor keeps anything of it.
+                fi.direct_io = 1
+                self.opened_versions.pop(path, None)
+            else:
+                # The kernel may keep its page cache when the version is the one
+                # it cached: a versioned file never changes.  Any other version
+                # (or the first open) drops the pages, so a name replaced by
+                # another client never shows old bytes.
+                fi.keep_cache = 1 if self.opened_versions.get(path) == attr.version else 0
+                self.opened_versions[path] = attr.version
         return 0
 
     @operation

@@ -72,6 +72,10 @@ def build_parser():
                    help="network timeout: a server that does not answer gives EIO (default 10)")
     p.add_argument("--range-threshold", type=parse_size, default=DEFAULT_RANGE_THRESHOLD, metavar="BYTES",
                    help="uncached files larger than this are read by HTTP ranges (default 64M)")
+    p.add_argument("--direct-io-above", type=parse_size, default=None, metavar="BYTES",
+                   help="read stored files larger than this with direct I/O, bypassing the kernel's "
+                        "page cache: one pass over a large file is faster, but repeated opens are not "
+                        "cached by the kernel and shared mmap of such files fails (default: never)")
     p.add_argument("--log", metavar="FILE", help="log to FILE (default: stderr in the foreground, nowhere otherwise)")
     p.add_argument("--debug", action="store_true", help="verbose logging")
     return p
@@ -117,7 +121,8 @@ def make_filesystem(args, on_ready=None):
     remote = Remote(args.url, timeout=args.timeout or None)
     return FiletrackerFS(client, remote, attr_timeout=args.attr_timeout,
                          range_threshold=args.range_threshold, read_only=args.read_only,
-                         on_ready=on_ready, mountpoint=args.mountpoint)
+                         on_ready=on_ready, mountpoint=args.mountpoint,
+                         direct_io_above=args.direct_io_above)
 
 
 def check_server(args):

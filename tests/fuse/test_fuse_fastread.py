@@ -141,3 +141,36 @@ def test_worker_threads_stay_bounded(server, mount_factory, tmp_path):
     pid = m.service.proc.pid
     count = len(os.listdir("/proc/%d/task" % pid))
     assert count <= 40, count  # max_threads workers + our helper threads
+
+
+def test_direct_io_above_a_size(server, mount_factory, tmp_path):
+    """``--direct-io-above``: larger files bypass the kernel's page cache, smaller ones keep it."""
+    import mmap
+
+    client = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
+    big, small = os.urandom((2 << 20) + 333), os.urandom(100000)
+    _put(client, tmp_path, "/dio/big", big, 1700000000)
+    _put(client, tmp_path, "/dio/small", small, 1700000000)
+    m = mount_factory(server.url, args=["--direct-io-above", "1M"])
+    for _ in range(2):
+        assert open(m.p("dio/big"), "rb").read() == big
+        assert open(m.p("dio/small"), "rb").read() == small
+    rnd = random.Random(9)
+    with open(m.p("dio/big"), "rb", buffering=0) as f:
+        for _ in range(30):
+            off = rnd.randrange(0, len(big) + 10)
+            n = rnd.choice([1, 100, 4096, 70000, 1 << 20, 3 << 20])
+            assert os.pread(f.fileno(), n, off) == big[off:off + n]
+        # A private mapping works with direct I/O (a shared one needs a libfuse
+        # that offers FUSE_DIRECT_IO_ALLOW_MMAP: not 3.14).
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
+            assert mm[:1000] == big[:1000] and mm[-5:] == big[-5:]
+    with open(m.p("dio/small"), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert mm[:] == small  # below the size: page cache, shared mappings work
+    # A replaced version shows at once on the next open after the attribute timeout.
+    new = os.urandom(len(big))
+    _put(client, tmp_path, "/dio/big", new, 1700000100)
+    deadline = time.monotonic() + 1.5
+    while open(m.p("dio/big"), "rb").read() != new:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
