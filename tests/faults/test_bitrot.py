@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.cluster.test_admin_support import admin
-from tests.faults.conftest import blob_path, figures, flip_byte, gw_put, sha256
+from tests.faults.conftest import blob_path, figures, flip_byte, gw_put, sha256, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -127,3 +127,19 @@ def test_large_blob_hashed_once_for_many_ranges(cluster_factory):
     assert counters["verified"] == 1 and counters["cache_hits"] == 4, counters
     r = requests.get(c.gateway_url + "/files/big/one", timeout=60)
     assert r.status_code == 200 and sha256(r.content) == sha
+
+
+def test_background_repair_right_after_detection(cluster_factory):
+    c = cluster_factory(3, sync_interval=30)          # background loops on (the repair task waits for work)
+    data = os.urandom(300_000)
+    sha = sha256(data)
+    for i in range(3):
+        assert c.put(i, "/auto/f", data, BASE).status_code == 200
+    flip_byte(blob_path(c, 0, sha))
+    t0 = time.monotonic()
+    assert blob_get(c, 0, sha).status_code == 503
+    assert wait_until(lambda: blob_get(c, 0, sha).status_code == 200, 15)
+    took = time.monotonic() - t0
+    assert blob_get(c, 0, sha).content == data
+    print("\nbitrot: detected on read and repaired by the background task in %.2f s" % took)
+    figures("bitrot background repair", cases=2, faults=1, acked_checked=1)
