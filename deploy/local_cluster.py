@@ -171,16 +171,26 @@ def services(state):
     return [(n, node_url(state, n)) for n in state["nodes"]] + [("gateway", gateway_url(state))]
 
 
-def running_pid(lay, name):
-    """The pid in ``name``'s pid file if that process still runs our configuration, else None."""
+def running_pid(lay, name, starting=False):
+    """The pid in ``name``'s pid file if that process still runs our configuration, else None.
+
+    With ``starting`` (just spawned by us) a process whose command line is not readable yet
+    counts too: right after the fork its ``/proc/PID/cmdline`` is empty for a moment.
+    """
     try:
         with open(lay.pidfile(name)) as f:
             pid = int(f.read().strip())
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             cmdline = f.read().split(b"\0")
-    except (OSError, ValueError):
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if os.fsencode(lay.conf(name)) in cmdline else None
+    if state == b"Z":
+        return None   # exited, not yet reaped
+    if os.fsencode(lay.conf(name)) in cmdline or (starting and cmdline == [b""]):
+        return pid
+    return None
 
 
 def spawn(lay, name):
@@ -198,7 +208,7 @@ def wait_answering(lay, todo, timeout):
     deadline = time.monotonic() + timeout
     for name, url in todo:
         while not _answers(url + "/version/"):
-            if running_pid(lay, name) is None or time.monotonic() > deadline:
+            if running_pid(lay, name, starting=True) is None or time.monotonic() > deadline:
                 print("%s did not start; the end of %s:" % (name, lay.log(name)), file=sys.stderr)
                 with open(lay.log(name), "rb") as f:
                     sys.stderr.write(f.read()[-2000:].decode("utf-8", "replace"))
