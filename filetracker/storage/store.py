@@ -92,6 +92,34 @@ def hash_file(path, chunk=1 << 20):
     return h.hexdigest(), size
 
 
+def _disk_error(e):
+    """``e``, or StoreFull when it is an OSError meaning the disk is full."""
+    if is_disk_full(e):
+        return StoreFull("no space left on the store's disk")
+    return e
+
+
+class _Job:
+    """One record waiting in the group commit queue."""
+
+    __slots__ = ("record", "src_path", "done", "result", "error")
+
+    def __init__(self, record, src_path):
+        self.record = record
+        self.src_path = src_path
+        self.done = False
+        self.result = None
+        self.error = None
+
+    def finish(self, result):
+        self.result = result
+        self.done = True
+
+    def fail(self, error):
+        self.error = error
+        self.done = True
+
+
 def is_sha256(text):
     return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
@@ -130,6 +158,8 @@ class ObjectStore:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
         self._thread_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending = []  # group commit queue (see _merge_in)
         self._lock_fd = os.open(os.path.join(self.dir, "store.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         self._local = threading.local()
         self._conns = []
@@ -271,10 +301,12 @@ class ObjectStore:
         with self._locked():
             self._place_blob(src_path, sha256)
 
-    def _place_blob(self, src_path, sha256):
+    def _place_blob(self, src_path, sha256, dirs=None):
         """Rename a complete, fsynced file into blobs/ (store lock held).
 
         If the blob already exists (identical content) the source is dropped.
+        With ``dirs`` (a set) the folders to fsync are added to it instead of
+        synced here (the group commit syncs them before its transaction).
         """
         dest = self.blob_path(sha256)
         if os.path.exists(dest):
@@ -285,7 +317,10 @@ class ObjectStore:
             os.makedirs(sub, exist_ok=True)
             fsync_dir(self.blobs_dir)
         os.rename(src_path, dest)
-        fsync_dir(sub)
+        if dirs is None:
+            fsync_dir(sub)
+        else:
+            dirs.add(sub)
 
     def _referenced(self, conn, sha256):
         row = conn.execute("SELECT 1 FROM records WHERE sha256 = ? AND deleted = 0 LIMIT 1",
@@ -359,31 +394,76 @@ class ObjectStore:
         return self._merge_in(Record.tombstone(name, int(version)), src_path=None)
 
     def _merge_in(self, record, src_path):
-        with self._locked():
-            conn = self._conn()
-            stored = self._get(conn, record.name)
-            winner = merge(stored, record)
-            if winner is not record:
-                return stored, False
+        """Merge one record (its blob file ``src_path`` moved into place if it wins).
+
+        Group commit: concurrent callers queue their jobs; whoever holds the
+        store lock commits every queued job in one transaction (one WAL fsync
+        for all of them).  A caller returns only after the transaction holding
+        its record committed and its blob's folder was fsynced, so durability
+        is exactly that of one transaction per record.
+        """
+        job = _Job(record, src_path)
+        with self._pending_lock:
+            self._pending.append(job)
+        while not job.done:
+            with self._locked():
+                if job.done:
+                    break
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_batch(batch)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _commit_batch(self, batch):
+        """Merge, place and commit ``batch`` (store lock held); every job gets its result or error."""
+        conn = self._conn()
+        current = {}     # name -> the record that wins so far (stored, or applied in this batch)
+        applied = []     # jobs whose record wins, in order
+        dirs = set()
+        drop = []        # blobs that may be unreferenced after the commit
+        for job in batch:
+            record = job.record
+            stored = current[record.name] if record.name in current else self._get(conn, record.name)
+            if merge(stored, record) is not record:
+                job.finish((stored, False))
+                current[record.name] = stored
+                continue
             try:
                 if not record.deleted:
-                    if src_path is not None:
-                        self._place_blob(src_path, record.sha256)
+                    if job.src_path is not None:
+                        self._place_blob(job.src_path, record.sha256, dirs)
                     elif not self.has_blob(record.sha256):
                         raise BlobMissing("blob %s of %s is not present" % (record.sha256, record.name))
-                with self._transaction() as tx:
-                    tx.execute(
-                        "INSERT OR REPLACE INTO records (name, partition, version, sha256, size, deleted,"
-                        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (record.name, int(self.partition_of(record.name)), record.version, record.sha256,
-                         record.size, int(record.deleted), time.time()))
-            except OSError as e:
-                if is_disk_full(e):
-                    raise StoreFull("no space left on the store's disk") from None
-                raise
+            except Exception as e:  # noqa: BLE001 - this job fails, the others go on
+                job.fail(_disk_error(e))
+                continue
+            current[record.name] = record
+            applied.append(job)
             if stored is not None and not stored.deleted and stored.sha256 != record.sha256:
-                self._unlink_unreferenced([stored.sha256])
-            return record, True
+                drop.append(stored.sha256)
+        if not applied:
+            return
+        try:
+            for d in sorted(dirs):
+                fsync_dir(d)
+            with self._transaction() as tx:
+                now = time.time()
+                tx.executemany(
+                    "INSERT OR REPLACE INTO records (name, partition, version, sha256, size, deleted,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(j.record.name, int(self.partition_of(j.record.name)), j.record.version, j.record.sha256,
+                      j.record.size, int(j.record.deleted), now) for j in applied])
+        except Exception as e:  # noqa: BLE001 - nothing of the batch is committed
+            err = _disk_error(e)
+            for job in applied:
+                job.fail(err)
+            return
+        for job in applied:
+            job.finish((job.record, True))
+        if drop:
+            self._unlink_unreferenced(drop)
 
     def forget(self, name, record):
         """Drop the record of ``name`` (no tombstone) if it still equals ``record``.
