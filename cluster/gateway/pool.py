@@ -85,6 +85,11 @@ class _Conn(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        if self._state == "body" and not self._buf and len(data) < self._want:
+            # the middle of a large body: keep the bytes object as it is (no copy)
+            self._parts.append(data)
+            self._want -= len(data)
+            return
         self._buf += data
         try:
             self._parse()
@@ -207,11 +212,15 @@ class _Conn(asyncio.Protocol):
                     return
             elif self._state == "body":
                 if len(buf) >= self._want:
-                    self._parts.append(bytes(buf[:self._want]))
-                    del buf[:self._want]
+                    if len(buf) == self._want:
+                        self._parts.append(bytes(buf))
+                        buf.clear()
+                    else:
+                        self._parts.append(bytes(memoryview(buf)[:self._want]))
+                        del buf[:self._want]
                     self._done()
                     return
-                if len(buf) >= 1 << 20:  # keep large bodies as parts (no quadratic copies)
+                if buf:  # the rest arrives as whole bytes objects (see data_received)
                     self._parts.append(bytes(buf))
                     self._want -= len(buf)
                     buf.clear()

@@ -107,6 +107,13 @@ class ReplicaUpload:
             return False
         return not self.failed
 
+    def offer(self, chunk):
+        """Queue ``chunk`` if there is room right now; False when :meth:`feed` must wait."""
+        if self._queue.full():
+            return False
+        self._queue.put_nowait(chunk)
+        return True
+
     async def end(self):
         """No more body: let the pump finish the request and read the answer."""
         await self.feed(_END)

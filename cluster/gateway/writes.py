@@ -102,11 +102,12 @@ class PutFanout:
                 node, hint_for = sub
 
     async def feed(self, chunk):
-        live = [u for u in self.uploads if not u.failed]
-        if len(live) == 1:
-            await live[0].feed(chunk)
-        elif live:
-            await asyncio.gather(*(u.feed(chunk) for u in live))
+        # common case without a task per chunk: every queue has room
+        waiting = [u for u in self.uploads if not u.failed and not u.offer(chunk)]
+        if len(waiting) == 1:
+            await waiting[0].feed(chunk)
+        elif waiting:
+            await asyncio.gather(*(u.feed(chunk) for u in waiting))
 
     def abort(self):
         for u in self.uploads:
