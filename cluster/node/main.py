@@ -105,6 +105,8 @@ def build_parser():
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
+    p.add_argument("--max-body-size", type=int, default=NodeConfig.max_body_size, metavar="BYTES",
+                   help="largest accepted upload in bytes (413 above it; default 16 GiB)")
     return p
 
 
@@ -138,7 +140,8 @@ def config_from_args(parser, args):
                       min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       verify_reads_max_bytes=args.verify_reads_max_bytes,
-                      background=not args.no_background, **guard_config(args))
+                      background=not args.no_background, max_body_size=args.max_body_size,
+                      **guard_config(args))
 
 
 async def serve(config):

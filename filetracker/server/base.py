@@ -10,6 +10,7 @@ a short ``text/plain`` body, never a traceback.  Handlers raise
 import logging
 
 import tornado.web
+from tornado.iostream import StreamClosedError
 
 from filetracker.errors import (
     FiletrackerError,
@@ -172,6 +173,11 @@ class BaseHandler(tornado.web.RequestHandler):
         raise HTTPFail(status, message, headers)
 
     def log_exception(self, typ, value, tb):
+        if isinstance(value, StreamClosedError):
+            # the client went away (or was cut by the send timeout) mid-answer
+            log.info("%s %s: connection closed before the answer was sent", self.request.method,
+                     self.request.uri)
+            return
         status = status_for(value) if value is not None else 500
         if status >= 500 and status != 507:
             log.error("error answering %s %s", self.request.method, self.request.uri,

@@ -191,6 +191,11 @@ class GuardedRequest:
         if self.body_done or self.refused or h._finished:
             return
         timeout = self.guard.limits.body_idle_timeout
+        prepared = getattr(h, "_prepared_future", None)
+        if prepared is not None and not prepared.done():
+            # the handler's prepare() is still working (e.g. the gateway connecting to the
+            # replicas): Tornado reads no body meanwhile, so the client is not idle
+            self.last_data = IOLoop.current().time()
         idle = IOLoop.current().time() - self.last_data
         if idle < timeout:
             self._schedule(timeout - idle)
