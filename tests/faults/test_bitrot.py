@@ -124,7 +124,7 @@ def test_large_blob_hashed_once_for_many_ranges(cluster_factory):
         got.append(r.content)
     assert b"".join(got) == data
     counters = c.run(0, "repair")["repair"]["integrity"]
-    assert counters["verified"] == 1 and counters["cache_hits"] == 4, counters
+    assert counters["verified"] == 1 and counters["cache_hits"] >= 4, counters   # hashed once, not per range
     r = requests.get(c.gateway_url + "/files/big/one", timeout=60)
     assert r.status_code == 200 and sha256(r.content) == sha
 
