@@ -16,10 +16,13 @@ import requests
 
 from filetracker.client import Client
 from filetracker.errors import RemoteError
+from tests.cluster.conftest import NodeCluster
 from tests.interop.ft2 import clean_env, require
 from tests.security.conftest import start_gateway
 from tests.security.support import basic, raw, wait_until
 from tests.support.procs import Service, free_port, script
+
+pytestmark = pytest.mark.security
 
 LM = {"last_modified": "Sat, 23 Nov 2024 22:13:20 -0000"}
 
@@ -216,3 +219,18 @@ def test_zz_tokens_never_logged(target, tokens):
     for user in ("w", "r", "p", "adm"):
         assert tokens[user] not in text, "token of %s in the log" % user
     assert "Authorization: Basic" not in text and "Bearer " + tokens["w"][:8] not in text
+
+
+def test_node_with_auth_file_guards_its_public_api_only(tokens, tmp_path):
+    """A node given --auth-file wants tokens on its public API; the internal API keeps the secret."""
+    c = NodeCluster(tmp_path, nodes=1, replicas=1, node_args=["--auth-file", tokens["path"]]).start()
+    try:
+        assert c.put(0, "/n/a", b"via the internal API", 1700000000).status_code == 200
+        url = c.urls[0] + "/files/n/a"
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 401 and r.headers.get("WWW-Authenticate")
+        assert requests.get(url, auth=("r", tokens["r"]), timeout=10).content == b"via the internal API"
+        r = requests.get(c.urls[0] + "/_cluster/status", auth=("adm", tokens["adm"]), timeout=10)
+        assert r.status_code == 403  # a token is no cluster secret
+    finally:
+        c.stop()

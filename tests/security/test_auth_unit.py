@@ -24,6 +24,8 @@ from filetracker.auth import (
     required_access,
 )
 
+pytestmark = pytest.mark.security
+
 SALT = "00" * 16
 
 

@@ -22,6 +22,8 @@ from tests.security.conftest import start_gateway
 from tests.security.support import files_under, raw, raw_bytes, wait_until
 from tests.support.procs import ROOT
 
+pytestmark = pytest.mark.security
+
 T0 = 1_732_400_000
 DATE = email.utils.formatdate(T0)
 LM = "last_modified=" + DATE.replace(" ", "%20").replace(",", "%2C")

@@ -17,6 +17,8 @@ from tests.cluster.conftest import SECRET
 from tests.security.conftest import start_gateway
 from tests.security.support import files_under
 
+pytestmark = pytest.mark.security
+
 NAME = "/internal/kept"
 BODY = b"stored with the secret\n"
 

@@ -24,6 +24,8 @@ from tests.security.conftest import start_gateway
 from tests.security.support import files_under, raw, wait_until
 from tests.support.procs import Service, free_port, script
 
+pytestmark = pytest.mark.security
+
 LM = "last_modified=" + email.utils.formatdate(1_732_400_000).replace(" ", "%20").replace(",", "%2C")
 MAX_BODY = 4 << 20
 LIMITS = ["--body-idle-timeout", "1", "--idle-timeout", "1", "--send-timeout", "1", "--max-uploads", "2",
