@@ -121,12 +121,18 @@ def test_real_full_filesystem(tmp_path):
             subprocess.run(["umount", c.dirs[full]], check=False)
 
 
-def test_reserved_space(cluster_factory):
-    c = cluster_factory(3, gateway=True, node_args=[])
-    c.stop_node(0)
+def test_reserved_space(tmp_path):
+    c = NodeCluster(tmp_path, nodes=3, gateway=True)
     orig = c.node_argv
     c.node_argv = lambda i: orig(i) + (["--min-free-bytes", str(1 << 60)] if i == 0 else [])
-    c.start_node(0)
+    try:
+        c.start()
+        _reserved_space(c)
+    finally:
+        c.stop()
+
+
+def _reserved_space(c):
     pre = os.urandom(10 * KiB)
     # direct: refused before the body is read (Content-Length) and when the length is unknown
     r = c.put(0, "/res/a", pre, BASE)
