@@ -15,6 +15,9 @@ import email.utils
 import gzip
 import hashlib
 import os
+import socket
+import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -195,3 +198,20 @@ def test_malformed_http(target, case):
 
 def test_table_size():
     assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.4])
+def test_truncated_upload_leaves_nothing(target, linger):
+    """Content-Length larger than what is sent, then the client goes away."""
+    name = "/bad/truncated-%d" % int(linger * 10)
+    blobs_before = target.blobs()
+    parts = urlsplit(target.url)
+    s = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    s.sendall(("PUT /files%s?%s HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n" % (name, LM)).encode()
+              + b"p" * 200_000)
+    time.sleep(linger)
+    s.close()
+    assert wait_until(lambda: not target.tmp_files()), target.tmp_files()
+    assert target.blobs() == blobs_before
+    assert raw(target.url, "GET", "/files" + name).status == 404
+    assert raw(target.url, "GET", "/files/bad/existing").status == 200
