@@ -79,9 +79,10 @@ def pin_thread_state():
     ctypes enters a callback from a foreign thread with ``PyGILState_Ensure``
     and leaves with ``PyGILState_Release``, which destroys the thread state
     it had to create, so each request paid for a new one.  One extra
-    ``PyGILState_Ensure``, never released, keeps it.  libfuse 3.14 keeps its
-    worker threads (idle threads are not destroyed by default) and caps them
-    (``max_threads``), so this holds a bounded number of thread states.
+    ``PyGILState_Ensure``, never released, keeps it.  libfuse (>= 3.12) keeps
+    its worker threads (idle ones are not destroyed by default) and caps them
+    (``max_threads``, 10 by default), so this holds a bounded number of thread
+    states.
     Harmless in Python threads (their state lives until they end anyway).
     """
     if not getattr(_pinned, "done", False):

@@ -151,10 +151,14 @@ def mount(mfusepy, args, on_ready=None):
     options = dict(
         foreground=True, nothreads=False, fsname=_fsname(args.url), subtype="filetracker",
         attr_timeout=half, entry_timeout=half, negative_timeout=0,
-        # Read requests of up to MAX_READ bytes (the daemon's init repeats it);
-        # a fixed pool of worker threads (libfuse 3.14 keeps idle ones).
-        max_read=MAX_READ, max_threads=MAX_THREADS,
+        # Read requests of up to MAX_READ bytes (the daemon's init repeats it).
+        max_read=MAX_READ,
     )
+    if (getattr(mfusepy, "fuse_version_major", 0), getattr(mfusepy, "fuse_version_minor", 0)) >= (3, 12):
+        # A fixed pool of worker threads (libfuse >= 3.12 keeps idle ones), each
+        # keeping its Python thread state (fastread.pin_thread_state).  Debian's
+        # 3.14.0 ignores the value given to fuse_main and keeps its default, 10.
+        options["max_threads"] = MAX_THREADS
     if args.read_only:
         options["ro"] = True
     if shutil.which("fusermount3"):
