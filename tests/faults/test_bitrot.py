@@ -71,7 +71,8 @@ def test_corrupt_blob_detected_on_read_and_repaired(cluster_factory):
     assert rep["repaired"] == detected and rep["integrity"]["corrupt"] == detected, rep
     # the copies not read yet are still corrupt: the scrubber finds them without any read
     scrub = c.run(1, "scrub")["scrub"]
-    assert scrub["corrupt"] == 5 - detected and scrub["repair"]["repaired"] == 5 - detected, scrub
+    assert scrub["corrupt"] == 5 - detected, scrub
+    assert scrub.get("repair", {"repaired": 0})["repaired"] == 5 - detected, scrub
     for name, data in files.items():
         for i in range(3):
             r = blob_get(c, i, sha256(data))
