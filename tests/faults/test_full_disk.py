@@ -100,6 +100,13 @@ def test_real_full_filesystem(tmp_path):
             assert r.status_code == 200 and r.content == data
         status = c.status(full)
         assert status["files"] == len(before)
+        # a delete needs a record commit (SQLite WAL) on the full disk: done, or 507 with nothing changed
+        r = c.delete(full, "/disk/pre4", BASE + 300)
+        print("delete on the full disk: %d %s" % (r.status_code, r.headers.get("X-Exception", "")))
+        assert r.status_code in (200, 507), r.headers
+        if r.status_code == 507:
+            assert not c.record(full, "/disk/pre4").deleted
+        before.pop("/disk/pre4")
         # space comes back: anti-entropy fills the gap
         if mounted:
             os.unlink(ballast)
