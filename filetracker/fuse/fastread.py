@@ -29,13 +29,13 @@ FUSE_CAP_SPLICE_WRITE = 1 << 7
 # struct fuse_buf { size_t size; enum flags; void *mem; int fd; off_t pos;
 # size_t mem_size /* libfuse >= 3.17 only; older ones never read it */ }.
 _BUFVEC = struct.Struct("=QQQQi4xQi4xqQ")
-_POINTER = struct.Struct("=Q")
+_RAW = ctypes.c_char * _BUFVEC.size
+_VOIDP = ctypes.c_void_p
 
 _libc = ctypes.CDLL(None)
 _malloc = _libc.malloc
 _malloc.restype = ctypes.c_void_p
 _malloc.argtypes = [ctypes.c_size_t]
-_memmove = ctypes.memmove
 
 
 def reply_fd(bufpp, fd, offset, size):
@@ -44,17 +44,17 @@ def reply_fd(bufpp, fd, offset, size):
     ``size`` must not reach past the end of the file (a short read makes
     libfuse allocate a bounce buffer).  0 answers an empty read.  Raises
     MemoryError when ``malloc`` fails; ``*bufpp`` is then left untouched
-    (libfuse frees whatever it points to).
+    (libfuse frees whatever it points to).  About 3 us: this runs once per
+    read request, so it avoids ``ctypes.cast`` and extra foreign calls.
     """
-    if size > 0:
-        packed = _BUFVEC.pack(1, 0, 0, size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, 0, fd, offset, 0)
-    else:
-        packed = _BUFVEC.pack(1, 0, 0, 0, 0, 0, -1, 0, 0)  # an empty memory buffer
     p = _malloc(_BUFVEC.size)
     if not p:
         raise MemoryError("malloc of a fuse_bufvec failed")
-    _memmove(p, packed, _BUFVEC.size)
-    _memmove(ctypes.cast(bufpp, ctypes.c_void_p).value, _POINTER.pack(p), _POINTER.size)
+    if size > 0:
+        _BUFVEC.pack_into(_RAW.from_address(p), 0, 1, 0, 0, size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, 0, fd, offset, 0)
+    else:
+        _BUFVEC.pack_into(_RAW.from_address(p), 0, 1, 0, 0, 0, 0, 0, -1, 0, 0)  # an empty memory buffer
+    _VOIDP.from_address(ctypes.addressof(bufpp.contents)).value = p
 
 
 def read_bufvec(bufpp):
