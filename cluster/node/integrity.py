@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cluster.peers import PeerError
 from filetracker.storage import StorageError
+from filetracker.storage.store import is_sha256
 
 log = logging.getLogger("cluster.node.integrity")
 
@@ -316,6 +317,21 @@ class Integrity:
             repaired += ok
             failed += not ok
         return {"repaired": repaired, "failed": failed, "pending": self.pending()}
+
+    def requeue_quarantined(self):
+        """Queue a repair for every quarantined blob that is still absent (at start: the queue of
+        repairs lives in memory, so a node that died between a quarantine and its repair resumes
+        here).  Returns the count queued."""
+        try:
+            names = os.listdir(self.quarantine_dir)
+        except OSError:
+            return 0
+        queued = 0
+        for sha in sorted({n.split(".", 1)[0] for n in names}):
+            if is_sha256(sha) and not self.store.has_blob(sha):
+                self.schedule_repair(sha)
+                queued += 1
+        return queued
 
     def quarantined_files(self):
         try:

@@ -24,6 +24,7 @@ def protect_store(node):
         node.store = ReservedSpaceStore(node.store, node.space)
     node.integrity = Integrity(node, cache_entries=getattr(cfg, "verify_cache_entries", 65536),
                                read_verify_max=getattr(cfg, "verify_reads_max_bytes", 256 << 20))
+    node.integrity.requeue_quarantined()   # repairs a crash interrupted
     if getattr(cfg, "verify_reads", True):
         node.store.check_blob = lambda sha256, f: check_or_fail(node.integrity, sha256, f)
     return node

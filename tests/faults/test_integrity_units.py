@@ -61,6 +61,11 @@ def test_corrupt_blob_quarantined_and_queued(node):
     assert integ.pending() == 1 and integ.wake.is_set()
     # no peer to repair from: it stays queued
     assert integ.repair_pending() == {"repaired": 0, "failed": 1, "pending": 1}
+    # a restarted node queues the repairs of what is still quarantined and absent
+    again = Integrity(node)
+    assert again.requeue_quarantined() == 1 and again.pending() == 1
+    put(node.store, "/b", b"y" * 100_000)          # the good bytes came back
+    assert Integrity(node).requeue_quarantined() == 0
 
 
 def test_single_flight(node):
