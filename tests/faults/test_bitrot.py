@@ -145,4 +145,9 @@ def test_background_repair_right_after_detection(cluster_factory):
     took = time.monotonic() - t0
     assert blob_get(c, 0, sha).content == data
     print("\nbitrot: detected on read and repaired by the background task in %.2f s" % took)
-    figures("bitrot background repair", cases=2, faults=1, acked_checked=1)
+    # the node's public read route checks too (a client reading a node directly)
+    flip_byte(blob_path(c, 1, sha))
+    r = requests.get(c.urls[1] + "/files/auto/f", timeout=10)
+    assert r.status_code == 503 and "checksum mismatch" in r.headers["X-Exception"], r.headers
+    assert wait_until(lambda: requests.get(c.urls[1] + "/files/auto/f", timeout=10).content == data, 15)
+    figures("bitrot background repair", cases=3, faults=2, acked_checked=1)
