@@ -96,56 +96,103 @@ def _our_pids(system):
     return [pid for _role, svc in system.services if svc.alive() for pid in group_pids(svc.pid)]
 
 
-def measure(system, args, date_q, big_path):
-    """Every cell against one started system; failures are recorded per cell."""
-    out = {"cells": {}, "big": {}}
-    profiling = args.profile and system.key != "upstream"
-    if profiling:
-        out["profiles"] = {}
+PLAN = [("put", 1), ("put", 32), ("get", 1), ("get", 32), ("head", 1), ("head", 32), ("mix", 32)]
+
+
+def run_cell(system, out, mode, conns, args, date_q):
+    """One load cell against one started system; the result (or its error) goes to ``out["cells"]``."""
     d = args.duration
-    populate(system.url, date_q)
-    plan = [("put", 1), ("put", 32), ("get", 1), ("get", 32), ("head", 1), ("head", 32), ("mix", 32)]
-    for mode, conns in plan:
-        cell = "%s@%d" % (mode, conns)
-        recorders = None
-        if profiling and cell in args.profile_cells:
-            prefix = os.path.join(args.out, "profile-%s-%s-%s" % (args.stamp, system.key, cell.replace("@", "-c")))
-            recorders = profile.start(_our_pids(system), max(1, d - 1), prefix)
-        try:
-            if mode == "head":
-                res = load.run_hey(system.url + READ_PREFIX + "0", "HEAD", conns, d)
-            else:
-                wprefix = "/files/bench/w/%s-%d/" % (cell.replace("@", "-c"), int(time.time()))
-                res = load.run_wrk(system.url, mode, conns, d, NAMES, READ_PREFIX, wprefix, date_q, SMALL, 0.1)
-            out["cells"][cell] = res
-            log("  %-8s %8.0f ops/s  p50 %s ms  p99 %s ms%s" % (
-                cell, res["ops_s"], _f(res["p50_ms"]), _f(res["p99_ms"]),
-                "  (%d errors)" % res["errors"] if res["errors"] else ""))
-            if res.get("diagnosis"):
-                log("           diagnosis: %s" % res["diagnosis"])
-        except Exception as e:  # one failed cell must not lose the others
-            out["cells"][cell] = {"error": str(e)}
-            log("  %-8s failed: %s" % (cell, str(e).splitlines()[0][:200]))
-        if recorders:
-            out["profiles"][cell] = {str(pid): prof for pid, prof in profile.finish(recorders, d + 30).items()}
-    for op in ("put", "get"):
-        best = None
-        try:
-            for i in range(args.big_repeats):
-                name = "/bench/big/%d" % i
-                if op == "put":
-                    res = bigfile.put(system.url, name, big_path, date_q)
-                else:
-                    res = bigfile.get(system.url, "/bench/big/0", BIG)
-                if best is None or res["mb_s"] > best["mb_s"]:
-                    best = res
-            best["repeats"] = args.big_repeats
-            out["big"][op] = best
-            log("  %-8s %8.0f MB/s (best of %d)" % ("256M " + op, best["mb_s"], args.big_repeats))
-        except Exception as e:
+    cell = "%s@%d" % (mode, conns)
+    recorders = None
+    if "profiles" in out and cell in args.profile_cells:
+        prefix = os.path.join(args.out, "profile-%s-%s-%s" % (args.stamp, system.key, cell.replace("@", "-c")))
+        recorders = profile.start(_our_pids(system), max(1, d - 1), prefix)
+    load_before = loadavg()
+    try:
+        if mode == "head":
+            res = load.run_hey(system.url + READ_PREFIX + "0", "HEAD", conns, d)
+        else:
+            wprefix = "/files/bench/w/%s-%d/" % (cell.replace("@", "-c"), int(time.time()))
+            res = load.run_wrk(system.url, mode, conns, d, NAMES, READ_PREFIX, wprefix, date_q, SMALL, 0.1)
+        res["load"] = load_before
+        out["cells"][cell] = res
+        log("  %-10s %-8s %8.0f ops/s  p50 %s ms  p99 %s ms  (load %.1f)%s" % (
+            system.key, cell, res["ops_s"], _f(res["p50_ms"]), _f(res["p99_ms"]), load_before,
+            "  (%d errors)" % res["errors"] if res["errors"] else ""))
+        if res.get("diagnosis"):
+            log("           diagnosis: %s" % res["diagnosis"])
+    except Exception as e:  # one failed cell must not lose the others
+        out["cells"][cell] = {"error": str(e)}
+        log("  %-10s %-8s failed: %s" % (system.key, cell, str(e).splitlines()[0][:200]))
+    if recorders:
+        out["profiles"][cell] = {str(pid): prof for pid, prof in profile.finish(recorders, d + 30).items()}
+
+
+def run_big(system, out, op, repeat, big_path, date_q):
+    """One 256 MiB PUT or GET; keeps the best in ``out["big"][op]``."""
+    try:
+        if op == "put":
+            res = bigfile.put(system.url, "/bench/big/%d" % repeat, big_path, date_q)
+        else:
+            res = bigfile.get(system.url, "/bench/big/0", BIG)
+        res["load"] = loadavg()
+        best = out["big"].get(op)
+        if best is None or "error" in best or res["mb_s"] > best["mb_s"]:
+            out["big"][op] = res
+        out["big"][op]["repeats"] = repeat + 1
+        log("  %-10s 256M %s %6.0f MB/s" % (system.key, op, res["mb_s"]))
+    except Exception as e:
+        if op not in out["big"]:
             out["big"][op] = {"error": str(e)}
-            log("  256M %s failed: %s" % (op, str(e).splitlines()[0][:200]))
-    return out
+        log("  %-10s 256M %s failed: %s" % (system.key, op, str(e).splitlines()[0][:200]))
+
+
+def run_all(keys, args, workdir, date_q, big_path):
+    """Start every system, then run each cell over all of them in turn (interleaved).
+
+    Started systems wait idle while another one is measured, so they do not
+    compete; interleaving makes a change of the machine's load (other jobs)
+    hit every system alike instead of whichever happened to run then.
+    """
+    results, live = {}, {}
+    try:
+        for key in keys:
+            out = results[key] = {"key": key, "load_before": loadavg(), "cells": {}, "big": {}}
+            system = None
+            try:
+                os.makedirs(os.path.join(workdir, key), exist_ok=True)
+                system = systems.FACTORIES[key](os.path.join(workdir, key))
+                out["label"] = system.label
+                log("%s: starting (%s)" % (key, system.label))
+                system.start()
+                out["url"] = system.url
+                populate(system.url, date_q)
+                if args.profile and key != "upstream":
+                    out["profiles"] = {}
+                live[key] = system
+            except Exception as e:
+                out["status"] = "error"
+                out["error"] = str(e)
+                log("%s: NOT MEASURED: %s" % (key, str(e)[:600]))
+                if system is not None:
+                    system.stop()
+                    out["logs"] = system.logs()
+        for mode, conns in PLAN:
+            for key, system in live.items():
+                run_cell(system, results[key], mode, conns, args, date_q)
+        for op in ("put", "get"):
+            for repeat in range(args.big_repeats):
+                for key, system in live.items():
+                    run_big(system, results[key], op, repeat, big_path, date_q)
+        for key, system in live.items():
+            results[key]["rss"] = system.peak_rss()
+            results[key]["status"] = "ok"
+    finally:
+        for key, system in live.items():
+            system.stop()
+            results[key]["logs"] = system.logs()
+            results[key]["load_after"] = loadavg()
+    return results
 
 
 def _f(x):
@@ -162,32 +209,6 @@ def raw_copy_baseline(raw, big_path, workdir, passes=3):
                 raw[kind] = r
     log("raw loopback copy (best so far): %.0f MB/s to a file, %.0f MB/s to /dev/null"
         % (raw["file"]["mb_s"], raw["null"]["mb_s"]))
-
-
-def run_system(key, args, workdir, date_q, big_path):
-    sdir = os.path.join(workdir, key)
-    os.makedirs(sdir, exist_ok=True)
-    result = {"key": key, "load_before": loadavg()}
-    system = None
-    try:
-        system = systems.FACTORIES[key](sdir)
-        result["label"] = system.label
-        log("%s: starting (%s)" % (key, system.label))
-        system.start()
-        result["url"] = system.url
-        result.update(measure(system, args, date_q, big_path))
-        result["rss"] = system.peak_rss()
-        result["status"] = "ok"
-    except Exception as e:
-        result["status"] = "error"
-        result["error"] = str(e)
-        log("%s: NOT MEASURED: %s" % (key, str(e)[:600]))
-    finally:
-        if system is not None:
-            system.stop()
-            result["logs"] = system.logs()
-    result["load_after"] = loadavg()
-    return result
 
 
 def main(argv=None):
@@ -236,8 +257,7 @@ def main(argv=None):
         raw = {"file": None, "null": None}
         results["raw_copy"] = raw
         raw_copy_baseline(raw, big_path, workdir)
-        for key in keys:
-            results["systems"][key] = run_system(key, args, workdir, date_q, big_path)
+        results["systems"].update(run_all(keys, args, workdir, date_q, big_path))
         # Again at the end: on a shared machine the first pass may have hit a busy moment.
         raw_copy_baseline(raw, big_path, workdir)
     finally:
