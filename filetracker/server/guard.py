@@ -21,7 +21,10 @@ What it answers (each with ``X-Exception`` and a short text body):
   client cannot hold a connection for ever.
 """
 
+import fcntl
 import logging
+import struct
+import termios
 from dataclasses import dataclass, field
 
 from tornado.concurrent import Future
@@ -82,6 +85,24 @@ class Guard:
 def guard_settings(auth=None, limits=None):
     """Application settings (``**`` into ``tornado.web.Application``) that install a guard."""
     return {SETTING: Guard(auth=auth, limits=limits or Limits())}
+
+
+def delivered(stream):
+    """Bytes of ``stream`` (a Tornado IOStream) the peer has received, or None if unknown.
+
+    Bytes handed to the kernel (IOStream's count) minus those still in the socket's send
+    queue (``TIOCOUTQ``: unsent + unacknowledged), so a full kernel buffer does not look
+    like progress and a draining one does.
+    """
+    done = getattr(stream, "_total_write_done_index", None)
+    sock = getattr(stream, "socket", None)
+    if done is None or sock is None:
+        return None
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return done
+    return done - struct.unpack("i", buf)[0]
 
 
 def _streams_body(handler):
@@ -230,17 +251,32 @@ class GuardedRequest:
     # ---- the response ----------------------------------------------------------
 
     def bounded_flush(self, future):
-        """``future`` (a flush) failing with StreamClosedError after ``send_timeout``
-        seconds without completing; the connection is then closed."""
+        """``future`` (a flush), failing with StreamClosedError when the client takes no
+        bytes for ``send_timeout`` seconds; the connection is then closed.
+
+        Progress is the count of bytes the client took (:func:`delivered`), so a slow
+        reader that keeps reading is never cut, only one that stopped.
+        """
         timeout = self.guard.limits.send_timeout
         if not timeout or future.done():
             return future
         out = Future()
         out.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "unretrieved"
         loop = IOLoop.current()
+        stream = getattr(self.handler.request.connection, "stream", None)
 
-        def timed_out():
+        def written():
+            return delivered(stream)
+
+        state = {"seen": written(), "handle": None}
+
+        def check():
             if out.done():
+                return
+            now = written()
+            if now is not None and now != state["seen"]:
+                state["seen"] = now
+                state["handle"] = loop.call_later(timeout, check)
                 return
             h = self.handler
             log.info("%s %s: client read nothing for %g seconds; closing", h.request.method,
@@ -248,10 +284,10 @@ class GuardedRequest:
             h.request.connection.close()
             out.set_exception(StreamClosedError())
 
-        handle = loop.call_later(timeout, timed_out)
+        state["handle"] = loop.call_later(timeout, check)
 
         def done(f):
-            loop.remove_timeout(handle)
+            loop.remove_timeout(state["handle"])
             exc = f.exception() if not f.cancelled() else StreamClosedError()
             if out.done():
                 return

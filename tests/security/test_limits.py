@@ -58,7 +58,7 @@ def target(request, tmp_path_factory):
             svc.stop()
     else:
         nodes3 = request.getfixturevalue("nodes3")
-        g = start_gateway(nodes3, LIMITS, d)
+        g = start_gateway(nodes3, LIMITS + ["--log-level", "INFO"], d)
         try:
             yield LimitTarget("gateway", g.url, nodes3.dirs)
         finally:
@@ -133,6 +133,28 @@ def test_reader_that_stops_reading_is_cut(target):
     assert len(got) < len(data), "the whole answer arrived: the server never stalled"
     # the server is fine afterwards
     assert requests.get(target.url + "/files/limits/big", timeout=30).content == data
+
+
+def test_slow_steady_reader_is_not_cut(target):
+    """--send-timeout counts time without progress, not the time of one big write."""
+    if target.kind != "gateway":
+        pytest.skip("only the gateway writes the whole 4 MiB answer in one flush")
+    data = os.urandom(1 << 20) * (MAX_BODY >> 20)
+    assert requests.put(target.url + "/files/limits/steady?" + LM, data=data, timeout=60).status_code == 200
+    s = _connect(target.url, rcvbuf=4096)
+    s.sendall(b"GET /files/limits/steady HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    got = []
+    t0 = time.monotonic()
+    while True:  # about 2 MiB/s: the whole answer takes ~2 s, more than --send-timeout 1
+        time.sleep(0.03)
+        b = s.recv(64 << 10)
+        if not b:
+            break
+        got.append(b)
+    s.close()
+    answer = b"".join(got)
+    assert answer.endswith(data), (len(answer), len(data))
+    assert time.monotonic() - t0 > 1.2
 
 
 class Trickle:
