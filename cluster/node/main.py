@@ -4,6 +4,8 @@
                      [--advertise URL] [--replicas N] [--partition-power P]
                      [--cluster-secret-file F] [--allow-public-writes]
                      [--sync-interval S] [--tombstone-ttl S] [--log-level L]
+                     [--min-free-bytes B] [--scrub-rate B] [--scrub-interval S]
+                     [--verify-reads-max-bytes B] [--no-verify-reads]
 
 The node's id is its advertised URL (default ``http://HOST:PORT``).  Nodes
 started with the same member set (itself plus ``--peers``) build the same ring.
