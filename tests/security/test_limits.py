@@ -141,12 +141,12 @@ def test_slow_steady_reader_is_not_cut(target):
         pytest.skip("only the gateway writes the whole 4 MiB answer in one flush")
     data = os.urandom(1 << 20) * (MAX_BODY >> 20)
     assert requests.put(target.url + "/files/limits/steady?" + LM, data=data, timeout=60).status_code == 200
-    s = _connect(target.url, rcvbuf=4096)
+    s = _connect(target.url, rcvbuf=64 << 10)
     s.sendall(b"GET /files/limits/steady HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     got = []
     t0 = time.monotonic()
-    while True:  # about 2 MiB/s: the whole answer takes ~2 s, more than --send-timeout 1
-        time.sleep(0.03)
+    while True:  # at most 64 KiB per 25 ms (< 2.5 MiB/s): longer than --send-timeout 1 in all
+        time.sleep(0.025)
         b = s.recv(64 << 10)
         if not b:
             break
