@@ -17,6 +17,7 @@ Exit status 0 when every node was checked and nothing is wrong (after repair);
 
 import hashlib
 
+from cluster.admin import draining
 from cluster.admin.access import PASS_TIMEOUT, PeerError, describe_error
 from cluster.admin.analysis import analyze
 from cluster.admin.rebalance import drill
@@ -70,6 +71,10 @@ def _describe(t):
 
 def verify(access, out, drain=(), repair=False):
     ring, _ = access.discover(extra=drain)
+    # members an interrupted remove-node left behind are checked like --drain URL
+    doc, _ = draining.read(access, [n.url for n in ring.nodes] + list(drain))
+    members = {n.url for n in ring.nodes}
+    drain = list(dict.fromkeys(list(drain) + [m["url"] for m in doc["members"] if m["url"] not in members]))
     views = access.snapshot(ring, extra=drain)
     bad = False
     for v, result, err in access.map(lambda v: node_blobs(access, v, repair) if v.up else None, views):

@@ -131,6 +131,8 @@ def test_remove_node_again_resumes(four):
     r = admin(c, "remove-node", c.urls[3], "--no-wait")
     assert r.returncode == 0, r.stderr
     assert [m["url"] for m in draining_doc(c, 0)["members"]] == [c.urls[3]]
+    r = admin(c, "verify")   # the leaving member is checked too, without --drain
+    assert r.stdout.count("records checked against their blobs") == 4, r.stdout
     r = admin(c, "remove-node", c.urls[3])
     assert r.returncode == 0, r.stderr
     assert "already leaving" in r.stdout and "holds nothing now" in r.stdout
