@@ -140,11 +140,13 @@ class GuardedRequest:
             if decision.status != 200:
                 raise HTTPFail(decision.status, decision.message)
         length = req.headers.get("Content-Length")
-        if limits.max_body_size is not None and length is not None:
+        if length is not None:
             length = length.strip()
             if not (length.isascii() and length.isdigit()):
                 raise HTTPFail(400, "malformed Content-Length")
-            if int(length) > limits.max_body_size:
+            # only uploads (streamed bodies): other bodies, e.g. a node's record batches, are
+            # bounded by the server's in-memory limit
+            if limits.max_body_size is not None and _streams_body(h) and int(length) > limits.max_body_size:
                 raise HTTPFail(413, "request body too large (%s bytes, limit %d)"
                                % (length, limits.max_body_size))
         if _streams_body(h):
