@@ -58,6 +58,17 @@ def test_cached_reads_are_byte_exact(server, mount_factory, tmp_path):
     _put(client, tmp_path, "/fr/a.bin", data, 1700000000)
     m = mount_factory(server.url)
     path = m.p("fr/a.bin")
+    # Read requests of 512 KiB (spliced replies fit a pipe); a 2 MiB read-ahead when root.
+    with open("/proc/self/mountinfo") as f:
+        line = next(x for x in f if x.split()[4] == m.path)
+    assert "max_read=524288" in line
+    if os.geteuid() == 0:
+        major, minor = line.split()[2].split(":")
+        ra_path = "/sys/class/bdi/%s:%s/read_ahead_kb" % (major, minor)
+        deadline = time.monotonic() + 5
+        while open(ra_path).read().strip() != "2048":  # set by a thread right after mounting
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     for _ in range(2):  # first open: from the daemon; second: the kernel's cache may answer
         with open(path, "rb") as f:
             assert f.read() == data
