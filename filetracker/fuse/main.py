@@ -74,7 +74,7 @@ def build_parser():
                    help="uncached files larger than this are read by HTTP ranges (default 64M)")
     p.add_argument("--direct-io-above", type=parse_size, default=None, metavar="BYTES",
                    help="read stored files larger than this with direct I/O, bypassing the kernel's "
-                        "page cache: one pass over a large file is faster, but repeated opens are not "
+                        "page cache: one copy and no second cached copy, but repeated opens are not "
                         "cached by the kernel and shared mmap of such files fails (default: never)")
     p.add_argument("--log", metavar="FILE", help="log to FILE (default: stderr in the foreground, nowhere otherwise)")
     p.add_argument("--debug", action="store_true", help="verbose logging")
