@@ -8,8 +8,10 @@ from tornado.tcpclient import TCPClient
 
 from cluster.gateway.fallback import Fallback
 from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
+from cluster.gateway.lookups import LookupBatcher, ReadBatcher
 from cluster.gateway.metrics import gateway_registry
 from cluster.gateway.nodes import NodeClient
+from cluster.gateway.reads import SLOWEST_PIECE_BYTES_PER_S
 from cluster.gateway.ring_handler import RingHandler
 from cluster.gateway.status_page import status_routes
 from cluster.gateway.view import ClusterView
@@ -31,6 +33,9 @@ class Services:
         self.config = config
         self.view = ClusterView(config)
         self.client = NodeClient(config, self.view)
+        self.lookups = LookupBatcher(self.client)  # record lookups of concurrent reads, batched per node
+        self.small_reads = ReadBatcher(self.client, config.range_size,
+                                       config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S)
         self.view.attach(self.client)
         self.tcp = TCPClient()
         # migration mode (--fallback-url): read-through to the old server

@@ -2,8 +2,9 @@
 
 * :func:`direct_read` is the common case in one round trip: the first live
   owner is asked for the record *and* the first piece of the body while the
-  other R-1 owners are asked for their record; when the first owner holds the
-  winner of those R records, its bytes are served.  Anything unusual (a node
+  other R-1 owners are asked for their record (both batched per node with
+  the concurrent reads of other names, :mod:`cluster.gateway.lookups`); when
+  the first owner holds the winner of those R records, its bytes are served.  Anything unusual (a node
   not answering, disagreeing replicas) leaves the rest to the paths below.
 * :func:`quorum_read` asks every live owner for the record at once and
   returns as soon as R of them answered (a hung node costs nothing beyond the
@@ -77,14 +78,12 @@ async def direct_read(services, name, with_body):
     live = [n for n in placement.owners if view.is_live(n.url)][:needed]
     if needed < 1 or len(live) < needed:
         return None
-    client = services.client
     step = services.config.range_size
-    tasks = [asyncio.ensure_future(client.head_record(n.url, name)) for n in live[1:]]
+    tasks = [asyncio.ensure_future(services.lookups.get(n.url, name)) for n in live[1:]]
     if with_body:
-        timeout = services.config.timeout + step / SLOWEST_PIECE_BYTES_PER_S
-        first = await client.get_file(live[0].url, name, step, timeout)
+        first = await services.small_reads.get(live[0].url, name)
     else:
-        first = await client.head_record(live[0].url, name)
+        first = await services.lookups.get(live[0].url, name)
     results = [first] + [await t for t in tasks]
     answers = {}
     for reply, record in results:

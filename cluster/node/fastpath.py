@@ -1,4 +1,6 @@
-"""``GET`` and ``PUT /_cluster/files/<name>`` of a small file in one executor hop.
+"""``GET`` and ``PUT /_cluster/files/<name>`` of a small file in one executor hop,
+and ``POST /_cluster/lookup`` / ``POST /_cluster/read`` (the records, or records and bodies
+of small files, of many names in one request: a gateway batches concurrent reads).
 
 The general handler (:class:`cluster.node.internal.FileHandler`) looks the
 record up, opens the blob, verifies it and reads it chunk by chunk: four or
@@ -28,14 +30,18 @@ can satisfy) is answered 200 with the empty body, not 416.
 import tornado.web
 
 from cluster.node.integrity import BlobCorrupt
-from cluster.node.internal import FileHandler
+from cluster.node.internal import FileHandler, InternalHandler
 from cluster.peers import record_headers
+from filetracker.errors import InvalidNameError
+from filetracker.names import check_name
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range
 from filetracker.server import HTTPFail, name_from_path
 from filetracker.storage import ChecksumMismatch, SizeMismatch
 
 #: largest body served in one hop (a gateway's first piece of a small file)
 SMALL = 1 << 20
+#: most names in one POST /_cluster/lookup
+MAX_LOOKUP = 1000
 #: largest PUT body received in memory and stored in one hop
 SMALL_PUT = 256 * 1024
 
@@ -154,4 +160,100 @@ class FastFileHandler(FileHandler):
 
 def fastpath_routes(node, ctx):
     """URL specs placed before the internal routes (the first matching route wins)."""
-    return [tornado.web.url(r"/_cluster/files/(.*)", FastFileHandler, {"node": node, "ctx": ctx})]
+    kw = {"node": node, "ctx": ctx}
+    return [tornado.web.url(r"/_cluster/files/(.*)", FastFileHandler, kw),
+            tornado.web.url(r"/_cluster/lookup", LookupHandler, kw),
+            tornado.web.url(r"/_cluster/read", ReadManyHandler, kw)]
+
+
+class LookupHandler(InternalHandler):
+    """``POST /_cluster/lookup``: the records of several names in one request (one executor hop).
+
+    Body: msgpack list of names.  Answer: msgpack list, one entry per name:
+    ``[version, sha256, size, deleted]`` or None when there is no record
+    (tombstones included, like ``HEAD /_cluster/files/<name>``).  A gateway
+    under load batches the record lookups of concurrent reads into one of these.
+    """
+
+    async def post(self):
+        names = self.msgpack_body()
+        if not isinstance(names, list) or len(names) > MAX_LOOKUP or not all(isinstance(n, str) for n in names):
+            raise HTTPFail(400, "expected a msgpack list of at most %d names" % MAX_LOOKUP)
+        for n in names:
+            try:
+                check_name(n, allow_version=False)
+            except InvalidNameError as e:
+                raise HTTPFail(400, "invalid file name: %s" % e)
+
+        def lookup():
+            out = []
+            for n in names:
+                r = self.store.get_record(n)
+                out.append(None if r is None else [r.version, r.sha256, r.size, r.deleted])
+            return out
+
+        self.finish_msgpack(await self.ctx.run(lookup))
+
+
+#: largest body returned by POST /_cluster/read (bigger files: record only)
+READ_MANY_BODY = 64 * 1024
+#: most names in one POST /_cluster/read
+MAX_READ = 64
+
+
+def read_many(store, integrity, names, limit=READ_MANY_BODY):
+    """Blocking: for each name ``["ok", v, sha, size, data]``, ``["big", v, sha, size]`` (larger than
+    ``limit``, or the blob does not match its record's size), ``["missing", [v, sha, size, deleted]]``
+    / ``["missing", None]``, or ``["corrupt", message]``."""
+    out = []
+    for name in names:
+        found = store.open_record(name)
+        if found is None:
+            r = store.get_record(name)
+            if r is not None and not r.deleted:
+                out.append(["big", r.version, r.sha256, r.size])  # blob unopenable: the general path reports it
+            else:
+                out.append(["missing", None if r is None else [r.version, r.sha256, r.size, r.deleted]])
+            continue
+        record, f = found
+        try:
+            if record.size > limit:
+                out.append(["big", record.version, record.sha256, record.size])
+                continue
+            if integrity is not None:
+                try:
+                    integrity.check(record.sha256, f, name=name)
+                except BlobCorrupt as e:
+                    out.append(["corrupt", str(e)])
+                    continue
+            data = f.read(record.size)
+            if len(data) != record.size:
+                out.append(["big", record.version, record.sha256, record.size])
+            else:
+                out.append(["ok", record.version, record.sha256, record.size, data])
+        finally:
+            f.close()
+    return out
+
+
+class ReadManyHandler(InternalHandler):
+    """``POST /_cluster/read``: records and bodies of several small files in one request.
+
+    Body: msgpack list of names (at most :data:`MAX_READ`).  Answer: msgpack
+    list of :func:`read_many` entries.  A gateway under load batches the reads
+    of concurrent small GETs into one of these.
+    """
+
+    async def post(self):
+        names = self.msgpack_body()
+        if not isinstance(names, list) or len(names) > MAX_READ or not all(isinstance(n, str) for n in names):
+            raise HTTPFail(400, "expected a msgpack list of at most %d names" % MAX_READ)
+        for n in names:
+            try:
+                check_name(n, allow_version=False)
+            except InvalidNameError as e:
+                raise HTTPFail(400, "invalid file name: %s" % e)
+        integrity = getattr(self.node, "integrity", None)
+        if not getattr(self.node.config, "verify_reads", True):
+            integrity = None
+        self.finish_msgpack(await self.ctx.run(read_many, self.store, integrity, names))
