@@ -83,3 +83,41 @@ def test_direct_read_serves_newest_and_falls_back(tmp_path):
         assert requests.head(c.gw + "/files/d/big", timeout=10).headers["Content-Length"] == str(len(big))
     finally:
         c.stop()
+
+
+def test_node_batch_endpoints(tmp_path):
+    """POST /_cluster/lookup and /_cluster/read answer like HEAD and GET of each name."""
+    import msgpack
+
+    c = TestCluster(tmp_path, nodes=1, replicas=1).start()
+    try:
+        node = c.node_urls[0]
+        big = os.urandom(100 * 1024)
+        for name, data in (("/b/small", b"tiny"), ("/b/empty", b""), ("/b/big", big), ("/b/gone", b"x")):
+            r = requests.put(node + "/_cluster/files" + name, params={"version": V}, data=data,
+                             headers=c.headers, timeout=10)
+            assert r.status_code == 200
+        assert requests.delete(node + "/_cluster/files/b/gone", params={"version": V + 1}, headers=c.headers,
+                               timeout=10).status_code == 200
+        names = ["/b/small", "/b/empty", "/b/big", "/b/gone", "/b/never"]
+        h = dict(c.headers, **{"Content-Type": "application/msgpack"})
+        r = requests.post(node + "/_cluster/lookup", data=msgpack.packb(names), headers=h, timeout=10)
+        assert r.status_code == 200
+        rows = msgpack.unpackb(r.content, raw=False)
+        assert [row and row[0] for row in rows] == [V, V, V, V + 1, None]
+        assert rows[3][3] is True and rows[2][2] == len(big)
+        r = requests.post(node + "/_cluster/read", data=msgpack.packb(names), headers=h, timeout=10)
+        rows = msgpack.unpackb(r.content, raw=False)
+        assert rows[0][0] == "ok" and rows[0][4] == b"tiny"
+        assert rows[1][0] == "ok" and rows[1][4] == b""
+        assert rows[2][0] == "big" and rows[2][3] == len(big)
+        assert rows[3][0] == "missing" and rows[3][1][0] == V + 1 and rows[3][1][3] is True
+        assert rows[4] == ["missing", None]
+        # the cluster secret is required, bad input is a 400
+        if c.headers:
+            assert requests.post(node + "/_cluster/read", data=msgpack.packb(names), timeout=10).status_code == 403
+        assert requests.post(node + "/_cluster/read", data=b"\xc1", headers=h, timeout=10).status_code == 400
+        assert requests.post(node + "/_cluster/lookup", data=msgpack.packb(["rel"]), headers=h,
+                             timeout=10).status_code == 400
+    finally:
+        c.stop()
