@@ -153,7 +153,9 @@ def target(request, nodes3, gateway):
     a = raw(t.url, "PUT", "/files/bad/existing?" + LM, b"exists")
     assert a.status == 200, a
     # the gateway answers after a quorum: let the last replica land before blobs are compared
-    assert wait_until(lambda: all(files_under(os.path.join(d, "blobs")) for d in t.dirs), timeout=10)
+    sha = hashlib.sha256(b"exists").hexdigest()
+    assert wait_until(lambda: all(os.path.exists(os.path.join(d, "blobs", sha[:2], sha)) for d in t.dirs),
+                      timeout=10)
     return t
 
 
