@@ -176,14 +176,14 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, StreamClosedError):
             # the client went away (or was cut by the send timeout) mid-answer
             log.info("%s %s: connection closed before the answer was sent", self.request.method,
-                     self.request.uri)
+                     self.request.path)
             return
         status = status_for(value) if value is not None else 500
         if status >= 500 and status != 507:
-            log.error("error answering %s %s", self.request.method, self.request.uri,
+            log.error("error answering %s %s", self.request.method, self.request.path,
                       exc_info=(typ, value, tb))
         else:
-            log.info("%s %s -> %d: %s", self.request.method, self.request.uri, status,
+            log.info("%s %s -> %d: %s", self.request.method, self.request.path, status,
                      one_line(getattr(value, "message", None) or value))
 
     def write_error(self, status_code, **kwargs):
