@@ -9,6 +9,7 @@ at the end of the session (``pytest_terminal_summary``, visible without ``-s``).
 import collections
 import hashlib
 import os
+import stat
 
 import requests
 
@@ -70,3 +71,59 @@ def gw_put(gw, name, data, version, session=None):
 def tmp_files(cluster, i):
     d = os.path.join(cluster.dirs[i], "tmp")
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def check_store_offline(path):
+    """Check a *stopped* node's store exactly as a crash left it; return the findings.
+
+    Call only while no process has the store open (after ``kill -9``, before the
+    restart), so no anti-entropy, handoff, read repair or startup cleanup has run.
+    The store is opened with ``clear_tmp=False`` (tmp/ stays as the crash left it)
+    and :meth:`ObjectStore.verify` runs without repair: every live record's blob
+    must exist with the recorded size and SHA-256.  Also checked: no live record's
+    blob is a file of tmp/ (same inode, or a tmp/ name equal to its hash), every
+    blob is a regular file, and SQLite's ``quick_check`` passes.
+
+    Returns ``{"checked", "tombstones", "tmp_files", "bad": [(name, why), ...]}``;
+    ``bad`` must be empty.
+    """
+    import sqlite3
+
+    from filetracker.storage import ObjectStore
+
+    tmp_dir = os.path.join(path, "tmp")
+    tmp = {}
+    for n in (os.listdir(tmp_dir) if os.path.isdir(tmp_dir) else []):
+        try:
+            st = os.lstat(os.path.join(tmp_dir, n))
+        except FileNotFoundError:
+            continue
+        tmp[(st.st_dev, st.st_ino)] = n
+    tmp_names = set(tmp.values())
+    store = ObjectStore(path, clear_tmp=False)
+    try:
+        report = store.verify(repair=False)
+        bad = [(n, "blob missing") for n in report.missing] + [(n, "blob partial/corrupt") for n in report.corrupt]
+        tombstones = 0
+        for r in store.iter_records():
+            if r.deleted:
+                tombstones += 1
+                continue
+            try:
+                st = os.lstat(store.blob_path(r.sha256))
+            except FileNotFoundError:
+                continue                     # already counted as missing by verify()
+            if not stat.S_ISREG(st.st_mode):
+                bad.append((r.name, "blob is not a regular file"))
+            if (st.st_dev, st.st_ino) in tmp or r.sha256 in tmp_names:
+                bad.append((r.name, "blob is a temp file of tmp/"))
+        db = sqlite3.connect(store.db_path, timeout=60)
+        try:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            db.close()
+        if check != "ok":
+            bad.append(("<records.sqlite3>", "quick_check: %s" % check))
+    finally:
+        store.close()
+    return {"checked": report.checked, "tombstones": tombstones, "tmp_files": len(tmp), "bad": bad}

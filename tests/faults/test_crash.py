@@ -4,7 +4,17 @@ A 3-node cluster (a 4th node waiting outside the ring) takes a random mix of
 PUTs (new names and overwrites) and DELETEs through a gateway, while a killer
 ``kill -9``s a random member (or the admin process moving data) at random
 moments and restarts it; half-way the admin adds the 4th node and rebalances
-under the same fire.  Afterwards, with everything up and settled:
+under the same fire.  At the end, with the writers still writing, every member
+is ``kill -9``ed at once.
+
+The crash property is checked *directly*, on the store as the crash left it:
+right after each ``kill -9`` of a node, while it is down (so before its restart,
+before any anti-entropy, handoff, read repair or startup cleanup can touch it),
+its store is opened offline (:func:`check_store_offline`): every live record's
+blob exists with the recorded size and SHA-256, no record's blob is a file of
+``tmp/``, the records database passes ``quick_check``.  Bad records: must be 0.
+
+Afterwards, with everything up and settled (end to end):
 
 * ``filetracker-admin verify`` finds no record pointing to a missing or
   partial blob (each node hashes every blob its records name) and no replica
@@ -15,6 +25,7 @@ under the same fire.  Afterwards, with everything up and settled:
 """
 
 import collections
+import os
 import random
 import threading
 import time
@@ -22,9 +33,18 @@ import time
 import pytest
 import requests
 
+from filetracker.storage import ObjectStore
 from tests.cluster.test_admin_support import admin, admin_background, start_gateway
 from tests.cluster.test_e2e_support import version_of
-from tests.faults.conftest import NodeCluster, figures, gw_put, tmp_files, wait_until
+from tests.faults.conftest import (
+    NodeCluster,
+    check_store_offline,
+    figures,
+    flip_byte,
+    gw_put,
+    tmp_files,
+    wait_until,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -101,6 +121,28 @@ def _date(v):
     return http_date(v)
 
 
+class CrashChecks:
+    """Offline checks of killed nodes' stores (:func:`check_store_offline`), with totals."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.stores = 0          # stores checked (one per node kill -9)
+        self.records = 0         # live records checked against their blobs
+        self.tombstones = 0
+        self.tmp_files = 0       # temp files the crashes left (allowed: no record points at them)
+        self.bad = []            # (node, name, why): must stay empty
+
+    def check(self, i):
+        """Check node ``i``'s store now; it must have just been killed (no process has it open)."""
+        assert not self.cluster.services[i].alive()
+        found = check_store_offline(self.cluster.dirs[i])
+        self.stores += 1
+        self.records += found["checked"]
+        self.tombstones += found["tombstones"]
+        self.tmp_files += found["tmp_files"]
+        self.bad += [(i, name, why) for name, why in found["bad"]]
+
+
 def test_kill9_during_writes_deletes_and_moves(tmp_path):
     rnd = random.Random(1234)
     c = NodeCluster(tmp_path, nodes=4, members=3, sync_interval=1)
@@ -116,7 +158,8 @@ def test_kill9_during_writes_deletes_and_moves(tmp_path):
                    for k in range(WRITERS)]
         for t in writers:
             t.start()
-        kills = {"node": 0, "admin": 0}
+        kills = {"node": 0, "admin": 0, "all": 0}
+        crash = CrashChecks(c)
         members = [0, 1, 2]
         t0 = time.monotonic()
         mover = None
@@ -138,15 +181,31 @@ def test_kill9_during_writes_deletes_and_moves(tmp_path):
                 i = rnd.choice(members)
                 c.kill9(i)
                 kills["node"] += 1
-                time.sleep(rnd.uniform(0.1, 0.5))
+                down = time.monotonic() + rnd.uniform(0.1, 0.5)
+                crash.check(i)                     # the store as the crash left it, before any healing
+                time.sleep(max(0.0, down - time.monotonic()))
                 c.start_node(i)
         time.sleep(1.0)
+        # every member dies at once, mid-write: nobody is left to heal anyone
+        for i in members:
+            c.kill9(i)
+            kills["all"] += 1
+        for i in members:
+            crash.check(i)
+        for i in members:
+            c.start_node(i)
+        time.sleep(0.5)
         stop.set()
         for t in writers:
             t.join(60)
         if mover is not None:
             mover.proc.wait(120)
         load_s = time.monotonic() - t0
+        print("\nimmediate checks (store offline right after each kill -9, before restart): %d node kills "
+              "checked, %d live records checked against their blobs (+%d tombstones), %d temp files left "
+              "by the crashes, %d bad records: %s" % (crash.stores, crash.records, crash.tombstones,
+                                                     crash.tmp_files, len(crash.bad), crash.bad[:10]))
+        assert not crash.bad, crash.bad[:10]          # before any healing: checked as the crash left it
         # settle: a final rebalance with nobody killed, then verify (anti-entropy runs every second)
         assert admin(c, "rebalance", url=c.urls[0]).returncode == 0
 
@@ -174,16 +233,39 @@ def test_kill9_during_writes_deletes_and_moves(tmp_path):
             else:
                 lost.append((name, v, r.status_code, data is None))
         print("\ncrash: %.1f s of load, %d puts + %d deletes attempted, %d acked, %d failed; "
-              "%d node kill -9, %d admin kill -9" % (load_s, ledger.counts["put"], ledger.counts["delete"],
-                                                      ledger.counts["acked"], ledger.counts["failed"],
-                                                      kills["node"], kills["admin"]))
+              "%d node kill -9 + %d at once at the end, %d admin kill -9"
+              % (load_s, ledger.counts["put"], ledger.counts["delete"], ledger.counts["acked"],
+                 ledger.counts["failed"], kills["node"], kills["all"], kills["admin"]))
         print("not acknowledged (allowed; a delete of a deleted name is a 404): %s; e.g. %s"
               % (dict(ledger.failures), ledger.samples[:3]))
         figures("kill -9 (writes/deletes/moves)", cases=ledger.counts["put"] + ledger.counts["delete"],
-                faults=kills["node"] + kills["admin"], acked_checked=checked, lost=len(lost))
+                faults=kills["node"] + kills["all"] + kills["admin"], acked_checked=checked, lost=len(lost))
+        assert crash.stores == kills["node"] + kills["all"] == 6 + 4
+        assert crash.records > 0
         assert not lost, lost[:10]
         assert kills["node"] == 6
     finally:
         for g in gateways:
             g.stop()
         c.stop()
+
+
+def test_offline_check_finds_what_a_bad_crash_would_leave(tmp_path):
+    """The offline check is not vacuous: it names a missing, a truncated, a flipped and a tmp/ blob."""
+    names = ["/ok", "/missing", "/partial", "/flipped", "/intmp", "/gone"]
+    with ObjectStore(str(tmp_path)) as store:
+        for k, name in enumerate(names):
+            up = store.begin_upload()
+            up.write(content(name, BASE + k))
+            store.commit_upload(up, name, BASE + k)
+        store.delete("/gone", BASE + 100)
+        paths = {n: store.blob_path(store.get_record(n).sha256) for n in names[:5]}
+    os.unlink(paths["/missing"])
+    with open(paths["/partial"], "r+b") as f:
+        f.truncate(5)
+    flip_byte(paths["/flipped"])
+    os.link(paths["/intmp"], os.path.join(str(tmp_path), "tmp", "upload-in-progress"))
+    found = check_store_offline(str(tmp_path))
+    assert found["checked"] == 5 and found["tombstones"] == 1 and found["tmp_files"] == 1
+    assert sorted(found["bad"]) == [("/flipped", "blob partial/corrupt"), ("/intmp", "blob is a temp file of tmp/"),
+                                    ("/missing", "blob missing"), ("/partial", "blob partial/corrupt")]
