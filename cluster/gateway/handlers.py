@@ -15,6 +15,7 @@ import msgpack
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from cluster.gateway import listing
 from cluster.gateway.reads import direct_read, fetch_piece, quorum_read, read_repair
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
@@ -251,20 +252,17 @@ class ListHandler(BaseHandler):
                 rec = Record(name=name, version=int(version), sha256=sha256 or "", size=int(size or 0),
                              deleted=bool(deleted))
                 merged[name] = merge(merged.get(name), rec)
-        prefix = folder if folder.endswith("/") else folder + "/"
         if self.services.fallback is not None:
             # migration mode: the old server's names too, unless the cluster has a record
             # (a newer file or a tombstone) for them
             for name in await self.services.fallback.list_names(folder, max_version):
                 if name not in merged:
                     merged[name] = Record(name=name, version=0, sha256="", size=0, deleted=False)
-        lines = []
-        for name in sorted(merged):
-            rec = merged[name]
-            if rec.deleted or rec.version > max_version:
-                continue
-            lines.append(name[len(prefix):] if name.startswith(prefix) else name.lstrip("/"))
+        details = listing.wants_details(self, migrating=self.services.fallback is not None)
+        body, headers = listing.render(merged, folder, max_version, details)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("".join(line + "\n" for line in lines))
+        for key, value in headers.items():
+            self.set_header(key, value)
+        self.finish(body)
 
 

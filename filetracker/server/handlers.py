@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from filetracker.httpdate import format_version
 from filetracker.ranges import content_range, unsatisfied_range
+from filetracker.server import listing
 from filetracker.server.base import (
     BaseHandler,
     HTTPFail,
@@ -182,7 +183,13 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
 
 
 class ListHandler(ContextHandler):
-    """``GET /list/<folder>?last_modified=``: names relative to folder, one a line."""
+    """``GET /list/<folder>?last_modified=``: names relative to folder, one a line.
+
+    With ``details=1`` (an extension, see :mod:`filetracker.server.listing`)
+    each line is ``name TAB version TAB size`` and the answer carries
+    ``X-List-Format: details``; in migration mode the old server's names have
+    no records here, so the plain listing is sent (without the header).
+    """
 
     async def get(self, path_arg=""):
         folder = folder_from_path(path_arg)
@@ -191,13 +198,23 @@ class ListHandler(ContextHandler):
             max_version = int(time.time())
         prefix = folder if folder.endswith("/") else folder + "/"
         fallback = self.ctx.fallback
+        details = False
         if fallback is not None and fallback.wanted(self.request):
             names = await self._with_old_names(fallback, folder, max_version)
+        elif listing.wants_details(self):
+            details = True
+            records = self.ctx.store.iter_folder(folder, max_version)
         else:
             names = self.ctx.store.list_names(folder, max_version)
 
         def batch():
             out = []
+            if details:
+                for r in records:
+                    out.append(listing.details_line(r.name, prefix, r.version, r.size))
+                    if len(out) >= _LIST_BATCH:
+                        break
+                return out
             for name in names:
                 out.append(name[len(prefix):] + "\n")
                 if len(out) >= _LIST_BATCH:
@@ -205,6 +222,8 @@ class ListHandler(ContextHandler):
             return out
 
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if details:
+            self.set_header(listing.FORMAT_HEADER, listing.DETAILS)
         while True:
             lines = await self.ctx.run(batch)
             if not lines:
