@@ -259,7 +259,7 @@ class ListHandler(BaseHandler):
                 if name not in merged:
                     merged[name] = Record(name=name, version=0, sha256="", size=0, deleted=False)
         details = listing.wants_details(self, migrating=self.services.fallback is not None)
-        body, headers = listing.render(merged, folder, max_version, details)
+        body, headers = await listing.answer(self.services, merged, folder, max_version, details)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         for key, value in headers.items():
             self.set_header(key, value)

@@ -224,14 +224,21 @@ class ListHandler(ContextHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         if details:
             self.set_header(listing.FORMAT_HEADER, listing.DETAILS)
+        sent = 0
         while True:
             lines = await self.ctx.run(batch)
             if not lines:
                 break
+            sent += len(lines)
             self.write("".join(lines))
             if len(lines) < _LIST_BATCH:
                 break
             await self.flush()
+        own = listing.self_name(folder)
+        if details and not sent and own is not None:
+            # Nothing flushed yet, so a header can still be set.
+            record = await self.ctx.run(self.ctx.store.get_record, own)
+            self.set_header(listing.SELF_HEADER, listing.self_value(record, max_version))
         self.finish()
 
 

@@ -16,6 +16,15 @@ must therefore look at the header, never guess from the lines.  Names never
 contain control characters (:mod:`filetracker.names`), so TAB cannot occur
 in a name.
 
+One more thing for a lookup in one request: when the listing with details
+is empty, the answer also says what the folder's own name is, in the header
+``X-List-Self``: ``file <version> <size>`` when it names a live file within
+the ``last_modified`` bound, else ``none``.  (A non-empty listing makes the
+name a folder whichever it is, so then the header is not sent.)  A mount that
+does not know whether a path is a file or a folder thus learns it from one
+listing instead of a HEAD followed by a listing.  A server that cannot tell
+omits the header; the client then asks a HEAD.
+
 Pure functions shared by the single server (and the nodes' public API) and
 the gateway.
 """
@@ -23,6 +32,8 @@ the gateway.
 #: Answer header that marks a listing with details, and its value.
 FORMAT_HEADER = "X-List-Format"
 DETAILS = "details"
+#: Answer header of an empty listing with details: what the folder's own name is.
+SELF_HEADER = "X-List-Self"
 
 _TRUE = frozenset(("1", "true", "yes"))
 
@@ -46,3 +57,31 @@ def plain_line(name, prefix):
 def details_line(name, prefix, version, size):
     """One line of the listing with details: ``name TAB version TAB size``."""
     return "%s\t%d\t%d\n" % (relative(name, prefix), int(version), int(size))
+
+
+def self_name(folder):
+    """The name a folder path would have as a file (None for the root)."""
+    name = folder.rstrip("/")
+    return name or None
+
+
+def self_value(record, max_version):
+    """The ``X-List-Self`` value for the folder's own ``record`` (or None: no record)."""
+    if record is None or record.deleted or record.version > max_version:
+        return "none"
+    return "file %d %d" % (int(record.version), int(record.size))
+
+
+def parse_self(value):
+    """``(version, size)``, False (``none``: no such file) or None (absent or not understood)."""
+    if not value:
+        return None
+    parts = value.split()
+    if parts == ["none"]:
+        return False
+    if len(parts) == 3 and parts[0] == "file":
+        try:
+            return int(parts[1]), int(parts[2])
+        except ValueError:
+            return None
+    return None

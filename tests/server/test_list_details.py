@@ -153,3 +153,21 @@ def test_server_details_span_several_batches(tmp_path):
         assert listing(svc.url, "/many").text.splitlines() == [line.split("\t")[0] for line in lines]
     finally:
         svc.stop()
+
+
+def test_empty_details_listing_says_what_the_name_is(store_url):
+    """X-List-Self on an empty listing with details: one request tells file, folder or nothing."""
+    def self_of(folder, **params):
+        r = listing(store_url, folder, details="1", **params)
+        assert r.content == b""
+        return r.headers.get("X-List-Self")
+
+    assert self_of("/d/a.txt") == "file %d 5" % (BASE + 10)
+    assert self_of("/d/b.bin") == "file %d 9000" % (BASE + 20)   # logical size
+    assert self_of("/d/gone.txt") == "none"                      # a tombstone is no file
+    assert self_of("/d/later.txt", last_modified=format_version(BASE + 50)) == "none"
+    assert self_of("/nothing/here") == "none"
+    # A non-empty listing is a folder: no header; and never without details.
+    assert "X-List-Self" not in listing(store_url, "/d", details="1").headers
+    r = listing(store_url, "/d/a.txt")
+    assert r.content == b"" and "X-List-Self" not in r.headers
