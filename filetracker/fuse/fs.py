@@ -207,7 +207,7 @@ class FiletrackerFS(Operations):
 
         def fetch():
             stamp = self.clock()  # entries are as old as the request, not its answer
-            names, details = self.remote.list(folder)
+            names, details, itself = self.remote.list_folder(folder)
             groups = tree.folder_entries(folder, names)
             for sub, sub_entries in groups.items():
                 self.listings.put(sub, sub_entries, stamp=stamp)
@@ -215,20 +215,27 @@ class FiletrackerFS(Operations):
                 path = tree.join(folder, rel.strip("/"))
                 if path not in groups:  # a name that is also a folder shows as the folder
                     self.attrs.put(path, Attr(tree.FILE, size, version), stamp=stamp)
+            if itself is not None and not groups[folder] and folder != "/":
+                # The empty listing said what the name itself is (see _stat_remote).
+                attr = Attr(tree.FILE, itself[1], itself[0]) if itself else _NEGATIVE
+                self.attrs.put(folder, attr, stamp=stamp)
             return groups[folder]
 
         return self._lists.do(folder, fetch)
 
     def _stat_remote(self, path):
-        """HEAD ``path``; on 404 decide between a folder and nothing (cached)."""
+        """Ask the server what ``path`` is: a file, a folder or nothing (cached).
+
+        With a server that offers listings with details (or before we know),
+        one listing of ``path`` answers it: not empty, a folder (whose files'
+        attributes come with it, so ``ls -l`` of a folder not seen before
+        costs that one request); empty, the answer's ``X-List-Self`` says
+        whether a file of that name exists.  Otherwise (or when the answer
+        does not say) a HEAD, and on 404 a listing decides between a folder
+        and nothing.
+        """
         try:
-            version, size = self.remote.stat(path)
-            attr = Attr(tree.FILE, size, version)
-        except NotFoundError:
-            if path in self.local_dirs or self._list(path):
-                attr = Attr(tree.DIR, 0, None)
-            else:
-                attr = _NEGATIVE
+            attr = self._resolve_remote(path)
         except RemoteError as e:
             if e.status is not None and e.status < 500:
                 raise
@@ -239,6 +246,23 @@ class FiletrackerFS(Operations):
             return attr  # not remembered: ask the server again next time
         self.attrs.put(path, attr)
         return attr
+
+    def _resolve_remote(self, path):
+        listed = False
+        if self.remote.offers_details is not False:
+            if path in self.local_dirs or self._list(path):
+                return Attr(tree.DIR, 0, None)
+            listed = self.remote.offers_details
+            said = self.attrs.get(path)  # put there by the listing's X-List-Self
+            if said is not None:
+                return said
+        try:
+            version, size = self.remote.stat(path)
+            return Attr(tree.FILE, size, version)
+        except NotFoundError:
+            if path in self.local_dirs or (not listed and self._list(path)):
+                return Attr(tree.DIR, 0, None)
+            return _NEGATIVE
 
     def _stat_cached(self, path):
         """The newest cached version of ``path`` (server down), or None.

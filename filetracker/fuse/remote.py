@@ -35,6 +35,20 @@ LIST_FUTURE_SLACK = 10 * 365 * 86400
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
 
+def parse_self(value):
+    """An ``X-List-Self`` value: ``(version, size)``, False (``none``) or None (absent, not understood).
+
+    (The server's side is :mod:`filetracker.server.listing`; not imported
+    here, so that the mount does not load the server.)
+    """
+    parts = (value or "").split()
+    if parts == ["none"]:
+        return False
+    if len(parts) == 3 and parts[0] == "file" and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return None
+
+
 class StaleVersionError(RemoteError):
     """The server holds another version than the one being read (ESTALE)."""
 
@@ -48,6 +62,10 @@ class Remote:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._local = threading.local()
+        #: Whether the server sends listings with details (None: not known yet).
+        #: The mount then resolves an unknown path with one listing, not a HEAD
+        #: followed by a listing.
+        self.offers_details = None
         #: Bytes of file content received (ranges); for tests and statistics.
         self.bytes_received = 0
         self._count_lock = threading.Lock()
@@ -148,6 +166,18 @@ class Remote:
         None and the caller HEADs the files it needs.  A server that does not
         know the parameter ignores it and sends plain names.
         """
+        names, details, _itself = self.list_folder(folder)
+        return names, details
+
+    def list_folder(self, folder):
+        """:meth:`list` plus what ``folder``'s own name is: ``(names, details, itself)``.
+
+        ``itself`` is ``(version, size)`` when the (empty) listing says the
+        name is a file, False when it says there is no such file, None when
+        the answer does not say (header ``X-List-Self`` absent: a non-empty
+        listing, or a server without the extension).  Sets
+        :attr:`offers_details`.
+        """
         cutoff = int(time.time()) + LIST_FUTURE_SLACK
         query = urllib.parse.urlencode({"last_modified": format_version(cutoff), "details": "1"})
         url = self.base_url + "/list" + urllib.parse.quote(folder, safe="/") + "?" + query
@@ -155,11 +185,13 @@ class Remote:
         response = self._request("GET", url, what)
         with response:
             if response.status_code == 404:
-                return [], None
+                return [], None, None
             self._raise_for(response, what)
             lines = [line for line in response.content.decode("utf-8", "replace").split("\n") if line]
-            if response.headers.get("X-List-Format", "").lower() != "details":
-                return lines, None
+            self.offers_details = response.headers.get("X-List-Format", "").lower() == "details"
+            if not self.offers_details:
+                return lines, None, None
+            itself = parse_self(response.headers.get("X-List-Self")) if not lines else None
         names, details = [], {}
         for line in lines:
             # Names never contain control characters, so a TAB is a safe separator.
@@ -170,7 +202,7 @@ class Remote:
                 details[name] = (int(version), int(size))
             except ValueError:
                 pass
-        return names, details
+        return names, details, itself
 
     def read_range(self, name, version, start, length, fd, file_offset=None):
         """Write bytes ``[start, start + length)`` of ``name`` into ``fd`` at ``file_offset``.
