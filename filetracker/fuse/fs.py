@@ -680,16 +680,23 @@ class FiletrackerFS(Operations):
         # A version above every one we know of, so this write wins even
         # within the same second as the previous one (or as a delete).
         version = max(int(time.time()), known + 1)
-        for attempt in range(UPLOAD_CONFLICT_RETRIES):
-            try:
-                vname = self.client.put_file(versioned_name(writer.path, version), writer.tmp_path,
-                                             to_local_store=False, compress_hint=False)
-                break
-            except VersionConflictError:
-                # Deleted (by someone else) at a version >= ours: go above it.
-                if attempt == UPLOAD_CONFLICT_RETRIES - 1:
-                    raise
-                version += 1
+        try:
+            for attempt in range(UPLOAD_CONFLICT_RETRIES):
+                try:
+                    vname = self.client.put_file(versioned_name(writer.path, version), writer.tmp_path,
+                                                 to_local_store=False, compress_hint=False)
+                    break
+                except VersionConflictError:
+                    # Deleted (by someone else) at a version >= ours: go above it.
+                    if attempt == UPLOAD_CONFLICT_RETRIES - 1:
+                        raise
+                    version += 1
+        except Exception:
+            if writer.base_version is None and writer.uploaded is None:
+                # A new file never stored (e.g. the upload was refused): create noted
+                # it in the listings; it must not linger there once closed.
+                self._note_gone(writer.path)
+            raise
         got = split_name(vname)[1]
         self._raise_floor(writer.path, got)
         writer.dirty = False
