@@ -71,17 +71,3 @@ def self_value(record, max_version):
         return "none"
     return "file %d %d" % (int(record.version), int(record.size))
 
-
-def parse_self(value):
-    """``(version, size)``, False (``none``: no such file) or None (absent or not understood)."""
-    if not value:
-        return None
-    parts = value.split()
-    if parts == ["none"]:
-        return False
-    if len(parts) == 3 and parts[0] == "file":
-        try:
-            return int(parts[1]), int(parts[2])
-        except ValueError:
-            return None
-    return None
