@@ -3,11 +3,14 @@
 Semantics (issue 9; the user-facing version is filetracker/fuse/README.md):
 
 - Folders are implied by names.  ``readdir`` uses the protocol's listing (one
-  recursive listing also answers every folder below it); ``getattr`` uses
-  HEAD (size = logical size, mtime = the version).  Both are cached for
-  ``attr_timeout`` seconds; ``readdir`` also fetches the attributes of the
-  folder's files with concurrent HEADs, so the ``stat`` calls of ``ls -l``
-  that follow cost no request.
+  recursive listing also answers every folder below it); with the listing
+  with details (our servers' extension) it also carries every file's size
+  (logical) and mtime (the version), and an unknown path is resolved by one
+  listing of it (a folder, or what the empty answer says the name is).
+  Otherwise ``getattr`` uses HEAD, and ``readdir`` fetches the attributes of
+  the folder's files with concurrent HEADs.  Either way the ``stat`` calls of
+  ``ls -l`` that follow cost no request; everything is cached for
+  ``attr_timeout`` seconds.
 - ``open`` for reading resolves the current version and reads the versioned
   file from the Client's cache (downloading it there once; concurrent
   openers share that download).  Files larger than ``range_threshold`` that
