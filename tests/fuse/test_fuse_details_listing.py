@@ -4,14 +4,21 @@ folder of 200 files is exactly one request at our server and at the gateway
 files) and mtimes (the versions); a lookup of a file or of nothing is one
 request too."""
 
+import errno
 import gzip
 import hashlib
 import os
 import subprocess
 import urllib.parse
 
+import pytest
 import requests
 
+from filetracker.client import Client
+from filetracker.fuse import tree
+from filetracker.fuse.errnos import FsError
+from filetracker.fuse.fs import Attr, FiletrackerFS
+from filetracker.fuse.remote import Remote
 from filetracker.httpdate import format_version
 from tests.fuse.proxy import CountingProxy
 
@@ -78,5 +85,47 @@ def test_cold_ls_l_is_one_request(backend, mount_factory):
         assert ls_l(m.p("big")) == got
         os.stat(m.p("big/f007.bin"))
         assert proxy.requests[mark:] == []
+    finally:
+        proxy.close()
+
+
+@pytest.mark.no_fuse_needed
+def test_lookup_costs_with_and_without_details(server, tmp_path):
+    """The filesystem object itself (no mount): one listing per unknown path with a server
+    offering details; HEAD first (then a listing for a folder) when it does not."""
+    with requests.Session() as s:
+        put(s, server.url, "/dir/a.txt", b"abc", BASE)
+        put(s, server.url, "/top.txt", b"top\n", BASE + 1)
+    target = urllib.parse.urlsplit(server.url)
+    proxy = CountingProxy((target.hostname, target.port))
+    try:
+        def fresh(name):
+            client = Client(cache_dir=str(tmp_path / name), remote_url=proxy.url)
+            return FiletrackerFS(client, Remote(proxy.url, timeout=10), attr_timeout=30)
+
+        def cost(fs, path):
+            mark = len(proxy.requests)
+            try:
+                attr = fs._lookup(path)
+            except FsError as e:
+                attr = e.errno
+            return attr, [(m, t.split("?")[0]) for m, t in proxy.requests[mark:]]
+
+        fs = fresh("with")
+        assert cost(fs, "/dir") == (Attr(tree.DIR, 0, None), [("GET", "/list/dir")])
+        assert cost(fs, "/dir/a.txt") == (Attr(tree.FILE, 3, BASE), [])  # came with the listing
+        assert cost(fs, "/top.txt") == (Attr(tree.FILE, 4, BASE + 1), [("GET", "/list/top.txt")])
+        assert cost(fs, "/nope") == (errno.ENOENT, [("GET", "/list/nope")])
+        assert fs.remote.offers_details is True
+
+        fs = fresh("without")
+
+        def without(path):
+            fs.remote.offers_details = False  # as learned from a server without the extension
+            return cost(fs, path)
+
+        assert without("/top.txt") == (Attr(tree.FILE, 4, BASE + 1), [("HEAD", "/files/top.txt")])
+        assert without("/dir") == (Attr(tree.DIR, 0, None), [("HEAD", "/files/dir"), ("GET", "/list/dir")])
+        assert without("/nope") == (errno.ENOENT, [("HEAD", "/files/nope"), ("GET", "/list/nope")])
     finally:
         proxy.close()
