@@ -13,4 +13,4 @@ export FT2_PYTHON="$PWD/.venv-ft2/bin/python"
 # test artifacts (status-page screenshots) land here, beside the logs CI keeps
 export FILETRACKER_TEST_ARTIFACTS="$PWD/artifacts"
 .venv/bin/ruff check filetracker cluster tests deploy scripts bench
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+exec .venv/bin/python -m pytest -q -rsx -p no:cacheprovider --durations=15 "$@"
