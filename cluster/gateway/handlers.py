@@ -16,7 +16,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from cluster.gateway import listing
-from cluster.gateway.reads import direct_read, fetch_piece, quorum_read, read_repair
+from cluster.gateway.reads import direct_read, fetch_piece, quorum_read, read_repair, widen_miss
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
 from filetracker.httpdate import format_version
@@ -126,6 +126,10 @@ class FilesHandler(BaseHandler):
             if not read.enough:
                 raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
+            wider = await widen_miss(self.services, read)
+            if wider is not read:  # a miss, but another owner has it: serve it, repair the others
+                read, data = wider, None
+                self.services.spawn(read_repair(self.services, read))
             winner = read.winner
             fallback = self.services.fallback
             if winner is None and fallback is not None and fallback.wanted(self.request):
@@ -213,6 +217,7 @@ class FilesHandler(BaseHandler):
         if not read.enough:
             raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
+        read = await widen_miss(self.services, read)
         fallback = self.services.fallback
         if read.winner is None and fallback is not None:
             # a name only the old server holds: the tombstone written below hides it for good

@@ -122,6 +122,54 @@ async def quorum_read(services, name):
     return QuorumRead(name, answers, len(answers) >= needed, pending, candidates)
 
 
+def _missed(read):
+    return read.enough and (read.winner is None or read.winner.deleted)
+
+
+async def widen_miss(services, read):
+    """On a miss (no live record among the R answers) ask every other node that may hold the file.
+
+    A 404 must not be answered while an owner that may hold the file was not
+    asked: right after a ring change the R asked can be a lagging owner and a
+    new one, neither holding an acknowledged file.  So the remaining owners,
+    the owners under the previous ring (when the gateway saw the change) and
+    the first handoff nodes (hinted writes not yet handed back) are asked at
+    once.  Returns ``read`` itself when nobody else has a newer record, else a
+    :class:`QuorumRead` of every answer (its repair targets only the current
+    owners; a former owner or a handoff node is just a holder).  Misses are
+    rare, so the extra requests are cheap.
+    """
+    if not _missed(read):
+        return read
+    view = services.view
+    placement = view.placement(read.name)
+    owners = {n.url for n in placement.owners}
+    extra, seen = [], set(read.answers) | {n.url for n in read.nodes}
+    for n in list(placement.owners) + view.previous_owners(read.name) + \
+            list(placement.handoffs[:len(placement.owners)]):
+        if n.url not in seen and view.is_live(n.url):
+            seen.add(n.url)
+            extra.append(n)
+    if not extra:
+        return read
+    results = await asyncio.gather(*(services.lookups.get(n.url, read.name) for n in extra))
+    found = {reply.url: record for reply, record in results
+             if reply.code in (200, 404) and record is not None}
+    winner = merge_all([read.winner] + list(found.values()))
+    if winner is None or winner == read.winner:
+        return read
+    answers = dict(read.answers)
+    for url, record in found.items():
+        if url in owners or record == winner:
+            answers[url] = record
+    for n in placement.owners:  # owners asked now that answered without a record get repaired too
+        if n.url not in answers and any(r.url == n.url and r.code in (200, 404) for r, _ in results):
+            answers[n.url] = None
+    log.info("read of %s missed on %s; found version %d on %s", read.name, sorted(read.answers),
+             winner.version, sorted(u for u, r in found.items() if r == winner))
+    return QuorumRead(read.name, answers, True, set(), list(read.nodes) + extra)
+
+
 async def fetch_piece(services, holders, sha256, start, end):
     """Bytes ``start..end`` (inclusive) of blob ``sha256`` from the first holder
     that delivers them whole; ``(data, holder_url)`` or ``(None, None)``."""

@@ -79,6 +79,7 @@ class ClusterView:
         self._config = config
         self._seeds = [u.rstrip("/") for u in config.nodes]
         self._ring = None
+        self._previous = None  # the ring before the current one (reads ask its owners on a miss)
         self._nodes = []
         self._placement_cache = {}
         self._refreshing = None
@@ -144,6 +145,7 @@ class ClusterView:
         if self._ring is not None and int(ring.epoch) <= int(self._ring.epoch):
             return
         log.info("ring epoch %s installed (%d nodes)", ring.epoch, len(ring.nodes))
+        self._previous = self._ring
         self._ring = ring
         self._nodes = _ring_nodes(ring)
         self._placement_cache = {}
@@ -164,6 +166,18 @@ class ClusterView:
             cached = Placement(prefs[:n], prefs[n:])
             self._placement_cache[p] = cached
         return cached
+
+    def previous_owners(self, name):
+        """Owners of ``name`` under the ring before the current one ([] when unknown).
+
+        Right after a ring change the data of a partition may still sit only on
+        its previous owners (anti-entropy has not moved it yet).
+        """
+        ring = self._previous
+        if ring is None:
+            return []
+        prefs = [_node_ref(ring, e) for e in ring.preference_list(partition_of(name, ring.partition_power))]
+        return prefs[:min(int(getattr(ring, "n_replicas", ring.replicas)), len(prefs))]
 
     # ---- liveness -------------------------------------------------------------
 

@@ -49,10 +49,11 @@ def test_restart_with_stale_ring(tmp_path):
         assert c.client.get_ring(c.urls[2]).epoch == 1
         write("c", 40, BASE + 2000)                        # the stale node is a target again
         # Before any background pass, a file whose acked write (W=2) missed node 2 when it was
-        # killed may read 404: the gateway's read quorum can be node 2 + the new node 3, both
-        # without it (a gateway matter, reported).  Counted here, then anti-entropy must fix it.
+        # killed is absent from node 2 and the new node 3; when those two are the R asked, the
+        # gateway asks the other owners (and the previous ring's) before a 404: none may miss.
         early = [n for n, d in acked.items() if requests.get(gw + "/files" + n, timeout=30).content != d]
         print("\nacked files not readable before anti-entropy ran: %d %s" % (len(early), early[:3]))
+        assert early == []
         c.run(2, "handoff")                                # a pass under the stale ring
         c.run(2, "sync")                                   # sees X-Ring-Epoch 2 from peers: adopts it
         assert wait_until(lambda: c.client.get_ring(c.urls[2]).epoch == 2, 10)
