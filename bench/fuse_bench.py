@@ -20,7 +20,8 @@ prints side by side, in one run:
     mount's page cache (``keep_cache``), so the daemon is not involved.
 
 - ``ls -l`` of a folder of 2,000 files: a local folder vs the mount, cold
-  (attributes expired: one listing + a pipelined burst of HEADs) and warm
+  (attributes expired: one ``/list/<folder>?details=1`` request gives every
+  name, size and version; a burst of HEADs against a server without it) and warm
   (within the attribute timeout).
 
 The machine may be shared, so every case is measured ``--rounds`` times,
