@@ -110,6 +110,10 @@ async def quorum_read(services, name):
     if len(candidates) < needed:
         # not enough live owners: ask handoff nodes too (they may hold hinted writes)
         candidates += [n for n in placement.handoffs if view.is_live(n.url)][:needed - len(candidates)]
+    if len(candidates) < needed:
+        # still short: owners marked down are asked too (a stale mark, e.g. nodes that were
+        # still starting, must not cost a certain 503)
+        candidates += [n for n in placement.owners if not view.is_live(n.url)]
     tasks = {asyncio.ensure_future(services.client.head_record(n.url, name)): n for n in candidates}
     answers = {}
     pending = set(tasks)
@@ -175,9 +179,9 @@ async def fetch_piece(services, holders, sha256, start, end):
     that delivers them whole; ``(data, holder_url)`` or ``(None, None)``."""
     length = end - start + 1
     timeout = services.config.timeout + length / SLOWEST_PIECE_BYTES_PER_S
-    for url in holders:
-        if not services.view.is_live(url):
-            continue
+    live = [u for u in holders if services.view.is_live(u)]
+    # holders marked down last, not never: they just answered the record lookup
+    for url in live + [u for u in holders if u not in live]:
         reply = await services.client.request(url, "GET", "/_cluster/blobs/" + sha256,
                                               headers={"Range": "bytes=%d-%d" % (start, end)},
                                               timeout=timeout)

@@ -15,8 +15,13 @@ class TargetPicker:
         self._placement = placement
         self._used = set()
 
-    def initial(self):
-        """``[(node, hint_for or None)]``: one entry per owner that can be served."""
+    def initial(self, need=0):
+        """``[(node, hint_for or None)]``: one entry per owner that can be served.
+
+        When fewer than ``need`` targets are live, owners marked down are tried
+        too (their mark may be stale: nodes that were still starting, a short
+        blip): the alternative is a certain 503.
+        """
         out = []
         for owner in self._placement.owners:
             if self._view.is_live(owner.url):
@@ -27,6 +32,12 @@ class TargetPicker:
                 sub = self.replacement(owner.id)
                 if sub is not None:
                     out.append(sub)
+        for owner in self._placement.owners:
+            if len(out) >= need:
+                break
+            if owner.url not in self._used:
+                self._used.add(owner.url)
+                out.append((owner, None))
         return out
 
     def replacement(self, hint_for):

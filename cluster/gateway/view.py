@@ -19,6 +19,9 @@ from cluster.ring import Ring, partition_of
 
 log = logging.getLogger(__name__)
 
+#: seconds between two ring fetches while a request waits for the first ring
+RING_RETRY = 0.2
+
 
 class NoRing(Exception):
     """No node answered with a ring: the cluster is unreachable."""
@@ -105,12 +108,24 @@ class ClusterView:
         return list(self._nodes)
 
     async def get_ring(self):
-        """The current ring, fetching it first if there is none yet; NoRing if unreachable."""
-        if self._ring is None:
+        """The current ring, fetching it first if there is none yet; NoRing if unreachable.
+
+        Without a ring (a gateway started before its nodes) the request waits
+        for one, retrying every :data:`RING_RETRY` s, for at most the timeout:
+        nodes that are still starting cost the first requests a short wait, not
+        a 503.
+        """
+        if self._ring is not None:
+            return self._ring
+        deadline = time.monotonic() + self._config.timeout
+        while True:
             await self.refresh()
-        if self._ring is None:
-            raise NoRing("no cluster node answered with a ring")
-        return self._ring
+            if self._ring is not None:
+                return self._ring
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoRing("no cluster node answered with a ring")
+            await asyncio.sleep(min(RING_RETRY, left))
 
     async def refresh(self, prefer=None):
         """Fetch the ring (single flight); install it when its epoch is newer."""
@@ -130,7 +145,8 @@ class ClusterView:
             if url in seen:
                 continue
             seen.add(url)
-            reply = await self.client.request(url, "GET", "/_cluster/ring")
+            # not observed: a node that does not answer yet (still starting) is not marked down
+            reply = await self.client.request(url, "GET", "/_cluster/ring", observe=False)
             if reply.code != 200:
                 continue
             try:

@@ -79,7 +79,7 @@ class PutFanout:
 
     async def open(self):
         """Connect to the targets (replacing refusing ones); False when fewer than W connect."""
-        opened = await asyncio.gather(*(self._open_one(n, h) for n, h in self._picker.initial()))
+        opened = await asyncio.gather(*(self._open_one(n, h) for n, h in self._picker.initial(self._quorum)))
         self.uploads = [u for u in opened if u is not None]
         for u in self.uploads:
             u.start()
@@ -157,7 +157,7 @@ async def quorum_delete(services, name, version):
                 return None
             node, hint_for = sub
 
-    pending = {asyncio.ensure_future(one(n, h)) for n, h in picker.initial()}
+    pending = {asyncio.ensure_future(one(n, h)) for n, h in picker.initial(quorum)}
     successes = []
     while pending and len(successes) < quorum:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

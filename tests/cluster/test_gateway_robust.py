@@ -7,10 +7,13 @@
 """
 
 import os
+import threading
+import time
 
 import requests
 
 from cluster.ring import Ring
+from tests.cluster.conftest import NodeCluster
 from tests.cluster.test_e2e_support import BASE_VERSION, http_date, wait_until
 
 V = BASE_VERSION
@@ -41,3 +44,35 @@ def test_miss_on_the_read_quorum_asks_the_other_owners(cluster_factory):
         # read repair brings the owners asked first up to date
         assert wait_until(lambda n=name, o=owners: all(c.record(i, n) is not None for i in o), 10), name
     assert requests.get(gw + "/files/miss/none", timeout=10).status_code == 404
+
+
+def test_gateway_started_before_its_nodes(tmp_path):
+    """No 503 burst: a request made before any node answers waits for the ring (it is not refused
+    for want of one), and the first requests after the nodes are up succeed without any retry."""
+    c = NodeCluster(tmp_path, nodes=3, gateway_args=["--timeout", "10"])
+    try:
+        c.start_gateway()
+        time.sleep(0.5)  # the gateway's own first ring fetch fails: nobody answers yet
+        early = {}
+
+        def early_put():
+            early["r"] = gw_put(c.gateway_url, "/early/first", b"before the nodes", V)
+
+        t = threading.Thread(target=early_put)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive()  # waiting for the ring, not answered 503 at once
+        for i in range(3):
+            c.start_node(i)
+        t.join(30)
+        r = early["r"]
+        # nodes started one after the other: when the ring came from the first, the others may not
+        # listen yet (an honest 503), but never "no ring"
+        assert r.status_code == 200 or "no cluster node" not in r.headers.get("X-Exception", ""), r.headers
+        for k in range(5):
+            r = gw_put(c.gateway_url, "/early/f%d" % k, b"x%d" % k, V)
+            assert r.status_code == 200, r.headers
+            r = requests.get(c.gateway_url + "/files/early/f%d" % k, timeout=10)
+            assert r.status_code == 200 and r.content == b"x%d" % k
+    finally:
+        c.stop()
