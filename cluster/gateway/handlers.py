@@ -74,7 +74,8 @@ class FilesHandler(BaseHandler):
         fanout = PutFanout(self.services, name, version, self.request.headers)
         if not await fanout.open():
             fanout.abort()
-            raise HTTPFail(503, "not enough replicas: fewer than %d nodes reachable" % fanout.quorum)
+            outcome = fanout.open_failure()
+            raise HTTPFail(outcome.status, outcome.message, headers=outcome.headers)
         self._fanout = fanout
 
     async def data_received(self, chunk):
@@ -89,7 +90,7 @@ class FilesHandler(BaseHandler):
     async def put(self, path):
         outcome = await self._fanout.finish()
         if outcome.status != 200:
-            raise HTTPFail(outcome.status, outcome.message)
+            raise HTTPFail(outcome.status, outcome.message, headers=outcome.headers)
         winner = outcome.record
         if winner.deleted:
             raise HTTPFail(409, "a newer delete (version %d) wins over version %d"

@@ -64,6 +64,7 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self._buf = bytearray()
         self._waiter = None
+        self._interim = None   # a future for the first 1xx answer (Expect: 100-continue)
         self._head_only = False
         self._state = None     # None (idle), "head", "body", "chunked", "eof"
         self._code = 0
@@ -136,12 +137,19 @@ class _Conn(asyncio.Protocol):
 
     def expect(self, head_only=False):
         """Prepare for the answer to a request about to be written (streamed uploads)."""
+        self._interim = None
         self._waiter = asyncio.get_running_loop().create_future()
         self._head_only = head_only
         self._state = "head"
         self._parts = []
         self.got_bytes = False
         return self._waiter
+
+    def interim(self):
+        """A future set to the code of the first 1xx answer of the current exchange (100 Continue)."""
+        if self._interim is None:
+            self._interim = asyncio.get_running_loop().create_future()
+        return self._interim
 
     def close(self):
         self.closed = True
@@ -186,6 +194,8 @@ class _Conn(asyncio.Protocol):
                     raise ValueError("status line %r" % lines[0][:80])
                 code = int(status[1])
                 if 100 <= code < 200:
+                    if self._interim is not None and not self._interim.done():
+                        self._interim.set_result(code)
                     continue  # an interim answer (100 Continue): the real one follows
                 headers = Headers()
                 for line in lines[1:]:

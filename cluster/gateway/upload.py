@@ -13,7 +13,13 @@ when the exchange ends cleanly, so a PUT costs no TCP handshake) so that
 * a node that stalls longer than the timeout is cut off (:meth:`abort` closes
   the socket) instead of holding the upload or a connection for ever;
 * a node that answers before taking the whole body (400 bad checksum, 507 full)
-  is heard: its answer is the result, and that connection is not reused.
+  is heard: its answer is the result, and that connection is not reused;
+* a body above :data:`EXPECT_MIN_BYTES` (or of unknown length) is announced
+  with ``Expect: 100-continue``: the head goes out in :meth:`open` and
+  :meth:`early_answer` tells a refusal (507 full, 503 busy) from the node's
+  ``100 Continue`` before any body byte is read from the client, so the
+  writer can replace a refusing owner by a handoff node.  Smaller bodies skip
+  the round trip (the writer keeps a copy of them instead).
 """
 
 import asyncio
@@ -31,6 +37,10 @@ log = logging.getLogger(__name__)
 QUEUE_CHUNKS = 16
 #: after the last byte a node must fsync and commit: allow this rate on top of the timeout
 SLOWEST_COMMIT_BYTES_PER_S = 20 * 1024 * 1024
+#: bodies above this size (and chunked ones) ask the node first (``Expect: 100-continue``)
+EXPECT_MIN_BYTES = 64 * 1024
+#: how long to wait for ``100 Continue`` before sending the body anyway (a busy node answers late)
+CONTINUE_WAIT = 1.0
 _END = object()
 
 
@@ -57,6 +67,8 @@ class ReplicaUpload:
         self._host, self._port, self._netloc = parts.hostname, parts.port or 80, parts.netloc
         self._chunked = "Content-Length" not in self._headers
         self._length = None if self._chunked else int(self._headers["Content-Length"])
+        self.expect_continue = self._chunked or self._length > EXPECT_MIN_BYTES
+        self._interim = None    # future of the node's 100 Continue
         self._queue = asyncio.Queue(maxsize=QUEUE_CHUNKS)
         self._conn = None
         self._answer = None     # future of the node's answer (pool.Response)
@@ -79,10 +91,31 @@ class ReplicaUpload:
         lines += ["%s: %s" % kv for kv in self._headers.items()]
         if self._chunked:
             lines.append("Transfer-Encoding: chunked")
+        if self.expect_continue:
+            lines.append("Expect: 100-continue")
         self._answer = self._conn.expect()
         self._answer.add_done_callback(_retrieve)
-        # the head goes out with the first piece of the body (one send instead of two)
-        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self.expect_continue:
+            self._interim = self._conn.interim()
+            self._conn.transport.write(head)
+        else:
+            # the head goes out with the first piece of the body (one send instead of two)
+            self._head = head
+
+    async def early_answer(self, wait=CONTINUE_WAIT):
+        """After :meth:`open`: the node's final answer when it refused before asking for the body
+        (``Expect: 100-continue``), else None: ``100 Continue`` came, the request does not ask,
+        or ``wait`` seconds passed (the body is then sent anyway).  Raises when the connection failed.
+        """
+        if self._interim is None:
+            return None
+        await asyncio.wait({self._interim, self._answer}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        if self._answer.done():
+            resp = self._answer.result()  # raises ConnectionFailed when the node closed without answering
+            self._answered(resp)
+            return resp
+        return None
 
     def start(self):
         self.task = asyncio.ensure_future(self._pump())

@@ -10,11 +10,13 @@ import logging
 
 from cluster.gateway.nodes import quote_name, record_from_headers
 from cluster.gateway.targets import TargetPicker
-from cluster.gateway.upload import ReplicaUpload
+from cluster.gateway.upload import EXPECT_MIN_BYTES, ReplicaUpload
 from filetracker.records import merge_all
 
 log = logging.getLogger(__name__)
 
+#: a node's answers that say "not now, not here": its share of the write goes to a handoff node
+REFUSALS = (503, 507)
 #: request headers of a client PUT that travel on to the nodes
 PASSED_HEADERS = ("Content-Encoding", "Logical-Size", "SHA256-Checksum", "Content-Length")
 
@@ -26,18 +28,20 @@ class WriteOutcome:
     error ``status`` with a one-line ``message``.
     """
 
-    def __init__(self, status, record=None, message=""):
+    def __init__(self, status, record=None, message="", headers=None):
         self.status = status
         self.record = record
         self.message = message
+        self.headers = headers or {}
 
 
-def judge(successes, failures, quorum, what):
+def judge(successes, failures, quorum, what, retry_after=None):
     """Turn per-node results into one outcome.
 
     ``successes`` are winner records reported by nodes, ``failures`` are
     ``(code or None, reason)``.  Errors every failing node agrees on win over
-    the generic 503: all 507 -> 507, all 400 -> 400 (bad checksum).
+    the generic 503: all 507 -> 507, all 400 -> 400 (bad checksum).  The 503
+    carries ``Retry-After: retry_after`` when given (nodes refused for load).
     """
     if len(successes) >= quorum:
         return WriteOutcome(200, merge_all(successes))
@@ -50,7 +54,8 @@ def judge(successes, failures, quorum, what):
     if len(codes) == 1 and codes <= {413, 415}:  # every node refused the body itself (too large, encoding)
         return WriteOutcome(codes.pop(), message=failures[0][1].split(": ", 2)[-1] or "bad request")
     return WriteOutcome(503, message="not enough replicas: %d of %d stored the %s (%s)"
-                        % (len(successes), quorum, what, reasons or "no node available"))
+                        % (len(successes), quorum, what, reasons or "no node available"),
+                        headers={"Retry-After": retry_after} if retry_after else None)
 
 
 class PutFanout:
@@ -72,6 +77,12 @@ class PutFanout:
         self._quorum = min(services.config.write_quorum, len(services.view.placement(name).owners))
         self.uploads = []
         self._failures = []
+        self._retry_after = []  # Retry-After values of nodes that refused with 503
+        # A small body is sent without asking first (no Expect round trip), so a node refuses it
+        # only after it went out: keep a copy to send it again to a handoff node then.
+        length = self._headers.get("Content-Length")
+        small = length is not None and length.isdigit() and int(length) <= EXPECT_MIN_BYTES
+        self._copy = [] if small else None
 
     @property
     def quorum(self):
@@ -91,17 +102,33 @@ class PutFanout:
                                self._s.config.timeout, self._s.view)
             try:
                 await up.open()
-                return up
+                early = await up.early_answer()
             except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
                 up.abort(str(exc))
                 self._s.view.node_failed(node.url, "PUT connect: %s" % (exc or type(exc).__name__))
                 self._failures.append((None, "%s: %s" % (node.url, exc or type(exc).__name__)))
-                sub = self._picker.replacement(TargetPicker.hint_after_failure(node, hint_for))
-                if sub is None:
-                    return None
-                node, hint_for = sub
+            else:
+                if early is None or early.code not in REFUSALS:
+                    return up  # accepted (or an answer about the request itself: it is the result)
+                # the node is up but takes no data now (disk reserve, upload bound): not marked
+                # down, its share goes to a handoff node as a hint
+                self._refused(up, early)
+            sub = self._picker.replacement(TargetPicker.hint_after_failure(node, hint_for))
+            if sub is None:
+                return None
+            node, hint_for = sub
+
+    def _refused(self, up, resp):
+        reason = up.reason()
+        up.abort("refused: %d" % resp.code)
+        self._failures.append((resp.code, reason))
+        retry = resp.headers.get("Retry-After")
+        if retry:
+            self._retry_after.append(retry)
 
     async def feed(self, chunk):
+        if self._copy is not None:
+            self._copy.append(bytes(chunk))
         # common case without a task per chunk: every queue has room
         waiting = [u for u in self.uploads if not u.failed and not u.offer(chunk)]
         if len(waiting) == 1:
@@ -118,18 +145,49 @@ class PutFanout:
         await asyncio.gather(*(u.end() for u in self.uploads))
         pending = {u.task for u in self.uploads}
         successes = []
-        failures = list(self._failures)
+        failures = []
         while pending and len(successes) < self._quorum:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 up = task.result()
+                if up is None:
+                    continue  # a resend found no node to go to (its failures are recorded)
                 if up.ok:
                     successes.append(up.record)
-                else:
-                    failures.append((up.code, up.reason()))
+                    continue
+                if up.code in REFUSALS and up.resp_headers.get("Retry-After"):
+                    self._retry_after.append(up.resp_headers["Retry-After"])
+                failures.append((up.code, up.reason()))
+                if up.code in REFUSALS and self._copy is not None:
+                    sub = self._picker.replacement(TargetPicker.hint_after_failure(up.node, up.hint_for))
+                    if sub is not None:
+                        pending.add(asyncio.ensure_future(self._resend(*sub)))
         for task in pending:
             self._s.keep(task)  # the slower replicas finish in the background
-        return judge(successes, failures, self._quorum, "file")
+        # self._failures: connect failures and refusals of open() and of the resends
+        return judge(successes, self._failures + failures, self._quorum, "file", self.retry_after())
+
+    async def _resend(self, node, hint_for):
+        """Send the kept copy of a small body to ``node`` (a handoff for a refusing owner)."""
+        up = await self._open_one(node, hint_for)
+        if up is None:
+            return None
+        up.start()
+        for chunk in self._copy:
+            if not await up.feed(chunk):
+                break
+        await up.end()
+        return await up.task
+
+    def open_failure(self):
+        """Why :meth:`open` found fewer than W targets, as a :class:`WriteOutcome`
+        (507 when every node asked is full, 503 + ``Retry-After`` when they were busy)."""
+        return judge([], self._failures, self._quorum, "file", self.retry_after())
+
+    def retry_after(self):
+        """The ``Retry-After`` to pass on with a 503 (the longest of the nodes' refusals), or None."""
+        values = [int(v) for v in self._retry_after if v.strip().isdigit()]
+        return str(max(values)) if values else None
 
 
 async def quorum_delete(services, name, version):

@@ -7,6 +7,7 @@
 """
 
 import os
+import socket
 import threading
 import time
 
@@ -75,4 +76,93 @@ def test_gateway_started_before_its_nodes(tmp_path):
             r = requests.get(c.gateway_url + "/files/early/f%d" % k, timeout=10)
             assert r.status_code == 200 and r.content == b"x%d" % k
     finally:
+        c.stop()
+
+
+class PerNodeArgsCluster(NodeCluster):
+    """A :class:`NodeCluster` whose node ``i`` gets ``extra[i]`` arguments too."""
+
+    __test__ = False
+
+    def __init__(self, tmp, extra, **kwargs):
+        super().__init__(tmp, **kwargs)
+        self.extra = extra
+
+    def node_argv(self, i):
+        return super().node_argv(i) + list(self.extra.get(i, ()))
+
+
+def names_owned_by(c, full, count):
+    """``count`` names whose owners include every node index in ``full``."""
+    out, k = [], 0
+    while len(out) < count:
+        name = "/full/f%d" % k
+        if set(full) <= set(owner_indexes(c, name)):
+            out.append(name)
+        k += 1
+    return out
+
+
+def test_owners_with_a_full_disk_are_replaced_by_handoff_nodes(tmp_path):
+    """Two owners refuse (507, reserve): the write still succeeds through the handoff node (early
+    refusal for a large body, a resent copy for a small one); the hint reaches the owners once
+    they have space again."""
+    full = (0, 1)
+    huge = ["--min-free-bytes", str(1 << 60)]
+    c = PerNodeArgsCluster(tmp_path, {i: huge for i in full}, nodes=4, gateway=True,
+                           gateway_args=["--timeout", "3"]).start()
+    try:
+        gw = c.gateway_url
+        bodies = {}
+        for name, size in zip(names_owned_by(c, full, 2), (300_000, 1_000), strict=True):
+            data = os.urandom(size)
+            r = gw_put(gw, name, data, V)
+            assert r.status_code == 200, (name, r.status_code, r.headers, c.logs()[-3000:])
+            bodies[name] = data
+            spare = [i for i in range(4) if i not in owner_indexes(c, name)][0]
+            assert c.record(spare, name) is not None  # held as a hint
+            for i in full:
+                assert c.record(i, name) is None
+            r = requests.get(gw + "/files" + name, timeout=10)
+            assert r.status_code == 200 and r.content == data
+        # space returns: the owners restart without the reserve; the handoff pass delivers each
+        # hint to the owner it stands for, anti-entropy the replica nobody held a hint for
+        for i in full:
+            c.extra[i] = ()
+            c.restart(i)
+        for i in (spare, *full):
+            c.run(i, "all")
+        for name, data in bodies.items():
+            for i in full:
+                assert c.content(i, name) == data, (name, i)
+    finally:
+        c.stop()
+
+
+def hold_upload_slot(c, i):
+    """Start an upload on node ``i`` and never finish it: with --max-uploads 1 the node is busy."""
+    port = c.ports[i]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(("PUT /_cluster/files/busy/held?version=%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                  "X-Cluster-Secret: %s\r\nContent-Length: 1000\r\n\r\nabc" % (V, port, c.secret)).encode())
+    return sock
+
+
+def test_busy_nodes_503_carries_retry_after(tmp_path):
+    """Owners refusing uploads (503 + Retry-After, their --max-uploads bound is taken): the gateway's
+    503 says Retry-After too, for a large body (refused before it is sent) and a small one."""
+    busy = ["--max-uploads", "1"]
+    c = PerNodeArgsCluster(tmp_path, {0: busy, 1: busy}, nodes=3, gateway=True,
+                           gateway_args=["--timeout", "3"]).start()
+    held = []
+    try:
+        held = [hold_upload_slot(c, i) for i in (0, 1)]
+        time.sleep(0.3)
+        for size in (300_000, 1_000):
+            r = gw_put(c.gateway_url, "/busy/f%d" % size, os.urandom(size), V)
+            assert r.status_code == 503, (size, r.headers)
+            assert r.headers.get("Retry-After", "").isdigit(), (size, r.headers)
+    finally:
+        for sock in held:
+            sock.close()
         c.stop()
