@@ -11,10 +11,12 @@ import socket
 import threading
 import time
 
+import msgpack
 import requests
 
 from cluster.ring import Ring
 from tests.cluster.conftest import NodeCluster
+from tests.cluster.test_admin_support import admin
 from tests.cluster.test_e2e_support import BASE_VERSION, http_date, wait_until
 
 V = BASE_VERSION
@@ -45,6 +47,39 @@ def test_miss_on_the_read_quorum_asks_the_other_owners(cluster_factory):
         # read repair brings the owners asked first up to date
         assert wait_until(lambda n=name, o=owners: all(c.record(i, n) is not None for i in o), 10), name
     assert requests.get(gw + "/files/miss/none", timeout=10).status_code == 404
+
+
+def test_miss_after_add_node_asks_the_previous_owners(cluster_factory):
+    """After add-node (no data moved yet) a file only on a former owner is served, not a 404."""
+    c = cluster_factory(nodes=4, members=3, gateway=True, gateway_args=["--timeout", "3"])
+    gw = c.gateway_url
+    assert requests.get(gw + "/files/prev/warmup", timeout=10).status_code == 404  # ring epoch 1 known
+    r = admin(c, "add-node", c.urls[3])
+    assert "added" in r.stdout, r.stdout + r.stderr
+    ring = c.client.get_ring(c.urls[0])
+    assert ring.epoch == 2
+    names = []
+    for k in range(200):
+        name = "/prev/f%d" % k
+        owners = [n.url for n in ring.owners(name)]
+        if c.urls[3] in owners:
+            former = [i for i in range(3) if c.urls[i] not in owners][0]
+            names.append((name, former))
+        if len(names) == 3:
+            break
+    # the gateway learns epoch 2 from a node's X-Ring-Epoch
+    requests.get(gw + "/files/prev/warmup", timeout=10)
+    assert wait_until(lambda: _gw_epoch(c) == 2, 10)
+    for k, (name, former) in enumerate(names):
+        data = b"only on a former owner %d" % k
+        assert c.put(former, name, data, V).status_code == 200
+        r = requests.get(gw + "/files" + name, timeout=10)
+        assert r.status_code == 200 and r.content == data, (name, r.status_code, r.headers)
+
+
+def _gw_epoch(c):
+    r = requests.get(c.gateway_url + "/_cluster/ring", headers=c.headers(), timeout=10)
+    return Ring.from_dict(msgpack.unpackb(r.content, raw=False)).epoch if r.status_code == 200 else None
 
 
 def test_gateway_started_before_its_nodes(tmp_path):
