@@ -59,3 +59,8 @@ class NodeConfig:
     scrub_rate: float = 8 * 1024 * 1024
     scrub_interval: float = 24 * 3600.0
     repair_interval: float = 60.0
+    #: a repaired blob's quarantined copy is deleted quarantine_keep seconds after the repair
+    #: (0: at the next repair/scrub pass); repaired copies above quarantine_max_bytes in all go
+    #: oldest first (0: no cap).  Unrepaired copies are kept (cluster/node/integrity.py).
+    quarantine_keep: float = 7 * 24 * 3600.0
+    quarantine_max_bytes: int = 0

@@ -40,6 +40,18 @@ What the LRU cannot see: bytes that rot on disk *after* a successful check
 without the file's mtime changing keep being served until the entry ages out of
 the LRU.  The scrubber (:mod:`cluster.node.scrub`) re-hashes every blob
 regardless of the LRU, which bounds that window by the scrub period.
+
+Retention of ``quarantine/``: a quarantined copy is named ``<sha256>.<ns>``.
+Once a good copy of that blob is installed again (by :meth:`Integrity.repair_one`,
+or found present later: an upload, a replica push, a repair before a restart)
+the copy is renamed ``<sha256>.<ns>.repaired`` with its mtime set to that
+moment, and :meth:`Integrity.prune_quarantine` (run by the ``repair`` and
+``scrub`` task passes, no thread of its own) deletes it ``quarantine_keep``
+seconds later (``--quarantine-keep``, default 7 days, 0: at the next pass).
+``quarantine_max_bytes`` (``--quarantine-max-bytes``, 0: no cap) also drops the
+oldest repaired copies while the folder holds more bytes than that.  Copies of
+blobs not repaired yet are never deleted: they may be the only evidence (or,
+for a blob no peer holds, the only bytes) left.
 """
 
 import hashlib
@@ -59,6 +71,10 @@ log = logging.getLogger("cluster.node.integrity")
 #: bytes hashed per read
 HASH_CHUNK = 1 << 20
 QUARANTINE = "quarantine"
+#: suffix of a quarantined copy whose blob was repaired (its mtime: when)
+REPAIRED = ".repaired"
+#: default keep time of a repaired blob's quarantined copy (seconds)
+QUARANTINE_KEEP = 7 * 24 * 3600.0
 
 
 class BlobCorrupt(StorageError):
@@ -115,8 +131,15 @@ class Integrity:
     ``ring`` and ``id``); ``client`` a :class:`~cluster.peers.PeerClient` for repairs.
     """
 
-    def __init__(self, node, client=None, cache_entries=65536, read_verify_max=256 << 20):
+    def __init__(self, node, client=None, cache_entries=65536, read_verify_max=256 << 20,
+                 quarantine_keep=None, quarantine_max_bytes=None):
         self.node = node
+        # retention of quarantine/ (see the module doc); default: the node's config
+        cfg = node.config
+        self.quarantine_keep = (getattr(cfg, "quarantine_keep", QUARANTINE_KEEP)
+                                if quarantine_keep is None else quarantine_keep)
+        self.quarantine_max_bytes = (getattr(cfg, "quarantine_max_bytes", 0)
+                                     if quarantine_max_bytes is None else quarantine_max_bytes)
         self.read_verify_max = read_verify_max
         self._later = set()          # large blobs queued for a background check
         self._background = None      # its single thread, made on first use
@@ -131,7 +154,8 @@ class Integrity:
         self._pending = {}            # sha256 -> name hint (or None), waiting for repair
         self.wake = threading.Event() # set when a repair is queued (the repair task waits on it)
         self.counters = {"verified": 0, "cache_hits": 0, "corrupt": 0, "quarantined": 0,
-                         "repaired": 0, "repair_failed": 0, "verified_after_serving": 0}
+                         "repaired": 0, "repair_failed": 0, "verified_after_serving": 0,
+                         "quarantine_removed": 0}
 
     @property
     def store(self):
@@ -275,6 +299,7 @@ class Integrity:
             try:
                 with store.open_blob(sha256) as f:
                     self.check(sha256, f, force=True)
+                self._mark_repaired(sha256)
                 return True          # restored meanwhile (a replica pushed it, a new upload)
             except (BlobCorrupt, FileNotFoundError):
                 pass                 # quarantined by the check: fetch it
@@ -290,6 +315,7 @@ class Integrity:
                     continue
                 store.restore_blob(upload.path, sha256)
                 log.info("repaired blob %s from %s", sha256, url)
+                self._mark_repaired(sha256)
                 return True
             except PeerError as e:
                 log.debug("repair of %s: %s has no good copy: %s", sha256, url, e)
@@ -327,7 +353,7 @@ class Integrity:
         except OSError:
             return 0
         queued = 0
-        for sha in sorted({n.split(".", 1)[0] for n in names}):
+        for sha in sorted({n.split(".", 1)[0] for n in names if not n.endswith(REPAIRED)}):
             if is_sha256(sha) and not self.store.has_blob(sha):
                 self.schedule_repair(sha)
                 queued += 1
@@ -339,10 +365,106 @@ class Integrity:
         except OSError:
             return 0
 
+    def quarantine_usage(self):
+        """``(files, bytes)`` held in ``quarantine/`` now."""
+        files = size = 0
+        try:
+            with os.scandir(self.quarantine_dir) as it:
+                for entry in it:
+                    try:
+                        size += entry.stat(follow_symlinks=False).st_size
+                        files += 1
+                    except OSError:
+                        pass         # removed meanwhile
+        except OSError:
+            pass
+        return files, size
+
+    # ------------------------------------------------------------------ retention
+
+    def _mark_repaired(self, sha256, names=None):
+        """Tag the quarantined copies of ``sha256`` as repaired; their keep time starts now."""
+        if names is None:
+            try:
+                names = os.listdir(self.quarantine_dir)
+            except OSError:
+                return
+        for n in names:
+            if n.split(".", 1)[0] != sha256 or n.endswith(REPAIRED):
+                continue
+            path = os.path.join(self.quarantine_dir, n)
+            try:
+                os.utime(path)       # the mtime now says when the repair happened
+                os.rename(path, path + REPAIRED)
+            except FileNotFoundError:
+                pass                 # marked by a concurrent pass
+            except OSError as e:
+                log.warning("could not mark quarantined %s as repaired: %s", n, e)
+
+    def _remove_quarantined(self, path):
+        """Delete one quarantined copy; True if this call removed it."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            log.warning("could not remove quarantined %s: %s", path, e)
+            return False
+        with self._lock:
+            self.counters["quarantine_removed"] += 1
+        return True
+
+    def prune_quarantine(self, now=None):
+        """Apply the retention of ``quarantine/`` once (blocking); the count of copies removed.
+
+        A copy whose blob is present again and not queued for repair is marked
+        repaired first (repaired before a restart, or re-uploaded).  Repaired
+        copies older than ``quarantine_keep`` go; then, above
+        ``quarantine_max_bytes``, the oldest repaired copies go.  Unrepaired
+        copies are always kept.
+        """
+        now = time.time() if now is None else now
+        try:
+            names = os.listdir(self.quarantine_dir)
+        except OSError:
+            return 0
+        with self._lock:
+            pending = set(self._pending)
+        unmarked = {n.split(".", 1)[0] for n in names if not n.endswith(REPAIRED)}
+        for sha in unmarked:
+            if is_sha256(sha) and sha not in pending and self.store.has_blob(sha):
+                self._mark_repaired(sha, names)
+        removed, repaired, total = 0, [], 0
+        try:
+            with os.scandir(self.quarantine_dir) as it:
+                entries = list(it)
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.name.endswith(REPAIRED) and now - st.st_mtime >= self.quarantine_keep:
+                removed += self._remove_quarantined(entry.path)
+                continue
+            total += st.st_size
+            if entry.name.endswith(REPAIRED):
+                repaired.append((st.st_mtime, entry.path, st.st_size))
+        if self.quarantine_max_bytes and total > self.quarantine_max_bytes:
+            for _, path, size in sorted(repaired):
+                if total <= self.quarantine_max_bytes:
+                    break
+                removed += self._remove_quarantined(path)
+                total -= size
+        if removed:
+            log.info("quarantine: removed %d repaired copies", removed)
+        return removed
+
     def summary(self):
         """Counters for status/verify answers."""
         with self._lock:
             out = dict(self.counters)
             out["pending_repair"] = len(self._pending)
-        out["quarantine_files"] = self.quarantined_files()
+        out["quarantine_files"], out["quarantine_bytes"] = self.quarantine_usage()
         return out

@@ -6,6 +6,7 @@
                      [--sync-interval S] [--tombstone-ttl S] [--log-level L]
                      [--min-free-bytes B] [--scrub-rate B] [--scrub-interval S]
                      [--verify-reads-max-bytes B] [--no-verify-reads]
+                     [--quarantine-keep S] [--quarantine-max-bytes B]
 
 The node's id is its advertised URL (default ``http://HOST:PORT``).  Nodes
 started with the same member set (itself plus ``--peers``) build the same ring.
@@ -104,6 +105,10 @@ def build_parser():
                    help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
     p.add_argument("--verify-reads-max-bytes", type=_bytes, default=256 << 20,
                    help="larger blobs are served at once and hashed in the background (default 256M; 0: no limit)")
+    p.add_argument("--quarantine-keep", type=_seconds, default=NodeConfig.quarantine_keep,
+                   help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: delete at once)")
+    p.add_argument("--quarantine-max-bytes", type=_bytes, default=NodeConfig.quarantine_max_bytes,
+                   help="delete the oldest repaired quarantined copies above this total (default 0: no cap)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
@@ -142,6 +147,7 @@ def config_from_args(parser, args):
                       min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       verify_reads_max_bytes=args.verify_reads_max_bytes,
+                      quarantine_keep=args.quarantine_keep, quarantine_max_bytes=args.quarantine_max_bytes,
                       background=not args.no_background, max_body_size=args.max_body_size,
                       **guard_config(args))
 

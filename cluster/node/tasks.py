@@ -349,6 +349,7 @@ class Scrub(Task):
         summary = self.scrubber.scrub_pass()
         if self.integrity.pending():
             summary["repair"] = self.integrity.repair_pending()
+        summary["quarantine_removed"] = self.integrity.prune_quarantine()   # --quarantine-keep
         return summary
 
     def close(self):
@@ -372,6 +373,7 @@ class Repair(Task):
 
     def _run(self):
         summary = self.integrity.repair_pending()
+        summary["quarantine_removed"] = self.integrity.prune_quarantine()   # --quarantine-keep
         summary["integrity"] = self.integrity.summary()   # counters since start (tests, operators)
         return summary
 
