@@ -74,6 +74,7 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         self.timed_out = False
         self.keep_alive = True
+        self.reused = False    # handed out again from the idle pool (the node may have just closed it)
 
     # ---- asyncio.Protocol --------------------------------------------------------
 
@@ -288,6 +289,10 @@ class NodePool:
         conn = self._take((host, port))
         return conn if conn is not None else await self._connect(host, port)
 
+    async def connect(self, host, port):
+        """A new connection, never an idle one (the retry after a reused one failed)."""
+        return await self._connect(host, port)
+
     def release(self, host, port, conn):
         """Give a connection back after a complete exchange (closed if not reusable)."""
         self._give_back((host, port), conn)
@@ -298,6 +303,7 @@ class NodePool:
         while conns:
             c = conns.pop()
             if not c.closed and now - c.idle_since < IDLE_SECONDS:
+                c.reused = True
                 return c
             c.close()
         return None

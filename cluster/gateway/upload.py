@@ -19,7 +19,13 @@ when the exchange ends cleanly, so a PUT costs no TCP handshake) so that
   :meth:`early_answer` tells a refusal (507 full, 503 busy) from the node's
   ``100 Continue`` before any body byte is read from the client, so the
   writer can replace a refusing owner by a handoff node.  Smaller bodies skip
-  the round trip (the writer keeps a copy of them instead).
+  the round trip (the writer keeps a copy of them instead);
+* a *reused* pooled connection that fails before any byte of the node's
+  answer (the node closed it at that moment: idle close, restart) is retried
+  once on a new connection before the node counts as failed: the head is sent
+  again while no body byte went out (``Expect``), and a small body is sent
+  again from the pieces this upload kept while on the reused connection.  The
+  retried PUT is idempotent (same name and version).
 """
 
 import asyncio
@@ -75,6 +81,10 @@ class ReplicaUpload:
         self._head = b""        # request head not yet sent
         self._sent = 0
         self._complete = False  # the whole body went out
+        self._request = b""     # the request head, kept for one retry on a new connection
+        self._replay = None     # body pieces taken so far, kept while a retry may need them
+        self._ended = False     # the end of the body was taken from the queue
+        self._retried = False
         self.task = None
         self.failed = None      # reason when the upload is dead
         self.code = None        # the node's status code
@@ -86,6 +96,8 @@ class ReplicaUpload:
     async def open(self):
         """Get a connection and send the request head; raises on refusal or timeout."""
         self._conn = await asyncio.wait_for(self._pool.acquire(self._host, self._port), self.timeout)
+        if self._conn.reused and not self.expect_continue:
+            self._replay = []  # at most EXPECT_MIN_BYTES: smaller bodies never ask first
         lines = ["PUT /_cluster/files%s?version=%d HTTP/1.1" % (quote_name(self.name), self.version),
                  "Host: " + self._netloc]
         lines += ["%s: %s" % kv for kv in self._headers.items()]
@@ -93,15 +105,43 @@ class ReplicaUpload:
             lines.append("Transfer-Encoding: chunked")
         if self.expect_continue:
             lines.append("Expect: 100-continue")
+        self._request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._send_head(self._request)
+
+    def _send_head(self, head):
         self._answer = self._conn.expect()
         self._answer.add_done_callback(_retrieve)
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if self.expect_continue:
             self._interim = self._conn.interim()
             self._conn.transport.write(head)
         else:
             # the head goes out with the first piece of the body (one send instead of two)
             self._head = head
+
+    def _may_retry(self, exc):
+        """True when ``exc`` hit a reused connection before the node took the request:
+        no answer byte (no 100 Continue either), not a timeout, the body replayable."""
+        conn = self._conn
+        return (isinstance(exc, ConnectionFailed) and not self._retried and not self.failed
+                and conn is not None and conn.reused and not conn.got_bytes and not conn.timed_out
+                and (self._replay is not None if not self.expect_continue else self._sent == 0))
+
+    async def _reopen(self):
+        """The retry: a new connection (never an idle one), the head again, the body taken so far."""
+        self._retried = True
+        old, self._conn = self._conn, None
+        old.close()
+        log.info("PUT %s to %s: reused connection closed by the node, retrying on a new one",
+                 self.name, self.node.url)
+        self._conn = await asyncio.wait_for(self._pool.connect(self._host, self._port), self.timeout)
+        self._send_head(self._request)
+        if self._replay:
+            head, self._head = self._head, b""
+            self._conn.transport.write(head + b"".join(self._replay))
+            self._sent = sum(len(c) for c in self._replay)  # a piece may have been taken but not sent
+            if self._ended:
+                self._complete = self._sent == self._length
+        self._replay = None  # a fresh connection is not retried
 
     async def early_answer(self, wait=CONTINUE_WAIT):
         """After :meth:`open`: the node's final answer when it refused before asking for the body
@@ -112,6 +152,10 @@ class ReplicaUpload:
             return None
         await asyncio.wait({self._interim, self._answer}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         if self._answer.done():
+            exc = self._answer.exception()
+            if exc is not None and self._may_retry(exc):
+                await self._reopen()
+                return await self.early_answer(wait)
             resp = self._answer.result()  # raises ConnectionFailed when the node closed without answering
             self._answered(resp)
             return resp
@@ -169,6 +213,11 @@ class ReplicaUpload:
             chunk = await self._queue.get()
             if self.failed:
                 return
+            if chunk is _END:
+                self._ended = True
+            elif self._replay is not None and chunk:
+                # before any early return: a retry sends it (a copy only of a view, which may change)
+                self._replay.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
             head, self._head = self._head, b""
             if chunk is _END:
                 if self._chunked:
@@ -196,17 +245,33 @@ class ReplicaUpload:
             elif self._conn.closed:
                 raise ConnectionFailed("connection closed while sending")
 
+    async def _exchange(self):
+        """Send the rest of the body and wait for the answer; None when cut off by :meth:`abort`."""
+        if not self._ended:
+            await self._send_body()
+        if self.failed:
+            return None
+        wait = self.timeout + self._sent / SLOWEST_COMMIT_BYTES_PER_S
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._answer), wait)
+        except TimeoutError:
+            raise TimeoutError("no answer after %.1fs" % (time.monotonic() - started)) from None
+
     async def _pump(self):
         try:
-            await self._send_body()
-            if self.failed:
+            while True:
+                try:
+                    resp = await self._exchange()
+                    break
+                except ConnectionFailed as exc:
+                    # with Expect the body may have started (no 100 in time): only early_answer retries
+                    if self._replay is None or not self._may_retry(exc):
+                        raise
+                    await self._reopen()
+            if resp is None:
                 return self
-            wait = self.timeout + self._sent / SLOWEST_COMMIT_BYTES_PER_S
-            started = time.monotonic()
-            try:
-                resp = await asyncio.wait_for(asyncio.shield(self._answer), wait)
-            except TimeoutError:
-                raise TimeoutError("no answer after %.1fs" % (time.monotonic() - started)) from None
+            self._replay = None
             self._answered(resp)
         except TimeoutError:
             if not self.failed:
