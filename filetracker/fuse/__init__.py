@@ -9,6 +9,11 @@ Modules, bottom to top:
 - :mod:`.remote`: the read side of the HTTP protocol (HEAD, listing, ranged GET,
   whole GET into the Client's cache), every request bounded by ``--timeout``;
 - :mod:`.handles`: open files: cached reads, ranged reads, staged writes;
-- :mod:`.fs`: the FUSE operations (:class:`~.fs.FiletrackerFS`);
+- :mod:`.ops`: what the operation modules share (``Attr``, the errno wrapper);
+- :mod:`.lookup`, :mod:`.reading`, :mod:`.writing`, :mod:`.namespace`: the
+  FUSE operations, grouped by responsibility (mixins);
+- :mod:`.readahead`: raising the mount's kernel read-ahead (best effort);
+- :mod:`.fs`: the FUSE operations object (:class:`~.fs.FiletrackerFS`:
+  state, lifecycle, handle table), composed of those mixins;
 - :mod:`.main`: the command line, checks and daemonisation.
 """

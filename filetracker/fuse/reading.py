@@ -1,0 +1,160 @@
+"""Opening and reading stored files: ``open``, ``read``, ``read_buf``, ``release``.
+
+:class:`ReadingOps` is a mixin of :class:`~.fs.FiletrackerFS`.  ``open``
+for reading resolves the current version and serves it from the Client's
+cache (downloading it there once, shared by concurrent openers), or by HTTP
+ranges for large uncached files; it also decides the kernel page-cache
+policy (``keep_cache`` / ``direct_io``).  ``open`` for writing and
+``release`` of a writer are the FUSE entry points of :mod:`.writing`: they
+hand over to ``_open_writer`` / ``_upload`` / ``_finalize_writer``.
+"""
+
+import errno
+import os
+
+from filetracker.errors import (
+    NotFoundError,
+)
+from filetracker.fuse import tree
+from filetracker.fuse.errnos import FsError
+from filetracker.fuse.fastread import reply_fd
+from filetracker.fuse.handles import CachedReader, RangedReader, WriteBuffer
+from filetracker.fuse.ops import _fh_of, logger, operation
+from filetracker.fuse.remote import StaleVersionError
+from filetracker.names import versioned_name
+
+
+class ReadingOps:
+    """Open, read and release handles (mixin of FiletrackerFS)."""
+
+    def _open_cached(self, vname):
+        """An open file of ``vname`` from the Client's cache, or None."""
+        with self.locks.lock_for(vname) as lock:
+            lock.lock_shared()
+            try:
+                f, _ = self.store.get_stream(vname)
+                return f
+            except NotFoundError:
+                return None
+
+    def _download(self, vname):
+        """Put ``vname`` into the Client's cache (once, however many ask at a time)."""
+
+        def fetch():
+            if self.store.exists(vname):
+                return
+            stream, got = self.client.get_stream(vname, serve_from_cache=True)
+            stream.close()
+
+        self._downloads.do(vname, fetch)
+
+    def _open_reader(self, path, attr, fi):
+        vname = versioned_name(path, attr.version)
+        f = self._open_cached(vname)
+        if f is None and attr.size <= self.range_threshold:
+            self._download(vname)
+            f = self._open_cached(vname)
+        if f is not None:
+            reader = CachedReader(f, attr.version, os.fstat(f.fileno()).st_size)
+            return self._register(reader)
+        with self._lock:
+            key = (path, attr.version)
+            reader = self.ranged.get(key)
+            if reader is None:
+                reader = self.ranged[key] = RangedReader(
+                    self.remote, path, attr.version, attr.size, self.spool_dir,
+                    prefetch=self._readahead_pool.submit if self._readahead_pool else None)
+            return self._register(reader)
+
+    @operation
+    def open(self, path, fi):
+        self._check(path)
+        flags = fi.flags
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        if writing:
+            self._require_writable()
+            fi.fh = self._open_writer(path, truncate=bool(flags & os.O_TRUNC))
+            return 0
+        with self._lock:
+            writer = self.writers.get(path)
+            if writer is not None and not writer.unlinked:
+                fi.fh = self._register(writer)
+                fi.direct_io = 1  # its content changes under us: bypass the page cache
+                return 0
+        attr = self._lookup(path)
+        if attr.kind == tree.DIR:
+            raise FsError(errno.EISDIR)
+        for attempt in range(2):
+            try:
+                fi.fh = self._open_reader(path, attr, fi)
+                break
+            except (NotFoundError, StaleVersionError):
+                # The version we resolved was replaced meanwhile: resolve again, once.
+                self.attrs.pop(path)
+                if attempt:
+                    raise
+                attr = self._lookup(path)
+        with self._lock:
+            if self.direct_io_above is not None and attr.size > self.direct_io_above:
+                # Reads bypass the kernel's page cache (see --direct-io-above):
+                # it neither serves this handle nor keeps anything of it.
+                fi.direct_io = 1
+                self.opened_versions.pop(path, None)
+            else:
+                # The kernel may keep its page cache when the version is the one
+                # it cached: a versioned file never changes.  Any other version
+                # (or the first open) drops the pages, so a name replaced by
+                # another client never shows old bytes.
+                fi.keep_cache = 1 if self.opened_versions.get(path) == attr.version else 0
+                self.opened_versions[path] = attr.version
+        return 0
+
+    @operation
+    def read(self, path, size, offset, fi):
+        handle = self.handles.get(_fh_of(fi))
+        if handle is None:
+            raise FsError(errno.EBADF)
+        try:
+            return handle.read(size, offset)
+        except StaleVersionError:
+            if path:
+                self.attrs.pop(path)  # the next open resolves the new version
+            raise
+
+    @operation
+    def read_buf(self, path, bufpp, size, offset, fi):
+        """Like :meth:`read`, but answers with the handle's descriptor: libfuse moves the bytes."""
+        handle = self.handles.get(_fh_of(fi))
+        if handle is None:
+            raise FsError(errno.EBADF)
+        try:
+            fd, size = handle.fd_for(size, offset)
+        except StaleVersionError:
+            if path:
+                self.attrs.pop(path)
+            raise
+        reply_fd(bufpp, fd, offset, size)
+        return 0
+
+    @operation
+    def release(self, path, fi):
+        with self._lock:
+            handle = self.handles.pop(_fh_of(fi), None)
+            if handle is None:
+                return 0
+            if not isinstance(handle, WriteBuffer):
+                self._close_handle(handle)
+                return 0
+        # Writers may upload: outside the global lock.
+        with handle.lock:
+            if handle.refs == 1 and handle.dirty and self._may_upload(handle):
+                try:
+                    self._upload(handle)
+                except Exception:
+                    logger.warning("upload of %s at release failed", handle.path, exc_info=True)
+            with self._lock:
+                detached = self._close_handle(handle)
+            if detached:
+                self._finalize_writer(handle)
+        return 0
+

@@ -1,0 +1,238 @@
+"""Writing files: staged writes uploaded whole on ``flush``/``fsync``/``release``.
+
+:class:`WritingOps` is a mixin of :class:`~.fs.FiletrackerFS`.  A file open
+for writing is one shared :class:`~.handles.WriteBuffer` per path (loaded
+with the stored content unless truncated); ``create``/``write``/``truncate``
+change it locally, and ``_upload`` puts it as a version above every version
+this mount knows of for the name (its "floor"), retrying above a
+conflicting delete.  Nothing half-written is uploaded: a failed local write,
+an unlinked-while-open file or a writer killed by a signal leave the stored
+version alone.  After the last close an uploaded file is handed to the
+Client's cache (``_finalize_writer``).  ``_delete`` deletes at a version not
+below the floor, for :mod:`.namespace`.
+"""
+
+import errno
+import os
+import time
+
+from filetracker.errors import (
+    VersionConflictError,
+)
+from filetracker.fuse import tree
+from filetracker.fuse.errnos import FsError
+from filetracker.fuse.handles import WriteBuffer
+from filetracker.fuse.ops import Attr, _fh_of, check_name_errno, fuse, logger, operation
+from filetracker.fuse.proc import killed_by_signal
+from filetracker.names import split_name, versioned_name
+
+#: Uploads refused because of a newer delete are retried this often, one version higher each time.
+UPLOAD_CONFLICT_RETRIES = 5
+#: Names whose last written/deleted version the mount remembers.
+MAX_FLOORS = 100_000
+
+
+class WritingOps:
+    """Staged writes and their upload (mixin of FiletrackerFS)."""
+
+    def _open_writer(self, path, truncate, mode_create=False):
+        """Register a handle on the (new or shared) WriteBuffer of ``path``."""
+        check_name_errno(path)
+        with self._lock:
+            writer = self.writers.get(path)
+            if writer is not None and not writer.unlinked:
+                if truncate:
+                    writer.truncate(0)
+                return self._register(writer)
+        attr = None
+        if not mode_create:
+            try:
+                attr = self._lookup(path)
+            except FsError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+        if attr is not None and attr.kind == tree.DIR:
+            raise FsError(errno.EISDIR)
+        parent = tree.parent_and_base(path)[0]
+        if self._lookup(parent).kind != tree.DIR:
+            raise FsError(errno.ENOTDIR)
+        writer = WriteBuffer(path, self.store.tmp_dir, base_version=attr.version if attr else None)
+        try:
+            if attr is None or truncate:
+                writer.dirty = True  # a new or emptied file is uploaded even if never written
+            else:
+                self._load_into(writer, path, attr)
+        except BaseException:
+            writer.remove()
+            raise
+        with self._lock:
+            other = self.writers.get(path)
+            if other is not None and not other.unlinked:
+                writer.remove()  # another opener won the race: share its buffer
+                return self._register(other)
+            self.writers[path] = writer
+            return self._register(writer)
+
+    def _load_into(self, writer, path, attr):
+        """Copy the stored content of ``path`` into a new WriteBuffer."""
+        vname = versioned_name(path, attr.version)
+        f = self._open_cached(vname)
+        if f is None and attr.size <= self.range_threshold:
+            self._download(vname)
+            f = self._open_cached(vname)
+        if f is None:
+            got = self.remote.read_range(path, attr.version, 0, attr.size, writer.fd, 0) if attr.size else 0
+            if got != attr.size:
+                raise FsError(errno.EIO, "short read of %s" % path)
+            return
+        with f:
+            offset = 0
+            while True:
+                n = os.copy_file_range(f.fileno(), writer.fd, 1 << 24, offset, offset)
+                if n == 0:
+                    break
+                offset += n
+
+    @operation
+    def create(self, path, mode, fi):
+        self._require_writable()
+        fi.fh = self._open_writer(path, truncate=True, mode_create=True)
+        self._note_exists(path, Attr(tree.FILE, 0, None))
+        self.attrs.pop(path)  # the open writer answers getattr until it is uploaded
+        return 0
+
+    @operation
+    def write(self, path, data, offset, fi):
+        handle = self.handles.get(_fh_of(fi))
+        if not isinstance(handle, WriteBuffer):
+            raise FsError(errno.EBADF)
+        return handle.write(data, offset)
+
+    @operation
+    def truncate(self, path, length, fh=None):
+        self._require_writable()
+        handle = self.handles.get(_fh_of(fh)) if fh is not None else None
+        if handle is None:
+            with self._lock:
+                handle = self.writers.get(path)
+        if isinstance(handle, WriteBuffer):
+            handle.truncate(length)
+            return 0
+        # Not open here: stage, truncate and upload at once.
+        fh_new = self._open_writer(path, truncate=(length == 0))
+        with self._lock:
+            writer = self.handles.pop(fh_new)
+        try:
+            with writer.lock:
+                writer.truncate(length)
+                if writer.refs == 1:
+                    self._upload(writer)
+        finally:
+            with self._lock:
+                detached = self._close_handle(writer)
+            if detached:
+                self._finalize_writer(writer)
+        return 0
+
+    def _may_upload(self, writer):
+        return not (writer.unlinked or writer.abandoned or writer.failed is not None)
+
+    def _upload(self, writer):
+        """Upload the whole staged file as the newest version of its name."""
+        if writer.failed is not None:
+            raise FsError(errno.EIO, "a write to %s failed earlier; not uploading" % writer.path)
+        known = max(writer.base_version or 0, self._floor(writer.path))
+        cached = self.attrs.get(writer.path)
+        if cached is not None and cached.version:
+            known = max(known, cached.version)
+        # A version above every one we know of, so this write wins even
+        # within the same second as the previous one (or as a delete).
+        version = max(int(time.time()), known + 1)
+        try:
+            for attempt in range(UPLOAD_CONFLICT_RETRIES):
+                try:
+                    vname = self.client.put_file(versioned_name(writer.path, version), writer.tmp_path,
+                                                 to_local_store=False, compress_hint=False)
+                    break
+                except VersionConflictError:
+                    # Deleted (by someone else) at a version >= ours: go above it.
+                    if attempt == UPLOAD_CONFLICT_RETRIES - 1:
+                        raise
+                    version += 1
+        except Exception:
+            if writer.base_version is None and writer.uploaded is None:
+                # A new file never stored (e.g. the upload was refused): create noted
+                # it in the listings; it must not linger there once closed.
+                self._note_gone(writer.path)
+            raise
+        got = split_name(vname)[1]
+        self._raise_floor(writer.path, got)
+        writer.dirty = False
+        writer.uploaded = vname
+        writer.base_version = got
+        self._note_exists(writer.path, Attr(tree.FILE, writer.size(), got))
+        return vname
+
+    def _floor(self, path):
+        with self._lock:
+            return self.floors.get(path, 0)
+
+    def _raise_floor(self, path, version):
+        with self._lock:
+            self.floors[path] = max(version, self.floors.get(path, 0))
+            self.floors.move_to_end(path)
+            while len(self.floors) > MAX_FLOORS:
+                self.floors.popitem(last=False)
+
+    def _delete(self, path, version):
+        """Delete ``path`` at a version not older than ``version``, now, or anything we wrote."""
+        version = max(int(time.time()), version or 0, self._floor(path))
+        self.client.delete_file(versioned_name(path, version))
+        self._raise_floor(path, version)
+
+    def _finalize_writer(self, writer):
+        """After the last close: hand an uploaded staged file to the Client's cache."""
+        if writer.uploaded and not writer.dirty and not writer.unlinked:
+            try:
+                os.fsync(writer.fd)  # the cache must never hold a torn file after a crash
+                writer.close_fd()
+                staged = self.store.stage_file(writer.tmp_path, link=True)
+                with self.locks.lock_for(writer.uploaded) as lock:
+                    lock.lock_exclusive()
+                    self.store.commit(staged, writer.uploaded)
+            except Exception:
+                logger.warning("could not cache %s", writer.uploaded, exc_info=True)
+        writer.remove()  # closes the descriptor too
+
+    @operation
+    def flush(self, path, fi):
+        handle = self.handles.get(_fh_of(fi))
+        if not isinstance(handle, WriteBuffer):
+            return 0
+        with handle.lock:
+            if not handle.dirty:
+                return 0
+            if handle.failed is not None:
+                raise FsError(handle.failed)
+            if not handle.written and handle.base_version is None:
+                # A new file nobody wrote to yet: a shell's ``> file`` closes a
+                # duplicate before writing.  Release uploads it if it stays empty.
+                return 0
+            if killed_by_signal(fuse.fuse_get_context()[2] if fuse else 0):
+                # The writer died mid-way: what it wrote may be partial.
+                handle.abandoned = True
+                logger.warning("writer of %s was killed; not uploading", handle.path)
+                return 0
+            if self._may_upload(handle):
+                self._upload(handle)
+        return 0
+
+    @operation
+    def fsync(self, path, datasync, fi):
+        handle = self.handles.get(_fh_of(fi))
+        if isinstance(handle, WriteBuffer):
+            with handle.lock:
+                if handle.dirty and self._may_upload(handle):
+                    self._upload(handle)
+        return 0
+
