@@ -10,9 +10,13 @@ import collections
 import hashlib
 import os
 import stat
+import types
 
+import pytest
 import requests
 
+from cluster.ring import Ring
+from filetracker.storage import ObjectStore
 from tests.cluster.conftest import SECRET, NodeCluster, cluster_factory, wait_until  # noqa: F401
 
 #: test name -> {"cases", "faults", "acked_checked", "lost"}
@@ -89,8 +93,6 @@ def check_store_offline(path):
     """
     import sqlite3
 
-    from filetracker.storage import ObjectStore
-
     tmp_dir = os.path.join(path, "tmp")
     tmp = {}
     for n in (os.listdir(tmp_dir) if os.path.isdir(tmp_dir) else []):
@@ -127,3 +129,23 @@ def check_store_offline(path):
     finally:
         store.close()
     return {"checked": report.checked, "tombstones": tombstones, "tmp_files": len(tmp), "bad": bad}
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A stand-in for NodeState over a real ObjectStore in ``tmp_path`` (one member, one partition),
+    for in-process tests of the node's integrity pieces."""
+    store = ObjectStore(str(tmp_path))
+    ring = Ring.initial(["http://me"], replicas=1)
+    n = types.SimpleNamespace(config=types.SimpleNamespace(dir=str(tmp_path)), store=store, id="http://me",
+                              ring=ring, partition_of=lambda name: 0)
+    yield n
+    store.close()
+
+
+def store_put(store, name, data, version=1):
+    """Store ``data`` as ``name@version`` straight into ``store``; its sha256."""
+    up = store.begin_upload()
+    up.write(data)
+    store.commit_upload(up, name, version)
+    return sha256(data)

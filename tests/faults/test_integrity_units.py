@@ -4,34 +4,16 @@ the verified-blob LRU and its key, single flight, quarantine, the reserve guard.
 import os
 import threading
 import time
-import types
 
 import pytest
 
 from cluster.node.integrity import BlobCorrupt, Integrity
 from cluster.node.space import ReservedSpaceStore, SpaceGuard
-from cluster.ring import Ring
-from filetracker.storage import ObjectStore, StoreFull
-from tests.faults.conftest import flip_byte, sha256
+from filetracker.storage import StoreFull
+from tests.faults.conftest import flip_byte
+from tests.faults.conftest import store_put as put
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture
-def node(tmp_path):
-    store = ObjectStore(str(tmp_path))
-    ring = Ring.initial(["http://me"], replicas=1)
-    n = types.SimpleNamespace(config=types.SimpleNamespace(dir=str(tmp_path)), store=store, id="http://me",
-                              ring=ring, partition_of=lambda name: 0)
-    yield n
-    store.close()
-
-
-def put(store, name, data, version=1):
-    up = store.begin_upload()
-    up.write(data)
-    store.commit_upload(up, name, version)
-    return sha256(data)
 
 
 def test_lru_hashes_once_and_rehashes_a_changed_file(node):

@@ -4,35 +4,16 @@ unrepaired one stays; the byte cap drops the oldest repaired copies only; the op
 
 import os
 import time
-import types
 
 import pytest
 
 from cluster.node.integrity import REPAIRED, Integrity
 from cluster.node.main import build_parser, config_from_args
-from cluster.ring import Ring
 from filetracker import configfile
-from filetracker.storage import ObjectStore
-from tests.faults.conftest import flip_byte, sha256
+from tests.faults.conftest import flip_byte
+from tests.faults.conftest import store_put as put
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture
-def node(tmp_path):
-    store = ObjectStore(str(tmp_path))
-    ring = Ring.initial(["http://me"], replicas=1)
-    n = types.SimpleNamespace(config=types.SimpleNamespace(dir=str(tmp_path)), store=store, id="http://me",
-                              ring=ring, partition_of=lambda name: 0)
-    yield n
-    store.close()
-
-
-def put(store, name, data, version=1):
-    up = store.begin_upload()
-    up.write(data)
-    store.commit_upload(up, name, version)
-    return sha256(data)
 
 
 def corrupt(integ, store, name, data):
