@@ -11,8 +11,9 @@ The figures are per process: a gateway run with several processes answers
 ``/metrics`` from whichever process took the connection.
 """
 
-from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
+
+from filetracker.server.observe import collector_registry, gauge
 
 P = "filetracker_gateway_"
 
@@ -46,14 +47,9 @@ class GatewayCollector:
 
 
 def _gauge(name, doc, value):
-    g = GaugeMetricFamily(P + name, doc)
-    g.add_metric([], value)
-    return g
+    return gauge(P + name, doc, value)
 
 
 def gateway_registry(services):
     """A new registry holding the gateway's collector and the process metrics."""
-    registry = CollectorRegistry()
-    registry.register(GatewayCollector(services))
-    ProcessCollector(registry=registry)
-    return registry
+    return collector_registry(GatewayCollector(services))

@@ -166,6 +166,20 @@ def fastpath_routes(node, ctx):
             tornado.web.url(r"/_cluster/read", ReadManyHandler, kw)]
 
 
+def _names_body(handler, limit):
+    """The request body of a batch endpoint: a msgpack list of at most ``limit`` valid,
+    unversioned file names (400 with a message otherwise)."""
+    names = handler.msgpack_body()
+    if not isinstance(names, list) or len(names) > limit or not all(isinstance(n, str) for n in names):
+        raise HTTPFail(400, "expected a msgpack list of at most %d names" % limit)
+    for n in names:
+        try:
+            check_name(n, allow_version=False)
+        except InvalidNameError as e:
+            raise HTTPFail(400, "invalid file name: %s" % e)
+    return names
+
+
 class LookupHandler(InternalHandler):
     """``POST /_cluster/lookup``: the records of several names in one request (one executor hop).
 
@@ -176,14 +190,7 @@ class LookupHandler(InternalHandler):
     """
 
     async def post(self):
-        names = self.msgpack_body()
-        if not isinstance(names, list) or len(names) > MAX_LOOKUP or not all(isinstance(n, str) for n in names):
-            raise HTTPFail(400, "expected a msgpack list of at most %d names" % MAX_LOOKUP)
-        for n in names:
-            try:
-                check_name(n, allow_version=False)
-            except InvalidNameError as e:
-                raise HTTPFail(400, "invalid file name: %s" % e)
+        names = _names_body(self, MAX_LOOKUP)
 
         def lookup():
             out = []
@@ -245,14 +252,7 @@ class ReadManyHandler(InternalHandler):
     """
 
     async def post(self):
-        names = self.msgpack_body()
-        if not isinstance(names, list) or len(names) > MAX_READ or not all(isinstance(n, str) for n in names):
-            raise HTTPFail(400, "expected a msgpack list of at most %d names" % MAX_READ)
-        for n in names:
-            try:
-                check_name(n, allow_version=False)
-            except InvalidNameError as e:
-                raise HTTPFail(400, "invalid file name: %s" % e)
+        names = _names_body(self, MAX_READ)
         integrity = getattr(self.node, "integrity", None)
         if not getattr(self.node.config, "verify_reads", True):
             integrity = None

@@ -19,8 +19,9 @@ Collection is blocking (the store); ``/metrics`` runs it in the node's executor.
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from filetracker.server.observe import collector_registry, gauge
 
 P = "filetracker_node_"
 
@@ -109,14 +110,9 @@ def _last(node, name):
 
 
 def _gauge(name, doc, value):
-    g = GaugeMetricFamily(P + name, doc)
-    g.add_metric([], value)
-    return g
+    return gauge(P + name, doc, value)
 
 
 def node_registry(node):
     """A new registry holding the node's collector and the process metrics (memory, CPU, fds)."""
-    registry = CollectorRegistry()
-    registry.register(NodeCollector(node))
-    ProcessCollector(registry=registry)
-    return registry
+    return collector_registry(NodeCollector(node))

@@ -286,14 +286,24 @@ class StoreCollector:
         for key, doc in (("files", "Live files stored"), ("bytes", "Bytes of live files stored"),
                          ("tombstones", "Deletion records kept"),
                          ("free_bytes", "Free bytes of the data folder's filesystem")):
-            g = GaugeMetricFamily("filetracker_store_" + key, doc)
-            g.add_metric([], stats[key])
-            yield g
+            yield gauge("filetracker_store_" + key, doc, stats[key])
+
+
+def gauge(name, doc, value):
+    """One unlabelled gauge sample, for custom collectors' ``collect()``."""
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], value)
+    return g
+
+
+def collector_registry(collector):
+    """A new registry holding ``collector`` and the process metrics (memory, CPU, fds)."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def server_registry(store):
     """A registry for ``filetracker-server``: its store's gauges and the process metrics."""
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(store))
-    ProcessCollector(registry=registry)
-    return registry
+    return collector_registry(StoreCollector(store))
