@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from tests.cluster.conftest import wait_until
 from tests.migration import dataset
 from tests.migration.conftest import run_admin
 from tests.migration.test_migration import new_cluster, start_gateway
@@ -55,15 +56,6 @@ def cluster_version(url, name):
         if r.status_code == 200 else None
 
 
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_get_streams_plain_bytes_and_copies(setup):
     old, url = setup
     for name in ("/fb/a.txt", "/fb/deep/b.bin", "/fb/empty"):
@@ -75,7 +67,7 @@ def test_get_streams_plain_bytes_and_copies(setup):
         assert r.headers["Content-Length"] == str(len(data))
         assert email.utils.mktime_tz(email.utils.parsedate_tz(r.headers["Last-Modified"])) == version
         # copied in the background with the original version; then served by the cluster
-        assert wait_for(lambda n=name, v=version: cluster_version(url, n) == v), name
+        assert wait_until(lambda n=name, v=version: cluster_version(url, n) == v, 10, interval=0.05), name
         r = requests.get(url + "/files" + quote(name))
         assert r.status_code == 200 and r.content == data and "X-Fallback" not in r.headers
         assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
@@ -103,7 +95,7 @@ def test_head_and_range_fall_back(setup):
     data, version = FILES["/fb/head-only"]
     r = requests.head(url + "/files/fb/head-only")
     assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data)) and r.headers["X-Fallback"] == "1"
-    assert wait_for(lambda: cluster_version(url, "/fb/head-only") == version)
+    assert wait_until(lambda: cluster_version(url, "/fb/head-only") == version, 10, interval=0.05)
     # a Range on a fallback answer gets the whole file (200), which HTTP allows
     r = requests.get(url + "/files/fb/c.txt", headers={"Range": "bytes=1-2"})
     assert r.status_code == 200 and r.content == b"gamma"

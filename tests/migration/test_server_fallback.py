@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from tests.cluster.conftest import wait_until
 from tests.migration import dataset
 from tests.support import upstream
 from tests.support.procs import Service, free_port, script
@@ -69,15 +70,6 @@ def local_version(url, name):
     return version_of(r) if r.status_code == 200 else None
 
 
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_get_streams_with_the_old_version_then_copies(setup):
     old, url, _ = setup
     for name in ("/sf/a.txt", "/sf/deep/b.bin", "/sf/empty"):
@@ -90,7 +82,7 @@ def test_get_streams_with_the_old_version_then_copies(setup):
         assert r.headers["Content-Length"] == str(len(data))
         assert version_of(r) == version
         # copied here in the background, with the original version; then served locally
-        assert wait_for(lambda n=name, v=version: local_version(url, n) == v), name
+        assert wait_until(lambda n=name, v=version: local_version(url, n) == v, 10, interval=0.05), name
         r = requests.get(url + "/files" + quote(name), timeout=30)
         assert r.status_code == 200 and "X-Fallback" not in r.headers and version_of(r) == version
         assert hashlib.sha256(r.content).digest() == hashlib.sha256(data).digest()
@@ -102,7 +94,7 @@ def test_head_falls_back_and_copies(setup):
     r = requests.head(url + "/files/sf/head-only", allow_redirects=False, timeout=10)
     assert r.status_code == 200 and r.headers["X-Fallback"] == "1"
     assert r.headers["Content-Length"] == str(len(data)) and version_of(r) == version
-    assert wait_for(lambda: local_version(url, "/sf/head-only") == version)
+    assert wait_until(lambda: local_version(url, "/sf/head-only") == version, 10, interval=0.05)
 
 
 def test_no_copy_serves_but_never_copies(setup):
@@ -151,7 +143,7 @@ def test_delete_after_copy_is_never_undone(setup):
     name = "/sf/copied-then-deleted"
     data, version = FILES[name]
     assert requests.get(url + "/files" + name, timeout=10).content == data
-    assert wait_for(lambda: local_version(url, name) == version)
+    assert wait_until(lambda: local_version(url, name) == version, 10, interval=0.05)
     r = requests.delete(url + "/files" + name, params={"last_modified": email.utils.formatdate(time.time())},
                         timeout=10)
     assert r.status_code == 200
