@@ -15,7 +15,7 @@ from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.procs import run_processes
 from filetracker import configfile
-from filetracker.server import observe
+from filetracker.server import eventloop, observe
 from filetracker.server.app import make_server
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
 
@@ -96,6 +96,7 @@ async def serve(args, nodes, sockets=None):
 
 def main(argv=None):
     args, nodes = parse_args(sys.argv[1:] if argv is None else argv)
+    eventloop.check_or_exit("filetracker-gateway")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     observe.setup_logging(args.log_format)
@@ -103,8 +104,8 @@ def main(argv=None):
     try:
         if args.processes > 1:
             return run_processes(args.processes, args.port, args.host,
-                                 lambda sockets: asyncio.run(serve(args, nodes, sockets)))
-        asyncio.run(serve(args, nodes))
+                                 lambda sockets: eventloop.run(serve(args, nodes, sockets)))
+        eventloop.run(serve(args, nodes))
     except OSError as exc:
         print("filetracker-gateway: %s" % exc, file=sys.stderr)
         return 1

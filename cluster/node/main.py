@@ -25,7 +25,7 @@ from cluster.node.config import NodeConfig
 from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
-from filetracker.server import observe
+from filetracker.server import eventloop, observe
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
 
 log = logging.getLogger("cluster.node")
@@ -181,6 +181,7 @@ def main(argv=None):
     parser = build_parser()
     args = configfile.parse_args(parser, argv)  # --config FILE, then the flags
     config = config_from_args(parser, args)
+    eventloop.check_or_exit("filetracker-node")
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     observe.setup_logging(args.log_format)
@@ -188,7 +189,7 @@ def main(argv=None):
         # One line per request costs real throughput; errors are still logged by the handlers.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(config))
+        eventloop.run(serve(config))
     except KeyboardInterrupt:
         pass
     return 0

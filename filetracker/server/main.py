@@ -18,7 +18,7 @@ import sys
 import tornado.netutil
 
 from filetracker import configfile
-from filetracker.server import observe
+from filetracker.server import eventloop, observe
 from filetracker.server.app import ServerConfig, make_app, make_server
 from filetracker.storage import ObjectStore
 
@@ -175,7 +175,7 @@ def run_workers(sockets, config, workers):
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                asyncio.run(serve(sockets, config))
+                eventloop.run(serve(sockets, config))
             except BaseException:
                 log.exception("worker failed")
                 code = 1
@@ -211,6 +211,7 @@ def run_workers(sockets, config, workers):
 
 def main(argv=None):
     args = parse_args(argv)
+    eventloop.check_or_exit("filetracker-server")
     setup_logging(args.log, args.log_level)
     observe.setup_logging(args.log_format, with_pid=True)
     config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
@@ -229,7 +230,7 @@ def main(argv=None):
     config.clear_tmp = False
     if args.workers > 1:
         return run_workers(sockets, config, args.workers)
-    asyncio.run(serve(sockets, config))
+    eventloop.run(serve(sockets, config))
     return 0
 
 
