@@ -7,7 +7,6 @@ internal API (:mod:`cluster.node.internal`).  Every answer carries
 :func:`start_background` / :func:`shutdown` start and stop its tasks.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 
 import tornado.httpserver
 import tornado.web
@@ -20,6 +19,7 @@ from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
 from filetracker.server import FileHandler, FilesContext, HTTPFail, NotFoundHandler, observe, public_routes
 from filetracker.server.app import MAX_BUFFERED_BODY, guard_of
+from filetracker.server.offload import DiskExecutor
 
 EPOCH_HEADER = "X-Ring-Epoch"
 
@@ -57,7 +57,7 @@ def make_app(config):
     """Build the node's application (opens its store and ring; tasks not started)."""
     node = NodeState(config)
     protect_store(node)  # reserved space + bitrot checks (cluster/node/protect.py); before ctx takes node.store
-    executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="node-disk")
+    executor = DiskExecutor(max_workers=config.threads, thread_name_prefix="node-disk")
     ctx = FilesContext(store=node.store, executor=executor, allow_writes=config.allow_public_writes,
                        chunk_size=config.chunk_size, max_header_bytes=config.max_header_size)
     node.tasks, node.peer_client = make_tasks(node)

@@ -1,7 +1,6 @@
 """The single-node server: configuration, ``make_app(config)``, ``make_server``."""
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import tornado.httpserver
@@ -13,6 +12,7 @@ from filetracker.server.base import NotFoundHandler
 from filetracker.server.fallback import ServerFallback
 from filetracker.server.guard import Limits, guard_settings
 from filetracker.server.handlers import FilesContext, public_routes
+from filetracker.server.offload import DiskExecutor
 from filetracker.storage import ObjectStore
 
 GiB = 1 << 30
@@ -74,7 +74,7 @@ def make_app(config, store=None, executor=None):
         os.makedirs(config.dir, exist_ok=True)
         store = ObjectStore(config.dir, clear_tmp=config.clear_tmp)
     if executor is None:
-        executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ft-disk")
+        executor = DiskExecutor(max_workers=config.threads, thread_name_prefix="ft-disk")
     ctx = FilesContext(store=store, executor=executor, allow_writes=config.allow_writes,
                        chunk_size=config.chunk_size,
                        max_header_bytes=config.max_header_size)

@@ -50,6 +50,9 @@ class FilesContext:
 
     async def run(self, fn, *args, **kwargs):
         """Run a blocking call in the executor and await its result."""
+        run = getattr(self.executor, "run", None)
+        if run is not None:  # a DiskExecutor (filetracker/server/offload.py): a cheaper hop
+            return await run(fn, *args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 

@@ -65,19 +65,22 @@ _NAME_PREFIXES = ("/files/", "/_cluster/files/")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
-def _count_sent(request):
-    class CountSent(tornado.web.OutputTransform):
-        """Adds the length of every chunk written to ``request.ft_bytes_sent`` (headers excluded)."""
+class CountSent(tornado.web.OutputTransform):
+    """An output transform (one per request) adding the length of every chunk written to
+    ``request.ft_bytes_sent`` (headers excluded).  Defined once at module level: a class
+    made per request cost about 5 % of a small GET."""
 
-        def transform_first_chunk(self, status_code, headers, chunk, finishing):
-            request.ft_bytes_sent = getattr(request, "ft_bytes_sent", 0) + len(chunk)
-            return status_code, headers, chunk
+    def __init__(self, request):
+        self.request = request
+        request.ft_bytes_sent = 0
 
-        def transform_chunk(self, chunk, finishing):
-            request.ft_bytes_sent = getattr(request, "ft_bytes_sent", 0) + len(chunk)
-            return chunk
+    def transform_first_chunk(self, status_code, headers, chunk, finishing):
+        self.request.ft_bytes_sent += len(chunk)
+        return status_code, headers, chunk
 
-    return CountSent(request)
+    def transform_chunk(self, chunk, finishing):
+        self.request.ft_bytes_sent += len(chunk)
+        return chunk
 
 
 def file_name(path):
@@ -194,7 +197,7 @@ def instrument(app, registry, executor=None, metrics_path="/metrics"):
     """
     observer = RequestObserver(registry)
     app.settings["log_function"] = observer
-    app.add_transform(_count_sent)
+    app.add_transform(CountSent)
     app.add_handlers(r".*", [(metrics_path, MetricsHandler, {"registry": registry, "executor": executor})])
     app.metrics_registry = registry
     return observer
