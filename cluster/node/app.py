@@ -11,13 +11,21 @@ internal API (:mod:`cluster.node.internal`).  Every answer carries
 import tornado.httpserver
 import tornado.web
 
-from cluster.node.fastpath import fastpath_routes  # one-hop GET of small files (performance)
+from cluster.node.fastpath import fastpath_routes, public_get_cached  # one-hop small GET/PUT (performance)
 from cluster.node.internal import internal_routes
 from cluster.node.metrics import node_registry
 from cluster.node.protect import protect_store
 from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
-from filetracker.server import FileHandler, FilesContext, HTTPFail, NotFoundHandler, observe, public_routes
+from filetracker.server import (
+    FileHandler,
+    FilesContext,
+    HTTPFail,
+    NotFoundHandler,
+    name_from_path,
+    observe,
+    public_routes,
+)
 from filetracker.server.app import MAX_BUFFERED_BODY, guard_of
 from filetracker.server.offload import DiskExecutor
 
@@ -25,7 +33,17 @@ EPOCH_HEADER = "X-Ring-Epoch"
 
 
 class NodePublicFileHandler(FileHandler):
-    """The public ``/files/`` handler with a node-specific refusal of writes."""
+    """The public ``/files/`` handler with a node-specific refusal of writes, and small GETs
+    answered from the node's read cache (:func:`cluster.node.fastpath.public_get_cached`)."""
+
+    async def get(self, path_arg):
+        if self.request.method == "GET" and "Range" not in self.request.headers:
+            name, _ = name_from_path(path_arg)
+            if await public_get_cached(self, self.application.node, name):
+                return
+        await super().get(path_arg)
+
+    head = FileHandler.head
 
     def require_writes(self):
         if not self.ctx.allow_writes:

@@ -33,8 +33,10 @@ from cluster.node.integrity import BlobCorrupt
 from cluster.node.internal import FileHandler, InternalHandler
 from cluster.peers import record_headers
 from filetracker.errors import InvalidNameError
+from filetracker.httpdate import format_version
 from filetracker.names import check_name
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range
+from filetracker.records import Record
 from filetracker.server import HTTPFail, name_from_path
 from filetracker.storage import ChecksumMismatch, SizeMismatch
 
@@ -58,6 +60,22 @@ def store_small(store, body, name, version, expected_sha256, expected_size):
                                expected_size=expected_size)
 
 
+def _select(record, range_header):
+    """``(status, start, end_exclusive)`` of a small answer for ``range_header``, or None when
+    the general handler must answer (a range it cannot satisfy, a body above :data:`SMALL`)."""
+    status, start, end = 200, 0, record.size
+    if range_header is not None and record.size > 0:
+        try:
+            rng = parse_range(range_header, record.size)
+        except RangeNotSatisfiable:
+            return None
+        if rng is not None:
+            status, start, end = 206, rng[0], rng[1] + 1
+    if end - start > SMALL:
+        return None
+    return status, start, end
+
+
 def read_small(store, integrity, name, range_header):
     """Blocking.  ``("ok", record, status, start, end_exclusive, data)``, ``("missing", record_or_None)``,
     ``("corrupt", message)``, or None when the general handler must answer (large body, bad range)."""
@@ -74,24 +92,87 @@ def read_small(store, integrity, name, range_header):
                 integrity.check(record.sha256, f, name=name)
             except BlobCorrupt as e:
                 return ("corrupt", str(e))
-        status, start, end = 200, 0, record.size
-        if range_header is not None and record.size > 0:
-            try:
-                rng = parse_range(range_header, record.size)
-            except RangeNotSatisfiable:
-                return None
-            if rng is not None:
-                status, start, end = 206, rng[0], rng[1] + 1
-        if end - start > SMALL:
+        selected = _select(record, range_header)
+        if selected is None:
             return None
+        status, start, end = selected
         if start:
             f.seek(start)
         data = f.read(end - start)
         if len(data) != end - start:
-            return None  # shorter than its record: let the general path report it
+            return None  # shorter than its record: let the general path reports it
         return ("ok", record, status, start, end, data)
     finally:
         f.close()
+
+
+def _from_cache(entry, range_header):
+    """What :func:`read_small` would answer, from a read-cache entry holding the whole body."""
+    record, data = entry
+    if record.deleted:
+        return ("missing", record)
+    selected = _select(record, range_header)
+    if selected is None:
+        return None
+    status, start, end = selected
+    return ("ok", record, status, start, end, data[start:end])
+
+
+def _fill_from(cache, name, out, generation):
+    """Remember what :func:`read_small` found: a whole body, or a tombstone."""
+    if out is None:
+        return
+    if out[0] == "ok" and out[2] == 200:
+        cache.fill(name, out[1], out[5], generation)
+    elif out[0] == "missing" and out[1] is not None:
+        cache.fill(name, out[1], None, generation)
+
+
+def _integrity(node):
+    """The node's bitrot check for reads, or None when ``--no-verify-reads``."""
+    if not getattr(node.config, "verify_reads", True):
+        return None
+    return getattr(node, "integrity", None)
+
+
+async def read_small_cached(node, ctx, name, range_header):
+    """:func:`read_small` answered from the node's read cache when it can, else read (one
+    executor hop) and remembered."""
+    cache = node.read_cache
+    entry = cache.get(name, want_body=True)
+    if entry is not None:
+        return _from_cache(entry, range_header)
+    generation = cache.generation(name)
+    out = await ctx.run(read_small, node.store, _integrity(node), name, range_header)
+    _fill_from(cache, name, out, generation)
+    return out
+
+
+async def record_cached(node, ctx, name):
+    """The record of ``name`` (a tombstone included) or None, from the read cache when it can."""
+    cache = node.read_cache
+    entry = cache.get(name)
+    if entry is not None:
+        return entry[0]
+    generation = cache.generation(name)
+    record = await ctx.run(node.store.get_record, name)
+    cache.fill(name, record, None, generation)
+    return record
+
+
+async def public_get_cached(handler, node, name):
+    """The node's public ``GET /files/<name>`` (no Range) of a small live file, answered like
+    :class:`filetracker.server.FileHandler` does; False when that handler must answer."""
+    out = await read_small_cached(node, handler.ctx, name, None)
+    if out is None or out[0] != "ok":
+        return False
+    record, data = out[1], out[5]
+    handler.set_header("Content-Type", "application/octet-stream")
+    handler.set_header("Accept-Ranges", "bytes")
+    handler.set_header("Last-Modified", format_version(record.version))
+    handler.set_header("Content-Length", str(len(data)))
+    handler.finish(data)
+    return True
 
 
 @tornado.web.stream_request_body
@@ -130,13 +211,17 @@ class FastFileHandler(FileHandler):
         self.finish()
 
     async def get(self, path_arg):
-        if self.request.method != "GET":
-            return await super().get(path_arg)
         name, _ = name_from_path(path_arg, allow_version=False)
-        integrity = getattr(self.node, "integrity", None)
-        if not getattr(self.node.config, "verify_reads", True):
-            integrity = None
-        out = await self.ctx.run(read_small, self.store, integrity, name, self.request.headers.get("Range"))
+        if self.request.method != "GET":
+            # HEAD describes the record (200 for a tombstone too), like the general handler
+            record = await record_cached(self.node, self.ctx, name)
+            if record is None:
+                raise HTTPFail(404, "no record of %s" % name)
+            self.send_record_headers(record)
+            self.set_header("Content-Length", str(record.size))
+            self.finish()
+            return
+        out = await read_small_cached(self.node, self.ctx, name, self.request.headers.get("Range"))
         if out is None:
             return await super().get(path_arg)
         if out[0] == "missing":
@@ -191,15 +276,20 @@ class LookupHandler(InternalHandler):
 
     async def post(self):
         names = _names_body(self, MAX_LOOKUP)
-
-        def lookup():
-            out = []
-            for n in names:
-                r = self.store.get_record(n)
-                out.append(None if r is None else [r.version, r.sha256, r.size, r.deleted])
-            return out
-
-        self.finish_msgpack(await self.ctx.run(lookup))
+        cache = self.node.read_cache
+        records, todo = [None] * len(names), []
+        for i, n in enumerate(names):
+            entry = cache.get(n)
+            if entry is None:
+                todo.append((i, n, cache.generation(n)))
+            else:
+                records[i] = entry[0]
+        if todo:
+            found = await self.ctx.run(lambda: [self.store.get_record(n) for _, n, _ in todo])
+            for (i, n, generation), record in zip(todo, found, strict=True):
+                records[i] = record
+                cache.fill(n, record, None, generation)
+        self.finish_msgpack([None if r is None else [r.version, r.sha256, r.size, r.deleted] for r in records])
 
 
 #: largest body returned by POST /_cluster/read (bigger files: record only)
@@ -253,7 +343,31 @@ class ReadManyHandler(InternalHandler):
 
     async def post(self):
         names = _names_body(self, MAX_READ)
-        integrity = getattr(self.node, "integrity", None)
-        if not getattr(self.node.config, "verify_reads", True):
-            integrity = None
-        self.finish_msgpack(await self.ctx.run(read_many, self.store, integrity, names))
+        cache = self.node.read_cache
+        out, todo = [None] * len(names), []
+        for i, n in enumerate(names):
+            entry = cache.get(n)
+            out[i] = None if entry is None else _many_entry(entry)
+            if out[i] is None:
+                todo.append((i, n, cache.generation(n)))
+        if todo:
+            found = await self.ctx.run(read_many, self.store, _integrity(self.node), [n for _, n, _ in todo])
+            for (i, n, generation), item in zip(todo, found, strict=True):
+                out[i] = item
+                if item[0] == "ok":
+                    cache.fill(n, Record(n, item[1], item[2], item[3]), item[4], generation)
+                elif item[0] == "missing" and item[1] is not None:
+                    cache.fill(n, Record(n, *item[1]), None, generation)
+        self.finish_msgpack(out)
+
+
+def _many_entry(entry, limit=READ_MANY_BODY):
+    """The :func:`read_many` item of a read-cache entry, or None when the store must be read."""
+    r, data = entry
+    if r.deleted:
+        return ["missing", [r.version, r.sha256, r.size, r.deleted]]
+    if r.size > limit:
+        return ["big", r.version, r.sha256, r.size]
+    if data is None:
+        return None
+    return ["ok", r.version, r.sha256, r.size, data]

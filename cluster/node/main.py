@@ -7,6 +7,7 @@
                      [--min-free-bytes B] [--scrub-rate B] [--scrub-interval S]
                      [--verify-reads-max-bytes B] [--no-verify-reads]
                      [--quarantine-keep S] [--quarantine-max-bytes B]
+                     [--read-cache-bytes B]
 
 The node's id is its advertised URL (default ``http://HOST:PORT``).  Nodes
 started with the same member set (itself plus ``--peers``) build the same ring.
@@ -109,6 +110,9 @@ def build_parser():
                    help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: delete at once)")
     p.add_argument("--quarantine-max-bytes", type=_bytes, default=NodeConfig.quarantine_max_bytes,
                    help="delete the oldest repaired quarantined copies above this total (default 0: no cap)")
+    p.add_argument("--read-cache-bytes", type=_bytes, default=NodeConfig.read_cache_bytes,
+                   help="memory for recently read records and small verified bodies, answered without a "
+                        "disk hop (default 16M; 0: off)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
@@ -148,7 +152,7 @@ def config_from_args(parser, args):
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       verify_reads_max_bytes=args.verify_reads_max_bytes,
                       quarantine_keep=args.quarantine_keep, quarantine_max_bytes=args.quarantine_max_bytes,
-                      background=not args.no_background, max_body_size=args.max_body_size,
+                      read_cache_bytes=args.read_cache_bytes, background=not args.no_background, max_body_size=args.max_body_size,
                       **guard_config(args))
 
 

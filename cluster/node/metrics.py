@@ -72,6 +72,13 @@ class NodeCollector:
         hints = CounterMetricFamily(P + "hints_taken", "Hinted writes accepted for another node since start")
         hints.add_metric([], node.hints_taken)
         yield hints
+        cache = node.read_cache.stats()
+        lookups = CounterMetricFamily(P + "read_cache_lookups", "Read-cache lookups (records and small "
+                                      "bodies answered without a disk hop)", labels=["result"])
+        lookups.add_metric(["hit"], cache["hits"])
+        lookups.add_metric(["miss"], cache["misses"])
+        yield lookups
+        yield _gauge("read_cache_bytes", "Bytes held by the read cache (bodies + per-entry charge)", cache["bytes"])
 
         passes = CounterMetricFamily(P + "task_passes", "Background passes run", labels=["task"])
         seconds = GaugeMetricFamily(P + "task_last_pass_seconds", "Duration of the last pass", labels=["task"])

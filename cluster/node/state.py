@@ -20,6 +20,7 @@ import time
 
 import msgpack
 
+from cluster.node.readcache import ReadCache
 from cluster.ring import Ring, RingError, partition_of
 from filetracker.storage import ObjectStore, fsync_dir
 
@@ -202,20 +203,25 @@ class DigestCache:
 
 
 class TrackedStore:
-    """An ObjectStore whose writes invalidate the digests of the partitions they touch.
+    """An ObjectStore whose writes invalidate the digests of the partitions they touch
+    and the read cache's entry of the name (:mod:`cluster.node.readcache`), after the
+    write and before it returns (so before any acknowledgement).
 
     Every attribute not overridden here is the store's own.
     """
 
-    def __init__(self, store, partition_of_name):
+    def __init__(self, store, partition_of_name, read_cache=None):
         self._store = store
         self._partition = partition_of_name
         self.digests = DigestCache(store)
+        self.read_cache = read_cache
 
     def __getattr__(self, attr):
         return getattr(self._store, attr)
 
     def _changed(self, name):
+        if self.read_cache is not None:
+            self.read_cache.invalidate(name)
         self.digests.invalidate(None if name is None else self._partition(name))
 
     def commit_upload(self, upload, name, *args, **kwargs):
@@ -276,7 +282,8 @@ class NodeState:
         power = self.rings.ring.partition_power
         self.partition_of = lambda name: partition_of(name, power)
         self.raw_store = ObjectStore(config.dir, partition_of=self.partition_of)
-        self.store = TrackedStore(self.raw_store, self.partition_of)
+        self.read_cache = ReadCache(getattr(config, "read_cache_bytes", 0))
+        self.store = TrackedStore(self.raw_store, self.partition_of, self.read_cache)
         self.tasks = {}          # name -> Task (set by make_app)
         self.hints_taken = 0     # hinted writes accepted since start
         self.started = time.time()
@@ -306,6 +313,7 @@ class NodeState:
             "files": stats["files"], "bytes": stats["bytes"], "tombstones": stats["tombstones"],
             "free_bytes": stats["free_bytes"], "pending_handoff": self.pending_handoff(),
             "hints_taken": self.hints_taken, "uptime": round(time.time() - self.started, 1),
+            "read_cache": self.read_cache.stats(),
             "tasks": {name: {"passes": t.passes, "last": t.last, "error": t.last_error}
                       for name, t in self.tasks.items()},
         }

@@ -1,0 +1,139 @@
+"""A node's read cache (cluster/node/readcache.py) over a real node: every read path answers
+from it, and every write is visible on every read path as soon as it is acknowledged."""
+
+import threading
+import time
+
+import msgpack
+import requests
+
+from cluster.peers import quote_name
+from filetracker.httpdate import parse_version
+from filetracker.records import Record
+
+V = 1_700_000_000
+
+
+def reads(c, name):
+    """What each read path of node 0 says of ``name``: ``{path: (status or record, body)}``."""
+    url, h = c.urls[0], c.headers()
+    pub = requests.get(url + "/files" + quote_name(name), timeout=30)
+    internal = requests.get(url + "/_cluster/files" + quote_name(name), headers=h, timeout=30)
+    lookup = msgpack.unpackb(requests.post(url + "/_cluster/lookup", data=msgpack.packb([name]), headers=h,
+                                           timeout=30).content)[0]
+    many = msgpack.unpackb(requests.post(url + "/_cluster/read", data=msgpack.packb([name]), headers=h,
+                                         timeout=30).content)[0]
+    return {
+        "public": (pub.status_code, pub.content if pub.ok else None,
+                   parse_version(pub.headers["Last-Modified"]) if pub.ok else None),
+        "internal": (internal.status_code, internal.content if internal.ok else None,
+                     internal.headers.get("X-Version")),
+        "head": c.record(0, name),
+        "lookup": lookup,
+        "read": many,
+    }
+
+
+def expect_live(got, name, version, body):
+    assert got["public"] == (200, body, version)
+    assert got["internal"] == (200, body, str(version))
+    assert got["head"] is not None and (got["head"].version, got["head"].deleted) == (version, False)
+    assert got["lookup"][0] == version and got["lookup"][3] is False
+    assert got["read"][0] == "ok" and got["read"][1] == version and got["read"][4] == body
+
+
+def cache_stats(c):
+    return c.status(0)["read_cache"]
+
+
+def test_every_read_path_sees_each_write_at_once(cluster_factory):
+    c = cluster_factory(nodes=1, replicas=1, node_args=["--allow-public-writes"])
+    name = "/rc/a.txt"
+    assert c.put(0, name, b"one", V + 1).ok
+    for _ in range(3):  # the first round fills the cache, the others are answered from it
+        expect_live(reads(c, name), name, V + 1, b"one")
+    assert cache_stats(c)["hits"] >= 8
+
+    assert c.put(0, name, b"second", V + 2).ok
+    expect_live(reads(c, name), name, V + 2, b"second")
+
+    assert c.delete(0, name, V + 3).ok
+    for _ in range(2):
+        got = reads(c, name)
+        assert got["public"][0] == 404 and got["internal"][0] == 404
+        assert got["head"] == Record(name, V + 3, "", 0, True)
+        assert got["lookup"][0] == V + 3 and got["lookup"][3] is True
+        assert got["read"][0] == "missing" and got["read"][1][0] == V + 3
+
+    assert c.put(0, name, b"back", V + 4).ok
+    expect_live(reads(c, name), name, V + 4, b"back")
+    # an older write loses the merge and changes nothing
+    assert c.put(0, name, b"stale", V + 1).ok
+    expect_live(reads(c, name), name, V + 4, b"back")
+    # the public PUT path invalidates too
+    r = requests.put(c.urls[0] + "/files" + name, data=b"public", timeout=30,
+                     params={"last_modified": "Sat, 01 Jan 2033 00:00:00 GMT"})
+    assert r.status_code == 200, r.text
+    assert reads(c, name)["public"][1] == b"public"
+
+
+def test_ranges_and_large_files_keep_their_answers(cluster_factory):
+    c = cluster_factory(nodes=1, replicas=1)
+    small, big = b"0123456789", bytes(range(256)) * 1024  # 256 KiB: above the cache's body limit
+    assert c.put(0, "/rc/s", small, V).ok and c.put(0, "/rc/b", big, V).ok
+    for _ in range(2):
+        r = requests.get(c.urls[0] + "/_cluster/files/rc/s", headers=c.headers(Range="bytes=2-4"), timeout=30)
+        assert r.status_code == 206 and r.content == b"234" and r.headers["Content-Range"] == "bytes 2-4/10"
+        assert c.content(0, "/rc/b") == big
+        assert c.record(0, "/rc/b").size == len(big)
+    assert cache_stats(c)["bytes"] < len(big)
+
+
+def test_reads_racing_writes_never_go_back(cluster_factory):
+    """One writer acknowledges versions in order; readers on every path never see a version
+    older than the last one acknowledged before their request began."""
+    c = cluster_factory(nodes=1, replicas=1)
+    name, writes = "/rc/race", 150
+    acked = [V]
+    assert c.put(0, name, b"%d" % V, V).ok
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            for i in range(1, writes + 1):
+                r = c.put(0, name, b"%d" % (V + i), V + i)
+                assert r.ok, r.text
+                acked.append(V + i)
+        except Exception as e:  # reported by the test body
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def reader(kind):
+        s = requests.Session()
+        h = c.headers()
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            floor = acked[-1]
+            if kind == "get":
+                r = s.get(c.urls[0] + "/_cluster/files" + name, headers=h, timeout=30)
+                seen = int(r.headers["X-Version"])
+                if r.content != b"%d" % seen:
+                    errors.append(AssertionError("body %r of version %d" % (r.content, seen)))
+            else:
+                r = s.post(c.urls[0] + "/_cluster/lookup", data=msgpack.packb([name]), headers=h, timeout=30)
+                seen = msgpack.unpackb(r.content)[0][0]
+            if seen < floor:
+                errors.append(AssertionError("%s saw %d after %d was acknowledged" % (kind, seen, floor)))
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(k,))
+                                                  for k in ("get", "get", "lookup")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert not errors, errors[:3]
+    assert acked[-1] == V + writes
+    assert c.record(0, name).version == V + writes
+    assert cache_stats(c)["hits"] > 0
