@@ -164,6 +164,8 @@ async def public_get_cached(handler, node, name):
     """The node's public ``GET /files/<name>`` (no Range) of a small live file, answered like
     :class:`filetracker.server.FileHandler` does; False when that handler must answer."""
     out = await read_small_cached(node, handler.ctx, name, None)
+    if out is not None and out[0] == "corrupt":
+        raise HTTPFail(503, out[1])  # the check quarantined the blob: answer now, like check_blob would
     if out is None or out[0] != "ok":
         return False
     record, data = out[1], out[5]

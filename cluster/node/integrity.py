@@ -14,6 +14,10 @@ node's public ``/files`` route through the ``check_blob`` hook of
   hashed once, not per range, and a blob replaced or rewritten (new inode or
   mtime) is hashed again.  Concurrent first reads of one blob share one hash
   (single flight).
+* **a blob this node has just written** (an upload hashed as it arrived,
+  fsynced, then renamed into place) is entered in the LRU by
+  :meth:`Integrity.trust_written`: hashing it at the first read would read the
+  same pages back from the page cache and could not find anything.
 * **on a mismatch** the blob is moved to ``<dir>/quarantine/`` (under the store
   lock, only if it is still the same file, see
   :meth:`filetracker.storage.ObjectStore.quarantine_blob`), the read fails with
@@ -155,7 +159,7 @@ class Integrity:
         self.wake = threading.Event() # set when a repair is queued (the repair task waits on it)
         self.counters = {"verified": 0, "cache_hits": 0, "corrupt": 0, "quarantined": 0,
                          "repaired": 0, "repair_failed": 0, "verified_after_serving": 0,
-                         "quarantine_removed": 0}
+                         "quarantine_removed": 0, "trusted_on_write": 0}
 
     @property
     def store(self):
@@ -196,6 +200,28 @@ class Integrity:
         return self._verify(sha256, f, force, limiter, stop, name)
 
     check_read = check
+
+    def trust_written(self, sha256, written):
+        """Count the blob of ``sha256`` as verified when it is the file this node just wrote.
+
+        ``written`` is the ``os.stat`` of the upload's temporary file, taken before the
+        commit renamed it into place.  Its bytes were hashed as they arrived and fsynced,
+        and a read check right now would hash the same pages from the page cache, so it
+        could not find anything the write did not; the LRU entry is keyed like any other
+        (inode, size, mtime), so a blob replaced later is hashed again.  A blob that was
+        already present (an upload of known content) is not vouched for: its file is not
+        the one written.
+        """
+        try:
+            st = os.stat(self.store.blob_path(sha256))
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) != (written.st_dev, written.st_ino):
+            return False
+        self._remember((sha256, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        with self._lock:
+            self.counters["trusted_on_write"] += 1
+        return True
 
     def _check_later(self, sha256, name):
         try:
