@@ -118,14 +118,14 @@ def _from_cache(entry, range_header):
     return ("ok", record, status, start, end, data[start:end])
 
 
-def _fill_from(cache, name, out, generation):
-    """Remember what :func:`read_small` found: a whole body, or a tombstone."""
+def _fill_from(node, name, out, generation):
+    """Remember what :func:`read_small` found: a whole verified body (else its record), or a tombstone."""
     if out is None:
         return
     if out[0] == "ok" and out[2] == 200:
-        cache.fill(name, out[1], out[5], generation)
+        node.read_cache.fill(name, out[1], out[5] if _verified(node, out[1]) else None, generation)
     elif out[0] == "missing" and out[1] is not None:
-        cache.fill(name, out[1], None, generation)
+        node.read_cache.fill(name, out[1], None, generation)
 
 
 def _integrity(node):
@@ -133,6 +133,16 @@ def _integrity(node):
     if not getattr(node.config, "verify_reads", True):
         return None
     return getattr(node, "integrity", None)
+
+
+def _verified(node, record):
+    """Whether a read of ``record``'s blob was checked before its bytes were returned (so the
+    bytes may be cached); blobs above ``--verify-reads-max-bytes`` are checked in the background."""
+    integrity = _integrity(node)
+    if integrity is None:
+        return False
+    limit = integrity.read_verify_max
+    return not limit or record.size <= limit
 
 
 async def read_small_cached(node, ctx, name, range_header):
@@ -144,7 +154,7 @@ async def read_small_cached(node, ctx, name, range_header):
         return _from_cache(entry, range_header)
     generation = cache.generation(name)
     out = await ctx.run(read_small, node.store, _integrity(node), name, range_header)
-    _fill_from(cache, name, out, generation)
+    _fill_from(node, name, out, generation)
     return out
 
 
@@ -163,6 +173,8 @@ async def record_cached(node, ctx, name):
 async def public_get_cached(handler, node, name):
     """The node's public ``GET /files/<name>`` (no Range) of a small live file, answered like
     :class:`filetracker.server.FileHandler` does; False when that handler must answer."""
+    if not node.read_cache.enabled:
+        return False
     out = await read_small_cached(node, handler.ctx, name, None)
     if out is not None and out[0] == "corrupt":
         raise HTTPFail(503, out[1])  # the check quarantined the blob: answer now, like check_blob would
@@ -357,7 +369,8 @@ class ReadManyHandler(InternalHandler):
             for (i, n, generation), item in zip(todo, found, strict=True):
                 out[i] = item
                 if item[0] == "ok":
-                    cache.fill(n, Record(n, item[1], item[2], item[3]), item[4], generation)
+                    record = Record(n, item[1], item[2], item[3])
+                    cache.fill(n, record, item[4] if _verified(self.node, record) else None, generation)
                 elif item[0] == "missing" and item[1] is not None:
                     cache.fill(n, Record(n, *item[1]), None, generation)
         self.finish_msgpack(out)

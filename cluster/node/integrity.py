@@ -201,11 +201,11 @@ class Integrity:
 
     check_read = check
 
-    def trust_written(self, sha256, written):
+    def trust_written(self, sha256, written, size):
         """Count the blob of ``sha256`` as verified when it is the file this node just wrote.
 
         ``written`` is the ``os.stat`` of the upload's temporary file, taken before the
-        commit renamed it into place.  Its bytes were hashed as they arrived and fsynced,
+        commit renamed it into place, and ``size`` the number of bytes it hashed.  Its bytes were hashed as they arrived and fsynced,
         and a read check right now would hash the same pages from the page cache, so it
         could not find anything the write did not; the LRU entry is keyed like any other
         (inode, size, mtime), so a blob replaced later is hashed again.  A blob that was
@@ -216,7 +216,7 @@ class Integrity:
             st = os.stat(self.store.blob_path(sha256))
         except OSError:
             return False
-        if (st.st_dev, st.st_ino) != (written.st_dev, written.st_ino):
+        if (st.st_dev, st.st_ino, st.st_size) != (written.st_dev, written.st_ino, size):
             return False
         self._remember((sha256, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
         with self._lock:
@@ -289,6 +289,9 @@ class Integrity:
                     self.counters["quarantined"] += 1
         except OSError as e:
             log.error("could not quarantine blob %s: %s", sha256, e)
+        cache = getattr(self.node, "read_cache", None)
+        if cache is not None:
+            cache.invalidate(None)  # rare; any name may use this blob (cluster/node/readcache.py)
         self.schedule_repair(sha256, name)
 
     def schedule_repair(self, sha256, name=None):

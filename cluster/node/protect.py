@@ -63,5 +63,5 @@ class TrustWrites:
             written = None
         result = self._store.commit_upload(upload, *args, **kwargs)
         if written is not None and result[1]:
-            self._integrity.trust_written(upload.sha256, written)
+            self._integrity.trust_written(upload.sha256, written, upload.size)
         return result

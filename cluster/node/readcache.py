@@ -27,16 +27,19 @@ Contract (what keeps it exact, not "eventually" right):
 * Bodies are immutable bytes; bitrot on disk after the check does not reach
   them (the scrubber still finds and repairs it on disk).
 
-Bounded by ``max_bytes`` (bodies plus a fixed charge per entry), least
-recently used first out.  Thread-safe: the event loop reads, executor threads
+Bounded by ``max_bytes`` (bodies, names and a fixed charge per entry), least
+recently used first out.  Only the node's own process writes its store (another
+process writing the same folder would not invalidate this cache: run one node per
+data folder, as ``filetracker-node`` assumes anyway).  Thread-safe: the event loop reads, executor threads
 fill and invalidate.
 """
 
+import sys
 import threading
 from collections import OrderedDict
 
-#: bytes charged per entry on top of its body (the record, the key, the dict slot)
-ENTRY_OVERHEAD = 256
+#: bytes charged per entry on top of its body and name (the record, its sha256, the tuple, the dict slot)
+ENTRY_OVERHEAD = 400
 #: invalidation counters: a write makes only fills of names in its bucket retry later
 BUCKETS = 4096
 
@@ -83,7 +86,8 @@ class ReadCache:
             return
         if data is not None and (record.deleted or len(data) != record.size or len(data) > self.max_item_bytes):
             data = None
-        cost = ENTRY_OVERHEAD + (len(data) if data is not None else 0)
+        name = record.name  # one string object for the key and the record
+        cost = self._cost((record, data))
         with self._lock:
             if generation != (self._everything, self._buckets[hash(name) % BUCKETS]):
                 return
@@ -119,4 +123,5 @@ class ReadCache:
 
     @staticmethod
     def _cost(entry):
-        return ENTRY_OVERHEAD + (len(entry[1]) if entry[1] is not None else 0)
+        record, data = entry
+        return ENTRY_OVERHEAD + sys.getsizeof(record.name) + (len(data) if data is not None else 0)

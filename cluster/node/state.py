@@ -215,6 +215,8 @@ class TrackedStore:
         self._partition = partition_of_name
         self.digests = DigestCache(store)
         self.read_cache = read_cache
+        # verify(repair=True) drops records one by one during a long pass: forget each at once
+        store.on_record_dropped = self._changed
 
     def __getattr__(self, attr):
         return getattr(self._store, attr)
@@ -255,10 +257,13 @@ class TrackedStore:
             self._changed(name)
 
     def reclaim_tombstones(self, older_than_seconds):
+        removed = None
         try:
-            return self._store.reclaim_tombstones(older_than_seconds)
+            removed = self._store.reclaim_tombstones(older_than_seconds)
+            return removed
         finally:
-            self._changed(None)
+            if removed != 0:  # something removed, or an error: assume anything changed
+                self._changed(None)
 
     def verify(self, repair=False):
         try:

@@ -165,6 +165,9 @@ class ObjectStore:
         self._conns = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        #: called with a name right after :meth:`verify` (repair) dropped its record; a wrapper
+        #: that caches records (cluster/node/state.py) sets it, since a repair pass is long
+        self.on_record_dropped = None
         with self._locked():
             conn = self._conn()
             conn.execute("PRAGMA journal_mode=WAL")
@@ -601,6 +604,8 @@ class ObjectStore:
                 return False
             with self._transaction() as tx:
                 tx.execute("DELETE FROM records WHERE name = ?", (record.name,))
+            if self.on_record_dropped is not None:
+                self.on_record_dropped(record.name)
             if drop_blob:
                 discard(self.blob_path(record.sha256))
             else:

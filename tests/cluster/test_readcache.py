@@ -137,3 +137,47 @@ def test_reads_racing_writes_never_go_back(cluster_factory):
     assert acked[-1] == V + writes
     assert c.record(0, name).version == V + writes
     assert cache_stats(c)["hits"] > 0
+
+
+def test_only_verified_bodies_are_cached_and_a_quarantine_empties_the_cache(cluster_factory):
+    """A blob above --verify-reads-max-bytes is served at once and checked in the background: its
+    bytes are not kept; when a check finds rot, no cached answer outlives the quarantine."""
+    import hashlib
+    import os
+
+    from tests.faults.conftest import blob_path, flip_byte
+
+    c = cluster_factory(nodes=1, replicas=1, node_args=["--verify-reads-max-bytes", "4096"])
+    big, small = os.urandom(10_000), os.urandom(3_000)
+    assert c.put(0, "/rc/unverified", big, V).ok and c.put(0, "/rc/verified", small, V).ok
+    for _ in range(2):
+        assert c.content(0, "/rc/unverified") == big and c.content(0, "/rc/verified") == small
+    held = cache_stats(c)["bytes"]
+    assert len(small) < held < len(big), held  # the small body is kept, the big one is not
+    # silent rot of the small blob (same mtime: the integrity LRU still vouches for it), found by the scrubber
+    flip_byte(blob_path(c, 0, hashlib.sha256(small).hexdigest()), keep_mtime=True)
+    scrub = c.run(0, "scrub")["scrub"]
+    assert scrub["corrupt"] == 1, scrub
+    r = requests.get(c.urls[0] + "/_cluster/files/rc/verified", headers=c.headers(), timeout=30)
+    assert not (r.status_code == 200 and r.content == small), "served from a cache the quarantine should have emptied"
+    assert cache_stats(c)["bytes"] < len(small)
+
+
+def test_a_repair_pass_forgets_each_record_it_drops(tmp_path):
+    """``verify(repair=True)`` drops bad records one by one during a long pass: each leaves the cache at once."""
+    from cluster.node.readcache import ReadCache
+    from cluster.node.state import TrackedStore
+    from filetracker.storage import ObjectStore
+
+    store = ObjectStore(str(tmp_path))
+    try:
+        cache = ReadCache(1 << 20)
+        tracked = TrackedStore(store, lambda name: 0, cache)
+        up = tracked.begin_upload()
+        up.write(b"abc")
+        record, _ = tracked.commit_upload(up, "/a", V)
+        cache.fill("/a", record, b"abc", cache.generation("/a"))
+        assert store._repair(record, drop_blob=False)  # what a repair pass does for a bad record
+        assert cache.get("/a") is None and store.get_record("/a") is None
+    finally:
+        store.close()

@@ -1,5 +1,7 @@
 """cluster.node.readcache.ReadCache: exact behaviour of fill, get, invalidate and the bound."""
 
+import sys
+
 from cluster.node.readcache import BUCKETS, ENTRY_OVERHEAD, ReadCache
 from filetracker.records import Record
 
@@ -83,7 +85,7 @@ def test_the_same_record_without_a_body_keeps_the_cached_body():
 
 
 def test_least_recently_used_entries_leave_first():
-    per = ENTRY_OVERHEAD + 3
+    per = ENTRY_OVERHEAD + sys.getsizeof("/1") + 3  # every name here has the same length
     c = ReadCache(3 * per)
     for n in ("/1", "/2", "/3"):
         c.fill(n, rec(n), b"abc", c.generation(n))
@@ -99,3 +101,13 @@ def test_size_zero_disables_it():
     assert not c.enabled
     c.fill("/a", rec("/a"), b"abc", c.generation("/a"))
     assert c.get("/a") is None
+
+
+def test_long_names_count_against_the_bound():
+    c = ReadCache(64 * 1024)
+    for i in range(1000):
+        name = "/long/%04d/" % i + "n" * 1000
+        c.fill(name, rec(name), None, c.generation(name))
+    st = c.stats()
+    assert st["bytes"] <= 64 * 1024
+    assert st["entries"] == 64 * 1024 // (ENTRY_OVERHEAD + sys.getsizeof("/long/0000/" + "n" * 1000))
