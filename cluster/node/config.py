@@ -64,5 +64,5 @@ class NodeConfig:
     #: oldest first (0: no cap).  Unrepaired copies are kept (cluster/node/integrity.py).
     quarantine_keep: float = 7 * 24 * 3600.0
     quarantine_max_bytes: int = 0
-    #: recently read records and small verified bodies kept in memory (cluster/node/readcache.py; 0: off)
+    #: recently read records and small verified bodies kept in memory (filetracker/storage/readcache.py; 0: off)
     read_cache_bytes: int = 16 * 1024 * 1024

@@ -291,7 +291,7 @@ class Integrity:
             log.error("could not quarantine blob %s: %s", sha256, e)
         cache = getattr(self.node, "read_cache", None)
         if cache is not None:
-            cache.invalidate(None)  # rare; any name may use this blob (cluster/node/readcache.py)
+            cache.invalidate(None)  # rare; any name may use this blob (filetracker/storage/readcache.py)
         self.schedule_repair(sha256, name)
 
     def schedule_repair(self, sha256, name=None):

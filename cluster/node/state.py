@@ -20,9 +20,9 @@ import time
 
 import msgpack
 
-from cluster.node.readcache import ReadCache
 from cluster.ring import Ring, RingError, partition_of
 from filetracker.storage import ObjectStore, fsync_dir
+from filetracker.storage.readcache import CachingStore, ReadCache
 
 log = logging.getLogger("cluster.node")
 
@@ -202,75 +202,18 @@ class DigestCache:
         return {p: self.get(p) for p in self._store.partitions()}
 
 
-class TrackedStore:
-    """An ObjectStore whose writes invalidate the digests of the partitions they touch
-    and the read cache's entry of the name (:mod:`cluster.node.readcache`), after the
-    write and before it returns (so before any acknowledgement).
-
-    Every attribute not overridden here is the store's own.
-    """
+class TrackedStore(CachingStore):
+    """A :class:`~filetracker.storage.readcache.CachingStore` whose writes also invalidate
+    the digests of the partitions they touch (after the write, before it returns)."""
 
     def __init__(self, store, partition_of_name, read_cache=None):
-        self._store = store
         self._partition = partition_of_name
         self.digests = DigestCache(store)
-        self.read_cache = read_cache
-        # verify(repair=True) drops records one by one during a long pass: forget each at once
-        store.on_record_dropped = self._changed
-
-    def __getattr__(self, attr):
-        return getattr(self._store, attr)
+        super().__init__(store, read_cache)
 
     def _changed(self, name):
-        if self.read_cache is not None:
-            self.read_cache.invalidate(name)
+        super()._changed(name)
         self.digests.invalidate(None if name is None else self._partition(name))
-
-    def commit_upload(self, upload, name, *args, **kwargs):
-        try:
-            return self._store.commit_upload(upload, name, *args, **kwargs)
-        finally:
-            self._changed(name)
-
-    def put_record(self, record, blob_path=None):
-        try:
-            return self._store.put_record(record, blob_path)
-        finally:
-            self._changed(record.name)
-
-    def apply_record(self, record):
-        try:
-            return self._store.apply_record(record)
-        finally:
-            self._changed(record.name)
-
-    def delete(self, name, version):
-        try:
-            return self._store.delete(name, version)
-        finally:
-            self._changed(name)
-
-    def forget(self, name, record):
-        try:
-            return self._store.forget(name, record)
-        finally:
-            self._changed(name)
-
-    def reclaim_tombstones(self, older_than_seconds):
-        removed = None
-        try:
-            removed = self._store.reclaim_tombstones(older_than_seconds)
-            return removed
-        finally:
-            if removed != 0:  # something removed, or an error: assume anything changed
-                self._changed(None)
-
-    def verify(self, repair=False):
-        try:
-            return self._store.verify(repair=repair)
-        finally:
-            if repair:
-                self._changed(None)
 
 
 class NodeState:

@@ -1,4 +1,4 @@
-"""A node's read cache (cluster/node/readcache.py) over a real node: every read path answers
+"""A node's read cache (filetracker/storage/readcache.py) over a real node: every read path answers
 from it, and every write is visible on every read path as soon as it is acknowledged."""
 
 import threading
@@ -165,9 +165,9 @@ def test_only_verified_bodies_are_cached_and_a_quarantine_empties_the_cache(clus
 
 def test_a_repair_pass_forgets_each_record_it_drops(tmp_path):
     """``verify(repair=True)`` drops bad records one by one during a long pass: each leaves the cache at once."""
-    from cluster.node.readcache import ReadCache
     from cluster.node.state import TrackedStore
     from filetracker.storage import ObjectStore
+    from filetracker.storage.readcache import ReadCache
 
     store = ObjectStore(str(tmp_path))
     try:

@@ -1,9 +1,9 @@
-"""cluster.node.readcache.ReadCache: exact behaviour of fill, get, invalidate and the bound."""
+"""filetracker.storage.readcache.ReadCache: exact behaviour of fill, get, invalidate and the bound."""
 
 import sys
 
-from cluster.node.readcache import BUCKETS, ENTRY_OVERHEAD, ReadCache
 from filetracker.records import Record
+from filetracker.storage.readcache import BUCKETS, ENTRY_OVERHEAD, ReadCache
 
 
 def rec(name, version=100, size=3, deleted=False):

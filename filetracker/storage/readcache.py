@@ -1,37 +1,38 @@
-"""A node's cache of recently read records and small verified bodies, served without a disk hop.
+"""A cache of recently read records and small bodies of one store, served without a disk hop.
 
 Why: a small GET's disk work (a SQLite lookup, an open, a read from the page
 cache: about 20 us) is cheap, but handing it to an executor thread and back
 costs the event loop several times that (a thread wake-up and two GIL
 hand-overs), and a gateway read costs that on two replicas.  A hit here is
 answered on the event loop with no disk work at all.  bench/README.md has the
-figures.
+figures.  Used by the storage nodes and by ``filetracker-server`` (one process).
 
 Contract (what keeps it exact, not "eventually" right):
 
 * An entry is ``(record, data)``: the store's record of a name (a tombstone
   included) and, for a live record of at most ``max_item_bytes``, the whole
-  body, which was verified against the record's SHA-256 when it was read (the
-  read paths run the node's bitrot check first).  ``data`` is None for
-  record-only entries (HEAD, lookups, larger files).
-* Every record write of the node goes through
-  :class:`cluster.node.state.TrackedStore`, which calls :meth:`invalidate`
-  with the name (or None: everything) after the write and *before* the write
-  is acknowledged, so no read that starts after an acknowledged write is
-  answered from an older entry.
-* A read that fills the cache took :meth:`generation` of the name before it
-  looked at the store; :meth:`fill` drops the entry when an invalidation of
-  that name (or of a name hashing to the same one of :data:`BUCKETS` counters,
-  or of everything) happened since, so a read racing a write can never put
-  back the record the write replaced.
+  body as it was served (on a node: after the bitrot check; only checked
+  bodies are kept).  ``data`` is None for record-only entries (HEAD, lookups,
+  larger files).
+* Every record write goes through :class:`CachingStore` (on a node, its
+  subclass :class:`cluster.node.state.TrackedStore`), which calls
+  :meth:`ReadCache.invalidate` with the name (or None: everything) after the
+  write and *before* the write is acknowledged, so no read that starts after
+  an acknowledged write is answered from an older entry.
+* A read that fills the cache took :meth:`ReadCache.generation` of the name
+  before it looked at the store; :meth:`ReadCache.fill` drops the entry when
+  an invalidation of that name (or of a name hashing to the same one of
+  :data:`BUCKETS` counters, or of everything) happened since, so a read
+  racing a write can never put back the record the write replaced.
 * Bodies are immutable bytes; bitrot on disk after the check does not reach
-  them (the scrubber still finds and repairs it on disk).
+  them (a node's scrubber still finds and repairs it on disk, and a
+  quarantine empties the cache).
 
 Bounded by ``max_bytes`` (bodies, names and a fixed charge per entry), least
-recently used first out.  Only the node's own process writes its store (another
-process writing the same folder would not invalidate this cache: run one node per
-data folder, as ``filetracker-node`` assumes anyway).  Thread-safe: the event loop reads, executor threads
-fill and invalidate.
+recently used first out.  Only the process that owns the cache may write the
+store: another process writing the same folder would not invalidate it (so
+``filetracker-server --workers N`` with N > 1 runs without one).  Thread-safe:
+the event loop reads, executor threads fill and invalidate.
 """
 
 import sys
@@ -125,3 +126,71 @@ class ReadCache:
     def _cost(entry):
         record, data = entry
         return ENTRY_OVERHEAD + sys.getsizeof(record.name) + (len(data) if data is not None else 0)
+
+
+class CachingStore:
+    """An :class:`~filetracker.storage.ObjectStore` whose record writes invalidate
+    ``read_cache`` (a :class:`ReadCache`, or None) after the write, before they return.
+
+    Every attribute not overridden here is the store's own.  Subclasses extend
+    :meth:`_changed` (called with the name written, or None for "anything").
+    """
+
+    def __init__(self, store, read_cache=None):
+        self._store = store
+        self.read_cache = read_cache
+        # verify(repair=True) drops records one by one during a long pass: forget each at once
+        store.on_record_dropped = self._changed
+
+    def __getattr__(self, attr):
+        return getattr(self._store, attr)
+
+    def _changed(self, name):
+        if self.read_cache is not None:
+            self.read_cache.invalidate(name)
+
+    def commit_upload(self, upload, name, *args, **kwargs):
+        try:
+            return self._store.commit_upload(upload, name, *args, **kwargs)
+        finally:
+            self._changed(name)
+
+    def put_record(self, record, blob_path=None):
+        try:
+            return self._store.put_record(record, blob_path)
+        finally:
+            self._changed(record.name)
+
+    def apply_record(self, record):
+        try:
+            return self._store.apply_record(record)
+        finally:
+            self._changed(record.name)
+
+    def delete(self, name, version):
+        try:
+            return self._store.delete(name, version)
+        finally:
+            self._changed(name)
+
+    def forget(self, name, record):
+        try:
+            return self._store.forget(name, record)
+        finally:
+            self._changed(name)
+
+    def reclaim_tombstones(self, older_than_seconds):
+        removed = None
+        try:
+            removed = self._store.reclaim_tombstones(older_than_seconds)
+            return removed
+        finally:
+            if removed != 0:  # something removed, or an error: assume anything changed
+                self._changed(None)
+
+    def verify(self, repair=False):
+        try:
+            return self._store.verify(repair=repair)
+        finally:
+            if repair:
+                self._changed(None)
