@@ -27,7 +27,7 @@ from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, observe
-from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
+from filetracker.server.main import add_guard_arguments, byte_count, check_guard_arguments, guard_config
 
 log = logging.getLogger("cluster.node")
 
@@ -49,22 +49,6 @@ def _seconds(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("not a number of seconds: %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
-    return value
-
-
-def _bytes(text):
-    """A byte count, optionally with a K/M/G suffix (powers of 1024)."""
-    t = text.strip().upper().rstrip("B")
-    mult = 1
-    if t and t[-1] in "KMG":
-        mult = 1024 ** ("KMG".index(t[-1]) + 1)
-        t = t[:-1]
-    try:
-        value = int(float(t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a byte count: %r" % text) from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative: %r" % text)
     return value
@@ -96,21 +80,21 @@ def build_parser():
     p.add_argument("--no-background", action="store_true",
                    help="run no background loops (passes only via POST /_cluster/run/<task>)")
     # integrity: reserved space, bitrot checks, scrubber (cluster/node/space.py, integrity.py, scrub.py)
-    p.add_argument("--min-free-bytes", type=_bytes, default=64 << 20,
+    p.add_argument("--min-free-bytes", type=byte_count, default=64 << 20,
                    help="refuse uploads (507) when free disk space would drop below this (default 64M; 0: off)")
-    p.add_argument("--scrub-rate", type=_bytes, default=8 << 20,
+    p.add_argument("--scrub-rate", type=byte_count, default=8 << 20,
                    help="bytes/s the background scrubber hashes (default 8M; 0: unlimited)")
     p.add_argument("--scrub-interval", type=_seconds, default=24 * 3600.0,
                    help="seconds between scrub passes (default 86400; 0: no background scrub)")
     p.add_argument("--no-verify-reads", action="store_true",
                    help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
-    p.add_argument("--verify-reads-max-bytes", type=_bytes, default=256 << 20,
+    p.add_argument("--verify-reads-max-bytes", type=byte_count, default=256 << 20,
                    help="larger blobs are served at once and hashed in the background (default 256M; 0: no limit)")
     p.add_argument("--quarantine-keep", type=_seconds, default=NodeConfig.quarantine_keep,
                    help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: delete at once)")
-    p.add_argument("--quarantine-max-bytes", type=_bytes, default=NodeConfig.quarantine_max_bytes,
+    p.add_argument("--quarantine-max-bytes", type=byte_count, default=NodeConfig.quarantine_max_bytes,
                    help="delete the oldest repaired quarantined copies above this total (default 0: no cap)")
-    p.add_argument("--read-cache-bytes", type=_bytes, default=NodeConfig.read_cache_bytes,
+    p.add_argument("--read-cache-bytes", type=byte_count, default=NodeConfig.read_cache_bytes,
                    help="memory for recently read records and small verified bodies, answered without a "
                         "disk hop (default 16M; 0: off)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -14,6 +14,7 @@ from filetracker.server.guard import Limits, guard_settings
 from filetracker.server.handlers import FilesContext, public_routes
 from filetracker.server.offload import DiskExecutor
 from filetracker.storage import ObjectStore
+from filetracker.storage.readcache import CachingStore, ReadCache
 
 GiB = 1 << 30
 #: Largest body of a request that is not streamed (held in memory by Tornado).
@@ -53,6 +54,10 @@ class ServerConfig:
     max_uri_bytes: int = 16 * 1024
     #: Uploads received at once per process (None: unbounded): 503 + Retry-After above it.
     max_uploads: int | None = None
+    #: Memory for recently read records and small bodies answered without a disk hop
+    #: (filetracker/storage/readcache.py); 0: off.  Only for one process (main.py turns it
+    #: off with --workers N > 1: another process's writes would not invalidate it).
+    read_cache_bytes: int = 16 * 1024 * 1024
 
 
 def guard_of(config):
@@ -70,14 +75,18 @@ def make_app(config, store=None, executor=None):
     ``store`` and ``executor`` default to a new :class:`ObjectStore` on
     ``config.dir`` and a thread pool of ``config.threads``.
     """
+    read_cache = None
     if store is None:
         os.makedirs(config.dir, exist_ok=True)
         store = ObjectStore(config.dir, clear_tmp=config.clear_tmp)
+        if config.read_cache_bytes > 0:
+            read_cache = ReadCache(config.read_cache_bytes)
+            store = CachingStore(store, read_cache)  # every write invalidates before it returns
     if executor is None:
         executor = DiskExecutor(max_workers=config.threads, thread_name_prefix="ft-disk")
     ctx = FilesContext(store=store, executor=executor, allow_writes=config.allow_writes,
                        chunk_size=config.chunk_size,
-                       max_header_bytes=config.max_header_size)
+                       max_header_bytes=config.max_header_size, read_cache=read_cache)
     if config.fallback_url:
         # a read-only server never changes its store, not even by the background copy
         ctx.fallback = ServerFallback(config.fallback_url, store, ctx.run,

@@ -47,6 +47,8 @@ class FilesContext:
     fallback: object = None
     chunk_size: int = 256 * 1024
     max_header_bytes: int = 64 * 1024
+    #: a :class:`filetracker.storage.readcache.ReadCache` that ``store``'s writes invalidate, or None
+    read_cache: object = None
 
     async def run(self, fn, *args, **kwargs):
         """Run a blocking call in the executor and await its result."""
@@ -131,8 +133,19 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
     async def get(self, path_arg):
         name, _version = name_from_path(path_arg)
         want_body = self.request.method != "HEAD"
-        plan = await self.ctx.run(open_for_read, self.ctx.store, name, self.request.headers.get("Range"),
+        range_header = self.request.headers.get("Range")
+        cache = self.ctx.read_cache if range_header is None else None
+        if cache is not None:
+            entry = cache.get(name, want_body=want_body)
+            if entry is not None and not entry[0].deleted:
+                self._send_whole(entry[0], entry[1] if want_body else b"")
+                return
+            generation = cache.generation(name)
+        plan = await self.ctx.run(open_for_read, self.ctx.store, name, range_header,
                                   want_body, self.ctx.chunk_size)
+        if cache is not None and plan is not None and plan.unsatisfiable is None:
+            whole = want_body and plan.f is None and len(plan.first) == plan.record.size
+            cache.fill(name, plan.record, plan.first if whole else None, generation)
         if plan is None:
             fallback = self.ctx.fallback
             if fallback is not None and fallback.wanted(self.request):
@@ -165,6 +178,14 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         self.finish()
 
     head = get
+
+    def _send_whole(self, record, data):
+        """A 200 answer with the whole body ``data`` (b"" for HEAD), as the read path above sends it."""
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Last-Modified", format_version(record.version))
+        self.set_header("Content-Length", str(record.size))
+        self.finish(data)
 
     # ------------------------------------------------------------------ DELETE
 

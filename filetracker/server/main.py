@@ -56,6 +56,9 @@ def parse_args(argv=None):
                    help="largest accepted request body in bytes (default 16 GiB)")
     p.add_argument("--threads", type=int, default=ServerConfig.threads,
                    help="disk I/O threads per process (default %d)" % ServerConfig.threads)
+    p.add_argument("--read-cache-bytes", type=byte_count, default=ServerConfig.read_cache_bytes,
+                   help="memory for recently read records and small bodies answered without a disk hop "
+                        "(default 16M; 0: off; always off with --workers above 1)")
     add_guard_arguments(p)
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
@@ -72,6 +75,22 @@ def parse_args(argv=None):
     if args.fallback_no_copy and not args.fallback_url:
         p.error("--fallback-no-copy needs --fallback-url")
     return args
+
+
+def byte_count(text):
+    """argparse type: a byte count, optionally with a K/M/G suffix (powers of 1024)."""
+    t = text.strip().upper().rstrip("B")
+    mult = 1
+    if t and t[-1] in "KMG":
+        mult = 1024 ** ("KMG".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        value = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a byte count: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
+    return value
 
 
 def add_guard_arguments(p, defaults=ServerConfig):
@@ -218,6 +237,8 @@ def main(argv=None):
                           allow_writes=not args.read_only, fallback_url=args.fallback_url,
                           fallback_copy=not args.fallback_no_copy,
                           max_body_size=args.max_body_size, threads=args.threads,
+                          # several processes share the store: one's writes would not reach another's cache
+                          read_cache_bytes=args.read_cache_bytes if args.workers == 1 else 0,
                           **guard_config(args))
     try:
         os.makedirs(config.dir, exist_ok=True)
