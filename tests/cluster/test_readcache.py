@@ -1,15 +1,13 @@
 """A node's read cache (filetracker/storage/readcache.py) over a real node: every read path answers
 from it, and every write is visible on every read path as soon as it is acknowledged."""
 
-import threading
-import time
-
 import msgpack
 import requests
 
 from cluster.peers import quote_name
 from filetracker.httpdate import parse_version
 from filetracker.records import Record
+from tests.support.races import race_writes_and_reads
 
 V = 1_700_000_000
 
@@ -93,49 +91,24 @@ def test_reads_racing_writes_never_go_back(cluster_factory):
     """One writer acknowledges versions in order; readers on every path never see a version
     older than the last one acknowledged before their request began."""
     c = cluster_factory(nodes=1, replicas=1)
-    name, writes = "/rc/race", 150
-    acked = [V]
+    name, h = "/rc/race", c.headers()
     assert c.put(0, name, b"%d" % V, V).ok
-    stop = threading.Event()
-    errors = []
 
-    def writer():
-        try:
-            for i in range(1, writes + 1):
-                r = c.put(0, name, b"%d" % (V + i), V + i)
-                assert r.ok, r.text
-                acked.append(V + i)
-        except Exception as e:  # reported by the test body
-            errors.append(e)
-        finally:
-            stop.set()
+    def write(v):
+        r = c.put(0, name, b"%d" % v, v)
+        assert r.ok, r.text
 
-    def reader(kind):
-        s = requests.Session()
-        h = c.headers()
-        deadline = time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline:
-            floor = acked[-1]
-            if kind == "get":
-                r = s.get(c.urls[0] + "/_cluster/files" + name, headers=h, timeout=30)
-                seen = int(r.headers["X-Version"])
-                if r.content != b"%d" % seen:
-                    errors.append(AssertionError("body %r of version %d" % (r.content, seen)))
-            else:
-                r = s.post(c.urls[0] + "/_cluster/lookup", data=msgpack.packb([name]), headers=h, timeout=30)
-                seen = msgpack.unpackb(r.content)[0][0]
-            if seen < floor:
-                errors.append(AssertionError("%s saw %d after %d was acknowledged" % (kind, seen, floor)))
+    def read_get():
+        r = requests.get(c.urls[0] + "/_cluster/files" + name, headers=h, timeout=30)
+        return int(r.headers["X-Version"]), r.content
 
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(k,))
-                                                  for k in ("get", "get", "lookup")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(150)
+    def read_lookup():
+        r = requests.post(c.urls[0] + "/_cluster/lookup", data=msgpack.packb([name]), headers=h, timeout=30)
+        return msgpack.unpackb(r.content)[0][0], None
+
+    errors, last = race_writes_and_reads(write, [read_get, read_get, read_lookup], V, 150)
     assert not errors, errors[:3]
-    assert acked[-1] == V + writes
-    assert c.record(0, name).version == V + writes
+    assert last == V + 150 and c.record(0, name).version == V + 150
     assert cache_stats(c)["hits"] > 0
 
 

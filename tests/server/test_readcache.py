@@ -1,13 +1,11 @@
 """filetracker-server's read cache: answers identical to the uncached path, every write visible
 at once, off with --workers N > 1."""
 
-import threading
-import time
-
 import requests
 
 from filetracker.httpdate import format_version, parse_version
 from tests.server.conftest import start_server
+from tests.support.races import race_writes_and_reads
 
 V = 1_700_000_000
 
@@ -69,37 +67,17 @@ def test_a_write_is_visible_at_once_on_every_read(tmp_path):
 
 def test_reads_racing_writes_never_go_back(tmp_path):
     s = start_server(tmp_path)
-    name, writes, acked, errors = "/race/f", 120, [V], []
-    put(s.url, name, b"%d" % V, V)
-    stop = threading.Event()
-
-    def writer():
-        try:
-            for i in range(1, writes + 1):
-                put(s.url, name, b"%d" % (V + i), V + i)
-                acked.append(V + i)
-        except Exception as e:  # reported below
-            errors.append(e)
-        finally:
-            stop.set()
-
-    def reader():
-        session, deadline = requests.Session(), time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline:
-            floor = acked[-1]
-            r = session.get(s.url + "/files" + name, timeout=30)
-            seen = parse_version(r.headers["Last-Modified"])
-            if r.content != b"%d" % seen or seen < floor:
-                errors.append(AssertionError("saw %d (%r) after %d was acknowledged" % (seen, r.content, floor)))
-
     try:
-        threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(150)
+        name = "/race/f"
+        put(s.url, name, b"%d" % V, V)
+
+        def read():
+            r = requests.get(s.url + "/files" + name, timeout=30)
+            return parse_version(r.headers["Last-Modified"]), r.content
+
+        errors, last = race_writes_and_reads(lambda v: put(s.url, name, b"%d" % v, v), [read] * 3, V, 120)
         assert not errors, errors[:3]
-        assert acked[-1] == V + writes
+        assert last == V + 120
     finally:
         s.stop()
 
