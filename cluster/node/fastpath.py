@@ -33,7 +33,6 @@ from cluster.node.integrity import BlobCorrupt
 from cluster.node.internal import FileHandler, InternalHandler
 from cluster.peers import record_headers
 from filetracker.errors import InvalidNameError
-from filetracker.httpdate import format_version
 from filetracker.names import check_name
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range
 from filetracker.records import Record
@@ -180,12 +179,7 @@ async def public_get_cached(handler, node, name):
         raise HTTPFail(503, out[1])  # the check quarantined the blob: answer now, like check_blob would
     if out is None or out[0] != "ok":
         return False
-    record, data = out[1], out[5]
-    handler.set_header("Content-Type", "application/octet-stream")
-    handler.set_header("Accept-Ranges", "bytes")
-    handler.set_header("Last-Modified", format_version(record.version))
-    handler.set_header("Content-Length", str(len(data)))
-    handler.finish(data)
+    handler.send_whole(out[1], out[5])
     return True
 
 
@@ -228,12 +222,7 @@ class FastFileHandler(FileHandler):
         name, _ = name_from_path(path_arg, allow_version=False)
         if self.request.method != "GET":
             # HEAD describes the record (200 for a tombstone too), like the general handler
-            record = await record_cached(self.node, self.ctx, name)
-            if record is None:
-                raise HTTPFail(404, "no record of %s" % name)
-            self.send_record_headers(record)
-            self.set_header("Content-Length", str(record.size))
-            self.finish()
+            self.finish_record_head(name, await record_cached(self.node, self.ctx, name))
             return
         out = await read_small_cached(self.node, self.ctx, name, self.request.headers.get("Range"))
         if out is None:

@@ -65,6 +65,15 @@ class InternalHandler(BaseHandler):
         for k, v in record_headers(record).items():
             self.set_header(k, v)
 
+    def finish_record_head(self, name, record):
+        """The HEAD answer of ``/_cluster/files/<name>``: 200 with the record header set, for a
+        tombstone too (it describes the record, not a body); 404 without a record."""
+        if record is None:
+            raise HTTPFail(404, "no record of %s" % name)
+        self.send_record_headers(record)
+        self.set_header("Content-Length", str(record.size))
+        self.finish()
+
     def finish_msgpack(self, obj):
         self.set_header("Content-Type", MSGPACK)
         self.finish(msgpack.packb(obj))
@@ -195,14 +204,11 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
     async def get(self, path_arg):
         name, _ = name_from_path(path_arg, allow_version=False)
         record = await self.ctx.run(self.store.get_record, name)
+        if self.request.method == "HEAD":
+            self.finish_record_head(name, record)
+            return
         if record is None:
             raise HTTPFail(404, "no record of %s" % name)
-        if self.request.method == "HEAD":
-            # HEAD answers 200 for tombstones too: it describes the record, not a body.
-            self.send_record_headers(record)
-            self.set_header("Content-Length", str(record.size))
-            self.finish()
-            return
         if record.deleted:
             raise HTTPFail(404, "%s is deleted" % name, headers=record_headers(record))
         found = await self.ctx.run(self.store.open_record, name)

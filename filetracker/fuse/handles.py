@@ -201,6 +201,15 @@ class WriteBuffer:
     def read(self, size, offset):
         return os.pread(self.fd, size, offset)
 
+    def copy_from(self, src_fd):
+        """Fill the staged file with the whole of ``src_fd`` (a kernel-side copy, 16 MiB a call)."""
+        offset = 0
+        while True:
+            n = os.copy_file_range(src_fd, self.fd, 1 << 24, offset, offset)
+            if n == 0:
+                return
+            offset += n
+
     def fd_for(self, size, offset):
         """``(fd, size clamped to the staged file's current length)``."""
         return self.fd, max(0, min(size, os.fstat(self.fd).st_size - offset))

@@ -9,7 +9,6 @@ exists (the store keeps no modes or owners; versions come from uploads).
 """
 
 import errno
-import os
 
 from filetracker.errors import (
     NotFoundError,
@@ -144,12 +143,7 @@ class NamespaceOps:
         with f:
             staging = WriteBuffer(new, self.store.tmp_dir)
             try:
-                offset = 0
-                while True:
-                    n = os.copy_file_range(f.fileno(), staging.fd, 1 << 24, offset, offset)
-                    if n == 0:
-                        break
-                    offset += n
+                staging.copy_from(f.fileno())
                 known = target.version if target is not None else None
                 staging.base_version = known
                 self._upload(staging)

@@ -138,7 +138,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         if cache is not None:
             entry = cache.get(name, want_body=want_body)
             if entry is not None and not entry[0].deleted:
-                self._send_whole(entry[0], entry[1] if want_body else b"")
+                self.send_whole(entry[0], entry[1] if want_body else b"")
                 return
             generation = cache.generation(name)
         plan = await self.ctx.run(open_for_read, self.ctx.store, name, range_header,
@@ -161,10 +161,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         self.set_status(plan.status)
         if plan.status == 206:
             self.set_header("Content-Range", content_range(plan.start, plan.end - 1, record.size))
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Accept-Ranges", "bytes")
-        self.set_header("Last-Modified", format_version(record.version))
-        self.set_header("Content-Length", str(plan.end - plan.start))
+        self._file_headers(record, plan.end - plan.start)
         if plan.first:
             self.write(plan.first)
         if plan.f is not None:
@@ -179,12 +176,15 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
 
     head = get
 
-    def _send_whole(self, record, data):
-        """A 200 answer with the whole body ``data`` (b"" for HEAD), as the read path above sends it."""
+    def _file_headers(self, record, length):
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("Last-Modified", format_version(record.version))
-        self.set_header("Content-Length", str(record.size))
+        self.set_header("Content-Length", str(length))
+
+    def send_whole(self, record, data):
+        """A 200 answer with the whole body ``data`` of ``record`` (b"" for HEAD), as :meth:`get` sends it."""
+        self._file_headers(record, record.size)
         self.finish(data)
 
     # ------------------------------------------------------------------ DELETE

@@ -9,7 +9,6 @@ read and list records on one node through the internal API.
 
 import hashlib
 import os
-import time
 
 import pytest
 import requests
@@ -18,22 +17,13 @@ from cluster.peers import PeerClient, quote_name, record_from_headers
 from cluster.ring import Ring
 from filetracker.records import Record
 from tests.support.procs import Service, free_port, script
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported
 
 SECRET = "test-cluster-secret-0123456789"
 
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def wait_until(predicate, timeout, interval=0.2):
-    """Poll ``predicate`` until truthy or ``timeout`` seconds passed; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 class NodeCluster:

@@ -9,7 +9,6 @@ import email.utils
 import hashlib
 import os
 import shlex
-import time
 
 import msgpack
 import requests
@@ -17,6 +16,7 @@ import requests
 from cluster.ring import Ring
 from filetracker.records import Record
 from tests.support.procs import Service, free_port, script
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported
 
 SECRET = "gateway-test-secret-42"
 #: a fixed base version (Tue, 24 Nov 2026 20:00:00 UTC) so tests control ordering
@@ -124,13 +124,3 @@ class TestCluster:
         r.raise_for_status()
         return {n: Record(n, int(v), s or "", int(z or 0), bool(d)) for n, v, s, z, d in
                 msgpack.unpackb(r.content, raw=False)}
-
-
-def wait_until(predicate, timeout, interval=0.25):
-    """Poll ``predicate`` until it is truthy; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)

@@ -8,7 +8,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.conftest import SECRET, NodeCluster, wait_until  # noqa: F401 - re-exported
+from tests.cluster.conftest import SECRET, NodeCluster, cluster_factory, wait_until  # noqa: F401 - re-exported
 from tests.support.procs import ROOT
 
 #: Screenshots and other files kept after a run ($FILETRACKER_TEST_ARTIFACTS, default tests/artifacts).
@@ -46,24 +46,9 @@ def sample(samples, name, **labels):
 
 
 @pytest.fixture
-def ops_cluster(tmp_path):
-    """``make(**NodeCluster kwargs)``: a started cluster, stopped at teardown."""
-    made = []
-
-    def make(nodes=3, **kwargs):
-        sub = tmp_path / ("c%d" % len(made))
-        sub.mkdir()
-        c = NodeCluster(sub, nodes=nodes, **kwargs)
-        made.append(c)
-        try:
-            return c.start()
-        except Exception:
-            c.stop()
-            raise
-
-    yield make
-    for c in made:
-        c.stop()
+def ops_cluster(cluster_factory):  # noqa: F811 - the fixture imported above
+    """``make(**NodeCluster kwargs)``: a started cluster, stopped at teardown (``cluster_factory``)."""
+    return cluster_factory
 
 
 def chromium_binary():

@@ -8,10 +8,11 @@ import base64
 import http.client
 import os
 import socket
-import time
 from urllib.parse import urlsplit
 
 from requests.structures import CaseInsensitiveDict
+
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported
 
 
 class Answer:
@@ -82,12 +83,3 @@ def files_under(root):
         for f in files:
             out.add(os.path.relpath(os.path.join(dirpath, f), root))
     return out
-
-
-def wait_until(pred, timeout=5.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
