@@ -11,7 +11,11 @@ internal API (:mod:`cluster.node.internal`).  Every answer carries
 import tornado.httpserver
 import tornado.web
 
-from cluster.node.fastpath import fastpath_routes, public_get_cached  # one-hop small GET/PUT (performance)
+from cluster.node.fastpath import (  # one-hop small GET/PUT (performance)
+    fastpath_routes,
+    public_get_cached,
+    public_head_cached,
+)
 from cluster.node.internal import internal_routes
 from cluster.node.metrics import node_registry
 from cluster.node.protect import protect_store
@@ -34,7 +38,7 @@ EPOCH_HEADER = "X-Ring-Epoch"
 
 class NodePublicFileHandler(FileHandler):
     """The public ``/files/`` handler with a node-specific refusal of writes, and small GETs
-    answered from the node's read cache (:func:`cluster.node.fastpath.public_get_cached`)."""
+    and HEADs answered from the node's read cache (:mod:`cluster.node.fastpath`)."""
 
     async def get(self, path_arg):
         if self.request.method == "GET" and "Range" not in self.request.headers:
@@ -43,7 +47,10 @@ class NodePublicFileHandler(FileHandler):
                 return
         await super().get(path_arg)
 
-    head = FileHandler.head
+    async def head(self, path_arg):
+        name, _ = name_from_path(path_arg)
+        if not public_head_cached(self, self.application.node, name):
+            await super().get(path_arg)
 
     def require_writes(self):
         if not self.ctx.allow_writes:

@@ -183,6 +183,22 @@ async def public_get_cached(handler, node, name):
     return True
 
 
+def public_head_cached(handler, node, name):
+    """The node's public ``HEAD /files/<name>`` answered from the read cache; False on a miss.
+
+    Only an entry holding the body counts: it was filled by a read that opened and
+    verified the blob, as the general HEAD opens it (an entry with the record alone
+    may name a blob that is gone, e.g. quarantined, which that HEAD answers 404).
+    """
+    if not node.read_cache.enabled:
+        return False
+    entry = node.read_cache.get(name, want_body=True)
+    if entry is None or entry[0].deleted:
+        return False
+    handler.send_whole(entry[0], b"")
+    return True
+
+
 @tornado.web.stream_request_body
 class FastFileHandler(FileHandler):
     """:class:`cluster.node.internal.FileHandler` with one-hop GET and PUT for small bodies."""

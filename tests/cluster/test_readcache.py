@@ -16,6 +16,7 @@ def reads(c, name):
     """What each read path of node 0 says of ``name``: ``{path: (status or record, body)}``."""
     url, h = c.urls[0], c.headers()
     pub = requests.get(url + "/files" + quote_name(name), timeout=30)
+    pub_head = requests.head(url + "/files" + quote_name(name), timeout=30)  # after the GET: a cache hit
     internal = requests.get(url + "/_cluster/files" + quote_name(name), headers=h, timeout=30)
     lookup = msgpack.unpackb(requests.post(url + "/_cluster/lookup", data=msgpack.packb([name]), headers=h,
                                            timeout=30).content)[0]
@@ -24,6 +25,8 @@ def reads(c, name):
     return {
         "public": (pub.status_code, pub.content if pub.ok else None,
                    parse_version(pub.headers["Last-Modified"]) if pub.ok else None),
+        "public_head": (pub_head.status_code, pub_head.headers.get("Content-Length"),
+                        parse_version(pub_head.headers["Last-Modified"]) if pub_head.ok else None),
         "internal": (internal.status_code, internal.content if internal.ok else None,
                      internal.headers.get("X-Version")),
         "head": c.record(0, name),
@@ -34,6 +37,7 @@ def reads(c, name):
 
 def expect_live(got, name, version, body):
     assert got["public"] == (200, body, version)
+    assert got["public_head"] == (200, str(len(body)), version)
     assert got["internal"] == (200, body, str(version))
     assert got["head"] is not None and (got["head"].version, got["head"].deleted) == (version, False)
     assert got["lookup"][0] == version and got["lookup"][3] is False
@@ -58,7 +62,7 @@ def test_every_read_path_sees_each_write_at_once(cluster_factory):
     assert c.delete(0, name, V + 3).ok
     for _ in range(2):
         got = reads(c, name)
-        assert got["public"][0] == 404 and got["internal"][0] == 404
+        assert got["public"][0] == 404 and got["internal"][0] == 404 and got["public_head"][0] == 404
         assert got["head"] == Record(name, V + 3, "", 0, True)
         assert got["lookup"][0] == V + 3 and got["lookup"][3] is True
         assert got["read"][0] == "missing" and got["read"][1][0] == V + 3
@@ -133,6 +137,11 @@ def test_only_verified_bodies_are_cached_and_a_quarantine_empties_the_cache(clus
     assert scrub["corrupt"] == 1, scrub
     r = requests.get(c.urls[0] + "/_cluster/files/rc/verified", headers=c.headers(), timeout=30)
     assert not (r.status_code == 200 and r.content == small), "served from a cache the quarantine should have emptied"
+    # the blob is gone from blobs/ (quarantined): the public HEAD says so, like before the cache,
+    # even right after a record lookup put the (still live) record alone in the cache
+    requests.post(c.urls[0] + "/_cluster/lookup", data=msgpack.packb(["/rc/verified"]), headers=c.headers(),
+                  timeout=30).raise_for_status()
+    assert requests.head(c.urls[0] + "/files/rc/verified", timeout=30).status_code == 404
     assert cache_stats(c)["bytes"] < len(small)
 
 
