@@ -1,6 +1,7 @@
 """Versions on the wire: integer Unix timestamps as RFC 2822 HTTP dates."""
 
 import email.utils
+import functools
 
 from filetracker.errors import InvalidVersionError
 
@@ -8,9 +9,19 @@ from filetracker.errors import InvalidVersionError
 MAX_VERSION = 2**62
 
 
+@functools.lru_cache(maxsize=4096)
+def _formatted(version):
+    return email.utils.formatdate(version)
+
+
 def format_version(version):
-    """Format an integer version as the 2.x protocol does (``formatdate``)."""
-    return email.utils.formatdate(int(version))
+    """Format an integer version as the 2.x protocol does (``formatdate``).
+
+    Remembered per version (a pure function; a busy server formats the same
+    few hot versions on every answer, and ``formatdate`` is a visible share
+    of a gateway GET's CPU).
+    """
+    return _formatted(int(version))
 
 
 def parse_version(text):

@@ -8,7 +8,7 @@ from tornado.tcpclient import TCPClient
 
 from cluster.gateway.fallback import Fallback
 from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
-from cluster.gateway.lookups import LookupBatcher, ReadBatcher
+from cluster.gateway.lookups import FetchBatcher, LookupBatcher, ReadBatcher
 from cluster.gateway.metrics import gateway_registry
 from cluster.gateway.nodes import NodeClient
 from cluster.gateway.reads import SLOWEST_PIECE_BYTES_PER_S
@@ -33,9 +33,11 @@ class Services:
         self.config = config
         self.view = ClusterView(config)
         self.client = NodeClient(config, self.view)
-        self.lookups = LookupBatcher(self.client)  # record lookups of concurrent reads, batched per node
-        self.small_reads = ReadBatcher(self.client, config.range_size,
-                                       config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S)
+        # record lookups and small reads of concurrent GETs, batched per node (one request of both kinds)
+        self.fetches = FetchBatcher(
+            LookupBatcher(self.client),
+            ReadBatcher(self.client, config.range_size,
+                        config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S))
         self.view.attach(self.client)
         self.tcp = TCPClient()
         # migration mode (--fallback-url): read-through to the old server

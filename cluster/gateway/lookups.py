@@ -2,17 +2,23 @@
 
 Under load many reads ask the same node for something at the same moment.  One
 HTTP request each costs the node a full request cycle; instead a batcher keeps
-at most one request of its kind in flight per node: names asked for while it
-runs go together in the next one (no added delay: a lone name goes out at
-once).
+at most one request in flight per node: names asked for while it runs go
+together in the next one (no added delay: a lone name goes out at once).
 
+* :class:`FetchBatcher` -> ``POST /_cluster/fetch``: lookups *and* reads in
+  one request per node.  A gateway read asks one owner for the body and the
+  other owners for their record, so every node gets both kinds; one request
+  carrying both halves the requests a node answers under load (the request
+  cycle, not the names, is what costs a node its CPU).  This is what the
+  gateway uses; for a node without the endpoint (404: an older version) it
+  falls back to the two batchers below.
 * :class:`LookupBatcher` -> ``POST /_cluster/lookup``: answers exactly those of
   ``HEAD /_cluster/files/<name>`` (tombstones included);
 * :class:`ReadBatcher` -> ``POST /_cluster/read``: the record and, for a small
   file, its whole body (what ``GET /_cluster/files/<name>`` would send).
 
-Both return ``(reply, record or None)`` like ``NodeClient.head_record``; a
-node without the endpoint (404: an older version) is asked one name at a time.
+All return ``(reply, record or None)`` like ``NodeClient.head_record``; a
+node without the batch endpoints is asked one name at a time.
 """
 
 import asyncio
@@ -26,25 +32,71 @@ from filetracker.records import Record
 log = logging.getLogger(__name__)
 
 
-class _Batcher:
-    path = None
-    max_batch = 64
+class _PerNode:
+    """At most one batch request in flight per node; what is asked meanwhile waits for the next.
+
+    Per node a queue of ``(name, future)`` for each of :attr:`keys`; a subclass
+    gives each key's batch limit (:meth:`_limit`) and sends one batch
+    (:meth:`_send`, a ``{key: [(name, future)]}``), resolving its futures.
+    """
+
+    keys = ()
 
     def __init__(self, client):
         self._client = client
-        self._queues = {}      # url -> [(name, future)]
+        self._queues = {}      # url -> {key: [(name, future)]}
         self._running = set()  # urls with a request in flight
         self._no_endpoint = set()
 
-    async def get(self, url, name):
-        if url in self._no_endpoint:
-            return await self.single(url, name)
+    async def _enqueue(self, url, name, key):
         fut = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(url, []).append((name, fut))
+        self._queues.setdefault(url, {k: [] for k in self.keys})[key].append((name, fut))
         if url not in self._running:
             self._running.add(url)
             asyncio.ensure_future(self._drain(url))
         return await fut
+
+    def _limit(self, key):
+        raise NotImplementedError
+
+    async def _send(self, url, batch):
+        raise NotImplementedError
+
+    async def _drain(self, url):
+        try:
+            while True:
+                queues = self._queues.get(url)
+                if not queues or not any(queues.values()):
+                    break
+                batch = {}
+                for key, queue in queues.items():
+                    limit = self._limit(key)
+                    batch[key], queues[key] = queue[:limit], queue[limit:]
+                await self._send(url, batch)
+        except BaseException as exc:  # noqa: BLE001 - never leave a reader waiting
+            for queue in self._queues.pop(url, {}).values():
+                for _, fut in queue:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            raise
+        finally:
+            self._running.discard(url)
+
+
+class _Batcher(_PerNode):
+    """One endpoint taking a msgpack list of names: :attr:`path`, at most :attr:`max_batch` names."""
+
+    path = None
+    max_batch = 64
+    keys = ("names",)
+
+    async def get(self, url, name):
+        if url in self._no_endpoint:
+            return await self.single(url, name)
+        return await self._enqueue(url, name, "names")
+
+    def _limit(self, key):
+        return self.max_batch
 
     async def single(self, url, name):
         raise NotImplementedError
@@ -52,21 +104,8 @@ class _Batcher:
     def decode(self, url, reply, name, row):
         raise NotImplementedError
 
-    async def _drain(self, url):
-        try:
-            while self._queues.get(url):
-                queue = self._queues[url]
-                batch, self._queues[url] = queue[:self.max_batch], queue[self.max_batch:]
-                await self._send(url, batch)
-        except BaseException as exc:  # noqa: BLE001 - never leave a reader waiting
-            for _, fut in self._queues.pop(url, []):
-                if not fut.done():
-                    fut.set_exception(exc)
-            raise
-        finally:
-            self._running.discard(url)
-
     async def _send(self, url, batch):
+        batch = batch["names"]
         reply = await self._client.request(url, "POST", self.path, body=msgpack.packb([n for n, _ in batch]),
                                            headers={"Content-Type": "application/msgpack"})
         if reply.code == 404:
@@ -76,24 +115,36 @@ class _Batcher:
                 if not fut.done():
                     fut.set_result(await self.single(url, name))
             return
-        rows = None
-        if reply.code == 200:
-            try:
-                rows = msgpack.unpackb(reply.body, raw=False)
-                if not isinstance(rows, list) or len(rows) != len(batch):
-                    rows = None
-            except Exception:  # noqa: BLE001 - a bad answer counts as none
-                rows = None
-        if rows is None:
-            # no usable answer: each reader sees the failure (code None or the error status)
-            failed = reply if reply.code != 200 else NodeReply(url, 502, {}, b"")
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result((failed, None))
-            return
-        for (name, fut), row in zip(batch, rows, strict=True):
+        settle(self, url, reply, batch, _rows(_answer(reply), len(batch)))
+
+
+def _answer(reply):
+    """The decoded msgpack body of a 200 answer, or None (an error status, bad msgpack)."""
+    if reply.code != 200:
+        return None
+    try:
+        return msgpack.unpackb(reply.body, raw=False)
+    except Exception:  # noqa: BLE001 - a bad answer counts as none
+        return None
+
+
+def _rows(rows, count):
+    """``rows`` when it is a list of ``count`` answer rows, else None (an unusable answer)."""
+    return rows if isinstance(rows, list) and len(rows) == count else None
+
+
+def settle(kind, url, reply, batch, rows):
+    """Resolve every ``(name, future)`` of ``batch`` with ``kind.decode`` of its row; when ``rows`` is
+    None each reader sees the failure (the error status, or 502 for an unusable answer)."""
+    if rows is None:
+        failed = reply if reply.code != 200 else NodeReply(url, 502, {}, b"")
+        for _, fut in batch:
             if not fut.done():
-                fut.set_result(self.decode(url, reply, name, row))
+                fut.set_result((failed, None))
+        return
+    for (name, fut), row in zip(batch, rows, strict=True):
+        if not fut.done():
+            fut.set_result(kind.decode(url, reply, name, row))
 
 
 def _record(name, version, sha256, size, deleted):
@@ -140,3 +191,65 @@ class ReadBatcher(_Batcher):
         if kind == "missing":
             return NodeReply(url, 404, reply.headers, b""), None if row[1] is None else _record(name, *row[1])
         return NodeReply(url, 503, {"X-Exception": str(row[1])[:200]}, b""), None
+
+
+class FetchBatcher(_PerNode):
+    """``await lookup(url, name)`` / ``await read(url, name)``: what :class:`LookupBatcher` and
+    :class:`ReadBatcher` answer, both kinds batched into one ``POST /_cluster/fetch`` per node
+    (at most one in flight per node)."""
+
+    path = "/_cluster/fetch"
+    keys = ("lookup", "read")
+
+    def __init__(self, lookups, reads):
+        super().__init__(lookups._client)
+        self._lookups = lookups   # a LookupBatcher: decodes lookup rows; the fallback
+        self._reads = reads       # a ReadBatcher: decodes read rows; the fallback
+
+    async def lookup(self, url, name):
+        return await self._get(url, name, "lookup")
+
+    async def read(self, url, name):
+        return await self._get(url, name, "read")
+
+    def _kind(self, key):
+        return self._lookups if key == "lookup" else self._reads
+
+    def _limit(self, key):
+        return self._kind(key).max_batch
+
+    async def _get(self, url, name, key):
+        if url in self._no_endpoint:
+            return await self._kind(key).get(url, name)
+        return await self._enqueue(url, name, key)
+
+    async def _send(self, url, batch):
+        body = {key: [n for n, _ in items] for key, items in batch.items() if items}
+        reply = await self._client.request(url, "POST", self.path, body=msgpack.packb(body),
+                                           headers={"Content-Type": "application/msgpack"})
+        if reply.code == 404:
+            log.info("%s has no %s: lookups and reads go separately", url, self.path)
+            self._no_endpoint.add(url)
+            for key, items in batch.items():
+                for name, fut in items:
+                    self._forward(self._kind(key).get(url, name), fut)
+            return
+        answer = _answer(reply)
+        for key, items in batch.items():
+            if items:
+                rows = answer.get(key) if isinstance(answer, dict) else None
+                settle(self._kind(key), url, reply, items, _rows(rows, len(items)))
+
+    @staticmethod
+    def _forward(coro, fut):
+        """Resolve ``fut`` with the outcome of ``coro`` (run as its own task)."""
+        def done(task):
+            if fut.done():
+                return
+            if task.cancelled():
+                fut.cancel()
+            elif task.exception() is not None:
+                fut.set_exception(task.exception())
+            else:
+                fut.set_result(task.result())
+        asyncio.ensure_future(coro).add_done_callback(done)

@@ -79,11 +79,11 @@ async def direct_read(services, name, with_body):
     if needed < 1 or len(live) < needed:
         return None
     step = services.config.range_size
-    tasks = [asyncio.ensure_future(services.lookups.get(n.url, name)) for n in live[1:]]
+    tasks = [asyncio.ensure_future(services.fetches.lookup(n.url, name)) for n in live[1:]]
     if with_body:
-        first = await services.small_reads.get(live[0].url, name)
+        first = await services.fetches.read(live[0].url, name)
     else:
-        first = await services.lookups.get(live[0].url, name)
+        first = await services.fetches.lookup(live[0].url, name)
     results = [first] + [await t for t in tasks]
     answers = {}
     for reply, record in results:
@@ -156,7 +156,7 @@ async def widen_miss(services, read):
             extra.append(n)
     if not extra:
         return read
-    results = await asyncio.gather(*(services.lookups.get(n.url, read.name) for n in extra))
+    results = await asyncio.gather(*(services.fetches.lookup(n.url, read.name) for n in extra))
     found = {reply.url: record for reply, record in results
              if reply.code in (200, 404) and record is not None}
     winner = merge_all([read.winner] + list(found.values()))

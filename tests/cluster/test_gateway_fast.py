@@ -119,5 +119,19 @@ def test_node_batch_endpoints(tmp_path):
         assert requests.post(node + "/_cluster/read", data=b"\xc1", headers=h, timeout=10).status_code == 400
         assert requests.post(node + "/_cluster/lookup", data=msgpack.packb(["rel"]), headers=h,
                              timeout=10).status_code == 400
+        # /_cluster/fetch: both kinds in one request, each list answered like its own endpoint
+        lookups = msgpack.unpackb(requests.post(node + "/_cluster/lookup", data=msgpack.packb(names), headers=h,
+                                                timeout=10).content, raw=False)
+        r = requests.post(node + "/_cluster/fetch", data=msgpack.packb({"lookup": names, "read": names[:3]}),
+                          headers=h, timeout=10)
+        assert r.status_code == 200
+        both = msgpack.unpackb(r.content, raw=False)
+        assert both == {"lookup": lookups, "read": rows[:3]}
+        only = msgpack.unpackb(requests.post(node + "/_cluster/fetch", data=msgpack.packb({"read": ["/b/small"]}),
+                                             headers=h, timeout=10).content, raw=False)
+        assert only == {"lookup": [], "read": [rows[0]]}
+        for bad in ([1, 2], {"lookup": "x"}, {"other": []}, {"read": ["/b"] * 65}, {"lookup": ["rel"]}):
+            r = requests.post(node + "/_cluster/fetch", data=msgpack.packb(bad), headers=h, timeout=10)
+            assert r.status_code == 400 and r.headers.get("X-Exception"), bad
     finally:
         c.stop()
