@@ -19,7 +19,7 @@ class GatewayConfig:
     read_quorum: int = 2
     timeout: float = 5.0
     cluster_secret: str | None = None
-    range_size: int = 8 * 1024 * 1024
+    range_size: int = 4 * 1024 * 1024
     #: a node that refused or timed out is skipped for at least this long
     down_seconds: float = 2.0
     #: probe interval for nodes marked down

@@ -6,6 +6,7 @@ and a short plain-text body, never a traceback.
 """
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: uploads are streamed, so the body size limit only guards against nonsense
 MAX_BODY_SIZE = 1 << 44
+#: pieces of a large GET fetched from replicas while the current one is sent
+PIECES_AHEAD = 2
 
 
 class BaseHandler(ServerBaseHandler):
@@ -176,38 +179,40 @@ class FilesHandler(BaseHandler):
     async def _stream_body(self, name, winner, holders, url, data, pos, end):
         """Send ``data`` (the first piece, from ``url``), then the rest piece by piece.
 
-        The next piece is fetched while the current one is sent (at most two
-        pieces in memory), so node and client transfers overlap.
+        Up to :data:`PIECES_AHEAD` next pieces are fetched while the current one
+        is sent (bounded memory: that many pieces plus the one being sent), so
+        node and client transfers overlap and a slow moment on one side does
+        not stall the other.
         """
         step = self.services.config.range_size
-        fetch = None
+        ahead = collections.deque()  # (task, piece_end), in order
         try:
             while True:
                 if holders[0] != url:  # stick to the replica that works
                     holders.remove(url)
                     holders.insert(0, url)
-                if pos <= end:
+                while pos <= end and len(ahead) < PIECES_AHEAD:
                     piece_end = min(pos + step - 1, end)
-                    fetch = asyncio.ensure_future(
-                        fetch_piece(self.services, list(holders), winner.sha256, pos, piece_end))
+                    ahead.append((asyncio.ensure_future(
+                        fetch_piece(self.services, list(holders), winner.sha256, pos, piece_end)), pos))
+                    pos = piece_end + 1
                 self.write(data)
                 del data
-                await self.flush()  # bounded memory: one piece sent, one in flight
-                if fetch is None:
+                await self.flush()  # bounded memory: one piece sent, the next ones in flight
+                if not ahead:
                     break
-                data, url = await fetch
-                fetch = None
+                task, at = ahead.popleft()
+                data, url = await task
                 if data is None:
                     # mid-answer: closing is the only honest thing left (the client sees a short body)
-                    log.error("GET %s: every replica failed at byte %d; closing", name, pos)
+                    log.error("GET %s: every replica failed at byte %d; closing", name, at)
                     self.request.connection.close()
                     return
-                pos = piece_end + 1
         except StreamClosedError:
             return  # the client went away
         finally:
-            if fetch is not None:
-                fetch.cancel()
+            for task, _ in ahead:
+                task.cancel()
         self.finish()
 
     async def delete(self, path):

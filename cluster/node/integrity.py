@@ -10,7 +10,7 @@ node's public ``/files`` route through the ``check_blob`` hook of
   with ``os.pread`` in 1 MiB pieces, in the executor thread that calls
   :meth:`Integrity.check`, never the whole file in memory).  A blob that
   verified is remembered in a bounded LRU keyed by ``(sha256, st_dev, st_ino,
-  st_size, st_mtime_ns)``, so a large file read in 8 MiB ranges by a gateway is
+  st_size, st_mtime_ns)``, so a large file read in ranges (pieces) by a gateway is
   hashed once, not per range, and a blob replaced or rewritten (new inode or
   mtime) is hashed again.  Concurrent first reads of one blob share one hash
   (single flight).
