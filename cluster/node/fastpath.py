@@ -28,6 +28,8 @@ One deviation, allowed by HTTP: a ``Range`` on an *empty* file (which no range
 can satisfy) is answered 200 with the empty body, not 416.
 """
 
+import asyncio
+
 import tornado.web
 
 from cluster.node.integrity import BlobCorrupt
@@ -303,21 +305,33 @@ class LookupHandler(InternalHandler):
         self.finish_msgpack(await lookup_rows(self.node, self.ctx, _names_body(self, MAX_LOOKUP)))
 
 
+async def _through_cache(node, ctx, names, hit, read_rest, remember):
+    """Answer rows for ``names``: ``hit(entry)`` for a read-cache entry (None: it cannot answer),
+    the rest from ``read_rest(names)`` in one executor hop, each remembered with
+    ``remember(name, row, generation)`` (the generation taken before the read: a fill that
+    raced a write is dropped, see :mod:`filetracker.storage.readcache`)."""
+    cache = node.read_cache
+    out, todo = [None] * len(names), []
+    for i, n in enumerate(names):
+        entry = cache.get(n)
+        out[i] = None if entry is None else hit(entry)
+        if out[i] is None:
+            todo.append((i, n, cache.generation(n)))
+    if todo:
+        found = await ctx.run(read_rest, [n for _, n, _ in todo])
+        for (i, n, generation), row in zip(todo, found, strict=True):
+            out[i] = row
+            remember(n, row, generation)
+    return out
+
+
 async def lookup_rows(node, ctx, names):
     """The answer rows of ``POST /_cluster/lookup`` for ``names`` (read cache first, then one hop)."""
     cache = node.read_cache
-    records, todo = [None] * len(names), []
-    for i, n in enumerate(names):
-        entry = cache.get(n)
-        if entry is None:
-            todo.append((i, n, cache.generation(n)))
-        else:
-            records[i] = entry[0]
-    if todo:
-        found = await ctx.run(lambda: [node.store.get_record(n) for _, n, _ in todo])
-        for (i, n, generation), record in zip(todo, found, strict=True):
-            records[i] = record
-            cache.fill(n, record, None, generation)
+    records = await _through_cache(
+        node, ctx, names, hit=lambda entry: entry[0],
+        read_rest=lambda rest: [node.store.get_record(n) for n in rest],
+        remember=lambda n, record, generation: cache.fill(n, record, None, generation))
     return [None if r is None else [r.version, r.sha256, r.size, r.deleted] for r in records]
 
 
@@ -377,22 +391,17 @@ class ReadManyHandler(InternalHandler):
 async def read_rows(node, ctx, names):
     """The answer rows of ``POST /_cluster/read`` for ``names`` (read cache first, then one hop)."""
     cache = node.read_cache
-    out, todo = [None] * len(names), []
-    for i, n in enumerate(names):
-        entry = cache.get(n)
-        out[i] = None if entry is None else _many_entry(entry)
-        if out[i] is None:
-            todo.append((i, n, cache.generation(n)))
-    if todo:
-        found = await ctx.run(read_many, node.store, _integrity(node), [n for _, n, _ in todo])
-        for (i, n, generation), item in zip(todo, found, strict=True):
-            out[i] = item
-            if item[0] == "ok":
-                record = Record(n, item[1], item[2], item[3])
-                cache.fill(n, record, item[4] if _verified(node, record) else None, generation)
-            elif item[0] == "missing" and item[1] is not None:
-                cache.fill(n, Record(n, *item[1]), None, generation)
-    return out
+
+    def remember(n, item, generation):
+        if item[0] == "ok":
+            record = Record(n, item[1], item[2], item[3])
+            cache.fill(n, record, item[4] if _verified(node, record) else None, generation)
+        elif item[0] == "missing" and item[1] is not None:
+            cache.fill(n, Record(n, *item[1]), None, generation)
+
+    return await _through_cache(node, ctx, names, hit=_many_entry,
+                                read_rest=lambda rest: read_many(node.store, _integrity(node), rest),
+                                remember=remember)
 
 
 class FetchHandler(InternalHandler):
@@ -412,8 +421,10 @@ class FetchHandler(InternalHandler):
             raise HTTPFail(400, 'expected a msgpack map {"lookup": [names], "read": [names]}')
         lookups = _check_names(body.get("lookup", []), MAX_LOOKUP)
         reads = _check_names(body.get("read", []), MAX_READ)
-        self.finish_msgpack({"lookup": await lookup_rows(self.node, self.ctx, lookups) if lookups else [],
-                             "read": await read_rows(self.node, self.ctx, reads) if reads else []})
+        # both at once: when both miss the cache, their executor hops overlap
+        looked_up, read = await asyncio.gather(lookup_rows(self.node, self.ctx, lookups),
+                                               read_rows(self.node, self.ctx, reads))
+        self.finish_msgpack({"lookup": looked_up, "read": read})
 
 
 def _many_entry(entry, limit=READ_MANY_BODY):
