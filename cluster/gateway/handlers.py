@@ -185,7 +185,7 @@ class FilesHandler(BaseHandler):
         not stall the other.
         """
         step = self.services.config.range_size
-        ahead = collections.deque()  # (task, piece_end), in order
+        ahead = collections.deque()  # (task, first byte of its piece), in order
         try:
             while True:
                 if holders[0] != url:  # stick to the replica that works
