@@ -99,10 +99,14 @@ def delivered(stream):
     if done is None or sock is None:
         return None
     try:
-        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        return done - unsent(sock.fileno())
     except (OSError, ValueError):
         return done
-    return done - struct.unpack("i", buf)[0]
+
+
+def unsent(fd):
+    """Bytes in socket ``fd``'s send queue (``TIOCOUTQ``: unsent + unacknowledged)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
 
 
 def _streams_body(handler):

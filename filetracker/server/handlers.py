@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 
 import tornado.web
-from tornado.iostream import StreamClosedError
 
 from filetracker.httpdate import format_version
 from filetracker.ranges import content_range, unsatisfied_range
@@ -165,11 +164,6 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         if plan.first:
             self.write(plan.first)
         if plan.f is not None:
-            try:
-                await self.flush()
-            except StreamClosedError:
-                plan.f.close()
-                return
             await send_file(self, self.ctx.run, plan.f, plan.start + len(plan.first), plan.end,
                             self.ctx.chunk_size, seek=False)
         self.finish()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from tornado.iostream import StreamClosedError
 
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range, unsatisfied_range
+from filetracker.server import zerocopy
 from filetracker.server.base import HTTPFail
 
 #: Largest piece of decompressed output produced per step (bounds memory on gzip bombs).
@@ -125,11 +126,19 @@ async def send_file(handler, run, f, start, end, chunk_size, seek=True):
 
     With ``seek=False`` the file is assumed to be positioned at ``start``.
 
-    ``run(fn, *args)`` runs blocking calls in the executor.  Each chunk is
-    flushed before the next is read, so memory stays at one chunk per request.
-    A client that goes away ends the loop quietly.
+    ``run(fn, *args)`` runs blocking calls in the executor.  On a plain
+    socket the bytes go out with ``sendfile`` (:mod:`filetracker.server.zerocopy`);
+    otherwise each chunk is flushed before the next is read, so memory stays
+    at one chunk per request.  A client that goes away ends the send quietly.
     """
     try:
+        try:
+            await handler.flush()  # the headers (and anything written before) go first
+        except StreamClosedError:
+            return
+        if zerocopy.usable(handler, end - start):
+            await zerocopy.send_range(handler, run, f, start, end, _send_timeout(handler))
+            return
         if seek and start:
             await run(f.seek, start)
         remaining = end - start
@@ -145,3 +154,9 @@ async def send_file(handler, run, f, start, end, chunk_size, seek=True):
                 return
     finally:
         f.close()
+
+
+def _send_timeout(handler):
+    """Seconds a client may take no bytes before its connection is closed (None: no limit)."""
+    guarded = getattr(handler, "_guarded", None)
+    return guarded.guard.limits.send_timeout if guarded is not None else None
