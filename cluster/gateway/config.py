@@ -10,8 +10,9 @@ class GatewayConfig:
     ``nodes`` are seed URLs (any of them serves the ring).  ``timeout`` bounds
     every single exchange with a node (connect, one response, one stalled
     body write): a hung node costs at most that much, once, before it is
-    marked down.  ``range_size`` is the piece size for reading large bodies
-    from a replica (bounded memory per download).
+    marked down.  ``range_size`` is the first piece of a body read with the
+    record (a whole small file); the rest of a larger body is relayed from
+    one replica as it arrives, with bounded memory (``cluster/gateway/pool.py``).
     """
 
     nodes: tuple

@@ -5,8 +5,6 @@ Every handler gets the shared :class:`cluster.gateway.app.Services` through
 and a short plain-text body, never a traceback.
 """
 
-import asyncio
-import collections
 import json
 import logging
 import time
@@ -17,7 +15,8 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from cluster.gateway import listing
-from cluster.gateway.reads import direct_read, fetch_piece, quorum_read, read_repair, widen_miss
+from cluster.gateway.pool import ConnectionFailed
+from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
 from filetracker.httpdate import format_version
@@ -30,8 +29,6 @@ log = logging.getLogger(__name__)
 
 #: uploads are streamed, so the body size limit only guards against nonsense
 MAX_BODY_SIZE = 1 << 44
-#: pieces of a large GET fetched from replicas while the current one is sent
-PIECES_AHEAD = 2
 
 
 class BaseHandler(ServerBaseHandler):
@@ -177,42 +174,55 @@ class FilesHandler(BaseHandler):
         await self._stream_body(name, winner, holders, url, data, piece_end + 1, end)
 
     async def _stream_body(self, name, winner, holders, url, data, pos, end):
-        """Send ``data`` (the first piece, from ``url``), then the rest piece by piece.
+        """Send ``data`` (the first piece, from ``url``), then bytes ``pos..end`` relayed
+        from one holder as they arrive.
 
-        Up to :data:`PIECES_AHEAD` next pieces are fetched while the current one
-        is sent (bounded memory: that many pieces plus the one being sent), so
-        node and client transfers overlap and a slow moment on one side does
-        not stall the other.
+        Memory stays bounded: the node's connection stops reading while
+        :data:`~cluster.gateway.pool.STREAM_HIGH_WATER` bytes wait, and each batch
+        is handed to the client before the next is taken.  When the holder fails
+        midway (closed, or no byte for ``timeout`` seconds), the rest is asked
+        from the next holder with a Range starting at the byte reached, so the
+        client gets every byte once; when no holder can go on, the connection is
+        closed (the client sees a short body, never a wrong one).
         """
-        step = self.services.config.range_size
-        ahead = collections.deque()  # (task, first byte of its piece), in order
+        services = self.services
+        timeout = services.config.timeout
+        order = [url] + [u for u in holders if u != url]  # the replica that just worked first
+        conn = self.request.connection
+        self.write(data)
+        del data
+        flushed = self.flush()
+        body = None
         try:
-            while True:
-                if holders[0] != url:  # stick to the replica that works
-                    holders.remove(url)
-                    holders.insert(0, url)
-                while pos <= end and len(ahead) < PIECES_AHEAD:
-                    piece_end = min(pos + step - 1, end)
-                    ahead.append((asyncio.ensure_future(
-                        fetch_piece(self.services, list(holders), winner.sha256, pos, piece_end)), pos))
-                    pos = piece_end + 1
-                self.write(data)
-                del data
-                await self.flush()  # bounded memory: one piece sent, the next ones in flight
-                if not ahead:
-                    break
-                task, at = ahead.popleft()
-                data, url = await task
-                if data is None:
-                    # mid-answer: closing is the only honest thing left (the client sees a short body)
-                    log.error("GET %s: every replica failed at byte %d; closing", name, at)
-                    self.request.connection.close()
-                    return
+            while pos <= end:
+                if body is None:
+                    body, url = await open_body(services, order, winner.sha256, pos, end)
+                    if body is None:
+                        # mid-answer: closing is the only honest thing left
+                        log.error("GET %s: every replica failed at byte %d; closing", name, pos)
+                        conn.close()
+                        return
+                try:
+                    chunks = await body.take(timeout)
+                except ConnectionFailed as exc:
+                    services.client.failed(url, "GET %s at byte %d: %s" % (name, pos, exc))
+                    log.warning("GET %s: %s failed at byte %d (%s); going on from another replica",
+                                name, url, pos, exc)
+                    body.close()
+                    body = None
+                    order = [u for u in order if u != url] + [url]
+                    continue
+                for chunk in chunks:  # straight to the connection: no copy into one buffer
+                    conn.write(chunk)
+                    pos += len(chunk)
+                flushed = self.flush()
+                await flushed  # the client took them (meanwhile the node's next bytes arrive)
+            await flushed
         except StreamClosedError:
             return  # the client went away
         finally:
-            for task, _ in ahead:
-                task.cancel()
+            if body is not None:
+                body.close()
         self.finish()
 
     async def delete(self, path):

@@ -113,13 +113,36 @@ class NodeClient:
         if streaming_callback is not None and resp.body:
             streaming_callback(resp.body)
             resp.body = b""
+        self._saw(url, resp)
+        return NodeReply(url, resp.code, resp.headers, resp.body or b"")
+
+    def _saw(self, url, resp):
         epoch = resp.headers.get(EPOCH_HEADER)
         if epoch:
             try:
                 self._observer.epoch_seen(int(epoch), url)
             except ValueError:
                 pass
-        return NodeReply(url, resp.code, resp.headers, resp.body or b"")
+
+    async def stream(self, url, path, headers=None, timeout=None):
+        """``GET path`` on the node at ``url`` with the body of a 2xx answer streamed:
+        the reply's ``body`` is then a :class:`~cluster.gateway.pool.BodyStream`
+        (the caller takes it to its end or closes it); any other answer is whole.
+        Never raises for network errors (``code`` is None, the failure reported)."""
+        timeout = self._config.timeout if timeout is None else timeout
+        host, port, netloc = self._address(url)
+        data = build_request("GET", path, netloc, self.headers(headers), None)
+        try:
+            resp = await self._pool.stream(host, port, data, timeout)
+        except (ConnectionFailed, ValueError) as exc:
+            self._observer.node_failed(url, "GET %s: %s" % (path[:80], exc))
+            return NodeReply(url, None, {}, b"", error=str(exc))
+        self._saw(url, resp)
+        return NodeReply(url, resp.code, resp.headers, resp.body if resp.body is not None else b"")
+
+    def failed(self, url, reason):
+        """Report a node that failed in the middle of an exchange (a streamed body broke off)."""
+        self._observer.node_failed(url, reason)
 
     async def get_file(self, url, name, first_bytes, timeout):
         """``(reply, record or None)`` of ``GET /_cluster/files/<name>`` asking for the

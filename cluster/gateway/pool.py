@@ -16,9 +16,12 @@ connections per node:
 
 Answers: status line, headers (case-insensitive :class:`Headers`) and a body
 delimited by ``Content-Length``, chunked encoding or the end of the connection.
+:meth:`NodePool.stream` hands a successful answer's body over as it arrives
+(:class:`BodyStream`, with flow control) instead of collecting it.
 """
 
 import asyncio
+import collections
 import time
 
 #: idle connections kept per node (beyond that they are closed)
@@ -26,6 +29,8 @@ MAX_IDLE = 64
 #: an idle connection older than this is closed instead of reused (nodes close
 #: idle connections after 300 s by default)
 IDLE_SECONDS = 60.0
+#: a streamed body stops reading from the node while this many bytes wait for the consumer
+STREAM_HIGH_WATER = 4 << 20
 
 
 class ConnectionFailed(Exception):
@@ -54,6 +59,97 @@ class Response:
         self.body = body
 
 
+class BodyStream:
+    """The body of a streamed answer (:meth:`NodePool.stream`), taken as it arrives.
+
+    The connection stops reading (``pause_reading``) while
+    :data:`STREAM_HIGH_WATER` bytes wait for the consumer, so memory stays
+    bounded however slow the consumer is.  When the whole body arrived the
+    connection goes back to the pool; :meth:`close` before that drops it.
+    """
+
+    def __init__(self, conn, length, on_end):
+        self.length = length
+        self._conn = conn
+        self._on_end = on_end   # called once with the connection when the body is complete
+        self._chunks = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._waiter = None
+        self._error = None
+        self._complete = False
+        self._closed = False
+
+    # ---- fed by the connection -----------------------------------------------------
+
+    def _push(self, data):
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered >= STREAM_HIGH_WATER and not self._paused:
+            self._paused = True
+            self._conn.transport.pause_reading()
+        self._wake()
+
+    def _end(self):
+        self._complete = True
+        if self._paused:  # nothing more to read: the connection goes back to the pool reading
+            self._paused = False
+            self._conn.transport.resume_reading()
+        if not self._closed:
+            self._on_end(self._conn)
+        self._wake()
+
+    def _fail(self, exc):
+        if self._error is None:
+            self._error = exc
+        self._wake()
+
+    def _wake(self):
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ---- the consumer --------------------------------------------------------------
+
+    async def take(self, timeout):
+        """Every chunk received so far (a non-empty list), waiting up to ``timeout``
+        seconds for one; ``[]`` once the whole body was taken.
+
+        Raises :class:`ConnectionFailed` when the answer broke off, or when no
+        byte came for ``timeout`` seconds (the connection is then dropped).
+        """
+        while not self._chunks:
+            if self._complete:
+                return []
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            timer = asyncio.get_running_loop().call_later(timeout, self._expire, timeout)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            if not self._conn.closed:
+                self._conn.transport.resume_reading()
+        return chunks
+
+    def _expire(self, timeout):
+        self._fail(ConnectionFailed("no bytes for %.1fs" % timeout))
+        self._conn.close()
+
+    def close(self):
+        """The consumer is done: a body not received to its end drops the connection."""
+        self._closed = True
+        self._chunks.clear()
+        if not self._complete:
+            self._conn.close()
+
+
 class _Conn(asyncio.Protocol):
     """One connection; at most one exchange at a time."""
 
@@ -75,6 +171,8 @@ class _Conn(asyncio.Protocol):
         self.timed_out = False
         self.keep_alive = True
         self.reused = False    # handed out again from the idle pool (the node may have just closed it)
+        self._streamed = None  # for a streamed exchange: on_end(conn), called when its body is complete
+        self._body = None      # the BodyStream being fed (state "stream")
 
     # ---- asyncio.Protocol --------------------------------------------------------
 
@@ -87,6 +185,9 @@ class _Conn(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        if self._state == "stream" and not self._buf:
+            self._feed(data)
+            return
         if self._state == "body" and not self._buf and len(data) < self._want:
             # the middle of a large body: keep the bytes object as it is (no copy)
             self._parts.append(data)
@@ -125,19 +226,33 @@ class _Conn(asyncio.Protocol):
             self._parts.append(bytes(self._buf))
             self._buf.clear()
             self._done()
+        elif self._state == "stream":
+            self._state = None
+            self._body._fail(ConnectionFailed("connection closed after %d of %d body bytes%s"
+                                              % (self._body.length - self._want, self._body.length,
+                                                 ": %s" % exc if exc else "")))
         elif self._state is not None:
             self._fail(ConnectionFailed("connection closed%s" % (": %s" % exc if exc else "")))
 
     # ---- exchange ----------------------------------------------------------------
 
-    def send(self, data, head_only):
-        """Write one request; the answer arrives on the returned future."""
+    def send(self, data, head_only, streamed=None):
+        """Write one request; the answer arrives on the returned future.
+
+        With ``streamed`` (a callable taking this connection) a 2xx answer with
+        a ``Content-Length`` body arrives as soon as its headers did, its body
+        a :class:`BodyStream`; ``streamed(conn)`` is called when that body is
+        complete (the connection is then free for the next exchange).
+        """
         waiter = self.expect(head_only)
+        self._streamed = streamed
         self.transport.write(data)
         return waiter
 
     def expect(self, head_only=False):
         """Prepare for the answer to a request about to be written (streamed uploads)."""
+        self._streamed = None
+        self._body = None
         self._interim = None
         self._waiter = asyncio.get_running_loop().create_future()
         self._head_only = head_only
@@ -179,6 +294,32 @@ class _Conn(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(Response(self._code, self._headers, body))
 
+    def _start_stream(self):
+        """Answer the waiter now, with the body to come as a :class:`BodyStream`."""
+        self._state = "stream"
+        self._body = BodyStream(self, self._want, self._streamed)
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(Response(self._code, self._headers, self._body))
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._feed(data)
+
+    def _feed(self, data):
+        if len(data) >= self._want:
+            if len(data) > self._want:  # more than one answer: the connection is out of step
+                self.keep_alive = False
+                data = data[:self._want]
+            self._want = 0
+            self._state = None
+            body, self._body = self._body, None
+            body._push(data)
+            body._end()
+            return
+        self._want -= len(data)
+        self._body._push(data)
+
     def _parse(self):
         buf = self._buf
         while True:
@@ -217,6 +358,9 @@ class _Conn(asyncio.Protocol):
                 elif "content-length" in headers:
                     self._want = int(headers["content-length"])
                     self._state = "body"
+                    if self._streamed is not None and 200 <= code < 300 and self._want > 0:
+                        self._start_stream()
+                        return
                 else:
                     self.keep_alive = False
                     self._state = "eof"
@@ -321,11 +465,23 @@ class NodePool:
 
     async def request(self, host, port, data, head_only, timeout):
         """Send the raw request ``data``; a :class:`Response` or :class:`ConnectionFailed`."""
+        return await self._exchange((host, port), data, head_only, timeout, None)
+
+    async def stream(self, host, port, data, timeout):
+        """Like :meth:`request` (GET), but a 2xx answer's body is a :class:`BodyStream`.
+
+        ``timeout`` bounds the connection and the answer's headers; the body's
+        bytes are bounded by the timeout given to :meth:`BodyStream.take`.
+        The consumer must take the body to its end or :meth:`BodyStream.close` it.
+        """
         key = (host, port)
+        return await self._exchange(key, data, False, timeout, lambda conn: self._give_back(key, conn))
+
+    async def _exchange(self, key, data, head_only, timeout, streamed):
         conn = self._take(key)
         if conn is not None:
             try:
-                return await self._on(key, conn, data, head_only, timeout)
+                return await self._on(key, conn, data, head_only, timeout, streamed)
             except ConnectionFailed:
                 if conn.got_bytes or conn.timed_out:
                     raise
@@ -336,11 +492,11 @@ class NodePool:
             raise ConnectionFailed("no connection within %.1fs" % timeout) from None
         except OSError as exc:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None
-        return await self._on(key, conn, data, head_only, timeout)
+        return await self._on(key, conn, data, head_only, timeout, streamed)
 
-    async def _on(self, key, conn, data, head_only, timeout):
+    async def _on(self, key, conn, data, head_only, timeout, streamed=None):
         # a timer, not asyncio.wait_for: no extra task per exchange (this is the hot path)
-        fut = conn.send(data, head_only)
+        fut = conn.send(data, head_only, streamed)
         timer = asyncio.get_running_loop().call_later(timeout, conn.expire, timeout)
         try:
             resp = await fut
@@ -349,7 +505,8 @@ class NodePool:
             raise
         finally:
             timer.cancel()
-        self._give_back(key, conn)
+        if not isinstance(resp.body, BodyStream):  # a streamed body gives it back when complete
+            self._give_back(key, conn)
         return resp
 
 

@@ -12,7 +12,8 @@
   :func:`filetracker.records.merge_all`.
 * :func:`fetch_piece` reads ``[start, end]`` of a blob from the first holder
   that delivers it whole, so a replica failing before the first byte of a
-  piece is replaced without corrupting the answer.
+  piece is replaced without corrupting the answer; :func:`open_body` starts
+  a streamed read of a range (the rest of a large GET).
 * :func:`read_repair` (background) sends the winner to replicas that answered
   with an older record, streaming the blob when they lack it.
 """
@@ -22,6 +23,7 @@ import logging
 
 import msgpack
 
+from cluster.gateway.pool import BodyStream
 from cluster.gateway.upload import ReplicaUpload
 from filetracker.records import beats, merge_all
 
@@ -191,6 +193,24 @@ async def fetch_piece(services, holders, sha256, start, end):
         if reply.code in (200, 206) and len(data) == length:
             return data, url
         log.warning("piece %d-%d of %s from %s failed: %s", start, end, sha256, url, reply.reason())
+    return None, None
+
+
+async def open_body(services, holders, sha256, start, end):
+    """A streamed read of bytes ``start..end`` (inclusive) of blob ``sha256`` from the
+    first holder that answers with exactly that range: ``(BodyStream, holder_url)``
+    or ``(None, None)``.  Live holders are asked first, in the given order."""
+    length = end - start + 1
+    live = [u for u in holders if services.view.is_live(u)]
+    for url in live + [u for u in holders if u not in live]:
+        reply = await services.client.stream(url, "/_cluster/blobs/" + sha256,
+                                             headers={"Range": "bytes=%d-%d" % (start, end)})
+        body = reply.body
+        if isinstance(body, BodyStream):
+            if body.length == length and (reply.code == 206 or start == 0):
+                return body, url
+            body.close()
+        log.warning("bytes %d-%d of %s from %s failed: %s", start, end, sha256, url, reply.reason())
     return None, None
 
 

@@ -1,9 +1,10 @@
 """A large GET through the gateway survives the death of the replica it is reading from.
 
-The gateway sends a large body piece by piece (``cluster/gateway/handlers.py``,
-pieces fetched ahead while one is sent): when the node serving the pieces is
-killed mid-download, the remaining pieces come from another holder and the
-client gets every byte, in order, with nothing doubled or skipped.
+The gateway sends the first piece of a large body, then relays the rest from
+the same holder as it arrives (``cluster/gateway/handlers.py``): when that
+node is killed mid-download, the rest is asked from another holder with a
+Range starting at the byte reached, and the client gets every byte, in
+order, with nothing doubled or skipped.
 """
 
 import hashlib
@@ -15,7 +16,7 @@ import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
 
-SIZE = 40 << 20  # 10 pieces of 4 MiB
+SIZE = 40 << 20  # a first piece of 4 MiB, then 36 MiB relayed
 BLOB_SERIES = re.compile(r'^filetracker_http_requests_total\{method="GET",route="_cluster/blobs",status="20[06]"\} (\S+)$',
                          re.M)
 
@@ -40,7 +41,7 @@ def test_large_get_continues_from_another_replica_when_its_node_dies(tmp_path):
             got = hashlib.sha256()
             received = 0
             chunks = r.iter_content(256 * 1024)
-            while received < (1 << 20):  # the first MiB: the gateway is now reading ahead from one node
+            while received < (1 << 20):  # the first MiB: the gateway is now relaying from one node
                 chunk = next(chunks)
                 got.update(chunk)
                 received += len(chunk)
@@ -53,6 +54,6 @@ def test_large_get_continues_from_another_replica_when_its_node_dies(tmp_path):
         assert received == SIZE
         assert got.hexdigest() == hashlib.sha256(data).hexdigest()
         others = [i for i in range(3) if i != serving[0]]
-        assert any(blob_reads(c.node_urls[i]) > before[i] for i in others), "no other replica served a piece"
+        assert any(blob_reads(c.node_urls[i]) > before[i] for i in others), "no other replica served the rest"
     finally:
         c.stop()
