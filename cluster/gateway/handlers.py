@@ -24,6 +24,7 @@ from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range, 
 from filetracker.records import Record, merge
 from filetracker.server.base import BaseHandler as ServerBaseHandler
 from filetracker.server.base import HTTPFail, folder_from_path, name_from_path, request_version
+from filetracker.server.observe import count_sent
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,11 @@ class FilesHandler(BaseHandler):
                     body = None
                     order = [u for u in order if u != url] + [url]
                     continue
+                start = pos
                 for chunk in chunks:  # straight to the connection: no copy into one buffer
                     conn.write(chunk)
                     pos += len(chunk)
+                count_sent(self.request, pos - start)  # the output transform does not see these
                 flushed = self.flush()
                 await flushed  # the client took them (meanwhile the node's next bytes arrive)
             await flushed

@@ -15,7 +15,8 @@ One call wires an application (single server, cluster node or gateway)::
   several apps in one process (tests) do not clash; collection runs in
   ``executor`` because cluster collectors may read the store.
 
-Bytes sent are counted exactly by an output transform (every chunk written);
+Bytes sent are counted exactly by an output transform (every chunk written),
+plus :func:`count_sent` for bytes sent around it (sendfile, the gateway's relay);
 bytes received are the handler's ``bytes_received`` attribute when it keeps
 one, else the request's ``Content-Length`` (a chunked upload without either
 counts 0).
@@ -82,6 +83,12 @@ class CountSent(tornado.web.OutputTransform):
     def transform_chunk(self, chunk, finishing):
         self.request.ft_bytes_sent += len(chunk)
         return chunk
+
+
+def count_sent(request, n):
+    """Count ``n`` body bytes sent around ``RequestHandler.write`` (sendfile, a relay
+    writing to the connection), which the output transform does not see."""
+    request.ft_bytes_sent = getattr(request, "ft_bytes_sent", 0) + n
 
 
 def file_name(path):

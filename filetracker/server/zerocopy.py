@@ -31,6 +31,7 @@ import os
 from tornado.iostream import IOStream, SSLIOStream
 
 from filetracker.server.guard import unsent as _unsent
+from filetracker.server.observe import count_sent
 
 #: most bytes one executor job sends before handing back to the event loop
 BYTES_PER_JOB = 8 << 20
@@ -134,4 +135,5 @@ async def send_range(handler, run, f, start, end, idle_timeout):
         os.close(out_fd)
         # Tornado checks the body against Content-Length at finish()
         conn._expected_content_remaining -= offset - start
+        count_sent(handler.request, offset - start)  # /metrics and the access line
     return True

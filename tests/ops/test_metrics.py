@@ -26,7 +26,8 @@ def test_gateway_and_node_counters_move(ops_cluster):
     gw = c.gateway_url
     before_gw = scrape(gw)
     before_node = scrape(c.urls[0])
-    bodies = {"/metrics/f%d" % i: os.urandom(1000 + 17 * i) for i in range(5)}
+    bodies = {"/metrics/f%d" % i: os.urandom(1000 + 17 * i) for i in range(4)}
+    bodies["/metrics/big"] = os.urandom(6 << 20)  # a first piece, then relayed: both counted as sent
     for name, body in bodies.items():
         _put(gw, name, body)
     for name, body in bodies.items():
@@ -115,12 +116,15 @@ def test_single_server_metrics(tmp_path):
         before = scrape(url)
         _put(url, "/m/one", b"12345")
         assert requests.get(url + "/files/m/one", timeout=10).content == b"12345"
+        big = os.urandom(3 << 20)  # its body goes out with sendfile: counted too
+        _put(url, "/m/big", big)
+        assert requests.get(url + "/files/m/big", timeout=10).content == big
         after = scrape(url)
         assert sample(after, "filetracker_http_requests_total", method="PUT", status="200", route="files") \
             - sample(before, "filetracker_http_requests_total", method="PUT", status="200",
-                     route="files") == 1
+                     route="files") == 2
         assert sample(after, "filetracker_http_sent_bytes_total", method="GET") \
-            - sample(before, "filetracker_http_sent_bytes_total", method="GET") == 5 + before.body_bytes
+            - sample(before, "filetracker_http_sent_bytes_total", method="GET") == 5 + len(big) + before.body_bytes
         assert ("filetracker_store_free_bytes", ()) in after
         # the access line of the PUT (text format, the default)
         assert wait_until(lambda: "PUT /files/m/one 200 in=5" in svc.log_tail(), 5), svc.log_tail()
