@@ -81,12 +81,12 @@ async def direct_read(services, name, with_body):
     if needed < 1 or len(live) < needed:
         return None
     step = services.config.range_size
-    tasks = [asyncio.ensure_future(services.fetches.lookup(n.url, name)) for n in live[1:]]
+    others = [services.fetches.lookup(n.url, name) for n in live[1:]]  # futures, queued now
     if with_body:
         first = await services.fetches.read(live[0].url, name)
     else:
         first = await services.fetches.lookup(live[0].url, name)
-    results = [first] + [await t for t in tasks]
+    results = [first] + [await f for f in others]
     answers = {}
     for reply, record in results:
         if reply.code not in (200, 206, 404):

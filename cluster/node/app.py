@@ -8,7 +8,6 @@ internal API (:mod:`cluster.node.internal`).  Every answer carries
 """
 
 
-import tornado.httpserver
 import tornado.web
 
 from cluster.node.fastpath import (  # one-hop small GET/PUT (performance)
@@ -30,7 +29,7 @@ from filetracker.server import (
     observe,
     public_routes,
 )
-from filetracker.server.app import MAX_BUFFERED_BODY, guard_of
+from filetracker.server.app import MAX_BUFFERED_BODY, HTTPServer, guard_of
 from filetracker.server.offload import DiskExecutor
 
 EPOCH_HEADER = "X-Ring-Epoch"
@@ -104,7 +103,7 @@ def make_app(config):
 
 def make_server(app, config):
     """An HTTPServer with the node's limits (not yet listening)."""
-    return tornado.httpserver.HTTPServer(
+    return HTTPServer(
         app, max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),  # streamed uploads: the guard's limit
         max_header_size=max(16 * config.max_header_size, 1 << 20),
         idle_connection_timeout=config.idle_connection_timeout, body_timeout=config.body_timeout,

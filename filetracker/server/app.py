@@ -104,6 +104,25 @@ def make_app(config, store=None, executor=None):
     return app
 
 
+class HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTPServer with ``TCP_NODELAY`` on for the whole connection.
+
+    Tornado turns Nagle off before the end of every answer and on again after
+    it: two ``setsockopt`` calls per request, about 3 % of a small GET's CPU in
+    a profile of the gateway.  Our answers are written whole or in large
+    chunks, so Nagle never helps them: it is turned off once per connection.
+    """
+
+    def handle_stream(self, stream, address):
+        stream.set_nodelay(True)
+        stream.set_nodelay = _nodelay_stays_on
+        super().handle_stream(stream, address)
+
+
+def _nodelay_stays_on(value):
+    """``IOStream.set_nodelay`` of a connection accepted by :class:`HTTPServer`."""
+
+
 def make_server(app, config):
     """An HTTPServer with the limits of ``config`` (not yet listening).
 
@@ -111,7 +130,7 @@ def make_server(app, config):
     that an oversized header gets our 431 answer; only absurd ones (16x the
     limit) make Tornado drop the connection.
     """
-    return tornado.httpserver.HTTPServer(
+    return HTTPServer(
         app,
         xheaders=False,
         # bodies Tornado buffers in memory (every handler but the streamed uploads, which the
