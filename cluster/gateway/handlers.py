@@ -179,12 +179,15 @@ class FilesHandler(BaseHandler):
         from one holder as they arrive.
 
         Memory stays bounded: the node's connection stops reading while
-        :data:`~cluster.gateway.pool.STREAM_HIGH_WATER` bytes wait, and each batch
-        is handed to the client before the next is taken.  When the holder fails
-        midway (closed, or no byte for ``timeout`` seconds), the rest is asked
-        from the next holder with a Range starting at the byte reached, so the
-        client gets every byte once; when no holder can go on, the connection is
-        closed (the client sees a short body, never a wrong one).
+        :data:`~cluster.gateway.pool.STREAM_HIGH_WATER` bytes wait, and a batch
+        is taken only once the client took every byte of the one before (the
+        stream's own write future, counted in bytes: Tornado's per-write
+        futures of ``HTTP1Connection`` resolve early when several are pending).
+        When the holder fails midway (closed, or no byte for ``timeout``
+        seconds), the rest is asked from the next holder with a Range starting
+        at the byte reached, so the client gets every byte once; when a whole
+        round of holders brings no byte, the connection is closed (the client
+        sees a short body, never a wrong one).
         """
         services = self.services
         timeout = services.config.timeout
@@ -192,35 +195,43 @@ class FilesHandler(BaseHandler):
         conn = self.request.connection
         self.write(data)
         del data
-        flushed = self.flush()
+        first = self.flush()  # headers and the first piece, while the rest is asked for
         body = None
+        fruitless = 0  # holders in a row that failed before bringing a byte
         try:
             while pos <= end:
                 if body is None:
-                    body, url = await open_body(services, order, winner.sha256, pos, end)
+                    if fruitless < len(order):
+                        body, url = await open_body(services, order, winner.sha256, pos, end)
                     if body is None:
                         # mid-answer: closing is the only honest thing left
                         log.error("GET %s: every replica failed at byte %d; closing", name, pos)
                         conn.close()
                         return
+                    opened_at = pos
                 try:
                     chunks = await body.take(timeout)
                 except ConnectionFailed as exc:
-                    services.client.failed(url, "GET %s at byte %d: %s" % (name, pos, exc))
+                    if not body.held:  # a node that cut us while we held it back (slow client) is fine
+                        services.client.failed(url, "GET %s at byte %d: %s" % (name, pos, exc))
                     log.warning("GET %s: %s failed at byte %d (%s); going on from another replica",
                                 name, url, pos, exc)
                     body.close()
                     body = None
+                    fruitless = fruitless + 1 if pos == opened_at else 0
                     order = [u for u in order if u != url] + [url]
                     continue
+                if first is not None:  # written through Tornado: done before writing around it
+                    await first
+                    first = None
                 start = pos
                 for chunk in chunks:  # straight to the connection: no copy into one buffer
                     conn.write(chunk)
                     pos += len(chunk)
                 count_sent(self.request, pos - start)  # the output transform does not see these
-                flushed = self.flush()
-                await flushed  # the client took them (meanwhile the node's next bytes arrive)
-            await flushed
+                await self.bounded(conn.stream.write(b""))  # every byte so far taken by the client
+            if first is not None:
+                await first
         except StreamClosedError:
             return  # the client went away
         finally:

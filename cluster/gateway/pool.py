@@ -79,6 +79,9 @@ class BodyStream:
         self._error = None
         self._complete = False
         self._closed = False
+        #: the body broke off while the consumer held the connection back (paused): the
+        #: node may have given up on a reader that stopped, which is no fault of the node
+        self.held = False
 
     # ---- fed by the connection -----------------------------------------------------
 
@@ -102,6 +105,7 @@ class BodyStream:
     def _fail(self, exc):
         if self._error is None:
             self._error = exc
+            self.held = self._paused
         self._wake()
 
     def _wake(self):
@@ -139,6 +143,8 @@ class BodyStream:
         return chunks
 
     def _expire(self, timeout):
+        if self._complete or self._closed:  # the last bytes came in the same loop iteration
+            return
         self._fail(ConnectionFailed("no bytes for %.1fs" % timeout))
         self._conn.close()
 

@@ -207,11 +207,16 @@ async def open_body(services, holders, sha256, start, end):
                                              headers={"Range": "bytes=%d-%d" % (start, end)})
         body = reply.body
         if isinstance(body, BodyStream):
-            if body.length == length and (reply.code == 206 or start == 0):
+            if body.length == length and (start == 0 if reply.code == 200 else _starts_at(reply, start)):
                 return body, url
             body.close()
         log.warning("bytes %d-%d of %s from %s failed: %s", start, end, sha256, url, reply.reason())
     return None, None
+
+
+def _starts_at(reply, start):
+    """True for a 206 answer whose Content-Range begins at byte ``start``."""
+    return reply.code == 206 and reply.headers.get("Content-Range", "").startswith("bytes %d-" % start)
 
 
 async def read_repair(services, read):

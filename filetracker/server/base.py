@@ -159,7 +159,11 @@ class BaseHandler(tornado.web.RequestHandler):
         super().on_connection_close()
 
     def flush(self, include_footers=False):
-        future = super().flush(include_footers)
+        return self.bounded(super().flush(include_footers))
+
+    def bounded(self, future):
+        """``future`` (of bytes being sent) failing with StreamClosedError, the connection
+        closed, when the client takes nothing for the guard's ``send_timeout`` seconds."""
         if self._guarded is not None:
             return self._guarded.bounded_flush(future)
         return future

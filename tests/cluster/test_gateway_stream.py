@@ -11,14 +11,22 @@ hold, each checked here on a peer whose behaviour the test controls:
 * a body that breaks off, or stalls for the timeout, raises ConnectionFailed
   after the bytes that did arrive were handed over (the caller resumes from
   the byte reached);
-* an error answer arrives whole, as a normal answer.
+* an error answer arrives whole, as a normal answer;
+* end to end, a slow and steady client does not make the gateway keep what the
+  nodes sent (its memory stays a few batches, not the file).
 """
 
 import asyncio
+import hashlib
+import os
+import socket
+import time
 
 import pytest
+import requests
 
 from cluster.gateway.pool import STREAM_HIGH_WATER, BodyStream, ConnectionFailed, NodePool, build_request
+from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
 
 BIG = 48 << 20
 
@@ -186,3 +194,51 @@ def test_an_error_answer_arrives_whole():
             await peer.stop()
 
     _run(run())
+
+
+# ---- end to end: a slow, steady client does not make the gateway buffer the file -------------
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_a_slow_reader_through_the_gateway_keeps_its_memory_bounded(tmp_path):
+    """The nodes send far faster than this client reads (about 16 MB/s): the gateway must
+    hold back the node, not keep what it received (Tornado resolves a flush early when
+    several writes are pending, so waiting on it alone let a batch pile up per round)."""
+    size = 48 << 20
+    c = TestCluster(tmp_path, nodes=3).start()
+    try:
+        data = os.urandom(size)
+        r = requests.put(c.gw + "/files/slow/one", params={"last_modified": http_date(BASE_VERSION)},
+                         data=data, timeout=60)
+        assert r.status_code == 200, r.text
+        pid = c.gateways[0].pid
+        base = _rss_kib(pid)
+        host, port = c.gw.split("//")[1].split(":")
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)
+        s.sendall(b"GET /files/slow/one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = bytearray()
+        peak = base
+        try:
+            while True:
+                b = s.recv(64 << 10)
+                if not b:
+                    break
+                got += b
+                time.sleep(0.004)
+                peak = max(peak, _rss_kib(pid))
+        finally:
+            s.close()
+        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+        # a first piece and two relay batches of 4 MiB, plus slack; the file is 48 MiB
+        assert (peak - base) < 24 * 1024, (base, peak)
+    finally:
+        c.stop()
