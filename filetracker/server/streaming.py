@@ -137,8 +137,9 @@ async def send_file(handler, run, f, start, end, chunk_size, seek=True):
         except StreamClosedError:
             return
         if zerocopy.usable(handler, end - start):
-            await zerocopy.send_range(handler, run, f, start, end, _send_timeout(handler))
-            return
+            sent = await zerocopy.send_range(handler, run, f, start, end, _send_timeout(handler))
+            if sent is not None:
+                return
         if seek and start:
             await run(f.seek, start)
         remaining = end - start
