@@ -212,7 +212,7 @@ class FilesHandler(BaseHandler):
                 try:
                     chunks = await body.take(timeout)
                 except ConnectionFailed as exc:
-                    if not body.held:  # a node that cut us while we held it back (slow client) is fine
+                    if body.held_for < timeout:  # else we held it back (a slow client): it may give up
                         services.client.failed(url, "GET %s at byte %d: %s" % (name, pos, exc))
                     log.warning("GET %s: %s failed at byte %d (%s); going on from another replica",
                                 name, url, pos, exc)

@@ -79,9 +79,11 @@ class BodyStream:
         self._error = None
         self._complete = False
         self._closed = False
-        #: the body broke off while the consumer held the connection back (paused): the
-        #: node may have given up on a reader that stopped, which is no fault of the node
-        self.held = False
+        #: the longest time the consumer held the node back (reading paused), in seconds: a
+        #: node may give up on a reader that stopped for long (its send timeout), which is
+        #: then no fault of the node's (a close is seen only once reading resumes)
+        self.held_for = 0.0
+        self._paused_at = 0.0
 
     # ---- fed by the connection -----------------------------------------------------
 
@@ -90,6 +92,7 @@ class BodyStream:
         self._buffered += len(data)
         if self._buffered >= STREAM_HIGH_WATER and not self._paused:
             self._paused = True
+            self._paused_at = time.monotonic()
             self._conn.transport.pause_reading()
         self._wake()
 
@@ -105,7 +108,7 @@ class BodyStream:
     def _fail(self, exc):
         if self._error is None:
             self._error = exc
-            self.held = self._paused
+            self._count_pause()
         self._wake()
 
     def _wake(self):
@@ -137,10 +140,15 @@ class BodyStream:
         self._chunks.clear()
         self._buffered = 0
         if self._paused:
+            self._count_pause()
             self._paused = False
             if not self._conn.closed:
                 self._conn.transport.resume_reading()
         return chunks
+
+    def _count_pause(self):
+        if self._paused:
+            self.held_for = max(self.held_for, time.monotonic() - self._paused_at)
 
     def _expire(self, timeout):
         if self._complete or self._closed:  # the last bytes came in the same loop iteration

@@ -36,6 +36,7 @@ class Peer:
     ``/stall`` sends a little then nothing, anything else is a 404 with a message."""
 
     def __init__(self):
+        self.writers = []
         self.connections = 0
         self.written = 0  # bytes of /big the peer's socket accepted so far
         self.server = None
@@ -54,6 +55,7 @@ class Peer:
 
     async def _serve(self, reader, writer):
         self.connections += 1
+        self.writers.append(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -154,6 +156,31 @@ def test_a_body_that_breaks_off_hands_over_what_arrived_then_fails():
                     for c in await resp.body.take(5.0):
                         got += c
             assert bytes(got) == b"b" * 500000
+            assert resp.body.held_for == 0  # we were taking: the node's fault
+        finally:
+            pool.close()
+            await peer.stop()
+
+    _run(run())
+
+
+def test_a_body_cut_while_held_back_says_how_long():
+    """A node gives up on a reader that stopped (its send timeout) while the gateway held
+    the connection back for a slow client: ``held_for`` tells the caller not to blame it."""
+    async def run():
+        peer = await Peer().start()
+        pool = NodePool()
+        try:
+            resp = await _get(pool, peer, "/big")
+            while peer.written < STREAM_HIGH_WATER:  # fill up to the mark: reading pauses
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            for w in peer.writers:
+                w.transport.abort()  # the node cuts the connection
+            with pytest.raises(ConnectionFailed):
+                while True:
+                    await resp.body.take(5.0)
+            assert resp.body.held_for >= 0.4
         finally:
             pool.close()
             await peer.stop()
