@@ -44,10 +44,13 @@ def ft2_script(name):
 
 
 def clean_env(home):
-    """An environment for 2.x processes: no PYTHONPATH to our package, a private HOME."""
+    """An environment for 2.x processes: no PYTHONPATH to our package, a private HOME, and
+    TMPDIR there too (the 2.x ``filetracker`` command makes a cache folder with ``mkdtemp``
+    and leaves it behind: under the test's folder it goes away with it)."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.pop("FILETRACKER_URL", None)
     env.pop("FILETRACKER_DIR", None)
     env["HOME"] = str(home)
+    env["TMPDIR"] = str(home)
     return env

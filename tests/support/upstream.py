@@ -84,6 +84,11 @@ class UpstreamServer(Service):
         # Our test environment may point at our package; the 2.x server must not see it.
         env.pop("PYTHONPATH", None)
         env.pop("FILETRACKER_URL", None)
+        # it writes its gunicorn configuration with mkstemp and never removes it: keep that
+        # file beside the data (the test's or the benchmark's folder), not in /tmp
+        tmp = os.path.dirname(self.data_dir.rstrip("/")) or "."
+        os.makedirs(tmp, exist_ok=True)
+        env["TMPDIR"] = tmp
         if log_path is None:
             log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")) or ".",
                                     "upstream-%d.log" % self.port)
