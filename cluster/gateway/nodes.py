@@ -95,17 +95,23 @@ class NodeClient:
         return h
 
     async def request(self, url, method, path, body=None, headers=None, timeout=None,
-                      streaming_callback=None, observe=True):
+                      streaming_callback=None, observe=True, stream=False):
         """Send one request to the node at ``url``; never raises for network errors.
 
         With ``observe`` false a failure is not reported (the liveness probe
-        itself uses that).
+        itself uses that).  With ``stream`` (a GET) the body of a 2xx answer
+        is a :class:`~cluster.gateway.pool.BodyStream`, handed over once the
+        headers arrived (the caller takes it to its end or closes it); any
+        other answer is whole.
         """
         timeout = self._config.timeout if timeout is None else timeout
         host, port, netloc = self._address(url)
         data = build_request(method, path, netloc, self.headers(headers), body)
         try:
-            resp = await self._pool.request(host, port, data, method == "HEAD", timeout)
+            if stream:
+                resp = await self._pool.stream(host, port, data, timeout)
+            else:
+                resp = await self._pool.request(host, port, data, method == "HEAD", timeout)
         except (ConnectionFailed, ValueError) as exc:
             if observe:
                 self._observer.node_failed(url, "%s %s: %s" % (method, path[:80], exc))
@@ -113,31 +119,12 @@ class NodeClient:
         if streaming_callback is not None and resp.body:
             streaming_callback(resp.body)
             resp.body = b""
-        self._saw(url, resp)
-        return NodeReply(url, resp.code, resp.headers, resp.body or b"")
-
-    def _saw(self, url, resp):
         epoch = resp.headers.get(EPOCH_HEADER)
         if epoch:
             try:
                 self._observer.epoch_seen(int(epoch), url)
             except ValueError:
                 pass
-
-    async def stream(self, url, path, headers=None, timeout=None):
-        """``GET path`` on the node at ``url`` with the body of a 2xx answer streamed:
-        the reply's ``body`` is then a :class:`~cluster.gateway.pool.BodyStream`
-        (the caller takes it to its end or closes it); any other answer is whole.
-        Never raises for network errors (``code`` is None, the failure reported)."""
-        timeout = self._config.timeout if timeout is None else timeout
-        host, port, netloc = self._address(url)
-        data = build_request("GET", path, netloc, self.headers(headers), None)
-        try:
-            resp = await self._pool.stream(host, port, data, timeout)
-        except (ConnectionFailed, ValueError) as exc:
-            self._observer.node_failed(url, "GET %s: %s" % (path[:80], exc))
-            return NodeReply(url, None, {}, b"", error=str(exc))
-        self._saw(url, resp)
         return NodeReply(url, resp.code, resp.headers, resp.body if resp.body is not None else b"")
 
     def failed(self, url, reason):

@@ -176,14 +176,18 @@ async def widen_miss(services, read):
     return QuorumRead(read.name, answers, True, set(), list(read.nodes) + extra)
 
 
+def _live_first(services, holders):
+    """``holders`` with those marked down last, not never: they just answered the record lookup."""
+    live = [u for u in holders if services.view.is_live(u)]
+    return live + [u for u in holders if u not in live]
+
+
 async def fetch_piece(services, holders, sha256, start, end):
     """Bytes ``start..end`` (inclusive) of blob ``sha256`` from the first holder
     that delivers them whole; ``(data, holder_url)`` or ``(None, None)``."""
     length = end - start + 1
     timeout = services.config.timeout + length / SLOWEST_PIECE_BYTES_PER_S
-    live = [u for u in holders if services.view.is_live(u)]
-    # holders marked down last, not never: they just answered the record lookup
-    for url in live + [u for u in holders if u not in live]:
+    for url in _live_first(services, holders):
         reply = await services.client.request(url, "GET", "/_cluster/blobs/" + sha256,
                                               headers={"Range": "bytes=%d-%d" % (start, end)},
                                               timeout=timeout)
@@ -201,10 +205,9 @@ async def open_body(services, holders, sha256, start, end):
     first holder that answers with exactly that range: ``(BodyStream, holder_url)``
     or ``(None, None)``.  Live holders are asked first, in the given order."""
     length = end - start + 1
-    live = [u for u in holders if services.view.is_live(u)]
-    for url in live + [u for u in holders if u not in live]:
-        reply = await services.client.stream(url, "/_cluster/blobs/" + sha256,
-                                             headers={"Range": "bytes=%d-%d" % (start, end)})
+    for url in _live_first(services, holders):
+        reply = await services.client.request(url, "GET", "/_cluster/blobs/" + sha256,
+                                              headers={"Range": "bytes=%d-%d" % (start, end)}, stream=True)
         body = reply.body
         if isinstance(body, BodyStream):
             if body.length == length and (start == 0 if reply.code == 200 else _starts_at(reply, start)):

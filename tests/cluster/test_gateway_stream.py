@@ -99,128 +99,102 @@ async def _take_all(body, timeout=5.0):
             got += c
 
 
-def _run(coro):
-    asyncio.run(asyncio.wait_for(coro, 60))
+def _with_peer(test):
+    """Run ``await test(peer, pool)`` against a fresh :class:`Peer` and pool (60 s at most)."""
+    async def main():
+        peer = await Peer().start()
+        pool = NodePool()
+        try:
+            await test(peer, pool)
+        finally:
+            pool.close()
+            await peer.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 def test_a_consumer_that_waits_holds_back_the_node_and_the_connection_is_reused():
-    async def run():
-        peer = await Peer().start()
-        pool = NodePool()
-        try:
-            resp = await _get(pool, peer, "/big")
-            assert resp.code == 200 and isinstance(resp.body, BodyStream) and resp.body.length == BIG
-            await asyncio.sleep(1.0)  # take nothing: the peer fills the buffers, then must wait
-            # the high-water mark, one read's worth over it, and the two sockets' buffers (a few MiB each)
-            assert peer.written < STREAM_HIGH_WATER + (16 << 20), peer.written
-            got = await _take_all(resp.body)
-            assert len(got) == BIG and got == (bytes(range(256)) * 1024) * (BIG >> 18)
-            again = await _get(pool, peer, "/big")  # on the same connection, given back to the pool
-            assert len(await _take_all(again.body)) == BIG
-            assert peer.connections == 1
-        finally:
-            pool.close()
-            await peer.stop()
+    async def run(peer, pool):
+        resp = await _get(pool, peer, "/big")
+        assert resp.code == 200 and isinstance(resp.body, BodyStream) and resp.body.length == BIG
+        await asyncio.sleep(1.0)  # take nothing: the peer fills the buffers, then must wait
+        # the high-water mark, one read's worth over it, and the two sockets' buffers (a few MiB each)
+        assert peer.written < STREAM_HIGH_WATER + (16 << 20), peer.written
+        got = await _take_all(resp.body)
+        assert len(got) == BIG and got == (bytes(range(256)) * 1024) * (BIG >> 18)
+        again = await _get(pool, peer, "/big")  # on the same connection, given back to the pool
+        assert len(await _take_all(again.body)) == BIG
+        assert peer.connections == 1
 
-    _run(run())
+    _with_peer(run)
 
 
 def test_a_body_closed_early_drops_its_connection():
-    async def run():
-        peer = await Peer().start()
-        pool = NodePool()
-        try:
-            resp = await _get(pool, peer, "/big")
-            assert await resp.body.take(5.0)
-            resp.body.close()
-            again = await _get(pool, peer, "/big")
-            assert len(await _take_all(again.body)) == BIG
-            assert peer.connections == 2
-        finally:
-            pool.close()
-            await peer.stop()
+    async def run(peer, pool):
+        resp = await _get(pool, peer, "/big")
+        assert await resp.body.take(5.0)
+        resp.body.close()
+        again = await _get(pool, peer, "/big")
+        assert len(await _take_all(again.body)) == BIG
+        assert peer.connections == 2
 
-    _run(run())
+    _with_peer(run)
 
 
 def test_a_body_that_breaks_off_hands_over_what_arrived_then_fails():
-    async def run():
-        peer = await Peer().start()
-        pool = NodePool()
-        try:
-            resp = await _get(pool, peer, "/broken")
-            assert resp.code == 206
-            got = bytearray()
-            with pytest.raises(ConnectionFailed, match="after 500000 of 1000000 body bytes"):
-                while True:
-                    for c in await resp.body.take(5.0):
-                        got += c
-            assert bytes(got) == b"b" * 500000
-            assert resp.body.held_for == 0  # we were taking: the node's fault
-        finally:
-            pool.close()
-            await peer.stop()
+    async def run(peer, pool):
+        resp = await _get(pool, peer, "/broken")
+        assert resp.code == 206
+        got = bytearray()
+        with pytest.raises(ConnectionFailed, match="after 500000 of 1000000 body bytes"):
+            while True:
+                for c in await resp.body.take(5.0):
+                    got += c
+        assert bytes(got) == b"b" * 500000
+        assert resp.body.held_for == 0  # we were taking: the node's fault
 
-    _run(run())
+    _with_peer(run)
 
 
 def test_a_body_cut_while_held_back_says_how_long():
     """A node gives up on a reader that stopped (its send timeout) while the gateway held
     the connection back for a slow client: ``held_for`` tells the caller not to blame it."""
-    async def run():
-        peer = await Peer().start()
-        pool = NodePool()
-        try:
-            resp = await _get(pool, peer, "/big")
-            while peer.written < STREAM_HIGH_WATER:  # fill up to the mark: reading pauses
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
-            for w in peer.writers:
-                w.transport.abort()  # the node cuts the connection
-            with pytest.raises(ConnectionFailed):
-                while True:
-                    await resp.body.take(5.0)
-            assert resp.body.held_for >= 0.4
-        finally:
-            pool.close()
-            await peer.stop()
+    async def run(peer, pool):
+        resp = await _get(pool, peer, "/big")
+        while peer.written < STREAM_HIGH_WATER:  # fill up to the mark: reading pauses
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        for w in peer.writers:
+            w.transport.abort()  # the node cuts the connection
+        with pytest.raises(ConnectionFailed):
+            while True:
+                await resp.body.take(5.0)
+        assert resp.body.held_for >= 0.4
 
-    _run(run())
+    _with_peer(run)
 
 
 def test_a_stalled_body_fails_after_the_timeout():
-    async def run():
-        peer = await Peer().start()
-        pool = NodePool()
-        try:
-            resp = await _get(pool, peer, "/stall")
-            assert await resp.body.take(5.0) == [b"s" * 10]
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            with pytest.raises(ConnectionFailed, match="no bytes for 0.3s"):
-                await resp.body.take(0.3)
-            assert loop.time() - t0 < 3
-        finally:
-            pool.close()
-            await peer.stop()
+    async def run(peer, pool):
+        resp = await _get(pool, peer, "/stall")
+        assert await resp.body.take(5.0) == [b"s" * 10]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(ConnectionFailed, match="no bytes for 0.3s"):
+            await resp.body.take(0.3)
+        assert loop.time() - t0 < 3
 
-    _run(run())
+    _with_peer(run)
 
 
 def test_an_error_answer_arrives_whole():
-    async def run():
-        peer = await Peer().start()
-        pool = NodePool()
-        try:
-            resp = await _get(pool, peer, "/nothing")
-            assert resp.code == 404 and resp.body == b"missing"
-            resp = await _get(pool, peer, "/nothing")  # the connection went back to the pool at once
-            assert resp.code == 404 and peer.connections == 1
-        finally:
-            pool.close()
-            await peer.stop()
+    async def run(peer, pool):
+        resp = await _get(pool, peer, "/nothing")
+        assert resp.code == 404 and resp.body == b"missing"
+        resp = await _get(pool, peer, "/nothing")  # the connection went back to the pool at once
+        assert resp.code == 404 and peer.connections == 1
 
-    _run(run())
+    _with_peer(run)
 
 
 # ---- end to end: a slow, steady client does not make the gateway buffer the file -------------
