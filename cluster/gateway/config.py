@@ -41,3 +41,6 @@ class GatewayConfig:
     send_timeout: float = 300.0
     max_uploads: int | None = None
     auth_file: str | None = None
+    #: answer plain GET/HEAD of small files outside Tornado's handler cycle
+    #: (cluster/gateway/fastpath.py); off: --no-fast-reads
+    fast_reads: bool = True

@@ -15,6 +15,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from cluster.gateway import listing
+from cluster.gateway.fastpath import take_prefetched
 from cluster.gateway.pool import ConnectionFailed
 from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
 from cluster.gateway.view import NoRing
@@ -63,8 +64,13 @@ class FilesHandler(BaseHandler):
     """PUT streams to N replicas; GET/HEAD read a quorum; DELETE writes a tombstone."""
 
     _fanout = None
+    _prefetched = None
 
     async def prepare(self):
+        # taken first, whatever happens next: a keep-alive connection must not keep it
+        self._prefetched = take_prefetched(self.request)
+        if self._prefetched is not None:  # the latency metric counts from the fast path's start
+            self.request._start_time = self._prefetched.started
         super().prepare()
         if self.request.method != "PUT":
             return
@@ -111,8 +117,13 @@ class FilesHandler(BaseHandler):
         await self.ring()
         # HEAD ignores Range (like our server and a plain file server): 200, full length
         range_header = self.request.headers.get("Range") if with_body else None
-        # Usually one round trip: R owners asked at once, the first one for the body too.
-        direct = None if range_header is not None else await direct_read(self.services, name, with_body)
+        # Usually one round trip: R owners asked at once, the first one for the body too
+        # (already made when the fast path handed the request over: fastpath.py).
+        if self._prefetched is not None:
+            direct = self._prefetched.direct
+            self._prefetched = None
+        else:
+            direct = None if range_header is not None else await direct_read(self.services, name, with_body)
         data = url = None
         # Two attempts: when every replica holding the winner fails before the first
         # byte (e.g. it just died), they are now marked down and a new quorum read

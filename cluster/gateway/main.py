@@ -3,6 +3,7 @@
     filetracker-gateway --port PORT [--host 127.0.0.1] --nodes URL[,URL...]
         [--write-quorum W] [--read-quorum R] [--timeout S]
         [--cluster-secret-file F] [--log-level L] [--fallback-url URL [--fallback-no-copy]]
+        [--no-fast-reads] [--processes N]
 """
 
 import argparse
@@ -13,6 +14,7 @@ import sys
 
 from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
+from cluster.gateway.fastpath import serve_front
 from cluster.gateway.procs import run_processes
 from filetracker import configfile
 from filetracker.server import eventloop, observe
@@ -42,6 +44,9 @@ def parse_args(argv):
     add_guard_arguments(p, GatewayConfig)  # --auth-file, --max-uploads, timeouts, size limits
     p.add_argument("--max-body-size", type=int, default=GatewayConfig.max_body_size, metavar="BYTES",
                    help="largest accepted upload in bytes (413 above it; default 16 GiB)")
+    p.add_argument("--no-fast-reads", action="store_true",
+                   help="answer every request through the full handler cycle (the fast path for "
+                        "small GET/HEAD, cluster/gateway/fastpath.py, is on by default)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")
@@ -74,9 +79,10 @@ async def serve(args, nodes, sockets=None):
     config = GatewayConfig(nodes=nodes, write_quorum=args.write_quorum, read_quorum=args.read_quorum,
                            timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file),
                            fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
-                           max_body_size=args.max_body_size, **guard_config(args))
+                           max_body_size=args.max_body_size, fast_reads=not args.no_fast_reads,
+                           **guard_config(args))
     app = make_app(config)
-    server = make_server(app, config)
+    server = make_server(serve_front(app, config), config)
     if sockets:  # --processes N: the socket was bound before the fork
         server.add_sockets(sockets)
     else:

@@ -151,12 +151,13 @@ class RequestObserver:
 
     def __call__(self, handler):
         request = handler.request
-        method = request.method or "-"
-        status = handler.get_status()
-        seconds = request.request_time()
-        sent = getattr(request, "ft_bytes_sent", 0)
-        received = bytes_received(handler)
-        path = request.path or "/"
+        self.record(request.method or "-", request.path or "/", handler.get_status(),
+                    request.request_time(), bytes_received(handler), getattr(request, "ft_bytes_sent", 0),
+                    request.remote_ip)
+
+    def record(self, method, path, status, seconds, received, sent, remote):
+        """Count one finished request and write its access line (also for answers given
+        outside a ``RequestHandler``, e.g. the gateway's fast path)."""
         requests_, latency, received_, sent_ = self._series(method, status, route_of(path))
         requests_.inc()
         latency.observe(seconds)
@@ -167,11 +168,11 @@ class RequestObserver:
         if access_log.isEnabledFor(logging.INFO):
             fields = {"method": method, "path": unquote(path), "name": file_name(path), "status": status,
                       "bytes_in": received, "bytes_out": sent, "duration_ms": round(seconds * 1000.0, 3),
-                      "remote": request.remote_ip}
+                      "remote": remote}
             # makeRecord + handle: what .info() does, minus the caller lookup (a third of its cost)
             access_log.handle(access_log.makeRecord(
                 access_log.name, logging.INFO, "", 0, "%s %s %d in=%d out=%d %.1fms %s",
-                (method, fields["path"], status, received, sent, seconds * 1000.0, fields["remote"]), None,
+                (method, fields["path"], status, received, sent, seconds * 1000.0, remote), None,
                 extra={"access": fields}))
 
 

@@ -78,17 +78,22 @@ class TestCluster:
     def start(self):
         for i in range(len(self.nodes)):
             self.nodes[i] = self.node_service(i).start()
-        for j in range(self.n_gateways):
-            port = free_port()
-            url = "http://127.0.0.1:%d" % port
-            argv = [script("filetracker-gateway"), "--port", str(port), "--nodes", ",".join(self.node_urls),
-                    "--log-level", "WARNING"] + self.gateway_args
-            if self.secret_file:
-                argv += ["--cluster-secret-file", self.secret_file]
-            self.gateways.append(Service(argv, os.path.join(self.tmp, "gateway%d.log" % j),
-                                         ready_url=url + "/version/").start())
-            self.gateway_urls.append(url)
+        for _ in range(self.n_gateways):
+            self.start_gateway()
         return self
+
+    def start_gateway(self, extra_args=()):
+        """Start one more gateway (``gateway_args`` then ``extra_args``); returns its URL."""
+        port = free_port()
+        url = "http://127.0.0.1:%d" % port
+        argv = [script("filetracker-gateway"), "--port", str(port), "--nodes", ",".join(self.node_urls),
+                "--log-level", "WARNING"] + self.gateway_args + list(extra_args)
+        if self.secret_file:
+            argv += ["--cluster-secret-file", self.secret_file]
+        self.gateways.append(Service(argv, os.path.join(self.tmp, "gateway%d.log" % len(self.gateways)),
+                                     ready_url=url + "/version/").start())
+        self.gateway_urls.append(url)
+        return url
 
     @property
     def gw(self):
