@@ -15,7 +15,6 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from cluster.gateway import listing
-from cluster.gateway.fastpath import take_prefetched
 from cluster.gateway.pool import ConnectionFailed
 from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
 from cluster.gateway.view import NoRing
@@ -25,6 +24,7 @@ from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range, 
 from filetracker.records import Record, merge
 from filetracker.server.base import BaseHandler as ServerBaseHandler
 from filetracker.server.base import HTTPFail, folder_from_path, name_from_path, request_version
+from filetracker.server.front import take_prefetched
 from filetracker.server.observe import count_sent
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,6 @@ class FilesHandler(BaseHandler):
     async def prepare(self):
         # taken first, whatever happens next: a keep-alive connection must not keep it
         self._prefetched = take_prefetched(self.request)
-        if self._prefetched is not None:  # the latency metric counts from the fast path's start
-            self.request._start_time = self._prefetched.started
         super().prepare()
         if self.request.method != "PUT":
             return
@@ -120,7 +118,7 @@ class FilesHandler(BaseHandler):
         # Usually one round trip: R owners asked at once, the first one for the body too
         # (already made when the fast path handed the request over: fastpath.py).
         if self._prefetched is not None:
-            direct = self._prefetched.direct
+            direct = self._prefetched.value
             self._prefetched = None
         else:
             direct = None if range_header is not None else await direct_read(self.services, name, with_body)

@@ -10,8 +10,9 @@ from filetracker.auth import TokenFile
 from filetracker.server import observe
 from filetracker.server.base import NotFoundHandler
 from filetracker.server.fallback import ServerFallback
+from filetracker.server.front import FastFront
 from filetracker.server.guard import Limits, guard_settings
-from filetracker.server.handlers import FilesContext, public_routes
+from filetracker.server.handlers import CachedReads, FilesContext, public_routes
 from filetracker.server.offload import DiskExecutor
 from filetracker.storage import ObjectStore
 from filetracker.storage.readcache import CachingStore, ReadCache
@@ -58,6 +59,8 @@ class ServerConfig:
     #: (filetracker/storage/readcache.py); 0: off.  Only for one process (main.py turns it
     #: off with --workers N > 1: another process's writes would not invalidate it).
     read_cache_bytes: int = 16 * 1024 * 1024
+    #: answer GET/HEAD of cached files outside Tornado's handler cycle (filetracker/server/front.py)
+    fast_reads: bool = True
 
 
 def guard_of(config):
@@ -102,6 +105,16 @@ def make_app(config, store=None, executor=None):
     # GET /metrics, request metrics and access lines (filetracker.server.observe)
     observe.instrument(app, observe.server_registry(store), executor=executor)
     return app
+
+
+def serve_front(app, config):
+    """What the server's HTTP server should be given: the fast front for small reads
+    (:mod:`filetracker.server.front`, answering from the read cache) around ``app``, or ``app``
+    itself when there is no read cache (``--workers`` > 1) or ``config.fast_reads`` is off."""
+    cache = app.ctx.read_cache
+    if cache is None or not config.fast_reads:
+        return app
+    return FastFront(app, CachedReads(cache))
 
 
 class HTTPServer(tornado.httpserver.HTTPServer):

@@ -23,6 +23,7 @@ from filetracker.server.base import (
     name_from_path,
     request_version,
 )
+from filetracker.server.front import take_prefetched
 from filetracker.server.streaming import open_for_read, send_file
 from filetracker.server.upload_body import StreamedUploadMixin
 from filetracker.storage.errors import ChecksumMismatch, SizeMismatch
@@ -56,6 +57,26 @@ class FilesContext:
             return await run(fn, *args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+
+class CachedReads:
+    """The answerer of the single server's fast front (:class:`filetracker.server.front.FastFront`):
+    a GET/HEAD whose record (and, for GET, whole body) is in ``cache`` is answered at once, as
+    :meth:`FilesHandler.get` answers it from the cache; anything else goes to that handler,
+    marked as already looked up."""
+
+    CONSULTED = True  # the prefetched value: "the cache had nothing usable"
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def __call__(self, exchange):
+        entry = self.cache.get(exchange.name, want_body=exchange.with_body)
+        if entry is None or entry[0].deleted:
+            exchange.hand_over(self.CONSULTED)
+            return
+        record, data = entry
+        exchange.send_whole(record.version, record.size, data)
 
 
 class ContextHandler(BaseHandler):
@@ -130,12 +151,14 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
     # ------------------------------------------------------------------ GET / HEAD
 
     async def get(self, path_arg):
+        # the fast front (CachedReads) found no usable entry: not asked twice (nor counted twice)
+        consulted = take_prefetched(self.request) is not None
         name, _version = name_from_path(path_arg)
         want_body = self.request.method != "HEAD"
         range_header = self.request.headers.get("Range")
         cache = self.ctx.read_cache if range_header is None else None
         if cache is not None:
-            entry = cache.get(name, want_body=want_body)
+            entry = None if consulted else cache.get(name, want_body=want_body)
             if entry is not None and not entry[0].deleted:
                 self.send_whole(entry[0], entry[1] if want_body else b"")
                 return

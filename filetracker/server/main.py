@@ -19,7 +19,7 @@ import tornado.netutil
 
 from filetracker import configfile
 from filetracker.server import eventloop, observe
-from filetracker.server.app import ServerConfig, make_app, make_server
+from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
 from filetracker.storage import ObjectStore
 
 log = logging.getLogger("filetracker.server")
@@ -59,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--read-cache-bytes", type=byte_count, default=ServerConfig.read_cache_bytes,
                    help="memory for recently read records and small bodies answered without a disk hop "
                         "(default 16M; 0: off; always off with --workers above 1)")
+    p.add_argument("--no-fast-reads", action="store_true",
+                   help="answer every request through the full handler cycle (the fast path for "
+                        "GET/HEAD of cached files, filetracker/server/front.py, is on by default)")
     add_guard_arguments(p)
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
@@ -158,7 +161,7 @@ def setup_logging(path, level):
 async def serve(sockets, config):
     """Serve on ``sockets`` until SIGTERM/SIGINT, then shut down cleanly."""
     app = make_app(config)
-    server = make_server(app, config)
+    server = make_server(serve_front(app, config), config)
     server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -239,6 +242,7 @@ def main(argv=None):
                           max_body_size=args.max_body_size, threads=args.threads,
                           # several processes share the store: one's writes would not reach another's cache
                           read_cache_bytes=args.read_cache_bytes if args.workers == 1 else 0,
+                          fast_reads=not args.no_fast_reads,
                           **guard_config(args))
     try:
         os.makedirs(config.dir, exist_ok=True)

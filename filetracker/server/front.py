@@ -1,0 +1,220 @@
+"""A fast front for small GET/HEAD: answered outside Tornado's request-handler cycle.
+
+Why: a small GET is bound by the server's CPU, and a profile under load shows
+about half of it in Tornado's routing and ``RequestHandler`` life cycle
+(request object, handler object, ``prepare``, header dictionaries, output
+transforms, ``flush``).  When the answer is already known (a cached body, a
+gateway's direct read) that cycle is most of the work.
+
+:class:`FastFront` sits between Tornado's ``HTTPServer`` and the application.
+A request it may take -- GET or HEAD of ``/files/<valid name>`` without query,
+``Range`` or body, with access control off and within the header and target
+limits -- is given to an *answerer*, a callable ``answerer(exchange)`` that
+either sends the whole answer (:meth:`Exchange.send_whole`) or hands the request
+over (:meth:`Exchange.hand_over`), at once or later from a task.  Every other
+request goes to the application exactly as if it had come straight to it.
+A handed-over request may carry what the answerer already learned
+(:func:`take_prefetched`), so that no work is done twice.
+
+:meth:`Exchange.send_whole` gives the answer the handlers give (status 200,
+the same headers -- ``Date`` is the second it is sent -- and body) and counts it
+with the application's :class:`~filetracker.server.observe.RequestObserver`.
+A client that stops reading is cut after the guard's ``send_timeout``, as
+with the handlers.
+"""
+
+import logging
+import time
+from urllib.parse import unquote_to_bytes
+
+import tornado
+from tornado import gen, httputil
+
+from filetracker.errors import InvalidNameError
+from filetracker.httpdate import format_version
+from filetracker.names import check_name
+from filetracker.server import guard as _guard
+from filetracker.server.base import DEFAULT_MAX_HEADER_BYTES
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/files/"
+#: attribute of the request's connection carrying a handed-over request's findings
+_PREFETCHED = "ft_prefetched"
+#: what Tornado's RequestHandler sends, so both paths answer alike
+_SERVER = "TornadoServer/%s" % tornado.version
+_OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+
+
+class Prefetched:
+    """What the front learned about a request it handed over (see :func:`take_prefetched`)."""
+
+    __slots__ = ("headers", "value", "started")
+
+    def __init__(self, headers, value, started):
+        self.headers = headers  # identifies the request: the very HTTPHeaders object Tornado parsed
+        self.value = value
+        self.started = started
+
+
+def take_prefetched(request):
+    """The :class:`Prefetched` the front left for ``request`` (a Tornado ``HTTPServerRequest``),
+    or None; removed either way, so that it is used once and a keep-alive connection does not
+    hold it between requests.  The request's start time becomes the front's, so the latency
+    metric counts the front's part too."""
+    conn = request.connection
+    found = conn.__dict__.pop(_PREFETCHED, None) if conn is not None else None
+    if found is None or found.headers is not request.headers:
+        return None
+    request._start_time = found.started  # no public setter; request_time() reads it
+    return found
+
+
+class FastFront(httputil.HTTPServerConnectionDelegate):
+    """Tornado's server delegate in front of ``app``, giving plain small reads to ``answerer``."""
+
+    def __init__(self, app, answerer):
+        self.app = app
+        self.answerer = answerer
+        observer = app.settings.get("log_function")
+        self.record = getattr(observer, "record", None)  # RequestObserver.record, when instrumented
+        guard = app.settings.get(_guard.SETTING)
+        limits = guard.limits if guard is not None else _guard.Limits()
+        # access control has its own answers (401/403): those requests take the full path
+        self.enabled = guard is None or guard.auth is None
+        self.max_uri = limits.max_uri_bytes
+        self.max_header = limits.max_header_bytes if limits.max_header_bytes is not None \
+            else DEFAULT_MAX_HEADER_BYTES
+        self.send_timeout = limits.send_timeout
+        self._date = (0, "")
+
+    def start_request(self, server_conn, request_conn):
+        return Exchange(self, server_conn, request_conn)
+
+    def on_close(self, server_conn):
+        self.app.on_close(server_conn)
+
+    def name_of(self, start_line, headers):
+        """The file name when the front takes the request, else None.
+
+        Whatever it declines (a bad name included) is answered by the
+        application, with its error messages.
+        """
+        if not self.enabled or start_line.method not in ("GET", "HEAD"):
+            return None
+        uri = start_line.path
+        if not uri.startswith(PREFIX) or "?" in uri:
+            return None
+        if self.max_uri is not None and len(uri) > self.max_uri:
+            return None
+        if "Range" in headers or "Transfer-Encoding" in headers \
+                or headers.get("Content-Length", "0").strip() != "0":
+            return None
+        if sum(len(k) + len(v) + 4 for k, v in headers.get_all()) > self.max_header:
+            return None
+        try:  # decoded as Tornado decodes a path argument: percent escapes, then UTF-8
+            name, _version = check_name("/" + unquote_to_bytes(uri[len(PREFIX):]).decode("utf-8"),
+                                        allow_version=True)  # the client checks the version it gets
+        except (UnicodeDecodeError, InvalidNameError):
+            return None
+        return name
+
+    def date(self):
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, httputil.format_timestamp(now))
+        return self._date[1]
+
+
+class Exchange(httputil.HTTPMessageDelegate):
+    """One request on a connection: answered by the front's answerer, or passed to the application.
+
+    For the answerer: ``name`` (the file name), ``with_body`` (GET, not HEAD),
+    ``conn`` (Tornado's HTTP1Connection), :meth:`closed`, :meth:`send_whole`,
+    :meth:`hand_over`.  Exactly one of the last two must be called.
+    """
+
+    __slots__ = ("front", "server_conn", "conn", "inner", "start_line", "headers", "name", "started")
+
+    def __init__(self, front, server_conn, request_conn):
+        self.front = front
+        self.server_conn = server_conn
+        self.conn = request_conn
+        self.inner = None  # the application's delegate, once handed over
+
+    @property
+    def with_body(self):
+        return self.start_line.method == "GET"
+
+    def headers_received(self, start_line, headers):
+        name = self.front.name_of(start_line, headers)
+        if name is None:
+            self.inner = self.front.app.start_request(self.server_conn, self.conn)
+            return self.inner.headers_received(start_line, headers)
+        self.started = time.time()
+        self.start_line, self.headers, self.name = start_line, headers, name
+        return None
+
+    def data_received(self, chunk):
+        # only handed-over requests have a body (name_of declines the others)
+        return self.inner.data_received(chunk)
+
+    def finish(self):
+        if self.inner is not None:
+            self.inner.finish()
+            return
+        try:
+            self.front.answerer(self)
+        except Exception:  # a bug: the client gets a closed connection, not a hang
+            self.fail()
+
+    def on_connection_close(self):
+        if self.inner is not None:
+            self.inner.on_connection_close()
+
+    def closed(self):
+        """True when the client went away (Tornado has then ended this connection)."""
+        return self.conn.stream.closed()
+
+    def fail(self):
+        """Log the current exception and close the connection (an answerer's bug)."""
+        log.exception("%s %s failed", self.start_line.method, self.start_line.path)
+        self.conn.close()
+
+    def send_whole(self, version, size, body):
+        """Answer 200 with the file's headers and ``body`` (its ``size`` bytes; ignored for HEAD)."""
+        if self.closed():
+            return
+        front, conn = self.front, self.conn
+        headers = httputil.HTTPHeaders()
+        headers["Server"] = _SERVER
+        headers["Content-Type"] = "application/octet-stream"
+        headers["Date"] = front.date()
+        headers["Last-Modified"] = format_version(version)
+        headers["Accept-Ranges"] = "bytes"
+        headers["Content-Length"] = str(size)
+        if not self.with_body:
+            body = None
+        sent = conn.write_headers(_OK, headers, body or None)
+        conn.finish()
+        if front.send_timeout and not sent.done():
+            # a client that stops reading must not hold the connection and the body for ever
+            _guard.bound_send(sent, conn, front.send_timeout,
+                              "%s %s" % (self.start_line.method, self.start_line.path))
+        if front.record is not None:
+            front.record(self.start_line.method, self.start_line.path, 200, time.time() - self.started,
+                         0, len(body) if body else 0, conn.context.remote_ip)
+
+    def hand_over(self, prefetched=None):
+        """Give the request to the application, as Tornado would have (GET/HEAD: no body);
+        ``prefetched`` (any value) reaches the handler through :func:`take_prefetched`."""
+        if self.closed():
+            return
+        if prefetched is not None:
+            setattr(self.conn, _PREFETCHED, Prefetched(self.headers, prefetched, self.started))
+        inner = self.inner = self.front.app.start_request(self.server_conn, self.conn)
+        waiting = inner.headers_received(self.start_line, self.headers)
+        if waiting is None:
+            inner.finish()
+        else:  # a body-streaming handler: its prepare() runs first, as with Tornado
+            gen.convert_yielded(waiting).add_done_callback(lambda _: inner.finish())
