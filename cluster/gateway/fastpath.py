@@ -24,6 +24,11 @@ from filetracker.server.front import FastFront
 
 log = logging.getLogger(__name__)
 
+#: the prefetched value of a request whose direct read was tried and gave nothing usable
+#: (fewer than R owners live, or one answered with an error): the handler goes straight on
+#: to the quorum read instead of asking the same nodes again
+DIRECT_FAILED = "direct read failed"
+
 
 class GatewayReads:
     """The answerer of the gateway's front (``answerer(exchange)``, see FastFront)."""
@@ -37,13 +42,19 @@ class GatewayReads:
     async def _answer(self, exchange):
         try:
             services = self.services
-            direct = None
-            if services.view.ring is not None:
-                try:
-                    direct = await direct_read(services, exchange.name, exchange.with_body)
-                except Exception:
-                    log.exception("fast read of %s failed; the full path answers", exchange.name)
-            winner = direct.read.winner if direct is not None else None
+            if services.view.ring is None:  # the handler waits for one (or answers 503)
+                exchange.hand_over()
+                return
+            try:
+                direct = await direct_read(services, exchange.name, exchange.with_body)
+            except Exception:
+                log.exception("fast read of %s failed; the full path answers", exchange.name)
+                exchange.hand_over()
+                return
+            if direct is None:
+                exchange.hand_over(DIRECT_FAILED)
+                return
+            winner = direct.read.winner
             if winner is None or winner.deleted or (exchange.with_body and (
                     direct.first is None or winner.size > services.config.range_size)):
                 exchange.hand_over(direct)

@@ -15,6 +15,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from cluster.gateway import listing
+from cluster.gateway.fastpath import DIRECT_FAILED
 from cluster.gateway.pool import ConnectionFailed
 from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
 from cluster.gateway.view import NoRing
@@ -120,6 +121,8 @@ class FilesHandler(BaseHandler):
         if self._prefetched is not None:
             direct = self._prefetched.value
             self._prefetched = None
+            if direct is DIRECT_FAILED:
+                direct = None
         else:
             direct = None if range_header is not None else await direct_read(self.services, name, with_body)
         data = url = None

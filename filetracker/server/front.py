@@ -44,6 +44,8 @@ _PREFETCHED = "ft_prefetched"
 #: what Tornado's RequestHandler sends, so both paths answer alike
 _SERVER = "TornadoServer/%s" % tornado.version
 _OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+#: most Host header values whose verdict is remembered
+MAX_HOSTS = 256
 
 
 class Prefetched:
@@ -87,12 +89,31 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
             else DEFAULT_MAX_HEADER_BYTES
         self.send_timeout = limits.send_timeout
         self._date = (0, "")
+        self._hosts = {}  # Host header value -> accepted by Tornado (host_ok)
 
     def start_request(self, server_conn, request_conn):
         return Exchange(self, server_conn, request_conn)
 
-    def on_close(self, server_conn):
-        self.app.on_close(server_conn)
+    def host_ok(self, start_line, headers):
+        """True when Tornado would accept the request's Host header (HTTP/1.1 needs one; no
+        comma, i.e. not two of them; a valid host).  Tornado checks it while building the
+        request object, which the front never builds; every other request gets Tornado's
+        400.  The verdicts are remembered per value (a server sees few)."""
+        host = headers.get("Host")
+        if host is None:
+            return start_line.version != "HTTP/1.1"
+        verdict = self._hosts.get(host)
+        if verdict is None:
+            try:
+                httputil.HTTPServerRequest(method="GET", uri="/", version=start_line.version,
+                                           headers=httputil.HTTPHeaders({"Host": host}))
+                verdict = True
+            except httputil.HTTPInputError:
+                verdict = False
+            if len(self._hosts) >= MAX_HOSTS:  # bounded: a client can send any value
+                self._hosts.clear()
+            self._hosts[host] = verdict
+        return verdict
 
     def name_of(self, start_line, headers):
         """The file name when the front takes the request, else None.
@@ -111,6 +132,8 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
                 or headers.get("Content-Length", "0").strip() != "0":
             return None
         if sum(len(k) + len(v) + 4 for k, v in headers.get_all()) > self.max_header:
+            return None
+        if not self.host_ok(start_line, headers):
             return None
         try:  # decoded as Tornado decodes a path argument: percent escapes, then UTF-8
             name, _version = check_name("/" + unquote_to_bytes(uri[len(PREFIX):]).decode("utf-8"),
@@ -134,13 +157,15 @@ class Exchange(httputil.HTTPMessageDelegate):
     :meth:`hand_over`.  Exactly one of the last two must be called.
     """
 
-    __slots__ = ("front", "server_conn", "conn", "inner", "start_line", "headers", "name", "started")
+    __slots__ = ("front", "server_conn", "conn", "inner", "start_line", "headers", "name", "started",
+                 "answered")
 
     def __init__(self, front, server_conn, request_conn):
         self.front = front
         self.server_conn = server_conn
         self.conn = request_conn
         self.inner = None  # the application's delegate, once handed over
+        self.answered = False  # send_whole finished the answer
 
     @property
     def with_body(self):
@@ -177,9 +202,11 @@ class Exchange(httputil.HTTPMessageDelegate):
         return self.conn.stream.closed()
 
     def fail(self):
-        """Log the current exception and close the connection (an answerer's bug)."""
+        """Log the current exception and close the connection (an answerer's bug), unless the
+        answer was already sent whole."""
         log.exception("%s %s failed", self.start_line.method, self.start_line.path)
-        self.conn.close()
+        if not self.answered:
+            self.conn.close()
 
     def send_whole(self, version, size, body):
         """Answer 200 with the file's headers and ``body`` (its ``size`` bytes; ignored for HEAD)."""
@@ -197,6 +224,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             body = None
         sent = conn.write_headers(_OK, headers, body or None)
         conn.finish()
+        self.answered = True
         if front.send_timeout and not sent.done():
             # a client that stops reading must not hold the connection and the body for ever
             _guard.bound_send(sent, conn, front.send_timeout,
@@ -217,4 +245,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         if waiting is None:
             inner.finish()
         else:  # a body-streaming handler: its prepare() runs first, as with Tornado
-            gen.convert_yielded(waiting).add_done_callback(lambda _: inner.finish())
+            gen.convert_yielded(waiting).add_done_callback(lambda _: self._finish_inner())
+
+    def _finish_inner(self):
+        # Tornado calls a delegate's finish() only while the connection is open: a client that
+        # left meanwhile has had the handler's on_connection_close instead
+        if not self.closed():
+            self.inner.finish()

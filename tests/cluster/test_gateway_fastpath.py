@@ -167,3 +167,31 @@ def test_clients_leaving_early_do_not_disturb(cluster):
     assert requests.get(c.gw + "/files/fp/small", timeout=10).content == SMALL
     log = open(c.gateways[0].log_path).read()
     assert "Traceback" not in log and "ERROR" not in log
+
+
+def _status_of_raw(url, request):
+    """The status line's code of the answer to the raw ``request`` (bytes), or None if none came."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]) if data else None
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /files/fp/small HTTP/1.1\r\n\r\n",                          # HTTP/1.1 needs a Host
+    b"GET /files/fp/missing HTTP/1.1\r\n\r\n",                        # ... also when handed over
+    b"GET /files/fp/small HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",    # two Hosts
+    b"HEAD /files/fp/small HTTP/1.1\r\nHost: a b\r\n\r\n",            # not a host
+    b"GET /files/fp/small HTTP/1.0\r\n\r\n",                          # HTTP/1.0 may leave it out
+])
+def test_host_header_checked_like_tornado(cluster, request_bytes):
+    c, full, _ = cluster
+    assert _status_of_raw(c.gw, request_bytes) == _status_of_raw(full, request_bytes) is not None
+    log = open(c.gateways[0].log_path).read()
+    assert "Traceback" not in log and "ERROR" not in log

@@ -114,3 +114,30 @@ def test_pipelined_requests_on_the_front(servers):
             data += chunk
     assert data.count(b"HTTP/1.1 200 OK") == 3 and data.count(b"HTTP/1.1 404") == 1
     assert data.count(FILES["/f/small"]) == 3
+
+
+def _status_of_raw(url, request):
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]) if data else None
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /files/f/small HTTP/1.1\r\n\r\n",
+    b"GET /files/f/missing HTTP/1.1\r\n\r\n",
+    b"GET /files/f/small HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"HEAD /files/f/small HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET /files/f/small HTTP/1.0\r\n\r\n",
+])
+def test_host_header_checked_like_tornado(servers, request_bytes):
+    fast, full = servers
+    requests.get(fast.url + "/files/f/small", timeout=10)  # cached
+    assert _status_of_raw(fast.url, request_bytes) == _status_of_raw(full.url, request_bytes) is not None
+    assert "Traceback" not in fast.service.log_tail(200000)
