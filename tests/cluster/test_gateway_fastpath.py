@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date, wait_until
+from tests.security.support import raw_bytes
 
 V = BASE_VERSION
 SMALL = b"small body \x00\xff" * 100
@@ -170,16 +171,8 @@ def test_clients_leaving_early_do_not_disturb(cluster):
 
 
 def _status_of_raw(url, request):
-    """The status line's code of the answer to the raw ``request`` (bytes), or None if none came."""
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    """The status code of the answer to the raw ``request`` (read until the server closes), or None."""
+    data = raw_bytes(url, request)
     return int(data.split(b" ", 2)[1]) if data else None
 
 

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from filetracker.httpdate import format_version
+from tests.security.support import raw_bytes
 from tests.server.conftest import start_server
 from tests.support.waiting import wait_until
 
@@ -117,15 +118,8 @@ def test_pipelined_requests_on_the_front(servers):
 
 
 def _status_of_raw(url, request):
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    """The status code of the answer to the raw ``request`` (read until the server closes), or None."""
+    data = raw_bytes(url, request)
     return int(data.split(b" ", 2)[1]) if data else None
 
 
