@@ -7,6 +7,7 @@ the blob at once (``<dir>/quarantine/``); the repair runs when the test asks for
 """
 
 import os
+import re
 import time
 
 import pytest
@@ -178,3 +179,31 @@ def test_background_repair_right_after_detection(cluster_factory):
     assert r.status_code == 503 and "checksum mismatch" in r.headers["X-Exception"], r.headers
     assert wait_until(lambda: requests.get(c.urls[1] + "/files/auto/f", timeout=10).content == data, 15)
     figures("bitrot background repair", cases=3, faults=2, acked_checked=1)
+
+
+def _fetches(c):
+    """``POST /_cluster/fetch`` requests the nodes answered so far (any status; their own metrics)."""
+    total = 0.0
+    for url in c.urls:
+        text = requests.get(url + "/metrics", headers=c.headers(), timeout=10).text
+        total += sum(float(v) for v in re.findall(
+            r'^filetracker_http_requests_total\{method="POST",route="_cluster/fetch",status="\d+"\} (\S+)$',
+            text, re.M))
+    return int(total)
+
+
+def test_failed_direct_read_is_not_repeated_by_the_gateway(cluster_factory):
+    """A corrupt copy on the first owner makes the gateway's direct read fail (the batched read
+    answers "corrupt"): the fast path hands the request to the handler marked DIRECT_FAILED, which
+    goes straight to the quorum read and another holder's bytes instead of asking the same two
+    nodes again (2 batched fetches, not 4); the client gets the right bytes."""
+    c = cluster_factory(3, gateway=True)
+    name, data = "/rot/fast", os.urandom(20_000)  # small: read within the batch
+    assert gw_put(c.gateway_url, name, data, BASE).status_code == 200
+    first = c.urls.index(c.ring.owners(name)[0].id)
+    flip_byte(blob_path(c, first, sha256(data)))
+    before = _fetches(c)
+    r = requests.get(c.gateway_url + "/files" + name, timeout=30)
+    assert r.status_code == 200 and r.content == data
+    assert _fetches(c) - before == 2
+    figures("bitrot on read", cases=1, faults=1, acked_checked=1)
