@@ -67,6 +67,6 @@ class GatewayReads:
 def serve_front(app, config):
     """What the gateway's HTTP server should call: the fast front around ``app``, or ``app``
     itself when ``config.fast_reads`` is off."""
-    if not getattr(config, "fast_reads", True):
+    if not config.fast_reads:
         return app
     return FastFront(app, GatewayReads(app.services))

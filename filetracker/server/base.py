@@ -78,6 +78,12 @@ def one_line(text):
     return text[:MAX_REASON]
 
 
+def header_bytes(headers):
+    """The size of a request's header lines as the header limit counts it (name, ``": "``,
+    value and CRLF of each line); ``headers`` is Tornado's ``HTTPHeaders``."""
+    return sum(len(k) + len(v) + 4 for k, v in headers.get_all())
+
+
 def name_from_path(path_arg, allow_version=True):
     """Validate a URL path argument (already percent-decoded by Tornado) as a file name.
 
@@ -141,7 +147,7 @@ class BaseHandler(tornado.web.RequestHandler):
         limit = self.max_header_bytes
         if guard is not None and guard.limits.max_header_bytes is not None:
             limit = guard.limits.max_header_bytes
-        total = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+        total = header_bytes(self.request.headers)
         if total > limit:
             raise HTTPFail(431, "request headers too large (%d bytes, limit %d)" % (total, limit))
         if guard is not None:

@@ -34,7 +34,7 @@ from filetracker.errors import InvalidNameError
 from filetracker.httpdate import format_version
 from filetracker.names import check_name
 from filetracker.server import guard as _guard
-from filetracker.server.base import DEFAULT_MAX_HEADER_BYTES
+from filetracker.server.base import DEFAULT_MAX_HEADER_BYTES, header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
         if "Range" in headers or "Transfer-Encoding" in headers \
                 or headers.get("Content-Length", "0").strip() != "0":
             return None
-        if sum(len(k) + len(v) + 4 for k, v in headers.get_all()) > self.max_header:
+        if header_bytes(headers) > self.max_header:
             return None
         if not self.host_ok(start_line, headers):
             return None
