@@ -96,7 +96,10 @@ class NodeCollector:
         sync = _last(node, "sync")
         if sync is not None and "error" not in sync:
             yield _gauge("sync_partitions_differing", "Partition replicas that differed from a peer "
-                         "in the last anti-entropy pass (replication lag)", sync.get("differing", 0))
+                         "in the last anti-entropy pass, at both looks (replication lag)", sync.get("differing", 0))
+            yield _gauge("sync_partitions_transient", "Partition replicas that differed from a peer at the "
+                         "first look only in the last anti-entropy pass (writes in flight)",
+                         sync.get("transient", 0))
             yield _gauge("sync_peers_down", "Peers unreachable in the last anti-entropy pass",
                          len(sync.get("peers_down", ())))
             yield _gauge("sync_last_pulled_records", "Records pulled in the last anti-entropy pass",

@@ -5,8 +5,13 @@ import time
 
 import pytest
 
-from cluster.ring import Node
-from tests.cluster.conftest import sha256, wait_until
+from cluster.node.app import make_app, shutdown
+from cluster.node.config import NodeConfig
+from cluster.node.fastpath import store_small
+from cluster.node.tasks import AntiEntropy
+from cluster.peers import PeerClient
+from cluster.ring import Node, partition_of
+from tests.cluster.conftest import SECRET, sha256, wait_until
 
 V = 1795550400
 
@@ -149,3 +154,53 @@ def test_killed_node_catches_up_by_itself(cluster_factory):
     for n, data in during.items():
         assert cl.content(2, n) == data
     assert cl.record(2, "/k/old00").deleted
+
+
+class _WriteBetweenRounds(PeerClient):
+    """A real peer client that runs ``hook`` once, before its second digests request (the
+    first comparison is done by then): a write landing between anti-entropy's two comparisons."""
+
+    def __init__(self, hook, **kwargs):
+        super().__init__(**kwargs)
+        self.hook = hook
+        self.digest_requests = 0
+        self.listed = []
+
+    def digests(self, url):
+        self.digest_requests += 1
+        if self.digest_requests == 2:
+            self.hook()
+        return super().digests(url)
+
+    def partition_records(self, url, partition):
+        self.listed.append(partition)
+        return super().partition_records(url, partition)
+
+
+def test_anti_entropy_leaves_a_settled_difference_alone(cluster_factory, tmp_path):
+    """A partition that differs at the first comparison only (a write was in flight) is not
+    reconciled; one that still differs is.  Node 0 runs in this process (same data folder,
+    same ring) so the test can land a write between the two comparisons."""
+    cl = cluster_factory(nodes=2, replicas=2)
+    late, real = "/ae/late", "/ae/real"
+    p_late, p_real = (partition_of(n, 10) for n in (late, real))
+    assert p_late != p_real
+    assert cl.put(1, late, b"late", V).status_code == 200     # on node 1 only, for now
+    assert cl.put(1, real, b"real", V).status_code == 200     # on node 1 only
+    cl.stop_node(0)
+    app = make_app(NodeConfig(dir=cl.dirs[0], node_id=cl.urls[0], peers=(cl.urls[1],), replicas=2,
+                              cluster_secret=SECRET, background=False))
+    client = None
+    try:
+        store = app.node.store
+        client = _WriteBetweenRounds(lambda: store_small(store, b"late", late, V, None, None),
+                                     secret=SECRET, timeout=30)
+        out = AntiEntropy(app.node, client, 30).run_once()
+        assert (out["differing"], out["transient"], out["pulled"], out["pushed"]) == (1, 1, 1, 0), out
+        assert client.listed == [p_real]                       # the settled partition: no record list
+        assert store.get_record(real).sha256 == sha256(b"real")
+        assert AntiEntropy(app.node, client, 30).run_once()["differing"] == 0
+    finally:
+        if client is not None:
+            client.close()
+        shutdown(app)

@@ -91,6 +91,7 @@ def test_gateway_and_node_counters_move(ops_cluster):
     assert sample(node1, "filetracker_node_task_last_pass_failed", task="sync") == 0
     assert ("filetracker_node_sync_partitions_differing", ()) in node1
     assert sample(node1, "filetracker_node_sync_partitions_differing") == 0
+    assert sample(node1, "filetracker_node_sync_partitions_transient") == 0
     assert sample(node1, "filetracker_node_sync_peers_down") == 0
 
 
