@@ -122,15 +122,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         await self.begin_streamed_upload(self.ctx.store)
 
     async def put(self, path_arg):
-        if self._error is None and self._decoder is not None:
-            try:
-                self._decoder.close()
-            except ValueError as e:
-                self._error = HTTPFail(400, str(e))
-        if self._error is not None:
-            await self._abort()
-            raise self._error
-        upload, self._upload = self._upload, None
+        upload = await self.take_streamed_upload()
         try:
             self._busy = True
             winner, applied = await self.ctx.run(
