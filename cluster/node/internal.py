@@ -169,16 +169,13 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
         await self.begin_streamed_upload(self.store)
 
     async def put(self, path_arg):
-        upload = await self.take_streamed_upload()
+        upload = await self.take_streamed_upload()  # ours now: a disconnection no longer drops it
         try:
-            self._busy = True
             winner, applied = await self.ctx.run(self.store.commit_upload, upload, self.name, self.version,
                                                  expected_sha256=self.expected_sha256,
                                                  expected_size=self.expected_size)
         except (ChecksumMismatch, SizeMismatch) as e:
             raise HTTPFail(400, str(e))
-        finally:
-            self._busy = False
         if self.hint_for and applied:
             self.node.hints_taken += 1
         self.send_record_headers(winner)

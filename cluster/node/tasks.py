@@ -222,7 +222,8 @@ class AntiEntropy(Task):
             # later; a settled one does not.
             again = self._peer_digests(sorted({url for _, url in work}), summary["peers_down"])
             confirmed = set(self._differing(ring, sorted({p for p, _ in work}), again))
-            summary["transient"] = len(work) - len(confirmed & set(work))
+            # a peer that stopped answering in between is down (in peers_down), not transient
+            summary["transient"] = sum(1 for item in work if item[1] in again and item not in confirmed)
             work = [item for item in work if item in confirmed]
         summary["differing"] = len(work)
         gave_up = set()

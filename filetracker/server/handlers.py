@@ -9,7 +9,7 @@ import asyncio
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tornado.web
 
@@ -25,7 +25,7 @@ from filetracker.server.base import (
 )
 from filetracker.server.front import take_prefetched
 from filetracker.server.streaming import open_for_read, send_file
-from filetracker.server.upload_body import StreamedUploadMixin
+from filetracker.server.upload_body import StreamedUploadMixin, UploadMemory
 from filetracker.storage.errors import ChecksumMismatch, SizeMismatch
 
 #: Listing lines fetched from the store per executor call.
@@ -49,6 +49,8 @@ class FilesContext:
     max_header_bytes: int = 64 * 1024
     #: a :class:`filetracker.storage.readcache.ReadCache` that ``store``'s writes invalidate, or None
     read_cache: object = None
+    #: body bytes held by the uploads in progress (filetracker/server/upload_body.py)
+    upload_memory: UploadMemory = field(default_factory=UploadMemory)
 
     async def run(self, fn, *args, **kwargs):
         """Run a blocking call in the executor and await its result."""
@@ -122,16 +124,13 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         await self.begin_streamed_upload(self.ctx.store)
 
     async def put(self, path_arg):
-        upload = await self.take_streamed_upload()
+        upload = await self.take_streamed_upload()  # ours now: a disconnection no longer drops it
         try:
-            self._busy = True
             winner, applied = await self.ctx.run(
                 self.ctx.store.commit_upload, upload, self.name, self.version,
                 expected_sha256=self.expected_sha256, expected_size=self.expected_size)
         except (ChecksumMismatch, SizeMismatch) as e:
             raise HTTPFail(400, str(e))
-        finally:
-            self._busy = False
         if not applied and winner.deleted:
             raise HTTPFail(409, "%s was deleted at a version (%s) not older than this upload (%s)"
                            % (self.name, format_version(winner.version), format_version(self.version)),

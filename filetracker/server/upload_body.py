@@ -11,7 +11,10 @@ temp file dropped when the client goes away.
 Why: Tornado hands the body over in pieces of at most 64 KiB.  Writing each in
 its own executor hop, awaited, made a 256 MiB PUT 4,096 round trips between the
 event loop and a disk thread, during which only one of them worked: our server
-took 200-220 MB/s with both threads mostly idle.
+took 200-220 MB/s with both threads mostly idle.  Memory: a request holds at
+most two batches, and all requests together at most :data:`UPLOAD_MEMORY`
+(beyond it each piece is written as it comes), so many slow clients trickling
+bodies cost no more memory than before.
 """
 
 import asyncio
@@ -19,12 +22,30 @@ import re
 
 from filetracker.server.base import HTTPFail
 from filetracker.server.streaming import GzipDecoder
-from filetracker.storage.errors import StoreFull
+from filetracker.storage.errors import StorageError, StoreFull
 
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 #: plain body bytes gathered in memory before one write to the upload (per request)
 WRITE_BATCH = 1 << 20
+#: body bytes the uploads of one application may hold gathered or being written; above it
+#: every piece is written as it comes, as without batches (so slow clients, however many,
+#: hold no more memory than a piece each)
+UPLOAD_MEMORY = 32 << 20
+
+
+class UploadMemory:
+    """Body bytes held in memory by the uploads of one application (``FilesContext.upload_memory``)."""
+
+    def __init__(self, limit=UPLOAD_MEMORY):
+        self.limit = limit
+        self.held = 0
+
+    def full(self):
+        return self.held >= self.limit
+
+    def release(self, n):
+        self.held -= n
 
 
 class StreamedUploadMixin:
@@ -44,6 +65,7 @@ class StreamedUploadMixin:
     _gathered_bytes = 0
     _writing = None      # the write in flight (a task), if any
     _dropping = None     # the task dropping the upload, once started
+    _taken = False       # put() has begun taking the upload: a disconnection no longer drops it
 
     def parse_body_headers(self):
         """Set up gzip decoding; return the normalised ``SHA256-Checksum`` or None (400 if malformed)."""
@@ -82,14 +104,17 @@ class StreamedUploadMixin:
         self._busy = True
         try:
             pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
+            memory = self.ctx.upload_memory
             for piece in pieces:
                 self._gathered.append(piece)
                 self._gathered_bytes += len(piece)
-                if self._gathered_bytes >= WRITE_BATCH:  # inside the loop: a gzip bomb stays bounded
+                memory.held += len(piece)
+                # inside the loop: a gzip bomb stays bounded
+                if self._gathered_bytes >= WRITE_BATCH or memory.full():
                     await self._write_gathered(wait=False)
                     if self._disconnected:
                         break
-        except (ValueError, StoreFull, OSError) as e:
+        except _WRITE_ERRORS as e:
             self._error = _write_error(e)
         finally:
             self._busy = False
@@ -108,10 +133,15 @@ class StreamedUploadMixin:
         writing, self._writing = self._writing, None
         if writing is not None:
             await writing
-        pieces, self._gathered, self._gathered_bytes = self._gathered, [], 0
+        if self._disconnected and not self._taken:
+            self._discard_gathered()
+            return
+        pieces, held = self._gathered, self._gathered_bytes
+        self._gathered, self._gathered_bytes = [], 0
         if not pieces:
             return
-        job = asyncio.ensure_future(self.ctx.run(self._upload.write_all, pieces))
+        job = asyncio.ensure_future(self.ctx.run(_write_pieces, self._upload, pieces))
+        job.add_done_callback(lambda _: self.ctx.upload_memory.release(held))
         if wait:
             await job
         else:
@@ -120,17 +150,27 @@ class StreamedUploadMixin:
 
     async def take_streamed_upload(self):
         """At the end of the body: write what is gathered and return the upload (now the
-        caller's to commit); raises the :class:`HTTPFail` of the first failure instead."""
-        if self._error is None and self._upload is not None:
+        caller's to commit); raises the :class:`HTTPFail` of the first failure instead.
+
+        Ownership: until this is called a disconnection drops the upload (after the
+        write in flight); from the call on, ``put()`` owns it and a disconnection does
+        not touch it, so the upload is never used by two threads at once.  A client
+        gone after its whole body arrived still has it stored (it saw no answer and
+        may retry: a PUT of the same version is idempotent).
+        """
+        if self._dropping is None and self._error is None and self._upload is not None:
+            self._taken = True
             self._busy = True
             try:
                 if self._decoder is not None:
                     self._decoder.close()
                 await self._write_gathered(wait=True)
-            except (ValueError, StoreFull, OSError) as e:
+            except _WRITE_ERRORS as e:
                 self._error = _write_error(e)
             finally:
                 self._busy = False
+        if self._error is None and self._dropping is not None:
+            self._error = HTTPFail(400, "the upload was dropped: the client went away")
         if self._error is not None:
             await self._abort()
             raise self._error
@@ -141,9 +181,20 @@ class StreamedUploadMixin:
         """Drop the upload (after its write in flight); concurrent calls share one drop."""
         if self._dropping is None:
             self._dropping = asyncio.ensure_future(self._drop())
+            self._dropping.add_done_callback(_retrieve)
         await self._dropping
 
+    def _discard_gathered(self):
+        """Forget the gathered pieces (the upload is dropped, or the request is over)."""
+        self.ctx.upload_memory.release(self._gathered_bytes)
+        self._gathered, self._gathered_bytes = [], 0
+
+    def on_finish(self):
+        self._discard_gathered()  # none left after a commit; some after an early answer
+        super().on_finish()
+
     async def _drop(self):
+        self._discard_gathered()
         writing, self._writing = self._writing, None
         if writing is not None:
             try:
@@ -155,12 +206,24 @@ class StreamedUploadMixin:
             await self.ctx.run(upload.abort)
 
     def on_connection_close(self):
-        # The client went away mid-upload: drop the temp file (a coroutine of ours that is
-        # using the upload drops it itself when it resumes and sees the disconnection).
+        # The client went away mid-upload: drop the temp file.  Not while a coroutine of ours
+        # is using the upload (it drops it itself when it resumes and sees the disconnection),
+        # nor once put() has taken it.
         self._disconnected = True
-        if self._upload is not None and not self._busy:
+        if self._upload is not None and not self._busy and not self._taken:
             asyncio.ensure_future(self._abort())
         super().on_connection_close()
+
+
+#: failures of receiving a body, answered by :func:`_write_error`
+_WRITE_ERRORS = (ValueError, StorageError, OSError)
+
+
+def _write_pieces(upload, pieces):
+    """Blocking: ``upload.write`` each piece in order (through the upload's own ``write``, so a
+    wrapper such as the node's reserve guard sees every byte)."""
+    for data in pieces:
+        upload.write(data)
 
 
 def _retrieve(task):

@@ -53,11 +53,6 @@ class Upload:
         self._hash.update(data)
         self.size += len(data)
 
-    def write_all(self, pieces):
-        """:meth:`write` each of ``pieces`` in order (one call for many: one executor hop)."""
-        for data in pieces:
-            self.write(data)
-
     def finish(self):
         """Flush and fsync the temporary file and close it (the store calls this)."""
         if self.closed:

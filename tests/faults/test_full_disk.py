@@ -153,3 +153,27 @@ def _reserved_space(c):
     # deletes (tiny records) are not refused
     assert c.delete(0, "/res/a", BASE + 1).status_code == 200
     figures("reserved space", cases=4, faults=1, acked_checked=1)
+
+
+def test_reserve_holds_during_a_streamed_upload(tmp_path):
+    """The reserve is checked while a body is written, not only when the upload starts: a
+    node on a 64 MiB tmpfs keeping 40 MiB free refuses a 48 MiB chunked upload (no
+    Content-Length to refuse it by) half-way, with 507 and no temp file left."""
+    c = NodeCluster(tmp_path, nodes=1, replicas=1)
+    if not _try_mount(c.dirs[0], size="64m"):
+        pytest.skip("needs root to mount a small tmpfs")
+    orig = c.node_argv
+    c.node_argv = lambda i: orig(i) + ["--min-free-bytes", str(40 << 20)]
+    try:
+        c.start()
+        piece = os.urandom(1 << 20)
+        r = c.put(0, "/res/big", (piece for _ in range(48)), BASE)
+        assert r.status_code == 507 and "--min-free-bytes" in r.headers["X-Exception"], (r.status_code, r.headers)
+        assert tmp_files(c, 0) == [] and c.record(0, "/res/big") is None
+        # a body that fits the room above the reserve is stored
+        r = c.put(0, "/res/small", (piece for _ in range(4)), BASE)
+        assert r.status_code == 200 and c.content(0, "/res/small") == piece * 4
+        figures("reserved space", cases=2, faults=1, acked_checked=1)
+    finally:
+        c.stop()
+        subprocess.run(["umount", c.dirs[0]], check=False)
