@@ -18,11 +18,14 @@ bodies cost no more memory than before.
 """
 
 import asyncio
+import logging
 import re
 
 from filetracker.server.base import HTTPFail
 from filetracker.server.streaming import GzipDecoder
 from filetracker.storage.errors import StorageError, StoreFull
+
+log = logging.getLogger("filetracker.server")
 
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -211,7 +214,7 @@ class StreamedUploadMixin:
         # nor once put() has taken it.
         self._disconnected = True
         if self._upload is not None and not self._busy and not self._taken:
-            asyncio.ensure_future(self._abort())
+            asyncio.ensure_future(self._abort()).add_done_callback(_log_failed_drop)  # nobody awaits it
         super().on_connection_close()
 
 
@@ -226,8 +229,14 @@ def _write_pieces(upload, pieces):
         upload.write(data)
 
 
+def _log_failed_drop(task):
+    """Done callback of a drop nobody awaits: its failure (the temp file stays) is logged."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("dropping an abandoned upload failed: %s", task.exception())
+
+
 def _retrieve(task):
-    """Mark a background write's failure as seen (it is raised again where it is awaited)."""
+    """Mark a background task's failure as seen (it is raised again where it is awaited)."""
     if not task.cancelled():
         task.exception()
 
