@@ -190,17 +190,20 @@ def test_anti_entropy_leaves_a_settled_difference_alone(cluster_factory, tmp_pat
     cl.stop_node(0)
     app = make_app(NodeConfig(dir=cl.dirs[0], node_id=cl.urls[0], peers=(cl.urls[1],), replicas=2,
                               cluster_secret=SECRET, background=False))
-    client = None
+    client = sync = None
     try:
         store = app.node.store
         client = _WriteBetweenRounds(lambda: store_small(store, b"late", late, V, None, None),
                                      secret=SECRET, timeout=30)
-        out = AntiEntropy(app.node, client, 30).run_once()
+        sync = AntiEntropy(app.node, client, 30)
+        out = sync.run_once()
         assert (out["differing"], out["transient"], out["pulled"], out["pushed"]) == (1, 1, 1, 0), out
         assert client.listed == [p_real]                       # the settled partition: no record list
         assert store.get_record(real).sha256 == sha256(b"real")
-        assert AntiEntropy(app.node, client, 30).run_once()["differing"] == 0
+        assert sync.run_once()["differing"] == 0
     finally:
+        if sync is not None:
+            sync.close()  # its worker threads
         if client is not None:
             client.close()
         shutdown(app)
