@@ -9,15 +9,6 @@ and decides how to show them.  Plain lines are rate-limited (one every
 import time
 
 
-def human_bytes(n):
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
-    return "%.1f TiB" % n
-
-
 class Progress:
     """``update(done, total, detail)`` as often as you like; ``close()`` at the end."""
 

@@ -31,7 +31,8 @@ import time
 from cluster.admin import draining
 from cluster.admin.access import AdminError, PeerError
 from cluster.admin.analysis import analyze, record_problems
-from cluster.admin.progress import Progress, human_bytes
+from cluster.admin.progress import Progress
+from filetracker.units import human_bytes
 
 #: Record-level checks are made only when this few partitions still differ.
 DRILL_LIMIT = 64

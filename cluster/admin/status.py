@@ -9,7 +9,7 @@ import json
 
 from cluster.admin import draining
 from cluster.admin.analysis import analyze
-from cluster.admin.progress import human_bytes
+from filetracker.units import human_bytes
 
 COLUMNS = ("NODE", "STATE", "EPOCH", "OWNED", "FILES", "BYTES", "FREE", "PENDING", "MOVES OUT/IN")
 

@@ -26,22 +26,12 @@ import msgpack
 
 from cluster.gateway.view import NoRing
 from filetracker.server.base import BaseHandler
+from filetracker.units import human_bytes
 
 REFRESH_SECONDS = 5
 CACHE_SECONDS = 1.0
 #: seconds a node gets to answer its status
 STATUS_TIMEOUT = 2.0
-
-
-def human_bytes(n):
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
-        size /= 1024.0
-    return "%d B" % n
 
 
 class StatusCollector:

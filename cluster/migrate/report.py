@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from filetracker.units import human_bytes
+
 #: skip reasons, in the order the summary lists them
 SKIP_REASONS = {
     "present": "already in the cluster at the same version",
@@ -18,15 +20,6 @@ SKIP_REASONS = {
     "deleted": "deleted in the cluster (the delete wins)",
     "vanished": "gone from the old server since the listing",
 }
-
-
-def human_bytes(n):
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024
-    return "%.1f TiB" % n
 
 
 @dataclass

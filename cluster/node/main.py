@@ -27,7 +27,8 @@ from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, observe
-from filetracker.server.main import add_guard_arguments, byte_count, check_guard_arguments, guard_config
+from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
+from filetracker.units import byte_count
 
 log = logging.getLogger("cluster.node")
 

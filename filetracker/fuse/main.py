@@ -20,6 +20,7 @@ import sys
 import urllib.parse
 
 from filetracker.errors import FiletrackerError
+from filetracker.units import byte_count
 
 DEFAULT_RANGE_THRESHOLD = 64 << 20
 DEFAULT_TIMEOUT = 10.0
@@ -34,14 +35,6 @@ logger = logging.getLogger("filetracker.fuse")
 
 class UsageError(Exception):
     """A problem to report to the user (message) with exit status 1."""
-
-
-def parse_size(text):
-    """Bytes from ``123``, ``64K``, ``64M``, ``1G`` (powers of 1024)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError("not a size: %r (use e.g. 65536, 64M, 1G)" % text)
-    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
 
 
 def positive_float(text):
@@ -70,9 +63,9 @@ def build_parser():
                    help="how long attributes and listings are cached (default 1)")
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="network timeout: a server that does not answer gives EIO (default 10)")
-    p.add_argument("--range-threshold", type=parse_size, default=DEFAULT_RANGE_THRESHOLD, metavar="BYTES",
+    p.add_argument("--range-threshold", type=byte_count, default=DEFAULT_RANGE_THRESHOLD, metavar="BYTES",
                    help="uncached files larger than this are read by HTTP ranges (default 64M)")
-    p.add_argument("--direct-io-above", type=parse_size, default=None, metavar="BYTES",
+    p.add_argument("--direct-io-above", type=byte_count, default=None, metavar="BYTES",
                    help="read stored files larger than this with direct I/O, bypassing the kernel's "
                         "page cache: one copy and no second cached copy, but repeated opens are not "
                         "cached by the kernel and shared mmap of such files fails (default: never)")

@@ -21,6 +21,7 @@ from filetracker import configfile
 from filetracker.server import eventloop, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
 from filetracker.storage import ObjectStore
+from filetracker.units import byte_count
 
 log = logging.getLogger("filetracker.server")
 
@@ -78,22 +79,6 @@ def parse_args(argv=None):
     if args.fallback_no_copy and not args.fallback_url:
         p.error("--fallback-no-copy needs --fallback-url")
     return args
-
-
-def byte_count(text):
-    """argparse type: a byte count, optionally with a K/M/G suffix (powers of 1024)."""
-    t = text.strip().upper().rstrip("B")
-    mult = 1
-    if t and t[-1] in "KMG":
-        mult = 1024 ** ("KMG".index(t[-1]) + 1)
-        t = t[:-1]
-    try:
-        value = int(float(t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a byte count: %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
-    return value
 
 
 def add_guard_arguments(p, defaults=ServerConfig):

@@ -1,6 +1,5 @@
 """Pure logic of the mount, pinned with exact values (no FUSE needed)."""
 
-import argparse
 import errno
 import threading
 import time
@@ -11,7 +10,6 @@ from filetracker.errors import InvalidNameError, NotFoundError, RemoteError, Ver
 from filetracker.fuse import tree
 from filetracker.fuse.attrcache import TTLCache
 from filetracker.fuse.errnos import errno_for, errno_for_status
-from filetracker.fuse.main import parse_size
 from filetracker.fuse.proc import PF_EXITING, parse_stat
 from filetracker.fuse.remote import StaleVersionError
 from filetracker.fuse.singleflight import SingleFlight
@@ -100,15 +98,6 @@ def test_errno_mapping():
     assert errno_for(RuntimeError("?")) == errno.EIO
     assert errno_for_status(413) == errno.EFBIG
     assert errno_for(StaleVersionError("x")) == errno.ESTALE
-
-
-def test_parse_size():
-    assert parse_size("65536") == 65536
-    assert parse_size("64M") == 64 << 20
-    assert parse_size("1G") == 1 << 30
-    assert parse_size("2KiB") == 2048
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_size("lots")
 
 
 def _stat_line(flags, exit_code, comm="cat (x)"):
