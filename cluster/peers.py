@@ -7,7 +7,12 @@ documented as thread-safe); every exchange has a connect and a read timeout.
 
 Bodies are streamed both ways: :meth:`PeerClient.put_file` sends an open file
 (with ``Content-Length``), :meth:`PeerClient.fetch_blob` hands the body to a
-callback chunk by chunk.  An optional :class:`RateLimiter` bounds the bytes
+callback chunk by chunk.  Small blobs (at most :data:`INLINE_BLOB_MAX` bytes)
+travel many to a request instead: :meth:`PeerClient.post_records_inline` sends
+them inside the record list, :meth:`PeerClient.read_small` fetches records and
+bodies of many names at once; a request carries at most
+:data:`INLINE_BATCH_COUNT` of them and :data:`INLINE_BATCH_BYTES` of bodies, so
+memory stays bounded.  An optional :class:`RateLimiter` bounds the bytes
 per second a background task moves.
 
 Network failures and error statuses raise :class:`PeerError` (``status`` None
@@ -29,6 +34,13 @@ from filetracker.records import Record
 
 EPOCH_HEADER = "X-Ring-Epoch"
 CHUNK = 256 * 1024
+#: largest blob sent inside a record list (and the largest body ``POST /_cluster/read`` returns)
+INLINE_BLOB_MAX = 64 * 1024
+#: most blobs, and most bytes of blobs, in one request
+INLINE_BATCH_COUNT = 64
+INLINE_BATCH_BYTES = 256 * 1024
+#: most partitions asked for in one POST /_cluster/partitions
+MAX_PARTITIONS_PER_REQUEST = 64
 
 
 class PeerError(Exception):
@@ -187,12 +199,58 @@ class PeerClient:
         body = self.request("GET", url, "/_cluster/partition/%d" % int(partition)).content
         return [Record.from_dict(d) for d in unpack(body)]
 
+    def partitions_records(self, url, partitions):
+        """``{partition: [Record]}`` of several partitions (at most
+        :data:`MAX_PARTITIONS_PER_REQUEST`) in one request.  Raises PeerError with status
+        404 from a node without ``POST /_cluster/partitions`` (ask one by one)."""
+        parts = [int(p) for p in partitions]
+        resp = self.request("POST", url, "/_cluster/partitions", data=msgpack.packb(parts),
+                            headers={"Content-Type": "application/msgpack"})
+        answer = unpack(resp.content)
+        if not isinstance(answer, dict) or not set(parts) <= set(answer):
+            raise PeerError("POST %s/_cluster/partitions: not every partition answered" % url, url=url, status=502)
+        return {p: [Record.from_dict(d) for d in answer[p]] for p in parts}
+
     def post_records(self, url, records):
         """Offer records; the node merges those whose blob it has. Returns the missing sha256s."""
         body = msgpack.packb([r.to_dict() for r in records])
         resp = self.request("POST", url, "/_cluster/records", data=body,
                             headers={"Content-Type": "application/msgpack"})
         return list(unpack(resp.content).get("missing", []))
+
+    def post_records_inline(self, url, records, blobs):
+        """Offer ``records`` with their content: ``blobs`` maps sha256 -> bytes (each at most
+        :data:`INLINE_BLOB_MAX`).  The node stores the winning ones in one group commit.
+
+        Returns ``(missing, understood)``: the sha256s still missing there, and
+        whether the node took inline content at all (an older node ignores it and
+        reports every blob it lacks as missing: send those one by one).
+        """
+        items = []
+        for r in records:
+            d = r.to_dict()
+            data = blobs.get(r.sha256)
+            if data is not None and not r.deleted:
+                d["data"] = data
+            items.append(d)
+        resp = self.request("POST", url, "/_cluster/records", data=msgpack.packb(items, use_bin_type=True),
+                            headers={"Content-Type": "application/msgpack"})
+        answer = unpack(resp.content)
+        return list(answer.get("missing", [])), "inline" in answer
+
+    def read_small(self, url, names):
+        """``POST /_cluster/read``: one row per name (``["ok", version, sha256, size, data]`` for a
+        file of at most :data:`INLINE_BLOB_MAX` bytes; ``"big"``, ``"missing"`` or ``"corrupt"``
+        rows otherwise, see :func:`cluster.node.fastpath.read_many`).  At most
+        :data:`INLINE_BATCH_COUNT` names."""
+        # cache=0: files copied between nodes are read once; they must not evict the node's hot reads
+        resp = self.request("POST", url, "/_cluster/read", data=msgpack.packb(list(names)), params={"cache": "0"},
+                            headers={"Content-Type": "application/msgpack"})
+        rows = unpack(resp.content)
+        if not isinstance(rows, list) or len(rows) != len(names):
+            raise PeerError("POST %s/_cluster/read: %d rows for %d names"
+                            % (url, len(rows) if isinstance(rows, list) else -1, len(names)), url=url, status=502)
+        return rows
 
     def head_record(self, url, name):
         """The node's record of ``name`` (tombstones included) or None."""

@@ -34,7 +34,7 @@ import tornado.web
 
 from cluster.node.integrity import BlobCorrupt
 from cluster.node.internal import FileHandler, InternalHandler
-from cluster.peers import record_headers
+from cluster.peers import INLINE_BATCH_COUNT, INLINE_BLOB_MAX, record_headers
 from filetracker.errors import InvalidNameError
 from filetracker.names import check_name
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range
@@ -336,9 +336,9 @@ async def lookup_rows(node, ctx, names):
 
 
 #: largest body returned by POST /_cluster/read (bigger files: record only)
-READ_MANY_BODY = 64 * 1024
+READ_MANY_BODY = INLINE_BLOB_MAX
 #: most names in one POST /_cluster/read
-MAX_READ = 64
+MAX_READ = INLINE_BATCH_COUNT
 
 
 def read_many(store, integrity, names, limit=READ_MANY_BODY):
@@ -381,18 +381,24 @@ class ReadManyHandler(InternalHandler):
 
     Body: msgpack list of names (at most :data:`MAX_READ`).  Answer: msgpack
     list of :func:`read_many` entries.  A gateway under load batches the reads
-    of concurrent small GETs into one of these.
+    of concurrent small GETs into one of these.  With ``?cache=0`` what is read
+    from the disk is not kept in the read cache (a peer copying files during
+    anti-entropy or a rebalance reads each once: it must not evict what clients read).
     """
 
     async def post(self):
-        self.finish_msgpack(await read_rows(self.node, self.ctx, _names_body(self, MAX_READ)))
+        fill = self.get_query_argument("cache", "1") != "0"
+        self.finish_msgpack(await read_rows(self.node, self.ctx, _names_body(self, MAX_READ), fill=fill))
 
 
-async def read_rows(node, ctx, names):
-    """The answer rows of ``POST /_cluster/read`` for ``names`` (read cache first, then one hop)."""
+async def read_rows(node, ctx, names, fill=True):
+    """The answer rows of ``POST /_cluster/read`` for ``names`` (read cache first, then one hop;
+    what the hop read is kept in the cache when ``fill``)."""
     cache = node.read_cache
 
     def remember(n, item, generation):
+        if not fill:
+            return
         if item[0] == "ok":
             record = Record(n, item[1], item[2], item[3])
             cache.fill(n, record, item[4] if _verified(node, record) else None, generation)

@@ -8,15 +8,17 @@ Store calls run in the executor (``ctx.run``), never on the event loop.
 """
 
 import json
+import logging
 import os
 import re
 
 import msgpack
 import tornado.web
 
+from cluster.node.batches import store_many
 from cluster.node.integrity import BlobCorrupt
 from cluster.node.state import RingConflict, check_draining
-from cluster.peers import record_headers
+from cluster.peers import INLINE_BATCH_BYTES, INLINE_BLOB_MAX, MAX_PARTITIONS_PER_REQUEST, record_headers
 from cluster.ring import Ring, RingError
 from cluster.secret import SECRET_HEADER, secret_ok
 from filetracker.errors import InvalidNameError
@@ -29,6 +31,8 @@ from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch, Sto
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK = "application/msgpack"
+
+log = logging.getLogger(__name__)
 
 
 def int_arg(handler, name, required=True):
@@ -270,38 +274,69 @@ class ListHandler(InternalHandler):
 
 
 class RecordsHandler(InternalHandler):
-    """``POST /_cluster/records``: merge records whose blob is here; answer the missing blobs."""
+    """``POST /_cluster/records``: merge records whose blob is here; answer the missing blobs.
+
+    Body: a msgpack list of record dicts.  A dict may carry its content as
+    ``data`` (bytes, at most :data:`~cluster.peers.INLINE_BLOB_MAX`): when that
+    record wins and its blob is not here, the content is stored (checked against
+    the record's SHA-256 and size) and every such record of the request is
+    committed in one group commit.  Answer: ``{"missing": [sha256, ...],
+    "applied": n, "inline": m}``: the blobs still missing (no content sent, or
+    content refused: a mismatch, no space), the records merged, and how many of
+    them came with their content (the key tells a sender that this node takes
+    inline content at all).
+    """
 
     async def post(self):
         items = self.msgpack_body()
         if not isinstance(items, list):
             raise HTTPFail(400, "expected a msgpack list of record dicts")
         try:
-            records = [Record.from_dict(d) for d in items]
+            records = [(Record.from_dict(d), d.get("data")) for d in items]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise HTTPFail(400, "malformed record: %s" % e)
-        for r in records:
+        inline_bytes = 0
+        for r, data in records:
             try:
                 check_name(r.name, allow_version=False)
             except InvalidNameError as e:
                 raise HTTPFail(400, "invalid file name in record: %s" % e)
+            if data is not None:
+                if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
+                    raise HTTPFail(400, "the content of %s must be at most %d bytes (msgpack bin)"
+                                   % (r.name, INLINE_BLOB_MAX))
+                inline_bytes += len(data)
+        if inline_bytes > INLINE_BATCH_BYTES:
+            raise HTTPFail(413, "at most %d bytes of content in one request" % INLINE_BATCH_BYTES)
+        self.finish_msgpack(await self.ctx.run(merge_records, self.store, records))
 
-        def merge_all():
-            missing, applied = [], 0
-            for r in records:
-                stored = self.store.get_record(r.name)
-                if not beats(r, stored):
-                    continue
-                if r.deleted or self.store.has_blob(r.sha256):
-                    try:
-                        applied += self.store.apply_record(r)[1]
-                        continue
-                    except BlobMissing:
-                        pass
-                missing.append(r.sha256)
-            return {"missing": sorted(set(missing)), "applied": applied}
 
-        self.finish_msgpack(await self.ctx.run(merge_all))
+def merge_records(store, records):
+    """Blocking: the answer of ``POST /_cluster/records`` for ``[(record, data or None)]``."""
+    missing, applied, contents = [], 0, []
+    for r, data in records:
+        if not beats(r, store.get_record(r.name)):
+            continue
+        if r.deleted or store.has_blob(r.sha256):
+            try:
+                applied += store.apply_record(r)[1]
+                continue
+            except BlobMissing:
+                pass
+        if data is None or r.deleted:
+            missing.append(r.sha256)
+        else:
+            contents.append((r, data))
+    inline = 0
+    for (r, _), result in zip(contents, store_many(store, contents) if contents else [], strict=True):
+        if isinstance(result, Exception):  # a mismatch, the reserve, a full disk: the sender keeps it
+            log.warning("inline content of %s not stored: %s", r.name, result)
+            missing.append(r.sha256)
+        else:
+            applied += result[1]
+            inline += result[1]
+    return {"missing": sorted(set(missing)), "applied": applied, "inline": inline}
+
 
 
 class DigestsHandler(InternalHandler):
@@ -320,6 +355,27 @@ class PartitionHandler(InternalHandler):
             raise HTTPFail(400, "partition %d out of range (%d partitions)" % (p, self.node.ring.partitions))
         records = await self.ctx.run(lambda: [r.to_dict() for r in self.store.iter_records(p)])
         self.finish_msgpack(records)
+
+
+class PartitionsHandler(InternalHandler):
+    """``POST /_cluster/partitions``: the record dicts of several partitions in one request.
+
+    Body: msgpack list of at most :data:`~cluster.peers.MAX_PARTITIONS_PER_REQUEST`
+    partition numbers.  Answer: msgpack map ``{partition: [record dict, ...]}``
+    (an empty list for a partition holding nothing).  Anti-entropy and handoff
+    compare many small partitions per request with it instead of one each.
+    """
+
+    async def post(self):
+        parts = self.msgpack_body()
+        limit = self.node.ring.partitions
+        if not isinstance(parts, list) or len(parts) > MAX_PARTITIONS_PER_REQUEST or \
+                not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < limit for p in parts):
+            raise HTTPFail(400, "expected a msgpack list of at most %d partition numbers below %d"
+                           % (MAX_PARTITIONS_PER_REQUEST, limit))
+        store = self.store
+        self.finish_msgpack(await self.ctx.run(
+            lambda: {p: [r.to_dict() for r in store.iter_records(p)] for p in dict.fromkeys(parts)}))
 
 
 class StatusHandler(InternalHandler):
@@ -378,6 +434,7 @@ def internal_routes(node, ctx):
         tornado.web.url(r"/_cluster/records", RecordsHandler, kw),
         tornado.web.url(r"/_cluster/digests", DigestsHandler, kw),
         tornado.web.url(r"/_cluster/partition/([0-9]{1,7})", PartitionHandler, kw),
+        tornado.web.url(r"/_cluster/partitions", PartitionsHandler, kw),
         tornado.web.url(r"/_cluster/status", StatusHandler, kw),
         tornado.web.url(r"/_cluster/run/([a-z_]+)", RunHandler, kw),
         tornado.web.url(r"/_cluster/verify", VerifyHandler, kw),

@@ -65,3 +65,16 @@ class TrustWrites:
         if written is not None and result[1]:
             self._integrity.trust_written(upload.sha256, written, upload.size)
         return result
+
+    def commit_uploads(self, items):
+        written = []
+        for upload, _ in items:
+            try:
+                written.append(os.stat(upload.path))
+            except OSError:
+                written.append(None)
+        results = self._store.commit_uploads(items)
+        for (upload, _), stat, result in zip(items, written, results, strict=True):
+            if stat is not None and isinstance(result, tuple) and result[1]:
+                self._integrity.trust_written(upload.sha256, stat, upload.size)
+        return results

@@ -89,6 +89,11 @@ class ReservedSpaceStore:
         return GuardedUpload(self._store.begin_upload(), self.space)
 
     def commit_upload(self, upload, *args, **kwargs):
-        if isinstance(upload, GuardedUpload):
-            upload = upload._upload
-        return self._store.commit_upload(upload, *args, **kwargs)
+        return self._store.commit_upload(_unguarded(upload), *args, **kwargs)
+
+    def commit_uploads(self, items):
+        return self._store.commit_uploads([(_unguarded(upload), record) for upload, record in items])
+
+
+def _unguarded(upload):
+    return upload._upload if isinstance(upload, GuardedUpload) else upload

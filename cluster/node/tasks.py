@@ -9,11 +9,12 @@ passes of one task from overlapping.
 * **anti-entropy** (``sync``): for every partition this node owns, compare its
   digest with each other owner's, twice (a partition that differs only in the
   first comparison had a write in flight and is left alone, ``transient`` in
-  the summary); where they still differ, fetch the peer's record
-  list of the partition, pull the records where the peer's wins (the blob from
-  ``/_cluster/blobs/<sha>``, then the record merges by the merge rule) and push
-  the records where ours wins (``POST /_cluster/records``, then a streamed
-  ``PUT`` of the blobs the peer reports missing).  It also adopts a newer ring
+  the summary); where they still differ, fetch the peer's record lists of those
+  partitions (up to :data:`PARTITION_GROUP` in one ``POST /_cluster/partitions``),
+  pull the records where the peer's wins and push the records where ours wins
+  (:class:`Replicator`: ``POST /_cluster/records`` offers them; small blobs then
+  travel many to a request, larger ones are streamed one by one; every record
+  merges by the merge rule).  It also adopts a newer ring
   a peer advertises through ``X-Ring-Epoch``, so a node that missed a ring
   change (down while the admin pushed it) catches up by itself.
 * **handoff**: records in partitions this node does *not* own (hinted writes
@@ -36,9 +37,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from cluster.node.batches import store_many
 from cluster.node.scrub import Scrubber
 from cluster.node.state import EMPTY_DIGEST
-from cluster.peers import PeerClient, PeerError, RateLimiter
+from cluster.peers import (
+    INLINE_BATCH_BYTES,
+    INLINE_BATCH_COUNT,
+    INLINE_BLOB_MAX,
+    MAX_PARTITIONS_PER_REQUEST,
+    PeerClient,
+    PeerError,
+    RateLimiter,
+)
 from filetracker.records import beats
 from filetracker.storage import BlobMissing, StorageError
 
@@ -46,22 +56,75 @@ log = logging.getLogger("cluster.node.tasks")
 
 #: Records offered per POST /_cluster/records.
 PUSH_BATCH = 500
+#: Partitions compared with one peer in one go (their record lists in one request)
+PARTITION_GROUP = 32
+
+
+def inline_batches(records):
+    """``records`` (each at most INLINE_BLOB_MAX bytes) cut into runs of at most
+    INLINE_BATCH_COUNT records and INLINE_BATCH_BYTES bytes, in order."""
+    batch, size = [], 0
+    for r in records:
+        if batch and (len(batch) == INLINE_BATCH_COUNT or size + r.size > INLINE_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(r)
+        size += r.size
+    if batch:
+        yield batch
 
 
 class Replicator:
-    """Moving records (and their blobs) between this node's store and one peer."""
+    """Moving records (and their blobs) between this node's store and one peer.
+
+    Small blobs (at most :data:`~cluster.peers.INLINE_BLOB_MAX`) move many to a
+    request and are committed many to a transaction (``POST /_cluster/read`` to
+    pull, content inside ``POST /_cluster/records`` to push); larger ones, and
+    every blob of a peer without those endpoints, are streamed one by one.
+    Why: a record moved alone costs both nodes an HTTP exchange and a WAL fsync,
+    and those, not the bytes, bound how fast a ring change moves small files.
+    """
 
     def __init__(self, node, client):
         self.node = node
         self.client = client
+        self._no_batch_read = set()  # peers without POST /_cluster/read: pulled one by one
+        self._no_inline = set()      # peers that took no inline content: pushed one by one
+        self._single_lists = set()  # peers without POST /_cluster/partitions
+
+    def partition_records(self, url, partitions):
+        """``{partition: [Record]}`` of the peer's records of ``partitions``: one request per
+        :data:`~cluster.peers.MAX_PARTITIONS_PER_REQUEST`, or one per partition from a peer
+        without the batch endpoint."""
+        out = {}
+        parts = list(partitions)
+        if url not in self._single_lists:
+            try:
+                for i in range(0, len(parts), MAX_PARTITIONS_PER_REQUEST):
+                    out.update(self.client.partitions_records(url, parts[i:i + MAX_PARTITIONS_PER_REQUEST]))
+                return out
+            except PeerError as e:
+                if e.status not in (404, 405):
+                    raise
+                log.info("%s has no POST /_cluster/partitions: record lists one by one", url)
+                self._single_lists.add(url)
+        for p in parts:
+            if p not in out:
+                out[p] = self.client.partition_records(url, p)
+        return out
 
     @property
     def store(self):
         return self.node.store
 
+    def _consume(self, nbytes):
+        if self.client.limiter is not None:
+            self.client.limiter.consume(nbytes)
+
     def pull(self, url, records):
         """Merge ``records`` (a peer's winners) here, fetching blobs we lack.  Returns the count applied."""
         applied = 0
+        fetch = []
         for r in records:
             try:
                 if r.deleted or self.store.has_blob(r.sha256):
@@ -71,6 +134,50 @@ class Replicator:
                         continue
                     except BlobMissing:
                         pass  # the blob vanished meanwhile: fetch it
+                fetch.append(r)
+            except (StorageError, ValueError) as e:
+                log.warning("pull of %s from %s failed: %s", r.name, url, e)
+        single = [r for r in fetch if r.size > INLINE_BLOB_MAX or url in self._no_batch_read]
+        for batch in inline_batches([r for r in fetch if r.size <= INLINE_BLOB_MAX and url not in self._no_batch_read]):
+            got, rest = self._pull_inline(url, batch)
+            applied += got
+            single.extend(rest)
+        return applied + self._pull_one_by_one(url, single)
+
+    def _pull_inline(self, url, batch):
+        """Fetch and commit ``batch`` in one request and one group commit: ``(applied, left)``,
+        ``left`` the records to fetch one by one (the peer's record changed, no endpoint)."""
+        try:
+            rows = self.client.read_small(url, [r.name for r in batch])
+        except PeerError as e:
+            if e.status is None:
+                raise  # the peer is down: stop talking to it for this pass
+            if e.status in (404, 405):
+                log.info("%s has no POST /_cluster/read: blobs one by one", url)
+                self._no_batch_read.add(url)
+            else:
+                log.warning("batched pull from %s failed: %s", url, e)
+            return 0, batch
+        contents, left = [], []
+        for r, row in zip(batch, rows, strict=True):
+            if not (isinstance(row, list) and len(row) == 5 and row[0] == "ok" and row[2] == r.sha256
+                    and row[3] == r.size and isinstance(row[4], bytes)):
+                left.append(r)  # changed there meanwhile, larger, corrupt: the general path decides
+                continue
+            self._consume(len(row[4]))
+            contents.append((r, row[4]))
+        applied = 0
+        for (r, _), result in zip(contents, store_many(self.store, contents) if contents else [], strict=True):
+            if isinstance(result, Exception):
+                log.warning("pull of %s from %s failed: %s", r.name, url, result)
+            else:
+                applied += result[1]
+        return applied, left
+
+    def _pull_one_by_one(self, url, records):
+        applied = 0
+        for r in records:
+            try:
                 upload = self.store.begin_upload()
                 try:
                     self.client.fetch_blob(url, r.sha256, upload.write)
@@ -88,28 +195,70 @@ class Replicator:
         return applied
 
     def push(self, url, records):
-        """Offer ``records`` to a peer and stream the blobs it lacks.  Returns the count sent."""
+        """Offer ``records`` to a peer and send the blobs it lacks.  Returns the count sent."""
         sent = 0
         for i in range(0, len(records), PUSH_BATCH):
             batch = records[i:i + PUSH_BATCH]
             missing = set(self.client.post_records(url, batch))
-            sent += sum(1 for r in batch if r.deleted or r.sha256 not in missing)
-            for r in batch:
-                if r.deleted or r.sha256 not in missing:
-                    continue
-                try:
-                    f = self.store.open_blob(r.sha256)
-                except (FileNotFoundError, StorageError):
-                    continue  # replaced here meanwhile; the newer record travels next pass
-                try:
-                    self.client.put_file(url, r, f)
-                    sent += 1
-                except PeerError as e:
-                    if e.status is None:
-                        raise
-                    log.warning("push of %s to %s failed: %s", r.name, url, e)
-                finally:
-                    f.close()
+            lacking = [r for r in batch if not r.deleted and r.sha256 in missing]
+            sent += len(batch) - len(lacking)
+            single = [r for r in lacking if r.size > INLINE_BLOB_MAX or url in self._no_inline]
+            for group in inline_batches([r for r in lacking
+                                         if r.size <= INLINE_BLOB_MAX and url not in self._no_inline]):
+                carried, rest = self._push_inline(url, group)
+                sent += carried
+                single.extend(rest)
+            sent += self._push_one_by_one(url, single)
+        return sent
+
+    def _push_inline(self, url, group):
+        """Send ``group`` with its content in one request: ``(sent, left)``, ``left`` the
+        records the peer still lacks (to stream one by one)."""
+        blobs, odd = {}, []
+        for r in group:
+            try:
+                with self.store.open_blob(r.sha256) as f:
+                    data = f.read(r.size + 1)
+            except (FileNotFoundError, StorageError):
+                continue  # replaced here meanwhile; the newer record travels next pass
+            if len(data) == r.size:
+                blobs[r.sha256] = data
+            else:
+                odd.append(r)  # not the record's size: the general path reports it
+        present = [r for r in group if r.sha256 in blobs]
+        if not present:
+            return 0, odd
+        self._consume(sum(len(d) for d in blobs.values()))
+        try:
+            missing, understood = self.client.post_records_inline(url, present, blobs)
+        except PeerError as e:
+            if e.status is None:
+                raise
+            log.warning("batched push to %s failed: %s", url, e)
+            return 0, present + odd
+        if not understood:
+            log.info("%s took no inline content: blobs one by one", url)
+            self._no_inline.add(url)
+        missing = set(missing)
+        left = [r for r in present if r.sha256 in missing]
+        return len(present) - len(left), left + odd
+
+    def _push_one_by_one(self, url, records):
+        sent = 0
+        for r in records:
+            try:
+                f = self.store.open_blob(r.sha256)
+            except (FileNotFoundError, StorageError):
+                continue  # replaced here meanwhile; the newer record travels next pass
+            try:
+                self.client.put_file(url, r, f)
+                sent += 1
+            except PeerError as e:
+                if e.status is None:
+                    raise
+                log.warning("push of %s to %s failed: %s", r.name, url, e)
+            finally:
+                f.close()
         return sent
 
 
@@ -122,6 +271,16 @@ def _parallel(fn, items, pool):
 
 def _by_name(records):
     return {r.name: r for r in records}
+
+
+def _groups(work):
+    """``(partition, url)`` pairs as ``(url, [partitions])`` groups of at most PARTITION_GROUP,
+    in order (the partitions of one peer compared together)."""
+    by_url = {}
+    for p, url in work:
+        by_url.setdefault(url, []).append(p)
+    return [(url, parts[i:i + PARTITION_GROUP]) for url, parts in by_url.items()
+            for i in range(0, len(parts), PARTITION_GROUP)]
 
 
 class Task:
@@ -228,19 +387,19 @@ class AntiEntropy(Task):
         summary["differing"] = len(work)
         gave_up = set()
 
-        def one(item):
-            p, url = item
+        def one(group):
+            url, parts = group
             if url in gave_up:
                 return 0, 0
             try:
-                return self.reconcile(p, url)
+                return self.reconcile_many(parts, url)
             except PeerError as e:
-                log.info("anti-entropy of partition %d with %s stopped: %s", p, url, e)
+                log.info("anti-entropy of partitions %d-%d with %s stopped: %s", parts[0], parts[-1], url, e)
                 if e.status is None:
                     gave_up.add(url)   # down: no more work with it in this pass
                 return 0, 0
 
-        for pulled, pushed in _parallel(one, work, self.pool):
+        for pulled, pushed in _parallel(one, _groups(work), self.pool):
             summary["pulled"] += pulled
             summary["pushed"] += pushed
         summary["peers_down"] = sorted(set(summary["peers_down"]) | gave_up)
@@ -277,10 +436,18 @@ class AntiEntropy(Task):
 
     def reconcile(self, partition, url):
         """Exchange the differing records of one partition with one peer: ``(pulled, pushed)``."""
-        theirs = _by_name(self.client.partition_records(url, partition))
-        mine = _by_name(self.node.store.iter_records(partition))
-        pull = [r for name, r in theirs.items() if beats(r, mine.get(name))]
-        push = [r for name, r in mine.items() if beats(r, theirs.get(name))]
+        return self.reconcile_many([partition], url)
+
+    def reconcile_many(self, partitions, url):
+        """Exchange the differing records of ``partitions`` with one peer: ``(pulled, pushed)``.
+        Their record lists come in one request, and the records to move travel together."""
+        listed = self.replicator.partition_records(url, partitions)
+        pull, push = [], []
+        for p in partitions:
+            theirs = _by_name(listed[p])
+            mine = _by_name(self.node.store.iter_records(p))
+            pull += [r for name, r in theirs.items() if beats(r, mine.get(name))]
+            push += [r for name, r in mine.items() if beats(r, theirs.get(name))]
         pulled = self.replicator.pull(url, pull) if pull else 0
         pushed = self.replicator.push(url, push) if push else 0
         return pulled, pushed
@@ -307,7 +474,8 @@ class Handoff(Task):
         foreign = [p for p in store.partitions() if not ring.owns(self.node.id, p)]
         summary = {"epoch": ring.epoch, "partitions": len(foreign), "pushed": 0, "dropped": 0, "kept": 0}
         down = set()
-        results = _parallel(lambda p: self.hand_off(ring, p, down), foreign, self.pool)
+        groups = [foreign[i:i + PARTITION_GROUP] for i in range(0, len(foreign), PARTITION_GROUP)]
+        results = _parallel(lambda parts: self.hand_off_many(ring, parts, down), groups, self.pool)
         for pushed, dropped, kept in results:
             summary["pushed"] += pushed
             summary["dropped"] += dropped
@@ -317,35 +485,58 @@ class Handoff(Task):
 
     def hand_off(self, ring, partition, down):
         """Push one foreign partition to its owners; forget what all of them hold."""
+        return self.hand_off_many(ring, [partition], down)
+
+    def hand_off_many(self, ring, partitions, down):
+        """Push foreign ``partitions`` to their owners; forget the records every owner holds.
+
+        Per owner, the record lists of all its partitions among these come in
+        one request (before and after the push) and the records it lacks travel
+        together.  Returns ``(pushed, dropped, kept)``.
+        """
         store = self.node.store
-        mine = list(store.iter_records(partition))
+        me = self.node.id
+        mine = {p: list(store.iter_records(p)) for p in partitions}
+        mine = {p: records for p, records in mine.items() if records}
         if not mine:
             return 0, 0, 0
-        owners = [n for n in ring.partition_owners(partition) if n.id != self.node.id]
-        confirmed = dict.fromkeys((r.name for r in mine), 0)
+        owners = {p: [n for n in ring.partition_owners(p) if n.id != me] for p in mine}
+        by_owner = {}
+        for p in mine:
+            for n in owners[p]:
+                by_owner.setdefault(n.url, []).append(p)
+        confirmed = {r.name: 0 for records in mine.values() for r in records}
         pushed = 0
-        for owner in owners:
-            if owner.url in down:
+        for url, parts in by_owner.items():
+            if url in down:
                 continue
             try:
-                theirs = _by_name(self.client.partition_records(owner.url, partition))
-                need = [r for r in mine if beats(r, theirs.get(r.name))]
+                theirs = self._records_by_name(url, parts)
+                need = [r for p in parts for r in mine[p] if beats(r, theirs.get(r.name))]
                 if need:
-                    pushed += self.replicator.push(owner.url, need)
-                    theirs = _by_name(self.client.partition_records(owner.url, partition))
+                    pushed += self.replicator.push(url, need)
+                    theirs = self._records_by_name(url, parts)
             except PeerError as e:
-                log.info("handoff of partition %d to %s stopped: %s", partition, owner.url, e)
+                log.info("handoff of partitions %d-%d to %s stopped: %s", parts[0], parts[-1], url, e)
                 if e.status is None:
-                    down.add(owner.url)
+                    down.add(url)
                 continue
-            for r in mine:
-                if not beats(r, theirs.get(r.name)):
-                    confirmed[r.name] += 1
-        dropped = 0
-        for r in mine:
-            if confirmed[r.name] == len(owners) and store.forget(r.name, r):
-                dropped += 1
-        return pushed, dropped, len(mine) - dropped
+            for p in parts:
+                for r in mine[p]:
+                    if not beats(r, theirs.get(r.name)):
+                        confirmed[r.name] += 1
+        dropped = kept = 0
+        for p, records in mine.items():
+            for r in records:
+                if confirmed[r.name] == len(owners[p]) and store.forget(r.name, r):
+                    dropped += 1
+                else:
+                    kept += 1
+        return pushed, dropped, kept
+
+    def _records_by_name(self, url, partitions):
+        listed = self.replicator.partition_records(url, partitions)
+        return {r.name: r for p in partitions for r in listed[p]}
 
 
 class Reclaim(Task):

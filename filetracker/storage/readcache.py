@@ -155,6 +155,13 @@ class CachingStore:
         finally:
             self._changed(name)
 
+    def commit_uploads(self, items):
+        try:
+            return self._store.commit_uploads(items)
+        finally:
+            for _, record in items:
+                self._changed(record.name)
+
     def put_record(self, record, blob_path=None):
         try:
             return self._store.put_record(record, blob_path)

@@ -356,17 +356,52 @@ class ObjectStore:
         merge nothing changes and the upload is dropped.
         """
         try:
-            upload.finish()
-            sha, size = upload.sha256, upload.size
-            if expected_sha256 is not None and expected_sha256.lower() != sha:
-                raise ChecksumMismatch("content SHA-256 %s does not match the announced %s"
-                                       % (sha, expected_sha256))
-            if expected_size is not None and int(expected_size) != size:
-                raise SizeMismatch("content size %d does not match the announced %s" % (size, expected_size))
-            record = Record(name=name, version=int(version), sha256=sha, size=size, deleted=False)
+            record = self._finished_record(upload, name, version, expected_sha256, expected_size)
             return self._merge_in(record, src_path=upload.path)
         finally:
             discard(upload.path)
+
+    def commit_uploads(self, items):
+        """Store many finished-to-be uploads in one group commit (one transaction, one WAL fsync).
+
+        ``items`` is a list of ``(upload, record)``: the upload holds the content
+        ``record`` announces (its name, version, SHA-256 and size are checked as
+        :meth:`commit_upload` checks them).  Returns one entry per item, in order:
+        ``(winner, applied)``, or the exception that item met
+        (:class:`ChecksumMismatch`, :class:`SizeMismatch`, :class:`StoreFull`, ...);
+        one item failing never fails the others.  Every upload file is gone afterwards.
+        Durability is that of :meth:`commit_upload` for each item.
+        """
+        results = [None] * len(items)
+        jobs = []
+        try:
+            for i, (upload, want) in enumerate(items):
+                try:
+                    record = self._finished_record(upload, want.name, want.version, want.sha256, want.size)
+                except Exception as e:  # noqa: BLE001 - this item fails, the others go on
+                    results[i] = _disk_error(e)
+                    continue
+                jobs.append((i, _Job(record, upload.path)))
+            self._merge_jobs([job for _, job in jobs])
+            for i, job in jobs:
+                results[i] = job.error if job.error is not None else job.result
+        finally:
+            for upload, _ in items:
+                discard(upload.path)
+        return results
+
+    @staticmethod
+    def _finished_record(upload, name, version, expected_sha256, expected_size):
+        """Finish (fsync) ``upload`` and return the data record of its content, checked
+        against the announced checksum and size."""
+        upload.finish()
+        sha, size = upload.sha256, upload.size
+        if expected_sha256 is not None and expected_sha256.lower() != sha:
+            raise ChecksumMismatch("content SHA-256 %s does not match the announced %s"
+                                   % (sha, expected_sha256))
+        if expected_size is not None and int(expected_size) != size:
+            raise SizeMismatch("content size %d does not match the announced %s" % (size, expected_size))
+        return Record(name=name, version=int(version), sha256=sha, size=size, deleted=False)
 
     def put_record(self, record, blob_path=None):
         """Merge a data record; ``blob_path`` (a file of its content) is moved into blobs/.
@@ -406,18 +441,23 @@ class ObjectStore:
         is exactly that of one transaction per record.
         """
         job = _Job(record, src_path)
-        with self._pending_lock:
-            self._pending.append(job)
-        while not job.done:
-            with self._locked():
-                if job.done:
-                    break
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                self._commit_batch(batch)
+        self._merge_jobs([job])
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _merge_jobs(self, jobs):
+        """Queue ``jobs`` together and return once every one of them is done (see :meth:`_merge_in`)."""
+        with self._pending_lock:
+            self._pending.extend(jobs)
+        for job in jobs:
+            while not job.done:
+                with self._locked():
+                    if job.done:
+                        break
+                    with self._pending_lock:
+                        batch, self._pending = self._pending, []
+                    self._commit_batch(batch)
 
     def _commit_batch(self, batch):
         """Merge, place and commit ``batch`` (store lock held); every job gets its result or error."""

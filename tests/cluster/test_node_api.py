@@ -10,6 +10,7 @@ import requests
 
 from cluster.peers import quote_name
 from cluster.ring import Node, Ring, partition_of
+from filetracker.records import Record
 from tests.cluster.conftest import NodeCluster, sha256
 from tests.support.procs import script
 
@@ -89,6 +90,7 @@ def test_secret_required(c):
         ("PUT", "/_cluster/ring", {"data": msgpack.packb(c.ring.to_dict())}),
         ("GET", "/_cluster/digests", {}),
         ("POST", "/_cluster/records", {"data": msgpack.packb([])}),
+        ("POST", "/_cluster/partitions", {"data": msgpack.packb([0])}),
         ("POST", "/_cluster/run/sync", {}),
     ]:
         for headers in ({}, {"X-Cluster-Secret": "wrong"}):
@@ -130,6 +132,41 @@ def test_records_digests_partition_blobs_list(c):
     lst = c.client.list_folder(c.urls[0], "/rec")
     assert [x[0] for x in lst] == ["/rec/gone", "/rec/one"] and lst[0][4] is True
     assert c.client.list_folder(c.urls[0], "/rec", max_version=V - 1) == []
+
+
+def test_records_with_inline_content_and_many_partitions(c):
+    """``POST /_cluster/records`` stores small blobs sent inside the record list (checked against
+    the record), and ``POST /_cluster/partitions`` lists several partitions in one answer."""
+    good, bad = b"inline content", b"not what the record says"
+    rec = Record("/inl/good", V, sha256(good), len(good))
+    liar = Record("/inl/liar", V, sha256(b"something else"), len(bad))
+    lacking = Record("/inl/lacking", V, sha256(b"never sent"), 10)
+    missing, understood = c.client.post_records_inline(
+        c.urls[1], [rec, liar, lacking], {rec.sha256: good, liar.sha256: bad})
+    assert understood and sorted(missing) == sorted([liar.sha256, lacking.sha256])
+    assert c.record(1, "/inl/good") == rec and c.content(1, "/inl/good") == good
+    assert c.record(1, "/inl/liar") is None and c.record(1, "/inl/lacking") is None
+    assert os.listdir(os.path.join(c.dirs[1], "tmp")) == []
+    # offered again: merged without its content (the blob is there), nothing missing
+    assert c.client.post_records_inline(c.urls[1], [rec], {}) == ([], True)
+    # content larger than the inline limit, or too much of it: refused whole, nothing stored
+    for items, status in [
+            ([dict(Record("/inl/big", V, "0" * 64, 70_000).to_dict(), data=b"x" * 70_000)], 400),
+            ([dict(Record("/inl/s%d" % i, V, "0" * 64, 60_000).to_dict(), data=b"x" * 60_000)
+              for i in range(80)], 413),
+            ([dict(rec.to_dict(), data="text, not bytes")], 400)]:
+        r = requests.post(c.urls[1] + "/_cluster/records", data=msgpack.packb(items), headers=c.headers(), timeout=30)
+        assert r.status_code == status and r.headers.get("X-Exception"), r.status_code
+    assert c.record(1, "/inl/big") is None and c.record(1, "/inl/s0") is None
+    # the record lists of several partitions at once (an empty one included)
+    p = partition_of("/inl/good", 10)
+    empty = next(q for q in range(1024) if q != p and not c.client.partition_records(c.urls[1], q))
+    listed = c.client.partitions_records(c.urls[1], [p, empty])
+    assert listed == {p: c.client.partition_records(c.urls[1], p), empty: []} and rec in listed[p]
+    for body in ([1024], [-1], ["1"], list(range(65)), {"p": 1}, [True]):
+        r = requests.post(c.urls[1] + "/_cluster/partitions", data=msgpack.packb(body), headers=c.headers(),
+                          timeout=10)
+        assert r.status_code == 400 and "partition numbers" in r.headers["X-Exception"], body
 
 
 def test_ring_get_put_and_status(c):

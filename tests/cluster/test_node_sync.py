@@ -9,7 +9,7 @@ from cluster.node.app import make_app, shutdown
 from cluster.node.config import NodeConfig
 from cluster.node.fastpath import store_small
 from cluster.node.tasks import AntiEntropy
-from cluster.peers import PeerClient
+from cluster.peers import PeerClient, PeerError
 from cluster.ring import Node, partition_of
 from tests.cluster.conftest import SECRET, sha256, wait_until
 
@@ -156,6 +156,14 @@ def test_killed_node_catches_up_by_itself(cluster_factory):
     assert cl.record(2, "/k/old00").deleted
 
 
+def _node0_in_this_process(cl):
+    """Stop node 0 of a 2-node cluster and run it in the test process instead (same data
+    folder, same ring, no background loops): its app (``shutdown(app)`` at the end)."""
+    cl.stop_node(0)
+    return make_app(NodeConfig(dir=cl.dirs[0], node_id=cl.urls[0], peers=(cl.urls[1],), replicas=2,
+                               cluster_secret=SECRET, background=False))
+
+
 class _WriteBetweenRounds(PeerClient):
     """A real peer client that runs ``hook`` once, before its second digests request (the
     first comparison is done by then): a write landing between anti-entropy's two comparisons."""
@@ -176,6 +184,10 @@ class _WriteBetweenRounds(PeerClient):
         self.listed.append(partition)
         return super().partition_records(url, partition)
 
+    def partitions_records(self, url, partitions):
+        self.listed.extend(partitions)
+        return super().partitions_records(url, partitions)
+
 
 def test_anti_entropy_leaves_a_settled_difference_alone(cluster_factory, tmp_path):
     """A partition that differs at the first comparison only (a write was in flight) is not
@@ -187,10 +199,8 @@ def test_anti_entropy_leaves_a_settled_difference_alone(cluster_factory, tmp_pat
     assert p_late != p_real
     assert cl.put(1, late, b"late", V).status_code == 200     # on node 1 only, for now
     assert cl.put(1, real, b"real", V).status_code == 200     # on node 1 only
-    cl.stop_node(0)
-    app = make_app(NodeConfig(dir=cl.dirs[0], node_id=cl.urls[0], peers=(cl.urls[1],), replicas=2,
-                              cluster_secret=SECRET, background=False))
     client = sync = None
+    app = _node0_in_this_process(cl)
     try:
         store = app.node.store
         client = _WriteBetweenRounds(lambda: store_small(store, b"late", late, V, None, None),
@@ -204,6 +214,105 @@ def test_anti_entropy_leaves_a_settled_difference_alone(cluster_factory, tmp_pat
     finally:
         if sync is not None:
             sync.close()  # its worker threads
+        if client is not None:
+            client.close()
+        shutdown(app)
+
+
+class _CountingPeer(PeerClient):
+    """A real peer client counting its requests by kind; with ``old="all"`` it answers as a
+    node from before the batch endpoints would (404 for ``POST /_cluster/partitions`` and
+    ``POST /_cluster/read``, inline content ignored); with ``old="inline"`` only the inline
+    content is ignored."""
+
+    def __init__(self, old=False, **kwargs):
+        super().__init__(**kwargs)
+        self.old = old
+        self.calls = {}
+
+    def _count(self, kind):
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    def partitions_records(self, url, partitions):
+        self._count("partitions_records")
+        if self.old == "all":
+            raise PeerError("POST %s/_cluster/partitions: 404" % url, url=url, status=404)
+        return super().partitions_records(url, partitions)
+
+    def partition_records(self, url, partition):
+        self._count("partition_records")
+        return super().partition_records(url, partition)
+
+    def read_small(self, url, names):
+        self._count("read_small")
+        if self.old == "all":
+            raise PeerError("POST %s/_cluster/read: 404" % url, url=url, status=404)
+        return super().read_small(url, names)
+
+    def post_records_inline(self, url, records, blobs):
+        self._count("post_records_inline")
+        if self.old:
+            return super().post_records(url, records), False
+        return super().post_records_inline(url, records, blobs)
+
+    def fetch_blob(self, url, sha256, write):
+        self._count("fetch_blob")
+        return super().fetch_blob(url, sha256, write)
+
+    def put_file(self, url, record, f, hint_for=None):
+        self._count("put_file")
+        return super().put_file(url, record, f, hint_for)
+
+
+@pytest.mark.parametrize("old_peer", [False, "all", "inline"], ids=["batched", "old-peer", "no-inline-peer"])
+def test_anti_entropy_moves_small_files_in_batches(cluster_factory, old_peer):
+    """Small blobs move many to a request (and record lists many partitions to a request);
+    a large one is streamed alone.  Against a peer without the batch endpoints the same
+    records move one by one.  Node 0 runs in this process to count its requests."""
+    cl = cluster_factory(nodes=2, replicas=2)
+    small = 150
+    theirs = ["/bat/pull/%d" % i for i in range(small)]
+    ours = ["/bat/push/%d" % i for i in range(small)]
+    big = os.urandom(100_000)  # above the inline limit
+    for n in theirs:
+        assert cl.put(1, n, n.encode() * 3, V).status_code == 200
+    assert cl.put(1, "/bat/pull/big", big, V).status_code == 200
+    client = sync = None
+    app = _node0_in_this_process(cl)
+    try:
+        store = app.node.store
+        for n in ours:
+            store_small(store, n.encode() * 5, n, V, None, None)
+        store_small(store, big[::-1], "/bat/push/big", V, None, None)
+        client = _CountingPeer(old=old_peer, secret=SECRET, timeout=30)
+        sync = AntiEntropy(app.node, client, 30)
+        out = sync.run_once()
+        assert (out["pulled"], out["pushed"]) == (small + 1, small + 1), out
+        assert sync.run_once()["differing"] == 0
+        for n in theirs:
+            assert store.get_record(n).sha256 == sha256(n.encode() * 3)
+        for n in ours:
+            assert cl.content(1, n) == n.encode() * 5
+        assert cl.content(1, "/bat/push/big") == big[::-1]
+        with store.open_blob(store.get_record("/bat/pull/big").sha256) as f:
+            assert f.read() == big
+        differing = out["differing"]
+        calls = client.calls
+        if old_peer == "inline":  # pulls batched; pushes offered inline once, then one by one
+            assert calls["fetch_blob"] == 1 and calls["put_file"] == small + 1, calls
+            assert calls["post_records_inline"] == 1, calls
+        elif old_peer:
+            assert calls["fetch_blob"] == calls["put_file"] == small + 1, calls
+            assert calls["partition_records"] == differing and calls["partitions_records"] == 1, calls
+            assert calls["read_small"] == calls["post_records_inline"] == 1, calls  # then never again
+        else:
+            assert calls["fetch_blob"] == calls["put_file"] == 1, calls  # the large ones only
+            assert calls["read_small"] == calls["post_records_inline"] <= 2 * ((differing + 31) // 32), calls
+            assert calls["partitions_records"] <= 2 * ((differing + 31) // 32), calls   # two passes
+            assert "partition_records" not in calls, calls
+    finally:
+        if sync is not None:
+            sync.close()
         if client is not None:
             client.close()
         shutdown(app)

@@ -163,3 +163,20 @@ def test_a_repair_pass_forgets_each_record_it_drops(tmp_path):
         assert cache.get("/a") is None and store.get_record("/a") is None
     finally:
         store.close()
+
+
+def test_a_peer_copying_files_does_not_fill_the_cache(cluster_factory):
+    """``POST /_cluster/read?cache=0`` (what a peer's anti-entropy and a rebalance use) answers
+    like the plain request but keeps nothing in the read cache, so copying files between nodes
+    never evicts what clients read; the plain request (the gateway's) fills it."""
+    c = cluster_factory(nodes=1, replicas=1)
+    names = ["/rc/copy/%d" % i for i in range(5)]
+    for n in names:
+        assert c.put(0, n, n.encode(), V).ok
+    before = cache_stats(c)["entries"]
+    rows = c.client.read_small(c.urls[0], names)
+    assert [r[4] for r in rows] == [n.encode() for n in names] and all(r[0] == "ok" for r in rows)
+    assert cache_stats(c)["entries"] == before
+    plain = msgpack.unpackb(requests.post(c.urls[0] + "/_cluster/read", data=msgpack.packb(names),
+                                          headers=c.headers(), timeout=30).content)
+    assert plain == rows and cache_stats(c)["entries"] == before + len(names)

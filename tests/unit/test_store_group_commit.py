@@ -1,6 +1,7 @@
 """ObjectStore's group commit: concurrent commits give the same results as one at a time."""
 
 import hashlib
+import os
 import threading
 
 from filetracker.records import Record
@@ -62,3 +63,42 @@ def test_a_losing_record_and_a_missing_blob_fail_alone(tmp_path):
     assert store.get_record("/b") is None
     assert _commit(store, "/b", 2, b"two")[1]
     store.close()
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_commit_uploads_one_result_per_item_and_no_file_left(tmp_path):
+    """Many uploads in one call: each item gets its own result (a failure never fails the
+    others), the winners are stored, the merge rule holds inside the batch, no temp file stays."""
+    store = ObjectStore(str(tmp_path / "s"))
+    store.commit_upload(_upload(store, b"newer"), "/kept", 50)
+    items = [
+        (_upload(store, b"a"), Record("/a", 10, _sha(b"a"), 1)),
+        (_upload(store, b"b"), Record("/b", 10, _sha(b"not b"), 1)),      # checksum mismatch
+        (_upload(store, b"cc"), Record("/c", 10, _sha(b"cc"), 3)),        # size mismatch
+        (_upload(store, b"old"), Record("/kept", 40, _sha(b"old"), 3)),   # loses to version 50
+        (_upload(store, b"d1"), Record("/d", 10, _sha(b"d1"), 2)),
+        (_upload(store, b"d2"), Record("/d", 11, _sha(b"d2"), 2)),        # the later version wins
+        (_upload(store, b"a"), Record("/a-copy", 10, _sha(b"a"), 1)),     # same content, one blob
+    ]
+    results = store.commit_uploads(items)
+    assert [type(r).__name__ if isinstance(r, Exception) else r[1] for r in results] == \
+        [True, "ChecksumMismatch", "SizeMismatch", False, True, True, True]
+    assert results[3][0].version == 50
+    assert store.get_record("/a").sha256 == _sha(b"a") and store.get_record("/a-copy").sha256 == _sha(b"a")
+    assert store.get_record("/b") is None and store.get_record("/c") is None
+    assert store.get_record("/kept").sha256 == _sha(b"newer")
+    assert store.get_record("/d").version == 11 and store.get_record("/d").sha256 == _sha(b"d2")
+    assert os.listdir(store.tmp_dir) == []
+    with store.open_blob(_sha(b"a")) as f:
+        assert f.read() == b"a"
+    assert not store.has_blob(_sha(b"d1"))  # lost inside the batch: never placed, or dropped
+    assert store.commit_uploads([]) == []
+
+
+def _upload(store, data):
+    up = store.begin_upload()
+    up.write(data)
+    return up
