@@ -77,6 +77,14 @@ def unpack(body):
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
+def _decoded(resp, url, what):
+    """The msgpack answer of ``resp``; PeerError (502) when it does not decode."""
+    try:
+        return unpack(resp.content)
+    except Exception as e:  # noqa: BLE001 - any decoding problem is the peer's
+        raise PeerError("%s on %s: the answer is not msgpack: %s" % (what, url, e), url=url, status=502) from None
+
+
 class RateLimiter:
     """A token bucket of ``rate`` bytes per second (``None`` or 0: unlimited); thread-safe."""
 
@@ -200,16 +208,22 @@ class PeerClient:
         return [Record.from_dict(d) for d in unpack(body)]
 
     def partitions_records(self, url, partitions):
-        """``{partition: [Record]}`` of several partitions (at most
-        :data:`MAX_PARTITIONS_PER_REQUEST`) in one request.  Raises PeerError with status
-        404 from a node without ``POST /_cluster/partitions`` (ask one by one)."""
+        """``{partition: [Record]}`` of the first of ``partitions`` (at most
+        :data:`MAX_PARTITIONS_PER_REQUEST`) in one request: at least the first one, and as
+        many more as the node lists in one answer (ask again for the others).  Raises
+        PeerError with status 404 from a node without ``POST /_cluster/partitions`` (ask
+        one by one), 502 for an answer that does not fit."""
         parts = [int(p) for p in partitions]
         resp = self.request("POST", url, "/_cluster/partitions", data=msgpack.packb(parts),
                             headers={"Content-Type": "application/msgpack"})
-        answer = unpack(resp.content)
-        if not isinstance(answer, dict) or not set(parts) <= set(answer):
-            raise PeerError("POST %s/_cluster/partitions: not every partition answered" % url, url=url, status=502)
-        return {p: [Record.from_dict(d) for d in answer[p]] for p in parts}
+        answer = _decoded(resp, url, "POST /_cluster/partitions")
+        if not isinstance(answer, dict) or parts[0] not in answer or not set(answer) <= set(parts):
+            raise PeerError("POST %s/_cluster/partitions: not the partitions asked for" % url, url=url, status=502)
+        try:
+            return {p: [Record.from_dict(d) for d in answer[p]] for p in parts if p in answer}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise PeerError("POST %s/_cluster/partitions: malformed record: %s" % (url, e), url=url,
+                            status=502) from None
 
     def post_records(self, url, records):
         """Offer records; the node merges those whose blob it has. Returns the missing sha256s."""
@@ -235,7 +249,9 @@ class PeerClient:
             items.append(d)
         resp = self.request("POST", url, "/_cluster/records", data=msgpack.packb(items, use_bin_type=True),
                             headers={"Content-Type": "application/msgpack"})
-        answer = unpack(resp.content)
+        answer = _decoded(resp, url, "POST /_cluster/records")
+        if not isinstance(answer, dict) or not isinstance(answer.get("missing", []), list):
+            raise PeerError("POST %s/_cluster/records: malformed answer" % url, url=url, status=502)
         return list(answer.get("missing", [])), "inline" in answer
 
     def read_small(self, url, names):
@@ -246,7 +262,7 @@ class PeerClient:
         # cache=0: files copied between nodes are read once; they must not evict the node's hot reads
         resp = self.request("POST", url, "/_cluster/read", data=msgpack.packb(list(names)), params={"cache": "0"},
                             headers={"Content-Type": "application/msgpack"})
-        rows = unpack(resp.content)
+        rows = _decoded(resp, url, "POST /_cluster/read")
         if not isinstance(rows, list) or len(rows) != len(names):
             raise PeerError("POST %s/_cluster/read: %d rows for %d names"
                             % (url, len(rows) if isinstance(rows, list) else -1, len(names)), url=url, status=502)

@@ -25,7 +25,8 @@ def store_many(store, contents):
             try:
                 upload = store.begin_upload()
                 upload.write(data)
-            except (StorageError, OSError) as e:  # a failed write removed its upload
+                upload.finish()  # fsynced and closed now: many uploads never hold many files open
+            except (StorageError, OSError) as e:  # a failed write or finish removed its upload
                 results[i] = e
                 continue
             uploads.append((upload, record))

@@ -395,10 +395,10 @@ async def read_rows(node, ctx, names, fill=True):
     """The answer rows of ``POST /_cluster/read`` for ``names`` (read cache first, then one hop;
     what the hop read is kept in the cache when ``fill``)."""
     cache = node.read_cache
+    if not fill:  # neither filled nor consulted: no hit counted, no entry moved up the LRU
+        return await ctx.run(read_many, node.store, _integrity(node), names)
 
     def remember(n, item, generation):
-        if not fill:
-            return
         if item[0] == "ok":
             record = Record(n, item[1], item[2], item[3])
             cache.fill(n, record, item[4] if _verified(node, record) else None, generation)

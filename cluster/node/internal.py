@@ -31,6 +31,10 @@ from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch, Sto
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MSGPACK = "application/msgpack"
+#: most records in one POST /_cluster/records (senders offer 500 at a time)
+MAX_RECORDS_POSTED = 10_000
+#: a POST /_cluster/partitions answer stops after the partition that reaches this many records
+MAX_RECORDS_LISTED = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +293,8 @@ class RecordsHandler(InternalHandler):
 
     async def post(self):
         items = self.msgpack_body()
-        if not isinstance(items, list):
-            raise HTTPFail(400, "expected a msgpack list of record dicts")
+        if not isinstance(items, list) or len(items) > MAX_RECORDS_POSTED:
+            raise HTTPFail(400, "expected a msgpack list of at most %d record dicts" % MAX_RECORDS_POSTED)
         try:
             records = [(Record.from_dict(d), d.get("data")) for d in items]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -301,6 +305,9 @@ class RecordsHandler(InternalHandler):
                 check_name(r.name, allow_version=False)
             except InvalidNameError as e:
                 raise HTTPFail(400, "invalid file name in record: %s" % e)
+            # SQLite stores 64-bit integers: a larger one would fail the whole group commit
+            if not (0 <= r.version < 2 ** 63 and 0 <= r.size < 2 ** 63):
+                raise HTTPFail(400, "version and size of %s must be 0 .. 2**63-1" % r.name)
             if data is not None:
                 if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
                     raise HTTPFail(400, "the content of %s must be at most %d bytes (msgpack bin)"
@@ -362,8 +369,11 @@ class PartitionsHandler(InternalHandler):
 
     Body: msgpack list of at most :data:`~cluster.peers.MAX_PARTITIONS_PER_REQUEST`
     partition numbers.  Answer: msgpack map ``{partition: [record dict, ...]}``
-    (an empty list for a partition holding nothing).  Anti-entropy and handoff
-    compare many small partitions per request with it instead of one each.
+    (an empty list for a partition holding nothing), in the order asked, whole
+    partitions only, stopping after the partition that brings the count to
+    :data:`MAX_RECORDS_LISTED` (so at least one): the asker asks again for the
+    rest.  Anti-entropy and handoff compare many small partitions per request
+    with it instead of one each, and large ones still one at a time.
     """
 
     async def post(self):
@@ -373,9 +383,19 @@ class PartitionsHandler(InternalHandler):
                 not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < limit for p in parts):
             raise HTTPFail(400, "expected a msgpack list of at most %d partition numbers below %d"
                            % (MAX_PARTITIONS_PER_REQUEST, limit))
-        store = self.store
-        self.finish_msgpack(await self.ctx.run(
-            lambda: {p: [r.to_dict() for r in store.iter_records(p)] for p in dict.fromkeys(parts)}))
+        self.set_header("Content-Type", MSGPACK)
+        self.finish(await self.ctx.run(list_partitions, self.store, parts))
+
+
+def list_partitions(store, parts, limit=MAX_RECORDS_LISTED):
+    """Blocking: the packed answer of ``POST /_cluster/partitions`` (packed here, off the event loop)."""
+    out, count = {}, 0
+    for p in dict.fromkeys(parts):
+        out[p] = [r.to_dict() for r in store.iter_records(p)]
+        count += len(out[p])
+        if count >= limit:
+            break
+    return msgpack.packb(out)
 
 
 class StatusHandler(InternalHandler):

@@ -56,8 +56,30 @@ log = logging.getLogger("cluster.node.tasks")
 
 #: Records offered per POST /_cluster/records.
 PUSH_BATCH = 500
-#: Partitions compared with one peer in one go (their record lists in one request)
+#: Partitions compared with one peer in one go (their record lists in one request) ...
 PARTITION_GROUP = 32
+#: ... holding at most this many records here (one large partition still goes alone)
+GROUP_RECORDS = 5000
+#: seconds a peer found without a batch endpoint is served the old way before it is asked again
+OLD_PEER_RECHECK = 600
+
+
+class _OldPeers:
+    """Peers found without one of the batch endpoints (an older version), served the old way
+    for :data:`OLD_PEER_RECHECK` seconds, then asked again (a rolling upgrade ends)."""
+
+    def __init__(self, what):
+        self.what = what
+        self._since = {}  # url -> monotonic time it was found old
+
+    def mark(self, url):
+        if url not in self:
+            log.info("%s has no %s: one at a time for %ds", url, self.what, OLD_PEER_RECHECK)
+        self._since[url] = time.monotonic()
+
+    def __contains__(self, url):
+        since = self._since.get(url)
+        return since is not None and time.monotonic() - since < OLD_PEER_RECHECK
 
 
 def inline_batches(records):
@@ -88,29 +110,35 @@ class Replicator:
     def __init__(self, node, client):
         self.node = node
         self.client = client
-        self._no_batch_read = set()  # peers without POST /_cluster/read: pulled one by one
-        self._no_inline = set()      # peers that took no inline content: pushed one by one
-        self._single_lists = set()  # peers without POST /_cluster/partitions
+        self._no_batch_read = _OldPeers("POST /_cluster/read")   # pulled one by one
+        self._no_inline = _OldPeers("inline content")              # pushed one by one
+        self._single_lists = _OldPeers("POST /_cluster/partitions")  # record lists one by one
 
-    def partition_records(self, url, partitions):
-        """``{partition: [Record]}`` of the peer's records of ``partitions``: one request per
-        :data:`~cluster.peers.MAX_PARTITIONS_PER_REQUEST`, or one per partition from a peer
-        without the batch endpoint."""
-        out = {}
-        parts = list(partitions)
-        if url not in self._single_lists:
+    def iter_partition_records(self, url, partitions):
+        """The peer's records of ``partitions``, as ``{partition: [Record]}`` chunks (one per
+        request: as many whole partitions as the peer lists in one answer, or one from a
+        peer without ``POST /_cluster/partitions``), so a caller holds one chunk at a time."""
+        pending = list(partitions)
+        while pending:
+            if url in self._single_lists:
+                p = pending.pop(0)
+                yield {p: self.client.partition_records(url, p)}
+                continue
             try:
-                for i in range(0, len(parts), MAX_PARTITIONS_PER_REQUEST):
-                    out.update(self.client.partitions_records(url, parts[i:i + MAX_PARTITIONS_PER_REQUEST]))
-                return out
+                got = self.client.partitions_records(url, pending[:MAX_PARTITIONS_PER_REQUEST])
             except PeerError as e:
                 if e.status not in (404, 405):
                     raise
-                log.info("%s has no POST /_cluster/partitions: record lists one by one", url)
-                self._single_lists.add(url)
-        for p in parts:
-            if p not in out:
-                out[p] = self.client.partition_records(url, p)
+                self._single_lists.mark(url)
+                continue
+            pending = [p for p in pending if p not in got]
+            yield got
+
+    def partition_records(self, url, partitions):
+        """``{partition: [Record]}`` of the peer's records of every one of ``partitions``."""
+        out = {}
+        for chunk in self.iter_partition_records(url, partitions):
+            out.update(chunk)
         return out
 
     @property
@@ -137,8 +165,9 @@ class Replicator:
                 fetch.append(r)
             except (StorageError, ValueError) as e:
                 log.warning("pull of %s from %s failed: %s", r.name, url, e)
-        single = [r for r in fetch if r.size > INLINE_BLOB_MAX or url in self._no_batch_read]
-        for batch in inline_batches([r for r in fetch if r.size <= INLINE_BLOB_MAX and url not in self._no_batch_read]):
+        batched = url not in self._no_batch_read  # read once: another thread may mark it meanwhile
+        single = [r for r in fetch if r.size > INLINE_BLOB_MAX or not batched]
+        for batch in inline_batches([r for r in fetch if r.size <= INLINE_BLOB_MAX and batched]):
             got, rest = self._pull_inline(url, batch)
             applied += got
             single.extend(rest)
@@ -153,8 +182,7 @@ class Replicator:
             if e.status is None:
                 raise  # the peer is down: stop talking to it for this pass
             if e.status in (404, 405):
-                log.info("%s has no POST /_cluster/read: blobs one by one", url)
-                self._no_batch_read.add(url)
+                self._no_batch_read.mark(url)
             else:
                 log.warning("batched pull from %s failed: %s", url, e)
             return 0, batch
@@ -202,9 +230,9 @@ class Replicator:
             missing = set(self.client.post_records(url, batch))
             lacking = [r for r in batch if not r.deleted and r.sha256 in missing]
             sent += len(batch) - len(lacking)
-            single = [r for r in lacking if r.size > INLINE_BLOB_MAX or url in self._no_inline]
-            for group in inline_batches([r for r in lacking
-                                         if r.size <= INLINE_BLOB_MAX and url not in self._no_inline]):
+            inline = url not in self._no_inline  # read once: another thread may mark it meanwhile
+            single = [r for r in lacking if r.size > INLINE_BLOB_MAX or not inline]
+            for group in inline_batches([r for r in lacking if r.size <= INLINE_BLOB_MAX and inline]):
                 carried, rest = self._push_inline(url, group)
                 sent += carried
                 single.extend(rest)
@@ -237,8 +265,7 @@ class Replicator:
             log.warning("batched push to %s failed: %s", url, e)
             return 0, present + odd
         if not understood:
-            log.info("%s took no inline content: blobs one by one", url)
-            self._no_inline.add(url)
+            self._no_inline.mark(url)
         missing = set(missing)
         left = [r for r in present if r.sha256 in missing]
         return len(present) - len(left), left + odd
@@ -273,14 +300,31 @@ def _by_name(records):
     return {r.name: r for r in records}
 
 
-def _groups(work):
-    """``(partition, url)`` pairs as ``(url, [partitions])`` groups of at most PARTITION_GROUP,
-    in order (the partitions of one peer compared together)."""
+def _groups(work, count, workers=1):
+    """``(partition, url)`` pairs as ``(url, [partitions])`` groups, in order: the partitions
+    of one peer compared together, cut by :func:`_cut`."""
     by_url = {}
     for p, url in work:
         by_url.setdefault(url, []).append(p)
-    return [(url, parts[i:i + PARTITION_GROUP]) for url, parts in by_url.items()
-            for i in range(0, len(parts), PARTITION_GROUP)]
+    return [(url, group) for url, parts in by_url.items() for group in _cut(parts, count, workers)]
+
+
+def _cut(parts, count, workers=1):
+    """``parts`` in runs of at most PARTITION_GROUP partitions holding at most GROUP_RECORDS
+    records here (``count(p)``; a larger partition alone), and short enough that ``workers``
+    threads share them (so large files still move several at a time), in order."""
+    most = max(1, min(PARTITION_GROUP, -(-len(parts) // max(1, workers))))
+    runs, run, held = [], [], 0
+    for p in parts:
+        n = count(p)
+        if run and (len(run) == most or held + n > GROUP_RECORDS):
+            runs.append(run)
+            run, held = [], 0
+        run.append(p)
+        held += n
+    if run:
+        runs.append(run)
+    return runs
 
 
 class Task:
@@ -295,7 +339,7 @@ class Task:
         self.passes = 0
         self.last = None        # summary of the last pass
         # Long-lived workers (each keeps its pooled peer connections across passes).
-        workers = getattr(node.config, "sync_concurrency", 1)
+        workers = self.workers = getattr(node.config, "sync_concurrency", 1)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="node-" + self.name) if workers > 1 else None
         self.last_error = None
 
@@ -389,17 +433,26 @@ class AntiEntropy(Task):
 
         def one(group):
             url, parts = group
-            if url in gave_up:
-                return 0, 0
-            try:
-                return self.reconcile_many(parts, url)
-            except PeerError as e:
-                log.info("anti-entropy of partitions %d-%d with %s stopped: %s", parts[0], parts[-1], url, e)
-                if e.status is None:
-                    gave_up.add(url)   # down: no more work with it in this pass
-                return 0, 0
+            pulled = pushed = 0
+            # the group together, then (when the peer answered it with an error) each partition
+            # alone, so one partition the peer refuses does not hold back the others
+            for attempt in [parts] + ([[p] for p in parts] if len(parts) > 1 else []):
+                if url in gave_up:
+                    break
+                try:
+                    got = self.reconcile_many(attempt, url)
+                except PeerError as e:
+                    log.info("anti-entropy of partitions %d-%d with %s stopped: %s", attempt[0], attempt[-1], url, e)
+                    if e.status is None:
+                        gave_up.add(url)   # down: no more work with it in this pass
+                    continue
+                pulled, pushed = pulled + got[0], pushed + got[1]
+                if attempt is parts:
+                    break
+            return pulled, pushed
 
-        for pulled, pushed in _parallel(one, _groups(work), self.pool):
+        groups = _groups(work, self.node.store.count_records, self.workers)
+        for pulled, pushed in _parallel(one, groups, self.pool):
             summary["pulled"] += pulled
             summary["pushed"] += pushed
         summary["peers_down"] = sorted(set(summary["peers_down"]) | gave_up)
@@ -440,16 +493,17 @@ class AntiEntropy(Task):
 
     def reconcile_many(self, partitions, url):
         """Exchange the differing records of ``partitions`` with one peer: ``(pulled, pushed)``.
-        Their record lists come in one request, and the records to move travel together."""
-        listed = self.replicator.partition_records(url, partitions)
-        pull, push = [], []
-        for p in partitions:
-            theirs = _by_name(listed[p])
-            mine = _by_name(self.node.store.iter_records(p))
-            pull += [r for name, r in theirs.items() if beats(r, mine.get(name))]
-            push += [r for name, r in mine.items() if beats(r, theirs.get(name))]
-        pulled = self.replicator.pull(url, pull) if pull else 0
-        pushed = self.replicator.push(url, push) if push else 0
+        Their record lists come many to a request, and the records to move travel together."""
+        pulled = pushed = 0
+        for listed in self.replicator.iter_partition_records(url, partitions):
+            pull, push = [], []
+            for p, records in listed.items():
+                theirs = _by_name(records)
+                mine = _by_name(self.node.store.iter_records(p))
+                pull += [r for name, r in theirs.items() if beats(r, mine.get(name))]
+                push += [r for name, r in mine.items() if beats(r, theirs.get(name))]
+            pulled += self.replicator.pull(url, pull) if pull else 0
+            pushed += self.replicator.push(url, push) if push else 0
         return pulled, pushed
 
 
@@ -474,7 +528,7 @@ class Handoff(Task):
         foreign = [p for p in store.partitions() if not ring.owns(self.node.id, p)]
         summary = {"epoch": ring.epoch, "partitions": len(foreign), "pushed": 0, "dropped": 0, "kept": 0}
         down = set()
-        groups = [foreign[i:i + PARTITION_GROUP] for i in range(0, len(foreign), PARTITION_GROUP)]
+        groups = _cut(foreign, store.count_records, self.workers)
         results = _parallel(lambda parts: self.hand_off_many(ring, parts, down), groups, self.pool)
         for pushed, dropped, kept in results:
             summary["pushed"] += pushed
@@ -490,9 +544,10 @@ class Handoff(Task):
     def hand_off_many(self, ring, partitions, down):
         """Push foreign ``partitions`` to their owners; forget the records every owner holds.
 
-        Per owner, the record lists of all its partitions among these come in
-        one request (before and after the push) and the records it lacks travel
-        together.  Returns ``(pushed, dropped, kept)``.
+        Per owner, the record lists of its partitions among these come many to a
+        request (before and after the push) and the records it lacks travel
+        together; when the owner answers that with an error, each partition is
+        tried alone.  Returns ``(pushed, dropped, kept)``.
         """
         store = self.node.store
         me = self.node.id
@@ -500,43 +555,51 @@ class Handoff(Task):
         mine = {p: records for p, records in mine.items() if records}
         if not mine:
             return 0, 0, 0
-        owners = {p: [n for n in ring.partition_owners(p) if n.id != me] for p in mine}
+        owners = {p: {n.url for n in ring.partition_owners(p) if n.id != me} for p in mine}
         by_owner = {}
         for p in mine:
-            for n in owners[p]:
-                by_owner.setdefault(n.url, []).append(p)
-        confirmed = {r.name: 0 for records in mine.values() for r in records}
+            for url in sorted(owners[p]):
+                by_owner.setdefault(url, []).append(p)
+        held_by = {r.name: set() for records in mine.values() for r in records}  # owners that hold it
         pushed = 0
         for url, parts in by_owner.items():
-            if url in down:
-                continue
-            try:
-                theirs = self._records_by_name(url, parts)
-                need = [r for p in parts for r in mine[p] if beats(r, theirs.get(r.name))]
-                if need:
-                    pushed += self.replicator.push(url, need)
-                    theirs = self._records_by_name(url, parts)
-            except PeerError as e:
-                log.info("handoff of partitions %d-%d to %s stopped: %s", parts[0], parts[-1], url, e)
-                if e.status is None:
-                    down.add(url)
-                continue
-            for p in parts:
-                for r in mine[p]:
-                    if not beats(r, theirs.get(r.name)):
-                        confirmed[r.name] += 1
+            for attempt in [parts] + ([[p] for p in parts] if len(parts) > 1 else []):
+                if url in down:
+                    break
+                try:
+                    pushed += self._hand_to(url, attempt, mine, held_by)
+                except PeerError as e:
+                    log.info("handoff of partitions %d-%d to %s stopped: %s", attempt[0], attempt[-1], url, e)
+                    if e.status is None:
+                        down.add(url)
+                    continue
+                if attempt is parts:
+                    break
         dropped = kept = 0
         for p, records in mine.items():
             for r in records:
-                if confirmed[r.name] == len(owners[p]) and store.forget(r.name, r):
+                if held_by[r.name] == owners[p] and store.forget(r.name, r):
                     dropped += 1
                 else:
                     kept += 1
         return pushed, dropped, kept
 
-    def _records_by_name(self, url, partitions):
-        listed = self.replicator.partition_records(url, partitions)
-        return {r.name: r for p in partitions for r in listed[p]}
+    def _hand_to(self, url, parts, mine, held_by):
+        """Push what owner ``url`` lacks of ``mine`` in ``parts``; add ``url`` to ``held_by[name]``
+        of each record it then holds (at least as new).  Returns the count pushed."""
+        pushed = 0
+        for listed in self.replicator.iter_partition_records(url, parts):
+            theirs = {r.name: r for records in listed.values() for r in records}
+            need = [r for p in listed for r in mine[p] if beats(r, theirs.get(r.name))]
+            if need:
+                pushed += self.replicator.push(url, need)
+                again = self.replicator.partition_records(url, list(listed))
+                theirs = {r.name: r for records in again.values() for r in records}
+            for p in listed:
+                for r in mine[p]:
+                    if not beats(r, theirs.get(r.name)):
+                        held_by[r.name].add(url)
+        return pushed
 
 
 class Reclaim(Task):

@@ -364,7 +364,8 @@ class ObjectStore:
     def commit_uploads(self, items):
         """Store many finished-to-be uploads in one group commit (one transaction, one WAL fsync).
 
-        ``items`` is a list of ``(upload, record)``: the upload holds the content
+        ``items`` is a list of ``(upload, record)``: the upload (open, or already
+        finished: a caller holding many closes each as it goes) holds the content
         ``record`` announces (its name, version, SHA-256 and size are checked as
         :meth:`commit_upload` checks them).  Returns one entry per item, in order:
         ``(winner, applied)``, or the exception that item met
@@ -392,9 +393,10 @@ class ObjectStore:
 
     @staticmethod
     def _finished_record(upload, name, version, expected_sha256, expected_size):
-        """Finish (fsync) ``upload`` and return the data record of its content, checked
-        against the announced checksum and size."""
-        upload.finish()
+        """Finish (fsync) ``upload`` unless it is already, and return the data record of its
+        content, checked against the announced checksum and size."""
+        if not upload.finished:
+            upload.finish()
         sha, size = upload.sha256, upload.size
         if expected_sha256 is not None and expected_sha256.lower() != sha:
             raise ChecksumMismatch("content SHA-256 %s does not match the announced %s"
@@ -457,7 +459,16 @@ class ObjectStore:
                         break
                     with self._pending_lock:
                         batch, self._pending = self._pending, []
-                    self._commit_batch(batch)
+                    try:
+                        self._commit_batch(batch)
+                    except BaseException as e:
+                        # every job of the batch must end, or their callers wait for ever
+                        err = self._db_error(e) if isinstance(e, sqlite3.Error) else _disk_error(e)
+                        for other in batch:
+                            if not other.done:
+                                other.fail(err if isinstance(e, Exception) else StorageError("commit interrupted"))
+                        if not isinstance(e, Exception):
+                            raise
 
     def _commit_batch(self, batch):
         """Merge, place and commit ``batch`` (store lock held); every job gets its result or error."""
@@ -581,6 +592,11 @@ class ObjectStore:
         if partition is None:
             return self._paged("1", [])
         return self._paged("partition = ?", [int(partition)])
+
+    def count_records(self, partition):
+        """How many records (tombstones included) ``partition`` holds (an index range count)."""
+        return self._conn().execute("SELECT COUNT(*) FROM records WHERE partition = ?",
+                                    (int(partition),)).fetchone()[0]
 
     def partitions(self):
         """The sorted list of partitions that hold at least one record."""

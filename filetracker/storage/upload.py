@@ -31,6 +31,7 @@ class Upload:
         self._hash = hashlib.sha256()
         self._file = open(path, "xb")
         self.closed = False
+        self.finished = False  # fsynced and closed whole (commit_uploads takes it as it is)
 
     @property
     def sha256(self):
@@ -67,6 +68,7 @@ class Upload:
                 raise StoreFull("no space left on the store's disk") from None
             raise
         self.closed = True
+        self.finished = True
 
     def abort(self):
         """Close and remove the temporary file; safe to call more than once."""

@@ -154,7 +154,10 @@ def test_records_with_inline_content_and_many_partitions(c):
             ([dict(Record("/inl/big", V, "0" * 64, 70_000).to_dict(), data=b"x" * 70_000)], 400),
             ([dict(Record("/inl/s%d" % i, V, "0" * 64, 60_000).to_dict(), data=b"x" * 60_000)
               for i in range(80)], 413),
-            ([dict(rec.to_dict(), data="text, not bytes")], 400)]:
+            ([dict(rec.to_dict(), data="text, not bytes")], 400),
+            ([dict(rec.to_dict(), version=2 ** 63)], 400),   # beyond SQLite's integers
+            ([dict(rec.to_dict(), size=-1)], 400),
+            ([rec.to_dict()] * 10_001, 400)]:
         r = requests.post(c.urls[1] + "/_cluster/records", data=msgpack.packb(items), headers=c.headers(), timeout=30)
         assert r.status_code == status and r.headers.get("X-Exception"), r.status_code
     assert c.record(1, "/inl/big") is None and c.record(1, "/inl/s0") is None

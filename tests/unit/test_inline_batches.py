@@ -1,6 +1,6 @@
 """How records are cut into the requests that carry small blobs between nodes (pure logic)."""
 
-from cluster.node.tasks import _groups, inline_batches
+from cluster.node.tasks import GROUP_RECORDS, PARTITION_GROUP, _cut, _groups, inline_batches
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
 from filetracker.records import Record
 
@@ -29,6 +29,16 @@ def test_batches_stop_at_the_count_and_at_the_bytes():
 
 def test_partitions_are_grouped_per_peer_in_order():
     work = [(p, "http://a") for p in range(40)] + [(7, "http://b"), (3, "http://b")]
-    assert _groups(work) == [("http://a", list(range(32))), ("http://a", list(range(32, 40))),
-                             ("http://b", [7, 3])]
-    assert _groups([]) == []
+    one = lambda p: 1  # noqa: E731
+    assert _groups(work, one) == [("http://a", list(range(32))), ("http://a", list(range(32, 40))),
+                                  ("http://b", [7, 3])]
+    assert _groups([], one) == []
+    # 4 workers share 40 partitions: runs of 10, so large files still move 4 at a time
+    assert [len(g) for _, g in _groups(work, one, workers=4)] == [10, 10, 10, 10, 1, 1]
+
+
+def test_runs_stop_at_the_records_held_here():
+    sizes = {0: 3000, 1: 1500, 2: 600, 3: 9000, 4: 1, 5: 4999, 6: 1}
+    assert _cut(list(sizes), sizes.get) == [[0, 1], [2], [3], [4, 5], [6]]
+    assert GROUP_RECORDS == 5000 and PARTITION_GROUP == 32
+    assert _cut([], sizes.get) == []

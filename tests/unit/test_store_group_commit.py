@@ -102,3 +102,47 @@ def _upload(store, data):
     up = store.begin_upload()
     up.write(data)
     return up
+
+
+def test_a_partition_list_answer_stops_after_the_partition_reaching_the_limit(tmp_path):
+    """``POST /_cluster/partitions`` answers whole partitions, in the order asked, up to the one
+    that brings the record count to the limit (at least one): the asker asks again for the rest."""
+    import msgpack
+
+    from cluster.node.internal import list_partitions
+
+    store = ObjectStore(str(tmp_path / "s"), partition_of=lambda name: int(name.split("/")[1]))
+    for p, n in [(1, 2), (2, 1), (3, 3), (4, 1)]:
+        for i in range(n):
+            store.commit_upload(_upload(store, b"%d-%d" % (p, i)), "/%d/f%d" % (p, i), 10)
+    listed = lambda parts, limit: {p: [d["name"] for d in rs]  # noqa: E731
+                                   for p, rs in msgpack.unpackb(list_partitions(store, parts, limit),
+                                                                strict_map_key=False).items()}
+    assert listed([1, 2, 3, 4], 3) == {1: ["/1/f0", "/1/f1"], 2: ["/2/f0"]}
+    assert listed([3, 4, 9], 2) == {3: ["/3/f0", "/3/f1", "/3/f2"]}           # one alone, even larger
+    assert listed([9, 4, 4], 10) == {9: [], 4: ["/4/f0"]}                      # empty ones count nothing
+    assert store.count_records(3) == 3 and store.count_records(9) == 0
+
+
+def test_a_commit_failing_outright_ends_every_job_of_its_batch(tmp_path):
+    """When a whole group commit fails (the database, not one record), every job queued in it
+    gets the error: callers waiting on those jobs must never wait for ever."""
+    import sqlite3
+
+    from filetracker.storage import StorageError
+
+    store = ObjectStore(str(tmp_path / "s"))
+    real, calls = store._commit_batch, []
+
+    def broken_once(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(batch)
+
+    store._commit_batch = broken_once
+    results = store.commit_uploads([(_upload(store, b"x"), Record("/x", 10, _sha(b"x"), 1)),
+                                    (_upload(store, b"y"), Record("/y", 10, _sha(b"y"), 1))])
+    assert calls == [2] and all(isinstance(r, StorageError) and "disk I/O error" in str(r) for r in results)
+    assert store.get_record("/x") is None and os.listdir(store.tmp_dir) == []
+    assert store.commit_upload(_upload(store, b"x"), "/x", 10)[1]   # the next commit works
