@@ -82,6 +82,15 @@ class _OldPeers:
         return since is not None and time.monotonic() - since < OLD_PEER_RECHECK
 
 
+def _by_size(records, batched):
+    """``(small, single)``: the records to move in batches (at most INLINE_BLOB_MAX bytes, when
+    ``batched``: the peer takes batches) and those to move one by one.  ``batched`` is read
+    once by the caller: another thread may mark the peer old meanwhile."""
+    if not batched:
+        return [], list(records)
+    return [r for r in records if r.size <= INLINE_BLOB_MAX], [r for r in records if r.size > INLINE_BLOB_MAX]
+
+
 def inline_batches(records):
     """``records`` (each at most INLINE_BLOB_MAX bytes) cut into runs of at most
     INLINE_BATCH_COUNT records and INLINE_BATCH_BYTES bytes, in order."""
@@ -165,9 +174,8 @@ class Replicator:
                 fetch.append(r)
             except (StorageError, ValueError) as e:
                 log.warning("pull of %s from %s failed: %s", r.name, url, e)
-        batched = url not in self._no_batch_read  # read once: another thread may mark it meanwhile
-        single = [r for r in fetch if r.size > INLINE_BLOB_MAX or not batched]
-        for batch in inline_batches([r for r in fetch if r.size <= INLINE_BLOB_MAX and batched]):
+        small, single = _by_size(fetch, url not in self._no_batch_read)
+        for batch in inline_batches(small):
             got, rest = self._pull_inline(url, batch)
             applied += got
             single.extend(rest)
@@ -230,9 +238,8 @@ class Replicator:
             missing = set(self.client.post_records(url, batch))
             lacking = [r for r in batch if not r.deleted and r.sha256 in missing]
             sent += len(batch) - len(lacking)
-            inline = url not in self._no_inline  # read once: another thread may mark it meanwhile
-            single = [r for r in lacking if r.size > INLINE_BLOB_MAX or not inline]
-            for group in inline_batches([r for r in lacking if r.size <= INLINE_BLOB_MAX and inline]):
+            small, single = _by_size(lacking, url not in self._no_inline)
+            for group in inline_batches(small):
                 carried, rest = self._push_inline(url, group)
                 sent += carried
                 single.extend(rest)
@@ -487,10 +494,6 @@ class AntiEntropy(Task):
                     work.append((p, n.url))
         return work
 
-    def reconcile(self, partition, url):
-        """Exchange the differing records of one partition with one peer: ``(pulled, pushed)``."""
-        return self.reconcile_many([partition], url)
-
     def reconcile_many(self, partitions, url):
         """Exchange the differing records of ``partitions`` with one peer: ``(pulled, pushed)``.
         Their record lists come many to a request, and the records to move travel together."""
@@ -536,10 +539,6 @@ class Handoff(Task):
             summary["kept"] += kept
         summary["owners_down"] = sorted(down)
         return summary
-
-    def hand_off(self, ring, partition, down):
-        """Push one foreign partition to its owners; forget what all of them hold."""
-        return self.hand_off_many(ring, [partition], down)
 
     def hand_off_many(self, ring, partitions, down):
         """Push foreign ``partitions`` to their owners; forget the records every owner holds.
