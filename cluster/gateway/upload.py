@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from cluster.gateway.nodes import EPOCH_HEADER, quote_name, record_from_headers
 from cluster.gateway.pool import ConnectionFailed
+from filetracker.server.futures import mark_retrieved
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class ReplicaUpload:
 
     def _send_head(self, head):
         self._answer = self._conn.expect()
-        self._answer.add_done_callback(_retrieve)
+        self._answer.add_done_callback(mark_retrieved)  # the pump reports a failure its own way
         if self.expect_continue:
             self._interim = self._conn.interim()
             self._conn.transport.write(head)
@@ -317,9 +318,3 @@ class ReplicaUpload:
         if self.code is not None and self.code != 200:
             return "%s: %d %s" % (self.node.url, self.code, self.resp_headers.get("X-Exception", ""))
         return "%s: %s" % (self.node.url, self.failed or "no answer")
-
-
-def _retrieve(fut):
-    """Mark a failed answer future as seen (the pump reports the failure its own way)."""
-    if not fut.cancelled():
-        fut.exception()

@@ -32,6 +32,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 
 from filetracker.auth import WWW_AUTHENTICATE
+from filetracker.server.futures import mark_retrieved
 
 log = logging.getLogger("filetracker.server")
 
@@ -276,7 +277,7 @@ def bound_send(future, connection, timeout, what):
     if not timeout or future.done():
         return future
     out = Future()
-    out.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "unretrieved"
+    out.add_done_callback(mark_retrieved)
     loop = IOLoop.current()
     stream = getattr(connection, "stream", None)
     state = {"seen": delivered(stream), "handle": None}

@@ -22,6 +22,7 @@ import logging
 import re
 
 from filetracker.server.base import HTTPFail
+from filetracker.server.futures import mark_retrieved
 from filetracker.server.streaming import GzipDecoder
 from filetracker.storage.errors import StorageError, StoreFull
 
@@ -148,7 +149,7 @@ class StreamedUploadMixin:
         if wait:
             await job
         else:
-            job.add_done_callback(_retrieve)  # awaited later, unless the request ends first
+            job.add_done_callback(mark_retrieved)  # awaited later, unless the request ends first
             self._writing = job
 
     async def take_streamed_upload(self):
@@ -184,7 +185,7 @@ class StreamedUploadMixin:
         """Drop the upload (after its write in flight); concurrent calls share one drop."""
         if self._dropping is None:
             self._dropping = asyncio.ensure_future(self._drop())
-            self._dropping.add_done_callback(_retrieve)
+            self._dropping.add_done_callback(mark_retrieved)
         await self._dropping
 
     def _discard_gathered(self):
@@ -233,12 +234,6 @@ def _log_failed_drop(task):
     """Done callback of a drop nobody awaits: its failure (the temp file stays) is logged."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("dropping an abandoned upload failed: %s", task.exception())
-
-
-def _retrieve(task):
-    """Mark a background task's failure as seen (it is raised again where it is awaited)."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _write_error(e):
