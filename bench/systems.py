@@ -101,13 +101,14 @@ def make_node(workdir):
     return System("node", "one node", url, [("node", svc)])
 
 
-def make_gateway(workdir, nodes=3, processes=1):
+def make_gateway(workdir, nodes=3, processes=1, node_extra=()):
     ports = [free_port() for _ in range(nodes)]
     urls = ["http://%s:%d" % (LOOPBACK, p) for p in ports]
     services = []
     for i, port in enumerate(ports):
         peers = [u for j, u in enumerate(urls) if j != i]
         argv = [script("filetracker-node")] + node_args(os.path.join(workdir, "node%d" % i), port, peers)
+        argv += list(node_extra)
         services.append(("node%d" % i, Service(argv, os.path.join(workdir, "node%d.log" % i),
                                                ready_url=urls[i] + "/version/", timeout=30)))
     gport = free_port()
@@ -118,6 +119,9 @@ def make_gateway(workdir, nodes=3, processes=1):
         argv += ["--processes", str(processes)]
     services.append(("gateway", Service(argv, os.path.join(workdir, "gateway.log"),
                                         ready_url=gurl + "/version/", timeout=30)))
+    if node_extra:
+        return System("gateway-plain-nodes", "gateway (3 nodes %s, N=3 W=2)" % " ".join(node_extra),
+                      gurl, services)
     if processes > 1:
         return System("gateway-p%d" % processes, "gateway x%d processes (3 nodes, N=3 W=2)" % processes,
                       gurl, services)
@@ -134,5 +138,7 @@ FACTORIES = {
     "server-w2": lambda workdir: make_server(workdir, workers=2),
     # the gateway with --processes 2 (one per core here): 1 vs 2 processes, side by side
     "gateway-p2": lambda workdir: make_gateway(workdir, processes=2),
+    # the nodes without their front for POST /_cluster/fetch: with and without, side by side
+    "gateway-plain-nodes": lambda workdir: make_gateway(workdir, node_extra=("--no-fast-fetch",)),
 }
 ORDER = ["upstream", "server", "node", "gateway", "gateway-p2"]

@@ -15,11 +15,13 @@ from cluster.node.fastpath import (  # one-hop small GET/PUT (performance)
     public_get_cached,
     public_head_cached,
 )
+from cluster.node.fetchfront import NodeFront
 from cluster.node.internal import internal_routes
 from cluster.node.metrics import node_registry
 from cluster.node.protect import protect_store
 from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
+from cluster.peers import EPOCH_HEADER
 from filetracker.server import (
     FileHandler,
     FilesContext,
@@ -31,8 +33,6 @@ from filetracker.server import (
 )
 from filetracker.server.app import MAX_BUFFERED_BODY, HTTPServer, guard_of
 from filetracker.server.offload import DiskExecutor
-
-EPOCH_HEADER = "X-Ring-Epoch"
 
 
 class NodePublicFileHandler(FileHandler):
@@ -102,9 +102,11 @@ def make_app(config):
 
 
 def make_server(app, config):
-    """An HTTPServer with the node's limits (not yet listening)."""
+    """An HTTPServer with the node's limits and its front for ``POST /_cluster/fetch``
+    (``cluster/node/fetchfront.py``; unless ``config.fast_fetch`` is off), not yet listening."""
     return HTTPServer(
-        app, max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),  # streamed uploads: the guard's limit
+        NodeFront(app, app.node, app.ctx) if config.fast_fetch else app,
+        max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),  # streamed uploads: the guard's limit
         max_header_size=max(16 * config.max_header_size, 1 << 20),
         idle_connection_timeout=config.idle_connection_timeout, body_timeout=config.body_timeout,
         decompress_request=False)

@@ -66,3 +66,5 @@ class NodeConfig:
     quarantine_max_bytes: int = 0
     #: recently read records and small verified bodies kept in memory (filetracker/storage/readcache.py; 0: off)
     read_cache_bytes: int = 16 * 1024 * 1024
+    #: answer POST /_cluster/fetch outside Tornado's handler cycle (cluster/node/fetchfront.py)
+    fast_fetch: bool = True

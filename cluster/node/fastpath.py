@@ -422,15 +422,21 @@ class FetchHandler(InternalHandler):
     """
 
     async def post(self):
-        body = self.msgpack_body()
-        if not isinstance(body, dict) or not set(body) <= {"lookup", "read"}:
-            raise HTTPFail(400, 'expected a msgpack map {"lookup": [names], "read": [names]}')
-        lookups = _check_names(body.get("lookup", []), MAX_LOOKUP)
-        reads = _check_names(body.get("read", []), MAX_READ)
-        # both at once: when both miss the cache, their executor hops overlap
-        looked_up, read = await asyncio.gather(lookup_rows(self.node, self.ctx, lookups),
-                                               read_rows(self.node, self.ctx, reads))
-        self.finish_msgpack({"lookup": looked_up, "read": read})
+        self.finish_msgpack(await fetch_rows(self.node, self.ctx, *fetch_names(self.msgpack_body())))
+
+
+def fetch_names(body):
+    """``(lookups, reads)``: the names of a decoded ``POST /_cluster/fetch`` body (400 otherwise)."""
+    if not isinstance(body, dict) or not set(body) <= {"lookup", "read"}:
+        raise HTTPFail(400, 'expected a msgpack map {"lookup": [names], "read": [names]}')
+    return _check_names(body.get("lookup", []), MAX_LOOKUP), _check_names(body.get("read", []), MAX_READ)
+
+
+async def fetch_rows(node, ctx, lookups, reads):
+    """The answer of ``POST /_cluster/fetch``: ``{"lookup": rows, "read": rows}``."""
+    # both at once: when both miss the cache, their executor hops overlap
+    looked_up, read = await asyncio.gather(lookup_rows(node, ctx, lookups), read_rows(node, ctx, reads))
+    return {"lookup": looked_up, "read": read}
 
 
 def _many_entry(entry, limit=READ_MANY_BODY):

@@ -98,6 +98,9 @@ def build_parser():
     p.add_argument("--read-cache-bytes", type=byte_count, default=NodeConfig.read_cache_bytes,
                    help="memory for recently read records and small verified bodies, answered without a "
                         "disk hop (default 16M; 0: off)")
+    p.add_argument("--no-fast-fetch", action="store_true",
+                   help="answer the gateways' batched reads (POST /_cluster/fetch) through the ordinary "
+                        "handlers instead of the node's front (for comparison)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
@@ -137,7 +140,8 @@ def config_from_args(parser, args):
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       verify_reads_max_bytes=args.verify_reads_max_bytes,
                       quarantine_keep=args.quarantine_keep, quarantine_max_bytes=args.quarantine_max_bytes,
-                      read_cache_bytes=args.read_cache_bytes, background=not args.no_background, max_body_size=args.max_body_size,
+                      read_cache_bytes=args.read_cache_bytes, fast_fetch=not args.no_fast_fetch,
+                      background=not args.no_background, max_body_size=args.max_body_size,
                       **guard_config(args))
 
 

@@ -1,4 +1,4 @@
-"""A fast front for small GET/HEAD: answered outside Tornado's request-handler cycle.
+"""A fast front for small requests answered outside Tornado's request-handler cycle.
 
 Why: a small GET is bound by the server's CPU, and a profile under load shows
 about half of it in Tornado's routing and ``RequestHandler`` life cycle
@@ -7,14 +7,15 @@ transforms, ``flush``).  When the answer is already known (a cached body, a
 gateway's direct read) that cycle is most of the work.
 
 :class:`FastFront` sits between Tornado's ``HTTPServer`` and the application.
-A request it may take -- GET or HEAD of ``/files/<valid name>`` without query,
-``Range`` or body, with access control off and within the header and target
-limits -- is given to an *answerer*, a callable ``answerer(exchange)`` that
-either sends the whole answer (:meth:`Exchange.send_whole`) or hands the request
-over (:meth:`Exchange.hand_over`), at once or later from a task.  Every other
-request goes to the application exactly as if it had come straight to it.
-A handed-over request may carry what the answerer already learned
-(:func:`take_prefetched`), so that no work is done twice.
+A request it may take -- by default GET or HEAD of ``/files/<valid name>``
+without query, ``Range`` or body, with access control off and within the header
+and target limits; a subclass chooses others with :meth:`FastFront.select` --
+is given to an *answerer*, a callable ``answerer(exchange)`` that either sends
+the whole answer (:meth:`Exchange.send_whole`, :meth:`Exchange.send`) or hands
+the request over (:meth:`Exchange.hand_over`, with its body if it had one), at
+once or later from a task.  Every other request goes to the application exactly
+as if it had come straight to it.  A handed-over request may carry what the
+answerer already learned (:func:`take_prefetched`), so that no work is done twice.
 
 :meth:`Exchange.send_whole` gives the answer the handlers give (status 200,
 the same headers -- ``Date`` is the second it is sent -- and body) and counts it
@@ -105,7 +106,7 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
         verdict = self._hosts.get(host)
         if verdict is None:
             try:
-                httputil.HTTPServerRequest(method="GET", uri="/", version=start_line.version,
+                httputil.HTTPServerRequest(start_line=httputil.RequestStartLine("GET", "/", start_line.version),
                                            headers=httputil.HTTPHeaders({"Host": host}))
                 verdict = True
             except httputil.HTTPInputError:
@@ -115,25 +116,38 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
             self._hosts[host] = verdict
         return verdict
 
-    def name_of(self, start_line, headers):
-        """The file name when the front takes the request, else None.
+    def select(self, start_line, headers):
+        """What the answerer is given as ``exchange.target`` when the front takes the request,
+        else None (the application answers it).  This front takes plain GET/HEAD of
+        ``/files/<name>`` (:meth:`name_of`); a subclass may take others, bodies included (bounded
+        by the ``body_limit`` it gives :meth:`plain`: the front holds a body whole).  Whatever
+        it declines is answered by the application, with its error messages."""
+        return self.name_of(start_line, headers)
 
-        Whatever it declines (a bad name included) is answered by the
-        application, with its error messages.
-        """
-        if not self.enabled or start_line.method not in ("GET", "HEAD"):
-            return None
+    def plain(self, start_line, headers, methods, body_limit=0):
+        """True when the request is one a front may take at all: access control off, one of
+        ``methods``, within the target and header limits, a Host Tornado accepts, no
+        ``Range`` or ``Transfer-Encoding``, and a body (by ``Content-Length``) of at most
+        ``body_limit`` bytes."""
+        if not self.enabled or start_line.method not in methods:
+            return False
+        if self.max_uri is not None and len(start_line.path) > self.max_uri:
+            return False
+        if "Range" in headers or "Transfer-Encoding" in headers:
+            return False
+        length = headers.get("Content-Length", "0").strip()
+        if not (length.isascii() and length.isdigit()) or int(length) > body_limit:
+            return False
+        if header_bytes(headers) > self.max_header:
+            return False
+        return self.host_ok(start_line, headers)
+
+    def name_of(self, start_line, headers):
+        """The file name of a plain GET/HEAD of ``/files/<name>`` without query, else None."""
         uri = start_line.path
         if not uri.startswith(PREFIX) or "?" in uri:
             return None
-        if self.max_uri is not None and len(uri) > self.max_uri:
-            return None
-        if "Range" in headers or "Transfer-Encoding" in headers \
-                or headers.get("Content-Length", "0").strip() != "0":
-            return None
-        if header_bytes(headers) > self.max_header:
-            return None
-        if not self.host_ok(start_line, headers):
+        if not self.plain(start_line, headers, ("GET", "HEAD")):
             return None
         try:  # decoded as Tornado decodes a path argument: percent escapes, then UTF-8
             name, _version = check_name("/" + unquote_to_bytes(uri[len(PREFIX):]).decode("utf-8"),
@@ -152,42 +166,54 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
 class Exchange(httputil.HTTPMessageDelegate):
     """One request on a connection: answered by the front's answerer, or passed to the application.
 
-    For the answerer: ``name`` (the file name), ``with_body`` (GET, not HEAD),
-    ``conn`` (Tornado's HTTP1Connection), :meth:`closed`, :meth:`send_whole`,
-    :meth:`hand_over`.  Exactly one of the last two must be called.
+    For the answerer: ``target`` (what :meth:`FastFront.select` returned; ``name``
+    is the same, the file name for the default front), ``body`` (the request's
+    body, bytes), ``with_body`` (GET, not HEAD), ``conn`` (Tornado's
+    HTTP1Connection), :meth:`closed`, :meth:`send_whole` or :meth:`send`,
+    :meth:`hand_over`.  Exactly one of the answers or :meth:`hand_over` must be called.
     """
 
-    __slots__ = ("front", "server_conn", "conn", "inner", "start_line", "headers", "name", "started",
-                 "answered")
+    __slots__ = ("front", "server_conn", "conn", "inner", "start_line", "headers", "target", "started",
+                 "answered", "_chunks", "body")
 
     def __init__(self, front, server_conn, request_conn):
         self.front = front
         self.server_conn = server_conn
         self.conn = request_conn
         self.inner = None  # the application's delegate, once handed over
-        self.answered = False  # send_whole finished the answer
+        self.answered = False  # the answer was sent whole
+        self._chunks = []
+        self.body = b""
+
+    @property
+    def name(self):
+        return self.target
 
     @property
     def with_body(self):
         return self.start_line.method == "GET"
 
     def headers_received(self, start_line, headers):
-        name = self.front.name_of(start_line, headers)
-        if name is None:
+        target = self.front.select(start_line, headers)
+        if target is None:
             self.inner = self.front.app.start_request(self.server_conn, self.conn)
             return self.inner.headers_received(start_line, headers)
         self.started = time.time()
-        self.start_line, self.headers, self.name = start_line, headers, name
+        self.start_line, self.headers, self.target = start_line, headers, target
         return None
 
     def data_received(self, chunk):
-        # only handed-over requests have a body (name_of declines the others)
-        return self.inner.data_received(chunk)
+        if self.inner is not None:
+            return self.inner.data_received(chunk)
+        self._chunks.append(chunk)  # bounded: select() takes only bodies it can hold
+        return None
 
     def finish(self):
         if self.inner is not None:
             self.inner.finish()
             return
+        self.body = b"".join(self._chunks)
+        self._chunks = []
         try:
             self.front.answerer(self)
         except Exception:  # a bug: the client gets a closed connection, not a hang
@@ -210,18 +236,22 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     def send_whole(self, version, size, body):
         """Answer 200 with the file's headers and ``body`` (its ``size`` bytes; ignored for HEAD)."""
+        self.send({"Content-Type": "application/octet-stream",
+                   "Last-Modified": format_version(version),
+                   "Accept-Ranges": "bytes",
+                   "Content-Length": str(size)}, body if self.with_body else None)
+
+    def send(self, fields, body):
+        """Answer 200 with ``Server`` and ``Date`` as Tornado sends them, then ``fields`` (a dict,
+        ``Content-Length`` among them) and ``body`` (bytes or None)."""
         if self.closed():
             return
         front, conn = self.front, self.conn
         headers = httputil.HTTPHeaders()
         headers["Server"] = _SERVER
-        headers["Content-Type"] = "application/octet-stream"
         headers["Date"] = front.date()
-        headers["Last-Modified"] = format_version(version)
-        headers["Accept-Ranges"] = "bytes"
-        headers["Content-Length"] = str(size)
-        if not self.with_body:
-            body = None
+        for key, value in fields.items():
+            headers[key] = value
         sent = conn.write_headers(_OK, headers, body or None)
         conn.finish()
         self.answered = True
@@ -231,11 +261,11 @@ class Exchange(httputil.HTTPMessageDelegate):
                               "%s %s" % (self.start_line.method, self.start_line.path))
         if front.record is not None:
             front.record(self.start_line.method, self.start_line.path, 200, time.time() - self.started,
-                         0, len(body) if body else 0, conn.context.remote_ip)
+                         len(self.body), len(body) if body else 0, conn.context.remote_ip)
 
     def hand_over(self, prefetched=None):
-        """Give the request to the application, as Tornado would have (GET/HEAD: no body);
-        ``prefetched`` (any value) reaches the handler through :func:`take_prefetched`."""
+        """Give the request to the application, as Tornado would have (the body, if any, as one
+        piece); ``prefetched`` (any value) reaches the handler through :func:`take_prefetched`."""
         if self.closed():
             return
         if prefetched is not None:
@@ -243,12 +273,19 @@ class Exchange(httputil.HTTPMessageDelegate):
         inner = self.inner = self.front.app.start_request(self.server_conn, self.conn)
         waiting = inner.headers_received(self.start_line, self.headers)
         if waiting is None:
-            inner.finish()
+            self._finish_inner()
         else:  # a body-streaming handler: its prepare() runs first, as with Tornado
             gen.convert_yielded(waiting).add_done_callback(lambda _: self._finish_inner())
 
     def _finish_inner(self):
         # Tornado calls a delegate's finish() only while the connection is open: a client that
         # left meanwhile has had the handler's on_connection_close instead
-        if not self.closed():
-            self.inner.finish()
+        if self.closed():
+            return
+        body, self.body = self.body, b""
+        if body:
+            waiting = self.inner.data_received(body)
+            if waiting is not None:  # a streaming handler wants the piece written first
+                gen.convert_yielded(waiting).add_done_callback(lambda _: self._finish_inner())
+                return
+        self.inner.finish()
