@@ -14,6 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 apt_packages=(fuse3 libfuse3-dev)
 apt_packages+=(faketime)  # libfaketime: the clock-skew test of tests/faults
+apt_packages+=(rsync)  # the FUSE test that rsyncs a tree into a mount (tests/fuse/test_fuse_semantics.py)
 # headless browser for the status page test (tests/ops/test_status_page.py)
 apt_packages+=(chromium)
 if [ "$mode" != "--runtime" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from tests.cluster.test_e2e_support import TestCluster
-
-FT2_PYTHON = os.environ.get("FT2_PYTHON", "/work/venv-ft2/bin/python")
+from tests.interop import ft2
 
 #: One scenario, run by either interpreter (cwd outside the repository, so the
 #: 2.x interpreter imports the published package, ours the installed one).
@@ -82,6 +81,5 @@ def test_our_client_through_gateway(cluster, tmp_path):
 
 
 @pytest.mark.interop
-@pytest.mark.skipif(not os.path.exists(FT2_PYTHON), reason="the 2.x client venv is not installed")
 def test_published_2x_client_through_gateway(cluster, tmp_path):
-    check(run_scenario(FT2_PYTHON, cluster.gw, tmp_path, "/interop/ft2.bin"), "/interop/ft2.bin")
+    check(run_scenario(ft2.require(), cluster.gw, tmp_path, "/interop/ft2.bin"), "/interop/ft2.bin")

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.cluster.conftest import wait_until
+from tests.interop import ft2
 from tests.migration import dataset
 from tests.migration.conftest import run_admin
 from tests.migration.test_migration import new_cluster, start_gateway
@@ -73,10 +74,6 @@ def test_get_streams_plain_bytes_and_copies(setup):
         assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-FT2_CLIENT = "/work/venv-ft2/bin/filetracker"
-
-
-@pytest.mark.skipif(not os.access(FT2_CLIENT, os.X_OK), reason="the published 2.x client (/work/venv-ft2) is missing")
 def test_published_2x_client_reads_through_the_gateway(setup, tmp_path):
     """The unchanged 2.x client, pointed at the gateway, gets the old file byte-exact."""
     old, url = setup
@@ -84,7 +81,7 @@ def test_published_2x_client_reads_through_the_gateway(setup, tmp_path):
     assert cluster_version(url, "/fb/for-2x.bin") is None  # so it really falls back
     out = tmp_path / "b.bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FILETRACKER_URL")}
-    p = subprocess.run([FT2_CLIENT, "-r", url, "-c", str(tmp_path / "cache"), "get", "/fb/for-2x.bin", str(out)],
+    p = subprocess.run([ft2.ft2_script("filetracker"), "-r", url, "-c", str(tmp_path / "cache"), "get", "/fb/for-2x.bin", str(out)],
                        capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert out.read_bytes() == data

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.cluster.conftest import wait_until
+from tests.interop import ft2
 from tests.migration import dataset
 from tests.support import upstream
 from tests.support.procs import Service, free_port, script
@@ -166,16 +167,12 @@ def test_listing_merges_old_names(setup):
     assert requests.get(url + "/list/nothing-here", timeout=10).text == ""
 
 
-FT2_CLIENT = "/work/venv-ft2/bin/filetracker"
-
-
-@pytest.mark.skipif(not os.access(FT2_CLIENT, os.X_OK), reason="the published 2.x client (/work/venv-ft2) is missing")
 def test_published_2x_client_reads_through_our_server(setup, tmp_path):
     old, url, _ = setup
     data, _version = FILES["/sf/for-2x.bin"]
     out = tmp_path / "b.bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FILETRACKER_URL")}
-    p = subprocess.run([FT2_CLIENT, "-r", url, "-c", str(tmp_path / "cache"), "get", "/sf/for-2x.bin", str(out)],
+    p = subprocess.run([ft2.ft2_script("filetracker"), "-r", url, "-c", str(tmp_path / "cache"), "get", "/sf/for-2x.bin", str(out)],
                        capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert out.read_bytes() == data
