@@ -13,8 +13,8 @@ plain ``POST /_cluster/fetch``: no query, ``Content-Length`` of at most
 functions, ``Content-Type``, ``X-Ring-Epoch``).  Everything else -- another
 path, a wrong secret, a body that is not a valid request, a store failure
 while reading -- goes to the application, which answers it with its own
-status and message.  ``NodeConfig.fast_fetch=False`` (``--no-fast-fetch``)
-turns the front off.
+status and message.  With access control on (``--auth-file``) the front takes
+nothing.  ``NodeConfig.fast_fetch=False`` (``--no-fast-fetch``) turns it off.
 """
 
 import asyncio
@@ -31,6 +31,7 @@ from filetracker.server.front import FastFront
 log = logging.getLogger(__name__)
 
 PATH = "/_cluster/fetch"
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 #: largest request body the front takes (a gateway's batches are a few KiB; larger ones,
 #: up to the server's limit, are the application's)
 FETCH_BODY_MAX = 256 * 1024
@@ -46,6 +47,8 @@ class NodeFront(FastFront):
     def select(self, start_line, headers):
         if start_line.path != PATH or "Content-Encoding" in headers:
             return None
+        if headers.get("Content-Type", "").lower().startswith(_FORMS):
+            return None  # Tornado parses form bodies before the handler runs (and may answer 400)
         if not self.plain(start_line, headers, ("POST",), FETCH_BODY_MAX):
             return None
         if not secret_ok(self._secret, headers.get(SECRET_HEADER)):
@@ -75,8 +78,11 @@ class FetchAnswerer:
         try:
             rows = await fetch_rows(self.node, self.ctx, lookups, reads)
         except Exception:  # noqa: BLE001 - e.g. a store failure: the application answers it
-            log.debug("fetch failed in the front; the application answers", exc_info=True)
-            exchange.hand_over()
+            log.warning("fetch failed in the front; the handler answers it", exc_info=True)
+            try:
+                exchange.hand_over()
+            except Exception:  # a bug: the client gets a closed connection, not a hang
+                exchange.fail()
             return
         try:
             body = msgpack.packb(rows)

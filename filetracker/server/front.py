@@ -264,8 +264,11 @@ class Exchange(httputil.HTTPMessageDelegate):
                          len(self.body), len(body) if body else 0, conn.context.remote_ip)
 
     def hand_over(self, prefetched=None):
-        """Give the request to the application, as Tornado would have (the body, if any, as one
-        piece); ``prefetched`` (any value) reaches the handler through :func:`take_prefetched`."""
+        """Give the request to the application, as Tornado would have, but for the body (if any):
+        it comes as one piece, after the handler's ``prepare``, and is delivered even when
+        ``prepare`` answered already (fine for non-streaming handlers, which ignore it then;
+        the only kind a front hands a body to today).  ``prefetched`` (any value) reaches the
+        handler through :func:`take_prefetched`."""
         if self.closed():
             return
         if prefetched is not None:

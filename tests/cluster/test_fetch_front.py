@@ -70,6 +70,7 @@ CASES = {
     "wrong secret": (_fetch(read=["/f/small"]), {"secret": "not-the-secret"}),
     "query": (_fetch(read=["/f/small"]), {"path": "/_cluster/fetch?x=1"}),
     "gzip encoded": (gzip.compress(_fetch(read=["/f/small"])), {"Content-Encoding": "gzip"}),
+    "form without boundary": (_fetch(read=["/f/small"]), {"Content-Type": "multipart/form-data"}),
 }
 
 
@@ -146,6 +147,7 @@ def test_front_answers_are_counted(nodes):
     ("POST", "/_cluster/fetch", {"Content-Length": str(FETCH_BODY_MAX + 1)}, False),
     ("POST", "/_cluster/fetch", {"Transfer-Encoding": "chunked"}, False),
     ("POST", "/_cluster/fetch", {"Content-Length": "20", "Content-Encoding": "gzip"}, False),
+    ("POST", "/_cluster/fetch", {"Content-Length": "20", "Content-Type": "application/x-www-form-urlencoded"}, False),
     ("POST", "/_cluster/fetch", {"Content-Length": "x"}, False),
     ("POST", "/_cluster/fetch?x=1", {"Content-Length": "20"}, False),
     ("POST", "/_cluster/read", {"Content-Length": "20"}, False),
