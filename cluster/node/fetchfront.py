@@ -7,8 +7,8 @@ mostly Tornado's request-handler cycle (routing, handler object, ``prepare``,
 header dictionaries, output transforms, ``flush``), not the names in it.
 
 :class:`NodeFront` (a :class:`~filetracker.server.front.FastFront`) takes a
-plain ``POST /_cluster/fetch``: no query, ``Content-Length`` of at most
-:data:`FETCH_BODY_MAX`, the cluster secret right.  It answers with what
+plain ``POST /_cluster/fetch`` (:meth:`~filetracker.server.front.FastFront.plain`): no
+query, ``Content-Length`` of at most :data:`FETCH_BODY_MAX`, the cluster secret right.  It answers with what
 :class:`~cluster.node.fastpath.FetchHandler` answers (the same rows by the same
 functions, ``Content-Type``, ``X-Ring-Epoch``).  Everything else -- another
 path, a wrong secret, a body that is not a valid request, a store failure
@@ -23,15 +23,15 @@ import logging
 import msgpack
 
 from cluster.node.fastpath import fetch_names, fetch_rows
-from cluster.node.internal import MSGPACK
+from cluster.node.internal import MSGPACK, unpack_body
 from cluster.peers import EPOCH_HEADER
 from cluster.secret import SECRET_HEADER, secret_ok
+from filetracker.server.base import HTTPFail
 from filetracker.server.front import FastFront
 
 log = logging.getLogger(__name__)
 
 PATH = "/_cluster/fetch"
-_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 #: largest request body the front takes (a gateway's batches are a few KiB; larger ones,
 #: up to the server's limit, are the application's)
 FETCH_BODY_MAX = 256 * 1024
@@ -45,10 +45,8 @@ class NodeFront(FastFront):
         self._secret = node.config.cluster_secret
 
     def select(self, start_line, headers):
-        if start_line.path != PATH or "Content-Encoding" in headers:
+        if start_line.path != PATH:
             return None
-        if headers.get("Content-Type", "").lower().startswith(_FORMS):
-            return None  # Tornado parses form bodies before the handler runs (and may answer 400)
         if not self.plain(start_line, headers, ("POST",), FETCH_BODY_MAX):
             return None
         if not secret_ok(self._secret, headers.get(SECRET_HEADER)):
@@ -66,8 +64,8 @@ class FetchAnswerer:
 
     def __call__(self, exchange):
         try:
-            names = fetch_names(msgpack.unpackb(exchange.body, raw=False, strict_map_key=False))
-        except Exception:  # noqa: BLE001 - not a valid request: the application says why (400)
+            names = fetch_names(unpack_body(exchange.body))
+        except HTTPFail:  # not a valid request: the application says why (400)
             exchange.hand_over()
             return
         task = asyncio.ensure_future(self._answer(exchange, *names))

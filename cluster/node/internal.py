@@ -109,10 +109,15 @@ class InternalHandler(BaseHandler):
             raise
 
     def msgpack_body(self):
-        try:
-            return msgpack.unpackb(self.request.body, raw=False, strict_map_key=False)
-        except Exception as e:  # noqa: BLE001 - any decoding problem is the client's
-            raise HTTPFail(400, "request body is not valid msgpack: %s" % e)
+        return unpack_body(self.request.body)
+
+
+def unpack_body(body):
+    """A request body decoded from msgpack (400 with a message when it is not valid msgpack)."""
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as e:  # noqa: BLE001 - any decoding problem is the client's
+        raise HTTPFail(400, "request body is not valid msgpack: %s" % e)
 
 
 class RingHandler(InternalHandler):

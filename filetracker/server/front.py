@@ -45,6 +45,8 @@ _PREFETCHED = "ft_prefetched"
 #: what Tornado's RequestHandler sends, so both paths answer alike
 _SERVER = "TornadoServer/%s" % tornado.version
 _OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+#: request body types Tornado parses itself (HTTPServerRequest._parse_body)
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 #: most Host header values whose verdict is remembered
 MAX_HOSTS = 256
 
@@ -128,7 +130,9 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
         """True when the request is one a front may take at all: access control off, one of
         ``methods``, within the target and header limits, a Host Tornado accepts, no
         ``Range`` or ``Transfer-Encoding``, and a body (by ``Content-Length``) of at most
-        ``body_limit`` bytes."""
+        ``body_limit`` bytes; when a body is allowed, none with a ``Content-Encoding`` or a
+        form ``Content-Type`` (Tornado parses form bodies before a handler runs, and may
+        answer 400 where the front would not)."""
         if not self.enabled or start_line.method not in methods:
             return False
         if self.max_uri is not None and len(start_line.path) > self.max_uri:
@@ -137,6 +141,9 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
             return False
         length = headers.get("Content-Length", "0").strip()
         if not (length.isascii() and length.isdigit()) or int(length) > body_limit:
+            return False
+        if body_limit and ("Content-Encoding" in headers
+                           or headers.get("Content-Type", "").lower().startswith(_FORMS)):
             return False
         if header_bytes(headers) > self.max_header:
             return False
@@ -182,7 +189,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.conn = request_conn
         self.inner = None  # the application's delegate, once handed over
         self.answered = False  # the answer was sent whole
-        self._chunks = []
+        self._chunks = None  # the body's pieces, for a front that takes bodies
         self.body = b""
 
     @property
@@ -205,6 +212,8 @@ class Exchange(httputil.HTTPMessageDelegate):
     def data_received(self, chunk):
         if self.inner is not None:
             return self.inner.data_received(chunk)
+        if self._chunks is None:
+            self._chunks = []
         self._chunks.append(chunk)  # bounded: select() takes only bodies it can hold
         return None
 
@@ -212,8 +221,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.inner is not None:
             self.inner.finish()
             return
-        self.body = b"".join(self._chunks)
-        self._chunks = []
+        if self._chunks is not None:
+            self.body, self._chunks = b"".join(self._chunks), None
         try:
             self.front.answerer(self)
         except Exception:  # a bug: the client gets a closed connection, not a hang
