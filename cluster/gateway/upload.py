@@ -39,9 +39,10 @@ from filetracker.server.futures import mark_retrieved
 
 log = logging.getLogger(__name__)
 
-#: chunks buffered per target; Tornado reads request bodies in 64 KiB chunks,
-#: so this bounds an upload to about 1 MiB per target
-QUEUE_CHUNKS = 16
+#: chunks buffered per target; Tornado hands request bodies over in pieces of at most
+#: ``filetracker.server.app.BODY_CHUNK`` (256 KiB), and the targets share the pieces,
+#: so this bounds an upload to about 2 MiB
+QUEUE_CHUNKS = 8
 #: after the last byte a node must fsync and commit: allow this rate on top of the timeout
 SLOWEST_COMMIT_BYTES_PER_S = 20 * 1024 * 1024
 #: bodies above this size (and chunked ones) ask the node first (``Expect: 100-continue``)

@@ -31,7 +31,7 @@ from filetracker.server import (
     observe,
     public_routes,
 )
-from filetracker.server.app import MAX_BUFFERED_BODY, HTTPServer, guard_of
+from filetracker.server.app import BODY_CHUNK, MAX_BUFFERED_BODY, HTTPServer, guard_of
 from filetracker.server.offload import DiskExecutor
 
 
@@ -109,7 +109,7 @@ def make_server(app, config):
         max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),  # streamed uploads: the guard's limit
         max_header_size=max(16 * config.max_header_size, 1 << 20),
         idle_connection_timeout=config.idle_connection_timeout, body_timeout=config.body_timeout,
-        decompress_request=False)
+        decompress_request=False, chunk_size=BODY_CHUNK)
 
 
 def start_background(app):

@@ -7,8 +7,9 @@ a torn one.
 
 import errno
 import os
-import shutil
 import tempfile
+
+from filetracker.writeback import Writeback
 
 #: Copy buffer size: big enough for throughput, small enough to never matter in memory.
 CHUNK = 1 << 16
@@ -37,8 +38,14 @@ def temp_path_beside(path):
     return tmp
 
 
-def write_stream(fileobj, stream, progress=None):
-    """Copy ``stream`` into the open binary ``fileobj`` chunk by chunk; return the byte count."""
+def write_stream(fileobj, stream, progress=None, fsync_follows=False):
+    """Copy ``stream`` into the open binary ``fileobj`` chunk by chunk; return the byte count.
+
+    ``fsync_follows``: the caller fsyncs the file afterwards, so its bytes are
+    sent to the disk while the rest is copied (:mod:`filetracker.writeback`)
+    instead of all at that fsync.
+    """
+    writeback = Writeback(fileobj.fileno(), fileobj.flush) if fsync_follows else None
     total = 0
     while True:
         chunk = stream.read(CHUNK)
@@ -46,6 +53,8 @@ def write_stream(fileobj, stream, progress=None):
             return total
         fileobj.write(chunk)
         total += len(chunk)
+        if writeback is not None:
+            writeback.written(total)
         if progress is not None:
             progress(len(chunk))
 
@@ -59,7 +68,7 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
     tmp = temp_path_beside(path)
     try:
         with open(tmp, "wb") as f:
-            n = write_stream(f, stream, progress)
+            n = write_stream(f, stream, progress, fsync_follows=fsync)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -84,7 +93,7 @@ def link_or_copy(src, dst_tmp):
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
             raise
     with open(src, "rb") as fin, open(dst_tmp, "xb") as fout:
-        shutil.copyfileobj(fin, fout, CHUNK)
+        write_stream(fout, fin, fsync_follows=True)
         fout.flush()
         os.fsync(fout.fileno())
     return False

@@ -71,7 +71,7 @@ class LocalDataStore(DataStore):
         tmp = self._new_temp()
         try:
             with open(tmp, "wb") as f:
-                write_stream(f, stream, progress)
+                write_stream(f, stream, progress, fsync_follows=True)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
@@ -102,7 +102,7 @@ class LocalDataStore(DataStore):
     @staticmethod
     def _copy_into(fin, tmp):
         with open(tmp, "wb") as fout:
-            write_stream(fout, fin)
+            write_stream(fout, fin, fsync_follows=True)
             fout.flush()
             os.fsync(fout.fileno())
 

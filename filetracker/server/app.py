@@ -117,6 +117,14 @@ def serve_front(app, config):
     return FastFront(app, CachedReads(cache))
 
 
+#: bytes Tornado reads from a socket at once and hands to a streamed upload at once
+#: (its default is 64 KiB): a 256 MiB upload is then 1,024 pieces instead of 4,096
+#: for every process it passes (gateway, each node), a fifth less CPU for it; small
+#: requests pay the zeroed read buffer of this size per socket read (3.7 us, against
+#: 1.5 us for 64 KiB; 18 us for 1 MiB, which is why it is not larger)
+BODY_CHUNK = 256 * 1024
+
+
 class HTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's HTTPServer with ``TCP_NODELAY`` on for the whole connection.
 
@@ -153,4 +161,5 @@ def make_server(app, config):
         idle_connection_timeout=config.idle_connection_timeout,
         body_timeout=config.body_timeout,
         decompress_request=False,
+        chunk_size=BODY_CHUNK,
     )

@@ -8,7 +8,8 @@ is received (a third waits for the first: the disk's pace holds Tornado's
 reading back), the first failure remembered for ``put()`` to answer, and the
 temp file dropped when the client goes away.
 
-Why: Tornado hands the body over in pieces of at most 64 KiB.  Writing each in
+Why: Tornado hands the body over in pieces of at most 256 KiB
+(:data:`filetracker.server.app.BODY_CHUNK`; 64 KiB then).  Writing each in
 its own executor hop, awaited, made a 256 MiB PUT 4,096 round trips between the
 event loop and a disk thread, during which only one of them worked: our server
 took 200-220 MB/s with both threads mostly idle.  Memory: a request holds at

@@ -13,6 +13,7 @@ import hashlib
 import os
 
 from filetracker.storage.errors import StorageError, StoreFull
+from filetracker.writeback import Writeback
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -30,6 +31,8 @@ class Upload:
         self.size = 0
         self._hash = hashlib.sha256()
         self._file = open(path, "xb")
+        # written out while the rest arrives, so finish()'s fsync is short
+        self._writeback = Writeback(self._file.fileno(), self._file.flush)
         self.closed = False
         self.finished = False  # fsynced and closed whole (commit_uploads takes it as it is)
 
@@ -46,6 +49,7 @@ class Upload:
             return
         try:
             self._file.write(data)
+            self._writeback.written(self.size + len(data))
         except OSError as e:
             self.abort()
             if is_disk_full(e):

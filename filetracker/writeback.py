@@ -1,0 +1,71 @@
+"""Early writeback of a file being written, so its final fsync has little left to do.
+
+A large upload is written into the page cache much faster than a disk takes it;
+with the default dirty-page limits (a fifth of memory) nothing reaches the disk
+until the upload's ``fsync``, so receiving and writing out happen one after the
+other.  :class:`Writeback` asks the kernel to start writing each few megabytes
+out as soon as they are written (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
+the call PostgreSQL's ``*_flush_after`` and RocksDB's ``bytes_per_sync`` use):
+it does not wait for the disk and makes nothing durable by itself, so the
+``fsync`` at the end stays the one durability point, but by then most of the
+file is on the disk or on its way.  The pages stay cached for readers.
+
+Where the call does not exist (not Linux, no glibc) this does nothing.
+"""
+
+import ctypes
+import ctypes.util
+
+#: start writing out once this many bytes were written since the last start
+WRITEBACK_BYTES = 4 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range():
+    """libc's ``sync_file_range`` with its 64-bit signature, or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd, offset, length):
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd`` to disk.
+
+    Advisory: returns False (and changes nothing) where unsupported or refused;
+    an I/O error here shows again at the caller's ``fsync``.
+    """
+    if _sync_file_range is None or length <= 0:
+        return False
+    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
+
+
+class Writeback:
+    """Starts writeback of a file written sequentially, every ``every`` bytes.
+
+    Call :meth:`written` after each write with the file's size so far; the
+    caller flushes any user-space buffer first (``flush`` is passed in so it is
+    done only when writeback actually starts).
+    """
+
+    def __init__(self, fileno, flush, every=WRITEBACK_BYTES, start=start_writeback):
+        self._fileno = fileno
+        self._flush = flush
+        self._every = every
+        self._start = start
+        self._started = 0   # bytes [0, _started) were handed to the kernel for writeback
+
+    def written(self, size):
+        """``size`` bytes are now written; start writeback when enough piled up."""
+        if size - self._started < self._every:
+            return
+        self._flush()
+        self._start(self._fileno, self._started, size - self._started)
+        self._started = size

@@ -1,0 +1,67 @@
+"""Early writeback (filetracker/writeback.py): which ranges are handed to the kernel, and
+that an upload written through it keeps its bytes, hash and durability point."""
+
+import hashlib
+import os
+import sys
+
+import pytest
+
+from filetracker.storage.upload import Upload
+from filetracker.writeback import Writeback, start_writeback
+
+
+def _recorder():
+    calls = []
+    return calls, (lambda fd, offset, length: calls.append((fd, offset, length)))
+
+
+def test_ranges_started_every_threshold_and_contiguous():
+    calls, start = _recorder()
+    flushes = []
+    wb = Writeback(7, lambda: flushes.append(1), every=100, start=start)
+    for size in (30, 99, 100, 150, 199, 260, 1000):
+        wb.written(size)
+    assert calls == [(7, 0, 100), (7, 100, 160), (7, 260, 740)]
+    assert len(flushes) == 3  # flushed only when writeback starts
+
+
+def test_small_files_never_start_writeback():
+    calls, start = _recorder()
+    wb = Writeback(3, lambda: None, start=start)
+    wb.written(64 * 1024)
+    wb.written(4 * 1024 * 1024 - 1)
+    assert calls == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_start_writeback_on_a_real_file(tmp_path):
+    path = tmp_path / "f"
+    with open(path, "wb") as f:
+        f.write(b"x" * 10000)
+        f.flush()
+        assert start_writeback(f.fileno(), 0, 10000) is True
+        assert start_writeback(f.fileno(), 0, 0) is False  # nothing to do
+    assert path.read_bytes() == b"x" * 10000
+
+
+def test_start_writeback_refused_is_not_an_error():
+    r, w = os.pipe()  # not a file (ESPIPE): the kernel refuses, the caller carries on
+    try:
+        assert start_writeback(w, 0, 4096) is False
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_upload_across_many_writeback_starts_keeps_bytes_and_hash(tmp_path):
+    piece = os.urandom(1 << 20)
+    path = str(tmp_path / "upload.tmp")
+    up = Upload(path)
+    for _ in range(9):  # 9 MiB: two writeback starts with the 4 MiB default, a tail left for fsync
+        up.write(piece)
+    up.finish()
+    assert up.finished and up.size == 9 << 20
+    assert up.sha256 == hashlib.sha256(piece * 9).hexdigest()
+    with open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == up.sha256
