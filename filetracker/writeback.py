@@ -13,27 +13,29 @@ file is on the disk or on its way.  The pages stay cached for readers.
 Where the call does not exist (not Linux, no glibc) this does nothing.
 """
 
-import ctypes
-import ctypes.util
-
 #: start writing out once this many bytes were written since the last start
 WRITEBACK_BYTES = 4 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
+_UNLOADED = object()
+_sync_file_range = _UNLOADED
 
 
 def _load_sync_file_range():
-    """libc's ``sync_file_range`` with its 64-bit signature, or None."""
+    """libc's ``sync_file_range`` with its 64-bit signature, or None.
+
+    Looked up among the symbols the interpreter already has (``dlopen(NULL)``),
+    on first use: no ``ctypes.util.find_library`` (it runs ``ldconfig``) and no
+    import cost for processes that never write a large file.
+    """
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     fn.restype = ctypes.c_int
     return fn
-
-
-_sync_file_range = _load_sync_file_range()
 
 
 def start_writeback(fd, offset, length):
@@ -42,6 +44,9 @@ def start_writeback(fd, offset, length):
     Advisory: returns False (and changes nothing) where unsupported or refused;
     an I/O error here shows again at the caller's ``fsync``.
     """
+    global _sync_file_range
+    if _sync_file_range is _UNLOADED:
+        _sync_file_range = _load_sync_file_range()
     if _sync_file_range is None or length <= 0:
         return False
     return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
