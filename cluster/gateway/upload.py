@@ -40,8 +40,9 @@ from filetracker.server.futures import mark_retrieved
 log = logging.getLogger(__name__)
 
 #: chunks buffered per target; Tornado hands request bodies over in pieces of at most
-#: ``filetracker.server.app.BODY_CHUNK`` (256 KiB), and the targets share the pieces,
-#: so this bounds an upload to about 2 MiB
+#: ``filetracker.server.app.BODY_CHUNK`` (256 KiB) and the targets share the pieces, so
+#: the queues hold about 2 MiB of an upload; with a piece and a transport buffer
+#: (64 KiB) per target on top, an upload to 3 nodes holds at most about 3.3 MiB
 QUEUE_CHUNKS = 8
 #: after the last byte a node must fsync and commit: allow this rate on top of the timeout
 SLOWEST_COMMIT_BYTES_PER_S = 20 * 1024 * 1024

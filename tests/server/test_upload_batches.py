@@ -188,7 +188,7 @@ def test_client_leaving_as_its_body_ends_never_shares_the_upload(tmp_path, monke
     assert records[0] is None and records[-1] is not None, records
 
 
-@pytest.mark.parametrize("limit", [0, 2 * 65536])  # limit + a piece stays below WRITE_BATCH
+@pytest.mark.parametrize("limit", [0, 3 * 65536])
 def test_uploads_past_the_memory_limit_write_each_piece(tmp_path, limit):
     """With the process's upload memory used up every piece is written as it comes: the
     bodies are stored exactly, in pieces, and the memory held goes back to 0."""

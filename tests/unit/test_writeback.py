@@ -19,11 +19,26 @@ def _recorder():
 def test_ranges_started_every_threshold_and_contiguous():
     calls, start = _recorder()
     flushes = []
-    wb = Writeback(7, lambda: flushes.append(1), every=100, start=start)
-    for size in (30, 99, 100, 150, 199, 260, 1000):
+    wb = Writeback(7, lambda: flushes.append(1), every=100, start=start, page=10)
+    for size in (30, 99, 100, 150, 199, 265, 1000, 1099):
         wb.written(size)
+    # whole pages only: 265 starts [100, 260), the page 260-270 waits for the next write
     assert calls == [(7, 0, 100), (7, 100, 160), (7, 260, 740)]
     assert len(flushes) == 3  # flushed only when writeback starts
+
+
+def test_pieces_of_any_size_give_page_aligned_ranges():
+    calls, start = _recorder()
+    wb = Writeback(3, lambda: None, start=start, page=4096)
+    size = 0
+    for _ in range(200):
+        size += 100_001  # Tornado's partial reads: sizes that are not multiples of a page
+        wb.written(size)
+    assert [c[1:] for c in calls] == [(0, 4198400), (4198400, 4198400), (8396800, 4202496),
+                                      (12599296, 4198400)]
+    assert all(off % 4096 == 0 and length % 4096 == 0 for _, off, length in calls)
+    # contiguous, and what is left (up to 20,000,200 bytes) is the final fsync's
+    assert all(a[1] + a[2] == b[1] for a, b in zip(calls, calls[1:], strict=False))
 
 
 def test_small_files_never_start_writeback():
