@@ -165,10 +165,14 @@ class PlainDecoder:
         self._gz = GzipDecoder() if headers.get("Content-Encoding", "").lower() == "gzip" else None
 
     def feed(self, chunk):
+        """Plain pieces of ``chunk``, decoded as they are taken (at most 1 MiB each), so a
+        highly compressed chunk is never held decoded whole."""
         if self._gz is None:
-            return [chunk] if chunk else []
+            if chunk:
+                yield chunk
+            return
         try:
-            return list(self._gz.feed(chunk))
+            yield from self._gz.feed(chunk)
         except ValueError as exc:
             raise OldServerError("corrupt gzip body from the old server: %s" % exc) from None
 

@@ -125,3 +125,22 @@ def test_unreachable_and_bad_urls():
     run(go)
     with pytest.raises(ValueError):
         OldServer(None, "ftp://host/", timeout=1)
+
+
+def test_a_highly_compressed_chunk_is_decoded_piece_by_piece():
+    """256 MiB of zeros gzip to about 256 KiB, one read from the old server: the decoder hands
+    it over in pieces of at most 1 MiB as they are taken, never decoded whole in memory."""
+    bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)
+    assert len(bomb) < 300 * 1024
+    pieces = _Decoder({"Content-Encoding": "gzip"}).feed(bomb)
+    first = next(pieces)
+    assert 0 < len(first) <= 1 << 20
+    total = len(first) + sum(len(p) for p in pieces)
+    assert total == 256 << 20
+
+
+def test_a_corrupt_gzip_chunk_is_an_old_server_error_when_taken():
+    decoder = _Decoder({"Content-Encoding": "gzip"})
+    with pytest.raises(OldServerError, match="corrupt gzip"):
+        list(decoder.feed(b"\x1f\x8b\x08\x00garbage-that-is-not-deflate"))
+    assert list(_Decoder({}).feed(b"")) == [] and list(_Decoder({}).feed(b"ab")) == [b"ab"]
