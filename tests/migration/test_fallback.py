@@ -24,7 +24,8 @@ from tests.support.procs import script
 pytestmark = [pytest.mark.interop]
 
 V = 1500000000
-FILES = {"/fb/a.txt": (b"alpha" * 1000, V + 1), "/fb/deep/b.bin": (os.urandom(3 * 1024 * 1024 + 5), V + 2),
+FILES = {"/fb/a.txt": (b"alpha" * 1_000_000, V + 1),  # gzip: 1 MiB decoded pieces from tiny reads
+         "/fb/deep/b.bin": (os.urandom(3 * 1024 * 1024 + 5), V + 2),
          "/fb/empty": (b"", V + 3), "/fb/to-delete": (b"delete me", V + 4), "/fb/c.txt": (b"gamma", V + 5),
          "/fb/head-only": (b"only a HEAD", V + 6), "/fb/for-2x.bin": (os.urandom(200000), V + 7)}
 
