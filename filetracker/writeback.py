@@ -3,9 +3,10 @@
 A large upload is written into the page cache much faster than a disk takes it;
 with the default dirty-page limits (background writeback from a tenth of memory
 on, or after 30 s) little of it reaches the disk before the upload's ``fsync``,
-so receiving and writing out happen one after the other.  :class:`Writeback` asks the kernel to start writing each few megabytes
-out as soon as they are written (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
-the call PostgreSQL's ``*_flush_after`` and RocksDB's ``bytes_per_sync`` use):
+so receiving and writing out happen one after the other.  :class:`Writeback`
+asks the kernel to start writing each few megabytes out as soon as they are
+written (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, the call
+PostgreSQL's ``*_flush_after`` and RocksDB's ``bytes_per_sync`` use):
 it does not wait for the disk and makes nothing durable by itself, so the
 ``fsync`` at the end stays the one durability point, but by then most of the
 file is on the disk or on its way.  The pages stay cached for readers.

@@ -35,7 +35,6 @@ from tornado import httputil
 
 from cluster.gateway.writes import PutFanout
 from filetracker.server import oldserver
-from filetracker.server.app import BODY_CHUNK
 from filetracker.server.oldserver import OldServer, OldServerError, PlainDecoder, logical_size, version_of
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,7 @@ class Fallback:
             decoder = PlainDecoder(resp.headers)
             async for raw in resp.body():
                 for data in decoder.feed(raw):
-                    # decoded pieces are up to 1 MiB: fed in client-sized pieces, so the
-                    # fan-out's queues hold what a client's upload would (QUEUE_CHUNKS pieces)
-                    for i in range(0, len(data), BODY_CHUNK):
-                        await fanout.feed(data[i:i + BODY_CHUNK] if len(data) > BODY_CHUNK else data)
+                    await fanout.feed(data)  # decoded pieces (up to 1 MiB) are sliced by the fan-out
             decoder.close()
             outcome = await fanout.finish()
             fanout = None

@@ -24,14 +24,13 @@ import logging
 import msgpack
 
 from cluster.gateway.pool import BodyStream
-from cluster.gateway.upload import ReplicaUpload
+from cluster.gateway.upload import ReplicaUpload, pieces
 from filetracker.records import beats, merge_all
 
 log = logging.getLogger(__name__)
 
 #: slowest acceptable transfer rate of one piece from a replica, on top of the timeout
 SLOWEST_PIECE_BYTES_PER_S = 10 * 1024 * 1024
-FEED_CHUNK = 256 * 1024
 
 
 class QuorumRead:
@@ -282,9 +281,8 @@ async def copy_blob(services, url, record, holders):
             up.abort("no holder delivered the blob")
             await up.task
             return False
-        for i in range(0, len(data), FEED_CHUNK):
-            # small slices: the upload queue counts chunks, so this bounds its memory
-            if not await up.feed(data[i:i + FEED_CHUNK]):
+        for piece in pieces(data):  # the upload queue counts pieces: this bounds its memory
+            if not await up.feed(piece):
                 await up.task
                 return False
     await up.end()

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from cluster.gateway.nodes import EPOCH_HEADER, quote_name, record_from_headers
 from cluster.gateway.pool import ConnectionFailed
+from filetracker.server.app import BODY_CHUNK
 from filetracker.server.futures import mark_retrieved
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,20 @@ EXPECT_MIN_BYTES = 64 * 1024
 #: how long to wait for ``100 Continue`` before sending the body anyway (a busy node answers late)
 CONTINUE_WAIT = 1.0
 _END = object()
+
+
+def pieces(data, size=BODY_CHUNK):
+    """``data`` in slices of at most ``size`` bytes (``data`` itself when small enough).
+
+    The upload queues count pieces (:data:`QUEUE_CHUNKS`), so whoever feeds them
+    bodies not read by Tornado (decoded gzip, ranges read from replicas) slices
+    them here to keep the queues' memory what a client's upload costs.
+    """
+    if len(data) <= size:
+        yield data
+        return
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
 
 
 class ReplicaUpload:

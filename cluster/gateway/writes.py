@@ -10,7 +10,7 @@ import logging
 
 from cluster.gateway.nodes import quote_name, record_from_headers
 from cluster.gateway.targets import TargetPicker
-from cluster.gateway.upload import EXPECT_MIN_BYTES, ReplicaUpload
+from cluster.gateway.upload import EXPECT_MIN_BYTES, ReplicaUpload, pieces
 from filetracker.records import merge_all
 
 log = logging.getLogger(__name__)
@@ -126,15 +126,16 @@ class PutFanout:
         if retry:
             self._retry_after.append(retry)
 
-    async def feed(self, chunk):
-        if self._copy is not None:
-            self._copy.append(bytes(chunk))
-        # common case without a task per chunk: every queue has room
-        waiting = [u for u in self.uploads if not u.failed and not u.offer(chunk)]
-        if len(waiting) == 1:
-            await waiting[0].feed(chunk)
-        elif waiting:
-            await asyncio.gather(*(u.feed(chunk) for u in waiting))
+    async def feed(self, data):
+        for chunk in pieces(data):
+            if self._copy is not None:
+                self._copy.append(bytes(chunk))
+            # common case without a task per chunk: every queue has room
+            waiting = [u for u in self.uploads if not u.failed and not u.offer(chunk)]
+            if len(waiting) == 1:
+                await waiting[0].feed(chunk)
+            elif waiting:
+                await asyncio.gather(*(u.feed(chunk) for u in waiting))
 
     def abort(self):
         for u in self.uploads:

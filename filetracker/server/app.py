@@ -120,8 +120,9 @@ def serve_front(app, config):
 #: bytes Tornado reads from a socket at once and hands to a streamed upload at once
 #: (its default is 64 KiB): a 256 MiB upload is then 1,024 pieces instead of 4,096 for
 #: every process it passes (gateway, each node; with early writeback, 11-15 % less CPU
-#: per 256 MiB PUT there, bench/README.md); small requests pay the zeroed read buffer of this size per socket read (3.7 us, against
-#: 1.5 us for 64 KiB; 18 us for 1 MiB, which is why it is not larger)
+#: per 256 MiB PUT there, bench/README.md); small requests pay the zeroed read buffer
+#: of this size per socket read (3.7 us, against 1.5 us for 64 KiB; 18 us for 1 MiB,
+#: which is why it is not larger)
 BODY_CHUNK = 256 * 1024
 
 
