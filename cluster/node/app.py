@@ -21,6 +21,7 @@ from cluster.node.metrics import node_registry
 from cluster.node.protect import protect_store
 from cluster.node.state import NodeState
 from cluster.node.tasks import TaskRunner, make_tasks
+from cluster.node.writebatch import writebatch_routes  # batched small PUTs of gateways
 from cluster.peers import EPOCH_HEADER
 from filetracker.server import (
     FileHandler,
@@ -86,7 +87,7 @@ def make_app(config):
                        chunk_size=config.chunk_size, max_header_bytes=config.max_header_size)
     node.tasks, node.peer_client = make_tasks(node)
     app = tornado.web.Application(
-        fastpath_routes(node, ctx) + internal_routes(node, ctx) + _public(ctx),
+        fastpath_routes(node, ctx) + writebatch_routes(node, ctx) + internal_routes(node, ctx) + _public(ctx),
         default_handler_class=NotFoundHandler,
         default_handler_args={"max_header_bytes": config.max_header_size},
         transforms=[_epoch_transform(node)],

@@ -2,7 +2,8 @@
 them in one group commit.
 
 Used where records travel between nodes in batches (``POST /_cluster/records``
-with inline content, and the pulls of :class:`cluster.node.tasks.Replicator`):
+with inline content, and the pulls of :class:`cluster.node.tasks.Replicator`)
+and for the batched small PUTs of gateways (``POST /_cluster/store``):
 one transaction and one WAL fsync for the batch instead of one per record.
 Every body is at most :data:`cluster.peers.INLINE_BLOB_MAX` bytes.
 """
@@ -12,7 +13,9 @@ from filetracker.storage import StorageError
 
 def store_many(store, contents):
     """Blocking: store ``[(record, data)]`` (small bodies in memory, each announced by its data
-    record) in one group commit (:meth:`ObjectStore.commit_uploads`).
+    record) in one group commit (:meth:`ObjectStore.commit_uploads`).  A "record" needs only
+    ``name``, ``version``, ``sha256`` and ``size``; a None checksum or size is not checked
+    (``POST /_cluster/store``: what the client did not announce).
 
     Returns one entry per item, in order: ``(winner, applied)``, or the exception that
     item met (the reserve or a full disk refusing the write, a checksum or size

@@ -72,6 +72,10 @@ class NodeCollector:
         hints = CounterMetricFamily(P + "hints_taken", "Hinted writes accepted for another node since start")
         hints.add_metric([], node.hints_taken)
         yield hints
+        batched = CounterMetricFamily(P + "batched_files", "Files stored through a gateway's batched small "
+                                      "PUTs (POST /_cluster/store) since start")
+        batched.add_metric([], getattr(node, "batched_files", 0))
+        yield batched
         cache = node.read_cache.stats()
         lookups = CounterMetricFamily(P + "read_cache_lookups", "Read-cache lookups (records and small "
                                       "bodies answered without a disk hop)", labels=["result"])

@@ -234,6 +234,7 @@ class NodeState:
         self.store = TrackedStore(self.raw_store, self.partition_of, self.read_cache)
         self.tasks = {}          # name -> Task (set by make_app)
         self.hints_taken = 0     # hinted writes accepted since start
+        self.batched_files = 0   # files stored through POST /_cluster/store since start
         self.started = time.time()
 
     @property

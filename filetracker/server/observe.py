@@ -58,7 +58,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 #: else ``other``, so a client cannot grow the label set.
 ROUTES = frozenset({"files", "list", "version", "metrics", "status"})
 CLUSTER_ROUTES = frozenset({"ring", "files", "blobs", "list", "records", "digests", "partition", "status",
-                            "lookup", "read", "fetch",
+                            "lookup", "read", "fetch", "store",
                             "run", "verify", "draining"})
 
 #: Path prefixes after which the rest of the path is a file name.
