@@ -101,7 +101,7 @@ def make_node(workdir):
     return System("node", "one node", url, [("node", svc)])
 
 
-def make_gateway(workdir, nodes=3, processes=1, node_extra=()):
+def make_gateway(workdir, nodes=3, processes=1, node_extra=(), gateway_extra=()):
     ports = [free_port() for _ in range(nodes)]
     urls = ["http://%s:%d" % (LOOPBACK, p) for p in ports]
     services = []
@@ -117,8 +117,12 @@ def make_gateway(workdir, nodes=3, processes=1, node_extra=()):
             "--write-quorum", "2", "--log-level", "WARNING"]
     if processes > 1:
         argv += ["--processes", str(processes)]
+    argv += list(gateway_extra)
     services.append(("gateway", Service(argv, os.path.join(workdir, "gateway.log"),
                                         ready_url=gurl + "/version/", timeout=30)))
+    if gateway_extra:
+        return System("gateway-streamed-puts", "gateway %s (3 nodes, N=3 W=2)" % " ".join(gateway_extra),
+                      gurl, services)
     if node_extra:
         return System("gateway-plain-nodes", "gateway (3 nodes %s, N=3 W=2)" % " ".join(node_extra),
                       gurl, services)
@@ -140,5 +144,7 @@ FACTORIES = {
     "gateway-p2": lambda workdir: make_gateway(workdir, processes=2),
     # the nodes without their front for POST /_cluster/fetch: with and without, side by side
     "gateway-plain-nodes": lambda workdir: make_gateway(workdir, node_extra=("--no-fast-fetch",)),
+    # every PUT streamed to each replica (small PUTs not batched): with and without, side by side
+    "gateway-streamed-puts": lambda workdir: make_gateway(workdir, gateway_extra=("--no-batch-writes",)),
 }
 ORDER = ["upstream", "server", "node", "gateway", "gateway-p2"]

@@ -13,6 +13,7 @@ from cluster.gateway.metrics import gateway_registry
 from cluster.gateway.nodes import NodeClient
 from cluster.gateway.reads import SLOWEST_PIECE_BYTES_PER_S
 from cluster.gateway.ring_handler import RingHandler
+from cluster.gateway.smallput import StoreBatcher
 from cluster.gateway.status_page import status_routes
 from cluster.gateway.view import ClusterView
 from filetracker.server import observe
@@ -38,6 +39,8 @@ class Services:
             LookupBatcher(self.client),
             ReadBatcher(self.client, config.range_size,
                         config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S))
+        # small PUTs, batched per node (one POST /_cluster/store for every file waiting)
+        self.stores = StoreBatcher(self.client)
         self.view.attach(self.client)
         self.tcp = TCPClient()
         # migration mode (--fallback-url): read-through to the old server

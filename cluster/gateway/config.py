@@ -44,3 +44,6 @@ class GatewayConfig:
     #: answer plain GET/HEAD of small files outside Tornado's handler cycle
     #: (cluster/gateway/fastpath.py); off: --no-fast-reads
     fast_reads: bool = True
+    #: send small PUTs to the nodes in batches, POST /_cluster/store
+    #: (cluster/gateway/smallput.py); off: --no-batch-writes
+    batch_writes: bool = True

@@ -18,6 +18,7 @@ from cluster.gateway import listing
 from cluster.gateway.fastpath import DIRECT_FAILED
 from cluster.gateway.pool import ConnectionFailed
 from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
+from cluster.gateway.smallput import announced_length, batched_put, small_body
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
 from filetracker.httpdate import format_version
@@ -62,9 +63,11 @@ class VersionHandler(BaseHandler):
 
 @web.stream_request_body
 class FilesHandler(BaseHandler):
-    """PUT streams to N replicas; GET/HEAD read a quorum; DELETE writes a tombstone."""
+    """PUT streams to N replicas (one of at most 64 KiB goes in batches, cluster/gateway/smallput.py);
+    GET/HEAD read a quorum; DELETE writes a tombstone."""
 
     _fanout = None
+    _small = None       # body pieces of a small PUT (cluster/gateway/smallput.py)
     _prefetched = None
 
     async def prepare(self):
@@ -75,17 +78,26 @@ class FilesHandler(BaseHandler):
             return
         self.request.connection.set_max_body_size(MAX_BODY_SIZE)
         name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
-        version = request_version(self, path_version)
+        self._put = (name, request_version(self, path_version))
         await self.ring()
-        fanout = PutFanout(self.services, name, version, self.request.headers)
+        if self.services.config.batch_writes and announced_length(self.request.headers) is not None:
+            self._small = []  # received whole (Tornado holds it to Content-Length), stored in batches
+            return
+        self._fanout = await self._open_fanout()
+
+    async def _open_fanout(self):
+        """A :class:`PutFanout` connected to at least W targets (else the error answer)."""
+        fanout = PutFanout(self.services, *self._put, self.request.headers)
         if not await fanout.open():
             fanout.abort()
             outcome = fanout.open_failure()
             raise HTTPFail(outcome.status, outcome.message, headers=outcome.headers)
-        self._fanout = fanout
+        return fanout
 
     async def data_received(self, chunk):
-        if self._fanout is not None and not self._finished:
+        if self._small is not None:
+            self._small.append(chunk)
+        elif self._fanout is not None and not self._finished:
             await self._fanout.feed(chunk)
 
     def on_connection_close(self):
@@ -94,16 +106,30 @@ class FilesHandler(BaseHandler):
         super().on_connection_close()  # ends the body wait and frees the upload slot (guard)
 
     async def put(self, path):
-        outcome = await self._fanout.finish()
+        if self._small is not None:
+            outcome = await self._put_small(b"".join(self._small))
+        else:
+            outcome = await self._fanout.finish()
         if outcome.status != 200:
             raise HTTPFail(outcome.status, outcome.message, headers=outcome.headers)
         winner = outcome.record
         if winner.deleted:
             raise HTTPFail(409, "a newer delete (version %d) wins over version %d"
-                               % (winner.version, self._fanout.version),
+                               % (winner.version, self._put[1]),
                            headers={"Last-Modified": format_version(winner.version)})
         self.set_header("Last-Modified", format_version(winner.version))
         self.finish()
+
+    async def _put_small(self, raw):
+        """The outcome of a small PUT whose body (as sent) is ``raw``: batched to the replicas,
+        or streamed like a large one when :func:`small_body` cannot take it as it is."""
+        self._small = None
+        body = small_body(self.request.headers, raw)
+        if body is not None:
+            return await batched_put(self.services, *self._put, body)
+        self._fanout = await self._open_fanout()
+        await self._fanout.feed(raw)
+        return await self._fanout.finish()
 
     async def get(self, path):
         await self._serve(path, with_body=True)

@@ -32,7 +32,7 @@ from filetracker.records import Record
 log = logging.getLogger(__name__)
 
 
-class _PerNode:
+class PerNodeBatcher:
     """At most one batch request in flight per node; what is asked meanwhile waits for the next.
 
     Per node a queue of ``(name, future)`` for each of :attr:`keys`; a subclass
@@ -64,6 +64,11 @@ class _PerNode:
     def _limit(self, key):
         raise NotImplementedError
 
+    def _take(self, key, queue):
+        """``(batch, rest)``: what of ``queue`` goes into the next request (at most :meth:`_limit`)."""
+        limit = self._limit(key)
+        return queue[:limit], queue[limit:]
+
     async def _send(self, url, batch):
         raise NotImplementedError
 
@@ -75,8 +80,7 @@ class _PerNode:
                     break
                 batch = {}
                 for key, queue in queues.items():
-                    limit = self._limit(key)
-                    batch[key], queues[key] = queue[:limit], queue[limit:]
+                    batch[key], queues[key] = self._take(key, queue)
                 await self._send(url, batch)
         except BaseException as exc:  # noqa: BLE001 - never leave a reader waiting
             for queue in self._queues.pop(url, {}).values():
@@ -88,7 +92,7 @@ class _PerNode:
             self._running.discard(url)
 
 
-class _Batcher(_PerNode):
+class _Batcher(PerNodeBatcher):
     """One endpoint taking a msgpack list of names: :attr:`path`, at most :attr:`max_batch` names."""
 
     path = None
@@ -198,7 +202,7 @@ class ReadBatcher(_Batcher):
         return NodeReply(url, 503, {"X-Exception": str(row[1])[:200]}, b""), None
 
 
-class FetchBatcher(_PerNode):
+class FetchBatcher(PerNodeBatcher):
     """``await lookup(url, name)`` / ``await read(url, name)``: what :class:`LookupBatcher` and
     :class:`ReadBatcher` answer, both kinds batched into one ``POST /_cluster/fetch`` per node
     (at most one in flight per node).  Both return a future at once: the request is queued

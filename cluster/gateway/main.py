@@ -47,6 +47,9 @@ def parse_args(argv):
     p.add_argument("--no-fast-reads", action="store_true",
                    help="answer every request through the full handler cycle (the fast path for "
                         "small GET/HEAD, cluster/gateway/fastpath.py, is on by default)")
+    p.add_argument("--no-batch-writes", action="store_true",
+                   help="stream every PUT to each replica on its own (small PUTs are sent to the "
+                        "nodes in batches by default, cluster/gateway/smallput.py)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")
@@ -80,6 +83,7 @@ async def serve(args, nodes, sockets=None):
                            timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file),
                            fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
                            max_body_size=args.max_body_size, fast_reads=not args.no_fast_reads,
+                           batch_writes=not args.no_batch_writes,
                            **guard_config(args))
     app = make_app(config)
     server = make_server(serve_front(app, config), config)

@@ -187,8 +187,13 @@ class PutFanout:
 
     def retry_after(self):
         """The ``Retry-After`` to pass on with a 503 (the longest of the nodes' refusals), or None."""
-        values = [int(v) for v in self._retry_after if v.strip().isdigit()]
-        return str(max(values)) if values else None
+        return longest_retry_after(self._retry_after)
+
+
+def longest_retry_after(values):
+    """The longest of ``Retry-After`` values in whole seconds (others ignored), or None."""
+    seconds = [int(v) for v in values if v.strip().isdigit()]
+    return str(max(seconds)) if seconds else None
 
 
 async def quorum_delete(services, name, version):
@@ -216,6 +221,14 @@ async def quorum_delete(services, name, version):
                 return None
             node, hint_for = sub
 
+    successes = await first_successes(services, picker, quorum, one)
+    return judge(successes, failures, quorum, "delete")
+
+
+async def first_successes(services, picker, quorum, one):
+    """Run ``one(node, hint_for)`` for every initial target of ``picker`` at once; return the
+    records they give back (None: a failure) as soon as ``quorum`` did, or all ended.  The
+    slower ones finish in the background."""
     pending = {asyncio.ensure_future(one(n, h)) for n, h in picker.initial(quorum)}
     successes = []
     while pending and len(successes) < quorum:
@@ -223,4 +236,4 @@ async def quorum_delete(services, name, version):
         successes.extend(r for r in (t.result() for t in done) if r is not None)
     for task in pending:
         services.keep(task)
-    return judge(successes, failures, quorum, "delete")
+    return successes

@@ -65,12 +65,18 @@ def test_gateway_and_node_counters_move(ops_cluster):
     names = list(bodies)
     assert wait_until(lambda: all(c.record(i, n) is not None for i in range(3) for n in names), 10)
     after_node = scrape(c.urls[0])
-    assert sample(after_node, "filetracker_http_requests_total", method="PUT", status="200",
-                  route="_cluster/files") \
-        - sample(before_node, "filetracker_http_requests_total", method="PUT", status="200",
-                 route="_cluster/files") == 5
-    assert sample(after_node, "filetracker_http_received_bytes_total", method="PUT") \
-        - sample(before_node, "filetracker_http_received_bytes_total", method="PUT") == sum(map(len, bodies.values()))
+
+    def node_delta(name, **labels):
+        return sample(after_node, name, **labels) - sample(before_node, name, **labels)
+
+    # the large file streamed in a PUT of its own; the four small ones in batches (POST /_cluster/store)
+    assert node_delta("filetracker_http_requests_total", method="PUT", status="200", route="_cluster/files") == 1
+    assert node_delta("filetracker_http_received_bytes_total", method="PUT") == len(bodies["/metrics/big"])
+    assert 1 <= node_delta("filetracker_http_requests_total", method="POST", status="200",
+                           route="_cluster/store") <= 4
+    assert node_delta("filetracker_node_batched_files_total") == 4
+    assert node_delta("filetracker_http_received_bytes_total", method="POST") > \
+        sum(len(b) for n, b in bodies.items() if n != "/metrics/big")
 
     # Node 2 is scraped for the first time now, so its disk gauges are fresh (they are cached 5 s).
     node2 = scrape(c.urls[2])

@@ -1,0 +1,251 @@
+"""Small PUTs through the gateway: the whole body in hand, replicas written in batches.
+
+A PUT whose body is at most :data:`SMALL_PUT_MAX` bytes (after gzip decoding)
+is received whole and sent to its replicas with ``POST /_cluster/store``
+(:mod:`cluster.node.writebatch`) instead of one streamed
+``PUT /_cluster/files/<name>`` per replica.  :class:`StoreBatcher` keeps at most
+one of those requests in flight per node and puts every small PUT that arrives
+meanwhile into the next one (no added delay: a lone PUT goes out at once),
+like the reads of :mod:`cluster.gateway.lookups`.  Under load a node then
+answers one request per batch instead of one per file, and the gateway sends
+one instead of three per PUT.
+
+Everything else is the streamed PUT's: the same targets (owners, then handoff
+nodes with a hint for an owner that is down or refuses), the same quorum W,
+the same answers (:func:`cluster.gateway.writes.judge`), the same durability
+(a node answers once the file is fsynced and its record committed).  A body
+that this path cannot take as it is (larger once decoded, a corrupt gzip
+stream, a malformed checksum or size header, another encoding) goes the
+streamed way, whose nodes give the error answer they always gave
+(:func:`small_body` returns None).  A node without the endpoint (an older
+version) gets the file as a plain ``PUT`` from then on.
+"""
+
+import logging
+import re
+
+import msgpack
+
+from cluster.gateway.lookups import PerNodeBatcher
+from cluster.gateway.nodes import quote_name, record_from_headers
+from cluster.gateway.targets import TargetPicker
+from cluster.gateway.writes import REFUSALS, first_successes, judge, longest_retry_after
+from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
+from filetracker.records import Record
+from filetracker.server.streaming import GzipDecoder
+
+log = logging.getLogger(__name__)
+
+#: largest body (decoded) written through ``POST /_cluster/store``
+SMALL_PUT_MAX = INLINE_BLOB_MAX
+
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class SmallBody:
+    """The plain content of a small PUT and what the client announced of it (None: nothing)."""
+
+    __slots__ = ("data", "sha256", "size")
+
+    def __init__(self, data, sha256=None, size=None):
+        self.data = data
+        self.sha256 = sha256
+        self.size = size
+
+
+def announced_length(headers):
+    """The ``Content-Length`` of a request whose body may be small enough, else None."""
+    length = headers.get("Content-Length", "")
+    if "Transfer-Encoding" in headers or not (length.isascii() and length.isdigit()):
+        return None
+    length = int(length)
+    return length if length <= SMALL_PUT_MAX else None
+
+
+def small_body(headers, body):
+    """The :class:`SmallBody` of a received PUT body, or None when the streamed path must take it.
+
+    ``body`` is what the client sent (gzip-compressed with ``Content-Encoding:
+    gzip``).  None for another encoding, a corrupt or over-long gzip stream, a
+    malformed ``SHA256-Checksum`` or ``Logical-Size``: the nodes' answers to
+    those are the ones clients always got.
+    """
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        data = _gunzip(body)
+        if data is None:
+            return None
+    elif encoding == "identity":
+        data = bytes(body)
+    else:
+        return None
+    sha256 = headers.get("SHA256-Checksum")
+    if sha256 is not None:
+        sha256 = sha256.strip()
+        if not _SHA256_RE.fullmatch(sha256):
+            return None
+        sha256 = sha256.lower()
+    size = headers.get("Logical-Size")
+    if size is not None:
+        size = size.strip()
+        if not (size.isascii() and size.isdigit()):
+            return None
+        size = int(size)
+    return SmallBody(data, sha256, size)
+
+
+def _gunzip(body):
+    """The decoded ``body``, or None when it is corrupt or longer than :data:`SMALL_PUT_MAX`."""
+    decoder, out, total = GzipDecoder(), [], 0
+    try:
+        for piece in decoder.feed(body):
+            total += len(piece)
+            if total > SMALL_PUT_MAX:
+                return None
+            out.append(piece)
+        decoder.close()
+    except ValueError:
+        return None
+    return b"".join(out)
+
+
+class Stored:
+    """What one node answered about one file.
+
+    ``code`` is 200 with ``record`` (the winner after the merge), the node's
+    error status for that file, the status of the whole request when it failed,
+    or None when the node could not be reached; ``reason`` is a one-line
+    explanation; ``retry_after`` the node's ``Retry-After`` (a busy node's 503).
+    """
+
+    __slots__ = ("code", "record", "reason", "retry_after")
+
+    def __init__(self, code, record=None, reason="", retry_after=None):
+        self.code = code
+        self.record = record
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class StoreBatcher(PerNodeBatcher):
+    """``await put(url, item)`` -> the :class:`Stored` answer about one file on one node.
+
+    ``item`` is the map of one file of ``POST /_cluster/store``.
+    """
+
+    path = "/_cluster/store"
+    keys = ("files",)
+
+    def put(self, url, item):
+        if url in self._no_endpoint:
+            return self._single(url, item)
+        return self._enqueue(url, item, "files")
+
+    def _take(self, key, queue):
+        total = 0
+        for i, (item, _) in enumerate(queue):
+            total += len(item["data"])
+            if i == INLINE_BATCH_COUNT or (i and total > INLINE_BATCH_BYTES):
+                return queue[:i], queue[i:]
+        return queue, []
+
+    async def _send(self, url, batch):
+        batch = batch["files"]
+        reply = await self._client.request(url, "POST", self.path, body=msgpack.packb([i for i, _ in batch]),
+                                           headers={"Content-Type": "application/msgpack"})
+        if reply.code == 404:
+            log.info("%s has no %s: one PUT per file", url, self.path)
+            self._no_endpoint.add(url)
+            for item, fut in batch:
+                if not fut.done():
+                    fut.set_result(await self._single(url, item))
+            return
+        if reply.code is None:
+            # unreachable or timed out (the client marked it down): what waits for it fails too,
+            # now, and goes to handoff nodes, instead of one batch per timeout
+            queues = self._queues.get(url)
+            if queues:
+                batch, queues["files"] = batch + queues["files"], []
+        rows = _rows(reply, len(batch))
+        for index, (item, fut) in enumerate(batch):
+            if not fut.done():
+                fut.set_result(_failed(reply) if rows is None else _decoded(url, item["name"], rows[index]))
+
+    async def _single(self, url, item):
+        """One file as a plain ``PUT /_cluster/files/<name>`` (a node without the endpoint)."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if item["sha256"]:
+            headers["SHA256-Checksum"] = item["sha256"]
+        if item["size"] is not None:
+            headers["Logical-Size"] = str(item["size"])
+        if item["hint"]:
+            headers["X-Hint-For"] = item["hint"]
+        reply = await self._client.request(
+            url, "PUT", "/_cluster/files%s?version=%d" % (quote_name(item["name"]), item["version"]),
+            body=item["data"], headers=headers)
+        record = record_from_headers(item["name"], reply.headers) if reply.code == 200 else None
+        if record is None:
+            return _failed(reply)
+        return Stored(200, record)
+
+
+def _rows(reply, count):
+    """The answer rows of a 200 answer about ``count`` files, or None (an error, a bad answer)."""
+    if reply.code != 200:
+        return None
+    try:
+        rows = msgpack.unpackb(reply.body, raw=False)
+    except Exception:  # noqa: BLE001 - a bad answer counts as none
+        return None
+    return rows if isinstance(rows, list) and len(rows) == count else None
+
+
+def _failed(reply):
+    """The :class:`Stored` of a failed request (502 for a 200 answer that made no sense)."""
+    if reply.code == 200:
+        return Stored(502, reason="%s: an unusable answer" % reply.url)
+    return Stored(reply.code, reason=reply.reason(), retry_after=reply.headers.get("Retry-After"))
+
+
+def _decoded(url, name, row):
+    try:
+        if row[0] == "ok":
+            _, version, sha256, size, deleted, _applied = row
+            return Stored(200, Record(name=name, version=int(version), sha256=sha256, size=int(size),
+                                      deleted=bool(deleted)))
+        _, code, message = row
+        return Stored(int(code), reason="%s: %d %s" % (url, int(code), message))
+    except (TypeError, ValueError, IndexError):
+        return Stored(502, reason="%s: an unusable answer row" % url)
+
+
+async def batched_put(services, name, version, body):
+    """Write the :class:`SmallBody` ``body`` as ``name`` at ``version`` to W replicas: a
+    :class:`~cluster.gateway.writes.WriteOutcome` (the rest finish in the background)."""
+    view = services.view
+    placement = view.placement(name)
+    picker = TargetPicker(view, placement)
+    quorum = min(services.config.write_quorum, len(placement.owners))
+    failures, retry_after = [], []
+
+    async def one(node, hint_for):
+        while True:
+            item = {"name": name, "version": version, "data": body.data, "sha256": body.sha256,
+                    "size": body.size, "hint": hint_for}
+            answer = await services.stores.put(node.url, item)
+            if answer.record is not None:
+                return answer.record
+            failures.append((answer.code, answer.reason))
+            if answer.code is not None and answer.code not in REFUSALS:
+                return None  # the node answered: an error of the request, not of the node
+            if answer.retry_after:
+                retry_after.append(answer.retry_after)
+            # unreachable (marked down by the client), or up but taking no data now (the
+            # reserve, its upload bound): its share goes to a handoff node as a hint
+            sub = picker.replacement(TargetPicker.hint_after_failure(node, hint_for))
+            if sub is None:
+                return None
+            node, hint_for = sub
+
+    successes = await first_successes(services, picker, quorum, one)
+    return judge(successes, failures, quorum, "file", longest_retry_after(retry_after))
