@@ -47,8 +47,9 @@ def int_arg(handler, name, required=True):
             raise HTTPFail(400, "query parameter %s (an integer) is required" % name)
         return None
     text = text.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        raise HTTPFail(400, "query parameter %s must be a non-negative integer: %r" % (name, text))
+    # at most 2**63-1: the store keeps 64-bit integers (a larger one would be a 500 later)
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 2 ** 63:
+        raise HTTPFail(400, "query parameter %s must be an integer 0 .. 2**63-1: %r" % (name, text))
     return int(text)
 
 

@@ -19,7 +19,7 @@ from filetracker.errors import (
     NotFoundError,
     VersionConflictError,
 )
-from filetracker.httpdate import parse_version
+from filetracker.httpdate import MAX_VERSION, parse_version
 from filetracker.names import check_folder, check_name
 from filetracker.ranges import RangeNotSatisfiable
 from filetracker.server import guard as _guard
@@ -115,6 +115,8 @@ def request_version(handler, path_version=None, required=True):
         text = handler.request.headers.get("Last-Modified")
     if text is None:
         if path_version is not None:
+            if path_version > MAX_VERSION:  # a store keeps 64-bit integers: refused, not a 500 later
+                raise HTTPFail(400, "version %d out of range (at most %d)" % (path_version, MAX_VERSION))
             return path_version
         if required:
             raise HTTPFail(400, "last_modified is required (query parameter, an HTTP date)")

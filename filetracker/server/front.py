@@ -140,7 +140,8 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
         if "Range" in headers or "Transfer-Encoding" in headers:
             return False
         length = headers.get("Content-Length", "0").strip()
-        if not (length.isascii() and length.isdigit()) or int(length) > body_limit:
+        # (the length check first: int() refuses digit strings of thousands of digits)
+        if not (length.isascii() and length.isdigit()) or len(length) > 19 or int(length) > body_limit:
             return False
         if body_limit and ("Content-Encoding" in headers
                            or headers.get("Content-Type", "").lower().startswith(_FORMS)):

@@ -147,7 +147,8 @@ class GuardedRequest:
         length = req.headers.get("Content-Length")
         if length is not None:
             length = length.strip()
-            if not (length.isascii() and length.isdigit()):
+            # more than 19 digits is no length a server takes (and int() refuses thousands of them)
+            if not (length.isascii() and length.isdigit()) or len(length) > 19:
                 raise HTTPFail(400, "malformed Content-Length")
             # only uploads (streamed bodies): other bodies, e.g. a node's record batches, are
             # bounded by the server's in-memory limit

@@ -115,12 +115,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         self.name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
         self.version = request_version(self, path_version)
         self.expected_sha256 = self.parse_body_headers()
-        self.expected_size = None
-        size_header = self.request.headers.get("Logical-Size")
-        if size_header is not None:
-            if not (size_header.strip().isascii() and size_header.strip().isdigit()):
-                raise HTTPFail(400, "malformed Logical-Size header")
-            self.expected_size = int(size_header)
+        self.expected_size = self.parse_logical_size()
         await self.begin_streamed_upload(self.ctx.store)
 
     async def put(self, path_arg):

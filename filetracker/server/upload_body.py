@@ -93,7 +93,8 @@ class StreamedUploadMixin:
         if text is None:
             return None
         text = text.strip()
-        if not (text.isascii() and text.isdigit()):
+        # at most 19 digits: int() refuses very long digit strings (a 500), and no store holds more
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
             raise HTTPFail(400, "malformed Logical-Size header")
         return int(text)
 
