@@ -18,7 +18,7 @@ from cluster.gateway import listing
 from cluster.gateway.fastpath import DIRECT_FAILED
 from cluster.gateway.pool import ConnectionFailed
 from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
-from cluster.gateway.smallput import announced_length, batched_put, small_body
+from cluster.gateway.smallput import batchable, batched_put, small_body
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
 from filetracker.httpdate import format_version
@@ -78,16 +78,16 @@ class FilesHandler(BaseHandler):
             return
         self.request.connection.set_max_body_size(MAX_BODY_SIZE)
         name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
-        self._put = (name, request_version(self, path_version))
+        self._target = (name, request_version(self, path_version))  # of the PUT
         await self.ring()
-        if self.services.config.batch_writes and announced_length(self.request.headers) is not None:
+        if self.services.config.batch_writes and batchable(self.request.headers, self._target[1]):
             self._small = []  # received whole (Tornado holds it to Content-Length), stored in batches
             return
         self._fanout = await self._open_fanout()
 
     async def _open_fanout(self):
         """A :class:`PutFanout` connected to at least W targets (else the error answer)."""
-        fanout = PutFanout(self.services, *self._put, self.request.headers)
+        fanout = PutFanout(self.services, *self._target, self.request.headers)
         if not await fanout.open():
             fanout.abort()
             outcome = fanout.open_failure()
@@ -115,7 +115,7 @@ class FilesHandler(BaseHandler):
         winner = outcome.record
         if winner.deleted:
             raise HTTPFail(409, "a newer delete (version %d) wins over version %d"
-                               % (winner.version, self._put[1]),
+                               % (winner.version, self._target[1]),
                            headers={"Last-Modified": format_version(winner.version)})
         self.set_header("Last-Modified", format_version(winner.version))
         self.finish()
@@ -126,7 +126,7 @@ class FilesHandler(BaseHandler):
         self._small = None
         body = small_body(self.request.headers, raw)
         if body is not None:
-            return await batched_put(self.services, *self._put, body)
+            return await batched_put(self.services, *self._target, body)
         self._fanout = await self._open_fanout()
         await self._fanout.feed(raw)
         return await self._fanout.finish()

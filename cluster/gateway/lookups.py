@@ -35,9 +35,13 @@ log = logging.getLogger(__name__)
 class PerNodeBatcher:
     """At most one batch request in flight per node; what is asked meanwhile waits for the next.
 
-    Per node a queue of ``(name, future)`` for each of :attr:`keys`; a subclass
-    gives each key's batch limit (:meth:`_limit`) and sends one batch
-    (:meth:`_send`, a ``{key: [(name, future)]}``), resolving its futures.
+    Per node a queue of ``(question, future)`` for each of :attr:`keys` (a
+    question is a name, or what a subclass asks about); a subclass gives each
+    key's batch limit (:meth:`_limit`, or cuts the batch itself: :meth:`_take`)
+    and sends one batch (:meth:`_send`, a ``{key: [(question, future)]}``),
+    resolving its futures.  Should :meth:`_send` raise, its futures get the
+    failure (:meth:`_resolve_failed`) and the next batch goes out: no asker
+    is ever left waiting.
     """
 
     keys = ()
@@ -64,15 +68,27 @@ class PerNodeBatcher:
     def _limit(self, key):
         raise NotImplementedError
 
-    def _take(self, key, queue):
-        """``(batch, rest)``: what of ``queue`` goes into the next request (at most :meth:`_limit`)."""
+    def _take(self, url, key, queue):
+        """``(batch, rest)``: what of ``queue`` goes into the next request to ``url`` (at most
+        :meth:`_limit`)."""
         limit = self._limit(key)
         return queue[:limit], queue[limit:]
+
+    def _resolve_failed(self, fut, exc):
+        """Resolve ``fut``, whose batch failed with ``exc`` (by default: with that exception)."""
+        fut.set_exception(exc)
+
+    def _fail(self, lists, exc):
+        for items in lists:
+            for _, fut in items:
+                if not fut.done():
+                    self._resolve_failed(fut, exc)
 
     async def _send(self, url, batch):
         raise NotImplementedError
 
     async def _drain(self, url):
+        batch = {}
         try:
             while True:
                 queues = self._queues.get(url)
@@ -80,13 +96,14 @@ class PerNodeBatcher:
                     break
                 batch = {}
                 for key, queue in queues.items():
-                    batch[key], queues[key] = self._take(key, queue)
-                await self._send(url, batch)
-        except BaseException as exc:  # noqa: BLE001 - never leave a reader waiting
-            for queue in self._queues.pop(url, {}).values():
-                for _, fut in queue:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                    batch[key], queues[key] = self._take(url, key, queue)
+                try:
+                    await self._send(url, batch)
+                except Exception as exc:  # noqa: BLE001 - e.g. an answer we cannot use: this batch fails
+                    log.error("batch request to %s failed: %s: %s", url, type(exc).__name__, exc)
+                    self._fail(batch.values(), exc)
+        except BaseException as exc:  # cancelled (shutdown): never leave an asker waiting
+            self._fail(list(batch.values()) + list(self._queues.pop(url, {}).values()), exc)
             raise
         finally:
             self._running.discard(url)
@@ -124,10 +141,10 @@ class _Batcher(PerNodeBatcher):
                 if not fut.done():
                     fut.set_result(await self.single(url, name))
             return
-        settle(self, url, reply, batch, _rows(_answer(reply), len(batch)))
+        settle(self, url, reply, batch, answer_rows(msgpack_answer(reply), len(batch)))
 
 
-def _answer(reply):
+def msgpack_answer(reply):
     """The decoded msgpack body of a 200 answer, or None (an error status, bad msgpack)."""
     if reply.code != 200:
         return None
@@ -137,7 +154,7 @@ def _answer(reply):
         return None
 
 
-def _rows(rows, count):
+def answer_rows(rows, count):
     """``rows`` when it is a list of ``count`` answer rows, else None (an unusable answer)."""
     return rows if isinstance(rows, list) and len(rows) == count else None
 
@@ -244,11 +261,11 @@ class FetchBatcher(PerNodeBatcher):
                 for name, fut in items:
                     self._forward(self._kind(key).get(url, name), fut)
             return
-        answer = _answer(reply)
+        answer = msgpack_answer(reply)
         for key, items in batch.items():
             if items:
                 rows = answer.get(key) if isinstance(answer, dict) else None
-                settle(self._kind(key), url, reply, items, _rows(rows, len(items)))
+                settle(self._kind(key), url, reply, items, answer_rows(rows, len(items)))
 
     @staticmethod
     def _forward(coro, fut):

@@ -21,12 +21,13 @@ streamed way, whose nodes give the error answer they always gave
 version) gets the file as a plain ``PUT`` from then on.
 """
 
+import asyncio
 import logging
 import re
 
 import msgpack
 
-from cluster.gateway.lookups import PerNodeBatcher
+from cluster.gateway.lookups import PerNodeBatcher, answer_rows, msgpack_answer
 from cluster.gateway.nodes import quote_name, record_from_headers
 from cluster.gateway.targets import TargetPicker
 from cluster.gateway.writes import REFUSALS, first_successes, judge, longest_retry_after
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: largest body (decoded) written through ``POST /_cluster/store``
 SMALL_PUT_MAX = INLINE_BLOB_MAX
+#: versions and sizes a node stores (SQLite's 64-bit integers); anything larger goes the streamed way
+MAX_INTEGER = 2 ** 63 - 1
+#: most content waiting for one node (16 full requests); more is refused, see :class:`StoreBatcher`
+MAX_QUEUED_BYTES = 16 * INLINE_BATCH_BYTES
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -53,10 +58,17 @@ class SmallBody:
         self.size = size
 
 
-def announced_length(headers):
+def batchable(headers, version):
+    """Whether a PUT of ``version`` with these request headers may be received whole and
+    batched: a ``Content-Length`` of at most :data:`SMALL_PUT_MAX` (not chunked), a version a
+    node stores.  (Its body may still turn out not to be: :func:`small_body`.)"""
+    return 0 <= version <= MAX_INTEGER and small_length(headers) is not None
+
+
+def small_length(headers):
     """The ``Content-Length`` of a request whose body may be small enough, else None."""
     length = headers.get("Content-Length", "")
-    if "Transfer-Encoding" in headers or not (length.isascii() and length.isdigit()):
+    if "Transfer-Encoding" in headers or not (length.isascii() and length.isdigit()) or len(length) > 19:
         return None
     length = int(length)
     return length if length <= SMALL_PUT_MAX else None
@@ -88,7 +100,7 @@ def small_body(headers, body):
     size = headers.get("Logical-Size")
     if size is not None:
         size = size.strip()
-        if not (size.isascii() and size.isdigit()):
+        if not (size.isascii() and size.isdigit()) or len(size) > 19 or int(size) > MAX_INTEGER:
             return None
         size = int(size)
     return SmallBody(data, sha256, size)
@@ -130,24 +142,44 @@ class Stored:
 class StoreBatcher(PerNodeBatcher):
     """``await put(url, item)`` -> the :class:`Stored` answer about one file on one node.
 
-    ``item`` is the map of one file of ``POST /_cluster/store``.
+    ``item`` is the map of one file of ``POST /_cluster/store``.  At most
+    :data:`MAX_QUEUED_BYTES` of content wait for one node: beyond that (a node
+    slower than the writes to it) a file is refused at once with 503, so its
+    share goes to a handoff node as a refused streamed PUT's would.
     """
 
     path = "/_cluster/store"
     keys = ("files",)
 
+    def __init__(self, client):
+        super().__init__(client)
+        self._queued = {}  # url -> bytes of content waiting (not yet in a request)
+
     def put(self, url, item):
         if url in self._no_endpoint:
-            return self._single(url, item)
+            return asyncio.ensure_future(self._single(url, item))
+        size = len(item["data"])
+        queued = self._queued.get(url, 0)
+        if queued and queued + size > MAX_QUEUED_BYTES:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(Stored(503, reason="%s: 503 the gateway's queue for this node is full (%d bytes)"
+                                  % (url, queued)))
+            return fut
+        self._queued[url] = queued + size
         return self._enqueue(url, item, "files")
 
-    def _take(self, key, queue):
-        total = 0
+    def _take(self, url, key, queue):
+        total, cut = 0, len(queue)
         for i, (item, _) in enumerate(queue):
+            if i == INLINE_BATCH_COUNT or (i and total + len(item["data"]) > INLINE_BATCH_BYTES):
+                cut = i
+                break
             total += len(item["data"])
-            if i == INLINE_BATCH_COUNT or (i and total > INLINE_BATCH_BYTES):
-                return queue[:i], queue[i:]
-        return queue, []
+        self._queued[url] = max(0, self._queued.get(url, 0) - total)
+        return queue[:cut], queue[cut:]
+
+    def _resolve_failed(self, fut, exc):
+        fut.set_result(Stored(502, reason="%s: %s" % (type(exc).__name__, exc)))
 
     async def _send(self, url, batch):
         batch = batch["files"]
@@ -156,9 +188,10 @@ class StoreBatcher(PerNodeBatcher):
         if reply.code == 404:
             log.info("%s has no %s: one PUT per file", url, self.path)
             self._no_endpoint.add(url)
-            for item, fut in batch:
+            answers = await asyncio.gather(*(self._single(url, item) for item, _ in batch))
+            for (_, fut), answer in zip(batch, answers, strict=True):
                 if not fut.done():
-                    fut.set_result(await self._single(url, item))
+                    fut.set_result(answer)
             return
         if reply.code is None:
             # unreachable or timed out (the client marked it down): what waits for it fails too,
@@ -166,7 +199,8 @@ class StoreBatcher(PerNodeBatcher):
             queues = self._queues.get(url)
             if queues:
                 batch, queues["files"] = batch + queues["files"], []
-        rows = _rows(reply, len(batch))
+                self._queued[url] = 0
+        rows = answer_rows(msgpack_answer(reply), len(batch))
         for index, (item, fut) in enumerate(batch):
             if not fut.done():
                 fut.set_result(_failed(reply) if rows is None else _decoded(url, item["name"], rows[index]))
@@ -189,17 +223,6 @@ class StoreBatcher(PerNodeBatcher):
         return Stored(200, record)
 
 
-def _rows(reply, count):
-    """The answer rows of a 200 answer about ``count`` files, or None (an error, a bad answer)."""
-    if reply.code != 200:
-        return None
-    try:
-        rows = msgpack.unpackb(reply.body, raw=False)
-    except Exception:  # noqa: BLE001 - a bad answer counts as none
-        return None
-    return rows if isinstance(rows, list) and len(rows) == count else None
-
-
 def _failed(reply):
     """The :class:`Stored` of a failed request (502 for a 200 answer that made no sense)."""
     if reply.code == 200:
@@ -215,7 +238,7 @@ def _decoded(url, name, row):
                                       deleted=bool(deleted)))
         _, code, message = row
         return Stored(int(code), reason="%s: %d %s" % (url, int(code), message))
-    except (TypeError, ValueError, IndexError):
+    except Exception:  # noqa: BLE001 - whatever the row is, it says nothing usable
         return Stored(502, reason="%s: an unusable answer row" % url)
 
 

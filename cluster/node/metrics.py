@@ -72,9 +72,9 @@ class NodeCollector:
         hints = CounterMetricFamily(P + "hints_taken", "Hinted writes accepted for another node since start")
         hints.add_metric([], node.hints_taken)
         yield hints
-        batched = CounterMetricFamily(P + "batched_files", "Files stored through a gateway's batched small "
-                                      "PUTs (POST /_cluster/store) since start")
-        batched.add_metric([], getattr(node, "batched_files", 0))
+        batched = CounterMetricFamily(P + "batched_files", "Files a gateway's batched small PUTs (POST "
+                                      "/_cluster/store) merged here since start (stored, or superseded)")
+        batched.add_metric([], node.batched_files)
         yield batched
         cache = node.read_cache.stats()
         lookups = CounterMetricFamily(P + "read_cache_lookups", "Read-cache lookups (records and small "

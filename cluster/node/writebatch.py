@@ -15,7 +15,9 @@ content (at most :data:`~cluster.peers.INLINE_BLOB_MAX` bytes, at most
 :data:`~cluster.peers.INLINE_BATCH_BYTES` in all), ``sha256`` / ``size`` the
 announced checksum and logical size (None: not announced; a mismatch is that
 file's 400), ``hint`` the id of the owner this node stands in for (None when
-it is an owner itself).  A malformed body is answered 400 as a whole.
+it is an owner itself).  A malformed file map is that file's 400; a body that
+is not a list of at most that many maps is answered 400 as a whole, more
+content than that 413.
 
 Answer: a msgpack list, one row per file, in order:
 ``["ok", version, sha256, size, deleted, applied]`` (the winning record after
@@ -58,36 +60,51 @@ class Wanted:
 
 
 def parse_items(items):
-    """``[(Wanted, data)]`` of a decoded request body; :class:`HTTPFail` 400 / 413 for a bad one."""
+    """One entry per file of a decoded request body: ``(Wanted, data)``, or the answer row
+    ``["error", 400, message]`` of a malformed file (the others are stored all the same).
+
+    :class:`HTTPFail` for the request as a whole: 400 when it is not a list of at most
+    :data:`~cluster.peers.INLINE_BATCH_COUNT` entries, 413 above
+    :data:`~cluster.peers.INLINE_BATCH_BYTES` of content.
+    """
     if not isinstance(items, list) or len(items) > INLINE_BATCH_COUNT:
         raise HTTPFail(400, "expected a msgpack list of at most %d file maps" % INLINE_BATCH_COUNT)
     out, total = [], 0
     for item in items:
-        if not isinstance(item, dict):
-            raise HTTPFail(400, "every file of the batch must be a map")
-        name, version, data = item.get("name"), item.get("version"), item.get("data")
-        sha256, size, hint = item.get("sha256"), item.get("size"), item.get("hint")
         try:
-            check_name(name if isinstance(name, str) else "", allow_version=False)
-        except InvalidNameError as e:
-            raise HTTPFail(400, "invalid file name in batch: %s" % e)
-        # SQLite stores 64-bit integers: a larger one would fail the whole group commit
-        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2 ** 63:
-            raise HTTPFail(400, "the version of %s must be an integer 0 .. 2**63-1" % name)
-        if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
-            raise HTTPFail(400, "the content of %s must be at most %d bytes (msgpack bin)" % (name, INLINE_BLOB_MAX))
-        if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
-                                       and set(sha256) <= _SHA256_HEX):
-            raise HTTPFail(400, "the sha256 of %s must be 64 lowercase hex digits" % name)
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise HTTPFail(400, "the size of %s must be a non-negative integer" % name)
-        if hint is not None and not isinstance(hint, str):
-            raise HTTPFail(400, "the hint of %s must be a node id" % name)
+            wanted, data = parse_item(item)
+        except ValueError as e:
+            out.append(["error", 400, str(e)])
+            continue
         total += len(data)
-        out.append((Wanted(name, version, sha256, size, hint), data))
+        out.append((wanted, data))
     if total > INLINE_BATCH_BYTES:
         raise HTTPFail(413, "at most %d bytes of content in one request" % INLINE_BATCH_BYTES)
     return out
+
+
+def parse_item(item):
+    """``(Wanted, data)`` of one file map; ``ValueError`` saying what is wrong with it."""
+    if not isinstance(item, dict):
+        raise ValueError("every file of the batch must be a map")
+    name, version, data = item.get("name"), item.get("version"), item.get("data")
+    sha256, size, hint = item.get("sha256"), item.get("size"), item.get("hint")
+    try:
+        check_name(name if isinstance(name, str) else "", allow_version=False)
+    except InvalidNameError as e:
+        raise ValueError("invalid file name in batch: %s" % e) from None
+    # SQLite stores 64-bit integers: a larger one would fail the whole group commit
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2 ** 63:
+        raise ValueError("the version of %s must be an integer 0 .. 2**63-1" % name)
+    if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
+        raise ValueError("the content of %s must be at most %d bytes (msgpack bin)" % (name, INLINE_BLOB_MAX))
+    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= _SHA256_HEX):
+        raise ValueError("the sha256 of %s must be 64 lowercase hex digits" % name)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2 ** 63):
+        raise ValueError("the size of %s must be an integer 0 .. 2**63-1" % name)
+    if hint is not None and not isinstance(hint, str):
+        raise ValueError("the hint of %s must be a node id" % name)
+    return Wanted(name, version, sha256, size, hint), data
 
 
 def answer_row(result):
@@ -130,7 +147,11 @@ class StoreHandler(InternalHandler):
         space = getattr(self.node, "space", None)
         rows = [None] * len(items)
         todo, where = [], []
-        for i, (wanted, data) in enumerate(items):
+        for i, entry in enumerate(items):
+            if isinstance(entry, list):  # a malformed file: its answer row
+                rows[i] = entry
+                continue
+            wanted, data = entry
             if space is not None:
                 # the check a PUT makes before reading its body, file by file
                 try:
