@@ -11,7 +11,8 @@ together in the next one (no added delay: a lone name goes out at once).
   carrying both halves the requests a node answers under load (the request
   cycle, not the names, is what costs a node its CPU).  This is what the
   gateway uses; for a node without the endpoint (404: an older version) it
-  falls back to the two batchers below.
+  falls back to the two batchers below (and asks again after
+  :data:`RETRY_ENDPOINT_AFTER` seconds: the node may have been upgraded).
 * :class:`LookupBatcher` -> ``POST /_cluster/lookup``: answers exactly those of
   ``HEAD /_cluster/files/<name>`` (tombstones included);
 * :class:`ReadBatcher` -> ``POST /_cluster/read``: the record and, for a small
@@ -23,6 +24,7 @@ node without the batch endpoints is asked one name at a time.
 
 import asyncio
 import logging
+import time
 
 import msgpack
 
@@ -30,6 +32,9 @@ from cluster.gateway.nodes import NodeReply
 from filetracker.records import Record
 
 log = logging.getLogger(__name__)
+
+#: seconds a node that answered 404 for a batch endpoint is asked the single way before trying again
+RETRY_ENDPOINT_AFTER = 60.0
 
 
 class PerNodeBatcher:
@@ -50,7 +55,7 @@ class PerNodeBatcher:
         self._client = client
         self._queues = {}      # url -> {key: [(name, future)]}
         self._running = set()  # urls with a request in flight
-        self._no_endpoint = set()
+        self._no_endpoint = {}  # url -> when its 404 was seen (see lacks_endpoint)
 
     def _enqueue(self, url, name, key):
         """A future of the answer about ``name``, resolved when its batch is answered.
@@ -64,6 +69,22 @@ class PerNodeBatcher:
             self._running.add(url)
             asyncio.ensure_future(self._drain(url))
         return fut
+
+    def lacks_endpoint(self, url):
+        """Whether ``url`` answered 404 for the batch endpoint (an older node) within the last
+        :data:`RETRY_ENDPOINT_AFTER` seconds; after that it is asked again (it may have been
+        upgraded meanwhile)."""
+        seen = self._no_endpoint.get(url)
+        if seen is None:
+            return False
+        if time.monotonic() - seen < RETRY_ENDPOINT_AFTER:
+            return True
+        del self._no_endpoint[url]
+        return False
+
+    def no_endpoint(self, url):
+        """Note that ``url`` has no batch endpoint (it answered 404)."""
+        self._no_endpoint[url] = time.monotonic()
 
     def _limit(self, key):
         raise NotImplementedError
@@ -117,7 +138,7 @@ class _Batcher(PerNodeBatcher):
     keys = ("names",)
 
     async def get(self, url, name):
-        if url in self._no_endpoint:
+        if self.lacks_endpoint(url):
             return await self.single(url, name)
         return await self._enqueue(url, name, "names")
 
@@ -136,7 +157,7 @@ class _Batcher(PerNodeBatcher):
                                            headers={"Content-Type": "application/msgpack"})
         if reply.code == 404:
             log.info("%s has no %s: one request per name", url, self.path)
-            self._no_endpoint.add(url)
+            self.no_endpoint(url)
             for name, fut in batch:
                 if not fut.done():
                     fut.set_result(await self.single(url, name))
@@ -246,7 +267,7 @@ class FetchBatcher(PerNodeBatcher):
         return self._kind(key).max_batch
 
     def _get(self, url, name, key):
-        if url in self._no_endpoint:
+        if self.lacks_endpoint(url):
             return asyncio.ensure_future(self._kind(key).get(url, name))
         return self._enqueue(url, name, key)
 
@@ -256,7 +277,7 @@ class FetchBatcher(PerNodeBatcher):
                                            headers={"Content-Type": "application/msgpack"})
         if reply.code == 404:
             log.info("%s has no %s: lookups and reads go separately", url, self.path)
-            self._no_endpoint.add(url)
+            self.no_endpoint(url)
             for key, items in batch.items():
                 for name, fut in items:
                     self._forward(self._kind(key).get(url, name), fut)

@@ -156,7 +156,7 @@ class StoreBatcher(PerNodeBatcher):
         self._queued = {}  # url -> bytes of content waiting (not yet in a request)
 
     def put(self, url, item):
-        if url in self._no_endpoint:
+        if self.lacks_endpoint(url):
             return asyncio.ensure_future(self._single(url, item))
         size = len(item["data"])
         queued = self._queued.get(url, 0)
@@ -187,7 +187,7 @@ class StoreBatcher(PerNodeBatcher):
                                            headers={"Content-Type": "application/msgpack"})
         if reply.code == 404:
             log.info("%s has no %s: one PUT per file", url, self.path)
-            self._no_endpoint.add(url)
+            self.no_endpoint(url)
             answers = await asyncio.gather(*(self._single(url, item) for item, _ in batch))
             for (_, fut), answer in zip(batch, answers, strict=True):
                 if not fut.done():

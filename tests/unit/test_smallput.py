@@ -254,3 +254,23 @@ def test_batcher_puts_files_one_by_one_to_a_node_without_the_endpoint():
     assert [s.code for s in got] == [200, 200, 200]
     assert len(client.batches) == 1 and sorted(client.singles) == \
         ["/_cluster/files/a?version=5", "/_cluster/files/b?version=5", "/_cluster/files/c?version=5"]
+
+
+def test_batcher_asks_an_old_node_for_the_endpoint_again_later(monkeypatch):
+    import cluster.gateway.lookups as lookups
+
+    client = ScriptedClient(lambda items: (404, b""))
+
+    async def go():
+        batcher = StoreBatcher(client)
+        await batcher.put("http://n1", _item(name="/a"))
+        assert batcher.lacks_endpoint("http://n1")
+        await batcher.put("http://n1", _item(name="/b"))           # straight to a plain PUT
+        monkeypatch.setattr(lookups, "RETRY_ENDPOINT_AFTER", 0.0)  # a minute later
+        client.answer = _ok_rows                                   # upgraded meanwhile
+        answer = await batcher.put("http://n1", _item(name="/c"))
+        return answer, batcher.lacks_endpoint("http://n1")
+
+    answer, lacks = asyncio.run(go())
+    assert answer.code == 200 and not lacks
+    assert client.batches == [["/a"], ["/c"]] and len(client.singles) == 2
