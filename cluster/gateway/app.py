@@ -40,7 +40,7 @@ class Services:
             ReadBatcher(self.client, config.range_size,
                         config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S))
         # small PUTs, batched per node (one POST /_cluster/store for every file waiting)
-        self.stores = StoreBatcher(self.client)
+        self.stores = StoreBatcher(self.client, config.timeout)
         self.view.attach(self.client)
         self.tcp = TCPClient()
         # migration mode (--fallback-url): read-through to the old server

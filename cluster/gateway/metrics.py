@@ -11,7 +11,7 @@ The figures are per process: a gateway run with several processes answers
 ``/metrics`` from whichever process took the connection.
 """
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from filetracker.server.observe import collector_registry, gauge
 
@@ -42,12 +42,26 @@ class GatewayCollector:
             up.add_metric([n.url], 1 if live else 0)
         yield up
         yield _gauge("nodes_down", "Ring members currently marked down", down)
+        stores = getattr(self.services, "stores", None)
+        if stores is not None:  # batched small PUTs (cluster/gateway/smallput.py)
+            yield _counter("store_batches", "POST /_cluster/store requests sent to nodes", stores.batches)
+            yield _counter("store_batch_files", "Files sent in those requests (one per replica)", stores.files)
+            yield _counter("store_queue_refusals", "Replicas of small PUTs refused because the queue for "
+                           "their node was full (sent to a handoff node instead)", stores.refused)
+            yield _gauge("store_queued_bytes", "Content of small PUTs waiting for a request to their node",
+                         stores.queued_bytes())
         yield _gauge("background_tasks", "Replica writes and read repairs still running after their answer",
                      len(getattr(self.services, "_background", ())))
 
 
 def _gauge(name, doc, value):
     return gauge(P + name, doc, value)
+
+
+def _counter(name, doc, value):
+    family = CounterMetricFamily(P + name, doc)
+    family.add_metric([], value)
+    return family
 
 
 def gateway_registry(services):

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 SMALL_PUT_MAX = INLINE_BLOB_MAX
 #: versions and sizes a node stores (SQLite's 64-bit integers); anything larger goes the streamed way
 MAX_INTEGER = 2 ** 63 - 1
+#: time a node may take per file of a batch, on top of the gateway's --timeout (64 files: 3.2 s)
+SECONDS_PER_FILE = 0.05
 #: most content waiting for one node (16 full requests); more is refused, see :class:`StoreBatcher`
 MAX_QUEUED_BYTES = 16 * INLINE_BATCH_BYTES
 
@@ -145,15 +147,24 @@ class StoreBatcher(PerNodeBatcher):
     ``item`` is the map of one file of ``POST /_cluster/store``.  At most
     :data:`MAX_QUEUED_BYTES` of content wait for one node: beyond that (a node
     slower than the writes to it) a file is refused at once with 503, so its
-    share goes to a handoff node as a refused streamed PUT's would.
+    share goes to a handoff node as a refused streamed PUT's would.  A request
+    may take ``timeout`` (None: the client's) plus :data:`SECONDS_PER_FILE` per
+    file: the node fsyncs its files one after the other.  ``batches``,
+    ``files`` and ``refused`` count what was sent and refused (metrics).
     """
 
     path = "/_cluster/store"
     keys = ("files",)
 
-    def __init__(self, client):
+    def __init__(self, client, timeout=None):
         super().__init__(client)
+        self._timeout = timeout
         self._queued = {}  # url -> bytes of content waiting (not yet in a request)
+        self.batches = self.files = self.refused = 0
+
+    def queued_bytes(self):
+        """Content waiting for every node, in bytes."""
+        return sum(self._queued.values())
 
     def put(self, url, item):
         if self.lacks_endpoint(url):
@@ -161,6 +172,7 @@ class StoreBatcher(PerNodeBatcher):
         size = len(item["data"])
         queued = self._queued.get(url, 0)
         if queued and queued + size > MAX_QUEUED_BYTES:
+            self.refused += 1
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(Stored(503, reason="%s: 503 the gateway's queue for this node is full (%d bytes)"
                                   % (url, queued)))
@@ -183,8 +195,11 @@ class StoreBatcher(PerNodeBatcher):
 
     async def _send(self, url, batch):
         batch = batch["files"]
+        self.batches += 1
+        self.files += len(batch)
+        timeout = None if self._timeout is None else self._timeout + SECONDS_PER_FILE * len(batch)
         reply = await self._client.request(url, "POST", self.path, body=msgpack.packb([i for i, _ in batch]),
-                                           headers={"Content-Type": "application/msgpack"})
+                                           headers={"Content-Type": "application/msgpack"}, timeout=timeout)
         if reply.code == 404:
             log.info("%s has no %s: one PUT per file", url, self.path)
             self.no_endpoint(url)

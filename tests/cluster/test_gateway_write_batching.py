@@ -313,3 +313,29 @@ def test_node_refuses_versions_it_cannot_store(cluster_factory, version):
                      headers=c.headers(), timeout=10)
     assert r.status_code == 400 and "version" in r.headers.get("X-Exception", ""), r.headers
     assert c.record(0, "/v") is None
+
+
+def test_gateway_counts_its_batches(gateways):
+    c, batched, _ = gateways
+
+    def counters():
+        out = {}
+        for line in requests.get(batched + "/metrics", timeout=10).text.splitlines():
+            if line.startswith("filetracker_gateway_store_"):
+                name, value = line.split()
+                out[name] = float(value)
+        return out
+
+    before = counters()
+    for i in range(5):
+        assert _put(batched, "/wbg/counted/%d" % i, b"c", {})[0] == 200
+    import time
+    deadline = time.monotonic() + 10
+    while counters()["filetracker_gateway_store_batch_files_total"] - \
+            before["filetracker_gateway_store_batch_files_total"] < 15 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = counters()
+    assert after["filetracker_gateway_store_batch_files_total"] - before["filetracker_gateway_store_batch_files_total"] == 15
+    assert 5 <= after["filetracker_gateway_store_batches_total"] - before["filetracker_gateway_store_batches_total"] <= 15
+    assert after["filetracker_gateway_store_queue_refusals_total"] == before["filetracker_gateway_store_queue_refusals_total"]
+    assert after["filetracker_gateway_store_queued_bytes"] == 0

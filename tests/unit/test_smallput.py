@@ -160,6 +160,7 @@ class ScriptedClient:
         self.gate = gate
         self.batches = []
         self.singles = []
+        self.timeouts = []
 
     async def request(self, url, method, path, body=None, headers=None, **kwargs):
         from cluster.gateway.nodes import NodeReply
@@ -170,6 +171,7 @@ class ScriptedClient:
                                         "X-Deleted": "0"}, b"")
         items = msgpack.unpackb(body, raw=False)
         self.batches.append([i["name"] for i in items])
+        self.timeouts.append(kwargs.get("timeout"))
         if self.gate is not None:
             await self.gate.wait()
         code, payload = self.answer(items)
@@ -274,3 +276,17 @@ def test_batcher_asks_an_old_node_for_the_endpoint_again_later(monkeypatch):
     answer, lacks = asyncio.run(go())
     assert answer.code == 200 and not lacks
     assert client.batches == [["/a"], ["/c"]] and len(client.singles) == 2
+
+
+def test_batch_timeout_grows_with_its_files():
+    from cluster.gateway.smallput import SECONDS_PER_FILE
+
+    client = ScriptedClient(_ok_rows)
+
+    async def go():
+        batcher = StoreBatcher(client, timeout=5.0)
+        await asyncio.gather(*[batcher.put("http://n1", _item(name="/t%d" % i)) for i in range(10)])
+
+    asyncio.run(go())
+    assert client.timeouts == [pytest.approx(5.0 + 10 * SECONDS_PER_FILE)]
+    assert StoreBatcher(client).queued_bytes() == 0
