@@ -23,7 +23,6 @@ version) gets the file as a plain ``PUT`` from then on.
 
 import asyncio
 import logging
-import re
 
 import msgpack
 
@@ -34,6 +33,7 @@ from cluster.gateway.writes import REFUSALS, first_successes, judge, longest_ret
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
 from filetracker.records import Record
 from filetracker.server.streaming import GzipDecoder
+from filetracker.server.upload_body import logical_size_header, sha256_header
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ SECONDS_PER_FILE = 0.05
 #: most content waiting for one node (16 full requests); more is refused, see :class:`StoreBatcher`
 MAX_QUEUED_BYTES = 16 * INLINE_BATCH_BYTES
 
-_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class SmallBody:
@@ -93,18 +92,14 @@ def small_body(headers, body):
         data = bytes(body)
     else:
         return None
-    sha256 = headers.get("SHA256-Checksum")
-    if sha256 is not None:
-        sha256 = sha256.strip()
-        if not _SHA256_RE.fullmatch(sha256):
-            return None
-        sha256 = sha256.lower()
-    size = headers.get("Logical-Size")
-    if size is not None:
-        size = size.strip()
-        if not (size.isascii() and size.isdigit()) or len(size) > 19 or int(size) > MAX_INTEGER:
-            return None
-        size = int(size)
+    sha256, size = headers.get("SHA256-Checksum"), headers.get("Logical-Size")
+    try:  # parsed as the nodes parse them
+        sha256 = None if sha256 is None else sha256_header(sha256)
+        size = None if size is None else logical_size_header(size)
+    except ValueError:
+        return None
+    if size is not None and size > MAX_INTEGER:
+        return None
     return SmallBody(data, sha256, size)
 
 

@@ -40,10 +40,10 @@ from filetracker.names import check_name
 from filetracker.server import HTTPFail
 from filetracker.server.guard import SETTING as GUARD_SETTING
 from filetracker.storage import ChecksumMismatch, SizeMismatch, StoreFull
+from filetracker.storage.store import is_sha256
 
 log = logging.getLogger(__name__)
 
-_SHA256_HEX = frozenset("0123456789abcdef")
 
 
 class Wanted:
@@ -98,7 +98,7 @@ def parse_item(item):
         raise ValueError("the version of %s must be an integer 0 .. 2**63-1" % name)
     if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
         raise ValueError("the content of %s must be at most %d bytes (msgpack bin)" % (name, INLINE_BLOB_MAX))
-    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= _SHA256_HEX):
+    if sha256 is not None and not is_sha256(sha256):
         raise ValueError("the sha256 of %s must be 64 lowercase hex digits" % name)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2 ** 63):
         raise ValueError("the size of %s must be an integer 0 .. 2**63-1" % name)

@@ -29,7 +29,25 @@ from filetracker.storage.errors import StorageError, StoreFull
 
 log = logging.getLogger("filetracker.server")
 
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def sha256_header(text):
+    """The value of a ``SHA256-Checksum`` header, lowercased; ``ValueError`` when it is not
+    64 hex digits."""
+    text = text.strip()
+    if not _SHA256_RE.fullmatch(text):
+        raise ValueError("malformed SHA256-Checksum header (64 hex digits expected)")
+    return text.lower()
+
+
+def logical_size_header(text):
+    """The value of a ``Logical-Size`` header as an int; ``ValueError`` when it is not at most
+    19 ASCII digits (int() refuses very long digit strings, and no store holds more)."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise ValueError("malformed Logical-Size header")
+    return int(text)
 
 #: plain body bytes gathered in memory before one write to the upload (per request)
 WRITE_BATCH = 1 << 20
@@ -82,21 +100,20 @@ class StreamedUploadMixin:
         sha = self.request.headers.get("SHA256-Checksum")
         if sha is None:
             return None
-        sha = sha.strip()
-        if not _SHA256_RE.match(sha):
-            raise HTTPFail(400, "malformed SHA256-Checksum header (64 hex digits expected)")
-        return sha.lower()
+        try:
+            return sha256_header(sha)
+        except ValueError as e:
+            raise HTTPFail(400, str(e))
 
     def parse_logical_size(self):
         """The ``Logical-Size`` header (uncompressed size) as an int, or None; 400 if malformed."""
         text = self.request.headers.get("Logical-Size")
         if text is None:
             return None
-        text = text.strip()
-        # at most 19 digits: int() refuses very long digit strings (a 500), and no store holds more
-        if not (text.isascii() and text.isdigit()) or len(text) > 19:
-            raise HTTPFail(400, "malformed Logical-Size header")
-        return int(text)
+        try:
+            return logical_size_header(text)
+        except ValueError as e:
+            raise HTTPFail(400, str(e))
 
     async def begin_streamed_upload(self, store):
         self._gathered = []
