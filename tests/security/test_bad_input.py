@@ -160,7 +160,15 @@ def target(request, nodes3, gateway):
 
 
 def _no_escape(cluster):
-    hits = [p for p in files_under(cluster.tmp) | files_under(os.path.dirname(cluster.tmp)) if ESCAPE in p]
+    """Files named with ESCAPE: anywhere under the cluster's folder, or directly in one of its
+    ancestors, the checkout or /tmp (where a ``..`` walk out of a data folder lands).  The
+    ancestors are listed, not walked: the session's temporary folder holds every earlier
+    test's files, and walking it cost a second per case."""
+    hits = [p for p in files_under(cluster.tmp) if ESCAPE in p]
+    folder = os.path.abspath(cluster.tmp)
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        hits += [os.path.join(folder, p) for p in os.listdir(folder) if ESCAPE in p]
     hits += [p for p in os.listdir(ROOT) + os.listdir("/tmp") if ESCAPE in p]
     return hits
 
@@ -217,3 +225,14 @@ def test_truncated_upload_leaves_nothing(target, linger):
     assert target.blobs() == blobs_before
     assert raw(target.url, "GET", "/files" + name).status == 404
     assert raw(target.url, "GET", "/files/bad/existing").status == 200
+
+
+def test_escape_check_sees_a_file_in_an_ancestor(nodes3):
+    """The check above would see a file a ``..`` walk put beside the cluster's folder."""
+    planted = os.path.join(os.path.dirname(os.path.abspath(nodes3.tmp)), "planted-" + ESCAPE)
+    open(planted, "w").close()
+    try:
+        assert _no_escape(nodes3) == [planted]
+    finally:
+        os.remove(planted)
+    assert not _no_escape(nodes3)
