@@ -2,11 +2,10 @@
 
 The cluster launcher is the one of ``tests/cluster`` (:class:`NodeCluster`,
 ``cluster_factory``), imported here so the fixtures apply to this folder.
-:data:`FIGURES` collects what every fault test tried; the totals are printed
-at the end of the session (``pytest_terminal_summary``, visible without ``-s``).
+Every fault test reports what it tried with :func:`figures`
+(:mod:`tests.support.figures`; the totals are printed at the end of the run).
 """
 
-import collections
 import hashlib
 import os
 import stat
@@ -18,29 +17,7 @@ import requests
 from cluster.ring import Ring
 from filetracker.storage import ObjectStore
 from tests.cluster.conftest import SECRET, NodeCluster, cluster_factory, wait_until  # noqa: F401
-
-#: test name -> {"cases", "faults", "acked_checked", "lost"}
-FIGURES = collections.OrderedDict()
-
-
-def figures(test, cases=0, faults=0, acked_checked=0, lost=0):
-    """Record (and print) one test's figures."""
-    FIGURES[test] = {"cases": cases, "faults": faults, "acked_checked": acked_checked, "lost": lost}
-    print("\nFIGURES %s: cases tried %d, faults injected %d, acknowledged writes checked %d, lost: %d"
-          % (test, cases, faults, acked_checked, lost))
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not FIGURES:
-        return
-    tot = {k: sum(f[k] for f in FIGURES.values()) for k in ("cases", "faults", "acked_checked", "lost")}
-    tr = terminalreporter
-    tr.write_sep("-", "fault suite figures")
-    for name, f in FIGURES.items():
-        tr.write_line("%-34s cases %5d  faults %4d  acked writes checked %5d  lost %d"
-                      % (name, f["cases"], f["faults"], f["acked_checked"], f["lost"]))
-    tr.write_line("TOTAL: cases tried %d, faults injected %d, acknowledged writes checked %d, lost: %d"
-                  % (tot["cases"], tot["faults"], tot["acked_checked"], tot["lost"]))
+from tests.support.figures import figures  # noqa: F401 - used by the fault tests
 
 
 def sha256(data):

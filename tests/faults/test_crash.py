@@ -48,7 +48,7 @@ from tests.faults.conftest import (
     wait_until,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 BASE = 1795550400
 NAMES = 300

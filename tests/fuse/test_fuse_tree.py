@@ -74,6 +74,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_cp_tree_and_read_back(backend, mount_factory, tmp_path):
     src = str(tmp_path / "src")
     files = make_tree(src)

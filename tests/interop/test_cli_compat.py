@@ -15,7 +15,7 @@ from tests.client.servers import start_server
 from tests.interop.ft2 import clean_env, ft2_script, require
 from tests.support.procs import script
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 
 def steps(prefix):

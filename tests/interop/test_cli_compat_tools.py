@@ -46,7 +46,7 @@ from tests.interop.test_cli_compat import run_all
 from tests.support import upstream
 from tests.support.procs import Service, free_port, script
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 T = 1600000000
 

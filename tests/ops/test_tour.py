@@ -12,13 +12,12 @@ The cluster is stopped at the end whatever happens.
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, free_port_range
 
 pytestmark = pytest.mark.slow
 
@@ -31,29 +30,6 @@ def tour_blocks(readme_text):
     end = readme_text.find("\n## ", start + len(SECTION))
     section = readme_text[start:end if end != -1 else len(readme_text)]
     return re.findall(r"```sh\n(.*?)```", section, re.S)
-
-
-def free_port_range(count):
-    """A base port such that base .. base+count-1 are free on 127.0.0.1 right now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def test_readme_tour_runs_as_written(tmp_path):

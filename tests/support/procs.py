@@ -18,11 +18,60 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 
 
+#: Under pytest-xdist each worker takes its ports from its own block below the kernel's
+#: ephemeral range (32768-60999 by default): two workers never pick the same port in the moment
+#: between the check and the service's own bind, and no outgoing connection's local port takes
+#: it meanwhile either (a service polled for readiness must be ours, not a neighbour's).
+PORT_BLOCK_START = 10000
+PORT_BLOCK_SIZE = 2500
+PORT_BLOCKS = 8
+_next_port = {}
+
+
+def _worker_block():
+    """``(first, last)`` ports of this xdist worker's block, or None outside xdist (or beyond
+    :data:`PORT_BLOCKS` workers: those take the kernel's free ports, as a single run does)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit()) or int(worker[2:]) >= PORT_BLOCKS:
+        return None
+    first = PORT_BLOCK_START + int(worker[2:]) * PORT_BLOCK_SIZE
+    return first, first + PORT_BLOCK_SIZE - 1
+
+
+def _bindable(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count=1):
+    """A base port such that base .. base+count-1 are free on 127.0.0.1 right now (from this
+    worker's block under xdist, handed out in turn so a port is not reused soon)."""
+    block = _worker_block()
+    for _ in range(500):
+        if block is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                base = s.getsockname()[1]
+            if base + count > 65535:
+                continue
+        else:
+            first, last = block
+            base = _next_port.get(block, first + os.getpid() % PORT_BLOCK_SIZE)
+            if base + count - 1 > last:
+                base = first
+            _next_port[block] = base + count
+        if all(_bindable(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError("no free port range of %d" % count)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port_range(1)
 
 
 def script(name):
