@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from filetracker.storage.errors import StorageError
 from filetracker.storage.upload import Upload
 from filetracker.writeback import Writeback, start_writeback
 
@@ -80,3 +81,31 @@ def test_upload_across_many_writeback_starts_keeps_bytes_and_hash(tmp_path):
     assert up.sha256 == hashlib.sha256(piece * 9).hexdigest()
     with open(path, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == up.sha256
+
+
+def test_rest_starts_everything_not_started_once():
+    calls, start = _recorder()
+    flushes = []
+    wb = Writeback(5, lambda: flushes.append(1), every=100, start=start, page=10)
+    wb.written(105)          # [0, 100) started, the page 100-110 waits
+    wb.rest(105)             # complete: the rest, partial page included
+    wb.rest(105)             # nothing left
+    assert calls == [(5, 0, 100), (5, 100, 5)]
+    assert len(flushes) == 2
+    wb2 = Writeback(5, lambda: None, start=start)
+    wb2.rest(0)              # an empty file: nothing to start
+    assert calls == [(5, 0, 100), (5, 100, 5)]
+
+
+def test_small_upload_started_then_finished_keeps_bytes(tmp_path):
+    path = str(tmp_path / "small.tmp")
+    up = Upload(path)
+    up.write(b"abc" * 1000)
+    up.start_writeback()
+    assert not up.finished
+    up.finish()
+    assert up.finished and up.size == 3000
+    with open(path, "rb") as f:
+        assert f.read() == b"abc" * 1000
+    with pytest.raises(StorageError):
+        up.start_writeback()  # finished: no more writes or writeback
