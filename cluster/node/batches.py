@@ -10,6 +10,10 @@ Every body is at most :data:`cluster.peers.INLINE_BLOB_MAX` bytes.
 
 from filetracker.storage import StorageError
 
+#: files written (and their writeback started) before the first of them is fsynced: the disk
+#: gets them together, and a call never holds more files open than this
+WRITE_AHEAD = 16
+
 
 def store_many(store, contents):
     """Blocking: store ``[(record, data)]`` (small bodies in memory, each announced by its data
@@ -17,37 +21,44 @@ def store_many(store, contents):
     ``name``, ``version``, ``sha256`` and ``size``; a None checksum or size is not checked
     (``POST /_cluster/store``: what the client did not announce).
 
+    Files go :data:`WRITE_AHEAD` at a time: each is written and its writeback started, then
+    each is fsynced as before (every file is fsynced before its record commits).
+
     Returns one entry per item, in order: ``(winner, applied)``, or the exception that
     item met (the reserve or a full disk refusing the write, a checksum or size
-    mismatch); nothing of a failed item stays on disk.
+    mismatch); nothing of a failed item stays on disk, nor of any item when something
+    else interrupts the call (it is raised).
     """
     results = [None] * len(contents)
-    written, uploads, where = [], [], []
+    begun = []      # every upload: all aborted if something unexpected interrupts the batch
+    finished = []   # (index, upload, record), fsynced
     try:
-        # every file written and its writeback started first, then each fsynced: the disk
-        # gets them all at once instead of one per fsync (at most INLINE_BATCH_COUNT files open)
-        for i, (record, data) in enumerate(contents):
-            try:
-                upload = store.begin_upload()
-                upload.write(data)
-                upload.start_writeback()
-            except (StorageError, OSError) as e:  # a failed write removed its upload
-                results[i] = e
-                continue
-            written.append((i, upload, record))
-        for i, upload, record in written:
-            try:
-                upload.finish()
-            except (StorageError, OSError) as e:  # a failed finish removed its upload
-                results[i] = e
-                continue
-            uploads.append((upload, record))
-            where.append(i)
+        for start in range(0, len(contents), WRITE_AHEAD):
+            written = []
+            for i in range(start, min(start + WRITE_AHEAD, len(contents))):
+                record, data = contents[i]
+                try:
+                    upload = store.begin_upload()
+                    begun.append(upload)
+                    upload.write(data)
+                    upload.start_writeback()
+                except (StorageError, OSError) as e:  # a failed write removed its upload
+                    results[i] = e
+                    continue
+                written.append((i, upload, record))
+            for i, upload, record in written:
+                try:
+                    upload.finish()  # fsynced and closed
+                except (StorageError, OSError) as e:  # a failed finish removed its upload
+                    results[i] = e
+                    continue
+                finished.append((i, upload, record))
     except BaseException:
-        for _, upload, _ in written:
+        for upload in begun:
             upload.abort()
         raise
-    if uploads:
-        for i, result in zip(where, store.commit_uploads(uploads), strict=True):
+    if finished:
+        committed = store.commit_uploads([(upload, record) for _, upload, record in finished])
+        for (i, _, _), result in zip(finished, committed, strict=True):
             results[i] = result
     return results
