@@ -13,9 +13,9 @@ export FT2_PYTHON="$PWD/.venv-ft2/bin/python"
 # test artifacts (status-page screenshots) land here, beside the logs CI keeps
 export FILETRACKER_TEST_ARTIFACTS="$PWD/artifacts"
 .venv/bin/ruff check filetracker cluster tests deploy scripts bench
-# Two workers (FT_TEST_WORKERS; 0 runs everything in this process), a test file per worker at a
-# time, in collection order (tests/conftest.py puts the files with slow tests first): most tests
-# wait on real processes, so two workers take about half the time on 2 cores.
-# Arguments given here come last and win (e.g. `-n 0`).
-exec .venv/bin/python -m pytest -q -rsx -p no:cacheprovider --durations=15 \
-    -n "${FT_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+# Two workers (FT_TEST_WORKERS; 0 runs everything in this process, without pytest-xdist), a test
+# file per worker at a time, in collection order (tests/conftest.py puts the files with slow tests
+# first): most tests wait on real processes, so two workers take about half the time on 2 cores.
+workers=(-n "${FT_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
+if [ "${FT_TEST_WORKERS:-2}" = 0 ]; then workers=(); fi
+exec .venv/bin/python -m pytest -q -rsx -p no:cacheprovider --durations=15 "${workers[@]}" "$@"

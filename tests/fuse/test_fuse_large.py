@@ -54,7 +54,7 @@ def big_source(backend, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_gib_file(backend, mount_factory, big_source):
+def test_large_file_through_the_mount(backend, mount_factory, big_source):
     src, digest = big_source
     size = SIZES[backend.kind]
     a = mount_factory(backend.url, name="a")

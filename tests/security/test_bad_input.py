@@ -163,7 +163,8 @@ def _no_escape(cluster):
     """Files named with ESCAPE: anywhere under the cluster's folder, or directly in one of its
     ancestors, the checkout or /tmp (where a ``..`` walk out of a data folder lands).  The
     ancestors are listed, not walked: the session's temporary folder holds every earlier
-    test's files, and walking it cost a second per case."""
+    test's files, and walking it cost a second per case.  (Not seen: a walk that goes up past
+    the cluster's folder and then down into another existing folder than /tmp.)"""
     hits = [p for p in files_under(cluster.tmp) if ESCAPE in p]
     folder = os.path.abspath(cluster.tmp)
     while os.path.dirname(folder) != folder:

@@ -28,14 +28,25 @@ PORT_BLOCKS = 8
 _next_port = {}
 
 
+def _ephemeral_start():
+    """First port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _worker_block():
-    """``(first, last)`` ports of this xdist worker's block, or None outside xdist (or beyond
-    :data:`PORT_BLOCKS` workers: those take the kernel's free ports, as a single run does)."""
+    """``(first, last)`` ports of this xdist worker's block, or None outside xdist, beyond
+    :data:`PORT_BLOCKS` workers, or when the block would reach into the ephemeral range (those
+    take the kernel's free ports, as a single run does)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not (worker.startswith("gw") and worker[2:].isdigit()) or int(worker[2:]) >= PORT_BLOCKS:
         return None
     first = PORT_BLOCK_START + int(worker[2:]) * PORT_BLOCK_SIZE
-    return first, first + PORT_BLOCK_SIZE - 1
+    last = first + PORT_BLOCK_SIZE - 1
+    return (first, last) if last < _ephemeral_start() else None
 
 
 def _bindable(port):
