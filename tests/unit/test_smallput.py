@@ -63,7 +63,8 @@ def test_small_body_gzip():
     ({"Logical-Size": "1.5"}, b"x"),
     ({"Logical-Size": str(2 ** 63)}, b"x"),
     ({"Logical-Size": "9" * 5000}, b"x"),                                          # int() would refuse it
-])
+], ids=["gzip-above-limit", "gzip-truncated", "not-gzip", "gzip-empty", "brotli", "sha-short", "sha-not-hex",
+        "size-negative", "size-fraction", "size-2**63", "size-5000-digits"])
 def test_small_body_leaves_the_rest_to_the_streamed_path(headers, body):
     assert small_body(headers, body) is None
 
