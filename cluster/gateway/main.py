@@ -17,7 +17,7 @@ from cluster.gateway.config import GatewayConfig
 from cluster.gateway.fastpath import serve_front
 from cluster.gateway.procs import run_processes
 from filetracker import configfile
-from filetracker.server import eventloop, observe
+from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
 
@@ -107,6 +107,7 @@ async def serve(args, nodes, sockets=None):
 def main(argv=None):
     args, nodes = parse_args(sys.argv[1:] if argv is None else argv)
     eventloop.check_or_exit("filetracker-gateway")
+    fdlimit.raise_fd_limit()
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     observe.setup_logging(args.log_format)

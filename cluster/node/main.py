@@ -26,7 +26,7 @@ from cluster.node.config import NodeConfig
 from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
-from filetracker.server import eventloop, observe
+from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
 from filetracker.units import byte_count
 
@@ -175,6 +175,7 @@ def main(argv=None):
     args = configfile.parse_args(parser, argv)  # --config FILE, then the flags
     config = config_from_args(parser, args)
     eventloop.check_or_exit("filetracker-node")
+    fdlimit.raise_fd_limit()
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     observe.setup_logging(args.log_format)

@@ -18,7 +18,7 @@ import sys
 import tornado.netutil
 
 from filetracker import configfile
-from filetracker.server import eventloop, observe
+from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
 from filetracker.storage import ObjectStore
 from filetracker.units import byte_count
@@ -219,6 +219,7 @@ def run_workers(sockets, config, workers):
 def main(argv=None):
     args = parse_args(argv)
     eventloop.check_or_exit("filetracker-server")
+    fdlimit.raise_fd_limit()
     setup_logging(args.log, args.log_level)
     observe.setup_logging(args.log_format, with_pid=True)
     config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
