@@ -16,20 +16,14 @@ def _soft_limit(pid):
     return int(line.split()[3])
 
 
-def test_raise_fd_limit_takes_the_hard_limit():
+@pytest.mark.parametrize("soft,hard,after", [(256, 4096, 4096), (4096, 4096, 4096)],
+                         ids=["raised-to-hard", "never-lowered"])
+def test_raise_fd_limit(soft, hard, after):
     code = ("import resource; from filetracker.server.fdlimit import raise_fd_limit;"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096));"
-            "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d));"
+            "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])" % (soft, hard))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.split() == ["4096", "4096"]
-
-
-def test_raise_fd_limit_never_lowers():
-    code = ("import resource; from filetracker.server.fdlimit import raise_fd_limit;"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096));"
-            "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.split() == ["4096", "4096"]
+    assert out.stdout.split() == [str(after), str(after)]
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
