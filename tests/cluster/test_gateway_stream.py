@@ -212,7 +212,7 @@ def test_a_slow_reader_through_the_gateway_keeps_its_memory_bounded(tmp_path):
     """The nodes send far faster than this client reads (about 16 MB/s): the gateway must
     hold back the node, not keep what it received (Tornado resolves a flush early when
     several writes are pending, so waiting on it alone let a batch pile up per round)."""
-    size = 48 << 20
+    size = 64 << 20
     c = TestCluster(tmp_path, nodes=3).start()
     try:
         data = os.urandom(size)
@@ -239,7 +239,9 @@ def test_a_slow_reader_through_the_gateway_keeps_its_memory_bounded(tmp_path):
             s.close()
         head, _, body = bytes(got).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
-        # a first piece and two relay batches of 4 MiB, plus slack; the file is 48 MiB
-        assert (peak - base) < 24 * 1024, (base, peak)
+        # a first piece and two relay batches of 4 MiB, plus slack for the allocator when the
+        # machine is busy (30 MiB seen once under a parallel test run); the file is 64 MiB,
+        # which a gateway keeping what it received would hold whole
+        assert (peak - base) < 32 * 1024, (base, peak)
     finally:
         c.stop()

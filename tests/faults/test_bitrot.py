@@ -135,6 +135,8 @@ def test_large_blob_hashed_once_for_many_ranges(cluster_factory):
     data = os.urandom(20 * MiB)
     assert gw_put(c.gateway_url, "/big/one", data, BASE).status_code == 200
     sha = sha256(data)
+    # acknowledged at W=2: node 0 may be the third replica, still being written
+    assert wait_until(lambda: os.path.exists(blob_path(c, 0, sha)), timeout=30)
     got = []
     for start in range(0, len(data), 4 * MiB):
         r = blob_get(c, 0, sha, Range="bytes=%d-%d" % (start, start + 4 * MiB - 1))
