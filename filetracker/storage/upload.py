@@ -8,6 +8,7 @@ to :meth:`~filetracker.storage.ObjectStore.commit_upload` or calls
 commit renames it into ``blobs/``.
 """
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -47,14 +48,9 @@ class Upload:
             raise StorageError("write to a finished upload")
         if not data:
             return
-        try:
+        with self._aborted_on_error():
             self._file.write(data)
             self._writeback.written(self.size + len(data))
-        except OSError as e:
-            self.abort()
-            if is_disk_full(e):
-                raise StoreFull("no space left on the store's disk") from None
-            raise
         self._hash.update(data)
         self.size += len(data)
 
@@ -64,29 +60,30 @@ class Upload:
         the fsyncs after the first find their data on its way.  Raises like :meth:`write`."""
         if self.closed:
             raise StorageError("upload already finished or aborted")
-        try:
+        with self._aborted_on_error():
             self._writeback.rest(self.size)
-        except OSError as e:
-            self.abort()
-            if is_disk_full(e):
-                raise StoreFull("no space left on the store's disk") from None
-            raise
 
     def finish(self):
         """Flush and fsync the temporary file and close it (the store calls this)."""
         if self.closed:
             raise StorageError("upload already finished or aborted")
-        try:
+        with self._aborted_on_error():
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+        self.closed = True
+        self.finished = True
+
+    @contextlib.contextmanager
+    def _aborted_on_error(self):
+        """An OSError inside aborts the upload and is raised again (StoreFull when the disk is full)."""
+        try:
+            yield
         except OSError as e:
             self.abort()
             if is_disk_full(e):
                 raise StoreFull("no space left on the store's disk") from None
             raise
-        self.closed = True
-        self.finished = True
 
     def abort(self):
         """Close and remove the temporary file; safe to call more than once."""
