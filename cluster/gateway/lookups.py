@@ -95,6 +95,15 @@ class PerNodeBatcher:
         limit = self._limit(key)
         return queue[:limit], queue[limit:]
 
+    def _take_waiting(self, url, key):
+        """Every ``(question, future)`` waiting for ``url`` under ``key``, taken off its queue
+        (for a subclass that fails them together with the batch in flight)."""
+        queues = self._queues.get(url)
+        if not queues:
+            return []
+        waiting, queues[key] = queues[key], []
+        return waiting
+
     def _resolve_failed(self, fut, exc):
         """Resolve ``fut``, whose batch failed with ``exc`` (by default: with that exception)."""
         fut.set_exception(exc)

@@ -206,10 +206,8 @@ class StoreBatcher(PerNodeBatcher):
         if reply.code is None:
             # unreachable or timed out (the client marked it down): what waits for it fails too,
             # now, and goes to handoff nodes, instead of one batch per timeout
-            queues = self._queues.get(url)
-            if queues:
-                batch, queues["files"] = batch + queues["files"], []
-                self._queued[url] = 0
+            batch = batch + self._take_waiting(url, "files")
+            self._queued[url] = 0
         rows = answer_rows(msgpack_answer(reply), len(batch))
         for index, (item, fut) in enumerate(batch):
             if not fut.done():
