@@ -5,8 +5,10 @@ import functools
 
 from filetracker.errors import InvalidVersionError
 
-#: Versions must fit a signed 64-bit integer (SQLite, msgpack) and be >= 0.
-MAX_VERSION = 2**62
+#: The largest version: the last second of year 9999, the latest an HTTP date (``Last-Modified``)
+#: can carry.  A larger one could be stored but never answered (``formatdate`` fails), so every
+#: way in refuses it; it also fits SQLite's and msgpack's 64-bit integers.
+MAX_VERSION = 253402300799
 
 
 @functools.lru_cache(maxsize=4096)

@@ -31,6 +31,7 @@ from cluster.gateway.nodes import quote_name, record_from_headers
 from cluster.gateway.targets import TargetPicker
 from cluster.gateway.writes import REFUSALS, first_successes, judge, longest_retry_after
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
+from filetracker.httpdate import MAX_VERSION
 from filetracker.records import Record
 from filetracker.server.streaming import GzipDecoder
 from filetracker.server.upload_body import logical_size_header, sha256_header
@@ -63,7 +64,7 @@ def batchable(headers, version):
     """Whether a PUT of ``version`` with these request headers may be received whole and
     batched: a ``Content-Length`` of at most :data:`SMALL_PUT_MAX` (not chunked), a version a
     node stores.  (Its body may still turn out not to be: :func:`small_body`.)"""
-    return 0 <= version <= MAX_INTEGER and small_length(headers) is not None
+    return 0 <= version <= MAX_VERSION and small_length(headers) is not None
 
 
 def small_length(headers):

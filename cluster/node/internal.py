@@ -22,6 +22,7 @@ from cluster.peers import INLINE_BATCH_BYTES, INLINE_BLOB_MAX, MAX_PARTITIONS_PE
 from cluster.ring import Ring, RingError
 from cluster.secret import SECRET_HEADER, secret_ok
 from filetracker.errors import InvalidNameError
+from filetracker.httpdate import MAX_VERSION
 from filetracker.names import check_name
 from filetracker.records import Record, beats
 from filetracker.server import BaseHandler, HTTPFail, folder_from_path, name_from_path
@@ -39,17 +40,18 @@ MAX_RECORDS_LISTED = 10_000
 log = logging.getLogger(__name__)
 
 
-def int_arg(handler, name, required=True):
-    """An integer query argument (400 when missing and required, or malformed)."""
+def int_arg(handler, name, required=True, maximum=2 ** 63 - 1):
+    """An integer query argument, 0 .. ``maximum`` (400 when missing and required, malformed
+    or out of range)."""
     text = handler.get_query_argument(name, None)
     if text is None:
         if required:
             raise HTTPFail(400, "query parameter %s (an integer) is required" % name)
         return None
     text = text.strip()
-    # at most 2**63-1: the store keeps 64-bit integers (a larger one would be a 500 later)
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 2 ** 63:
-        raise HTTPFail(400, "query parameter %s must be an integer 0 .. 2**63-1: %r" % (name, text))
+    # at most 2**63-1 in any case: the store keeps 64-bit integers (a larger one would be a 500 later)
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > maximum:
+        raise HTTPFail(400, "query parameter %s must be an integer 0 .. %d: %r" % (name, maximum, text))
     return int(text)
 
 
@@ -168,7 +170,7 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
         if self.request.method != "PUT":
             return
         self.name, _ = name_from_path(self.path_args[0], allow_version=False)
-        self.version = int_arg(self, "version")
+        self.version = int_arg(self, "version", maximum=MAX_VERSION)
         self.expected_sha256 = self.parse_body_headers()
         self.expected_size = self.parse_logical_size()  # checked at commit, like the public PUT
         self.hint_for = self.request.headers.get("X-Hint-For")
@@ -198,7 +200,7 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
 
     async def delete(self, path_arg):
         name, _ = name_from_path(path_arg, allow_version=False)
-        version = int_arg(self, "version")
+        version = int_arg(self, "version", maximum=MAX_VERSION)
         winner, applied = await self.ctx.run(self.store.delete, name, version)
         self.send_record_headers(winner)
         self.set_header("X-Applied", "1" if applied else "0")
@@ -312,8 +314,8 @@ class RecordsHandler(InternalHandler):
             except InvalidNameError as e:
                 raise HTTPFail(400, "invalid file name in record: %s" % e)
             # SQLite stores 64-bit integers: a larger one would fail the whole group commit
-            if not (0 <= r.version < 2 ** 63 and 0 <= r.size < 2 ** 63):
-                raise HTTPFail(400, "version and size of %s must be 0 .. 2**63-1" % r.name)
+            if not (0 <= r.version <= MAX_VERSION and 0 <= r.size < 2 ** 63):
+                raise HTTPFail(400, "the version of %s must be 0 .. %d, its size 0 .. 2**63-1" % (r.name, MAX_VERSION))
             if data is not None:
                 if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
                     raise HTTPFail(400, "the content of %s must be at most %d bytes (msgpack bin)"

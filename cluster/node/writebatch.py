@@ -36,6 +36,7 @@ from cluster.node.batches import store_many
 from cluster.node.internal import InternalHandler
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
 from filetracker.errors import InvalidNameError
+from filetracker.httpdate import MAX_VERSION
 from filetracker.names import check_name
 from filetracker.server import HTTPFail
 from filetracker.server.guard import SETTING as GUARD_SETTING
@@ -94,8 +95,8 @@ def parse_item(item):
     except InvalidNameError as e:
         raise ValueError("invalid file name in batch: %s" % e) from None
     # SQLite stores 64-bit integers: a larger one would fail the whole group commit
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2 ** 63:
-        raise ValueError("the version of %s must be an integer 0 .. 2**63-1" % name)
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+        raise ValueError("the version of %s must be an integer 0 .. %d" % (name, MAX_VERSION))
     if not isinstance(data, bytes) or len(data) > INLINE_BLOB_MAX:
         raise ValueError("the content of %s must be at most %d bytes (msgpack bin)" % (name, INLINE_BLOB_MAX))
     if sha256 is not None and not is_sha256(sha256):

@@ -21,6 +21,7 @@ from cluster.gateway.config import GatewayConfig
 from cluster.gateway.nodes import NodeClient
 from cluster.gateway.smallput import SMALL_PUT_MAX, StoreBatcher
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
+from filetracker.httpdate import MAX_VERSION
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
 
 V = 1_700_000_000
@@ -295,6 +296,7 @@ def test_gateway_small_puts_go_in_batches_and_a_bad_one_fails_alone(gateways):
 @pytest.mark.parametrize("path,headers", [
     ("/files/wbg/huge@%d" % 2 ** 63, {}),
     ("/files/wbg/huge@%d" % (2 ** 64 + 5), {}),
+    ("/files/wbg/after-year-9999@253402300800", {}),
     ("/files/wbg/huge-size@1700000000", {"Logical-Size": str(10 ** 25)}),
 ])
 def test_gateway_out_of_range_numbers_answer_like_the_streamed_path(gateways, path, headers):
@@ -305,7 +307,20 @@ def test_gateway_out_of_range_numbers_answer_like_the_streamed_path(gateways, pa
     assert "Traceback" not in a.text
 
 
-@pytest.mark.parametrize("version", ["9223372036854775808", "9999999999999999999", "-1", "1.5", "x"])
+@pytest.mark.parametrize("which", ["batched", "streamed"])
+def test_gateway_round_trips_the_last_version_an_http_date_carries(gateways, which):
+    """Year 9999's last second is stored and answered; one second later is refused (above)."""
+    c, batched, streamed = gateways
+    url = batched if which == "batched" else streamed
+    name = "/wbg/year-9999-" + which
+    assert _put(url, name, b"far", {}, version=MAX_VERSION)[:2] == (200, http_date(MAX_VERSION))
+    for method in (requests.get, requests.head):
+        r = method(url + "/files" + name, timeout=30)
+        assert r.status_code == 200 and r.headers["Last-Modified"] == http_date(MAX_VERSION), r.headers
+    assert requests.get(url + "/files" + name, timeout=30).content == b"far"
+
+
+@pytest.mark.parametrize("version", ["253402300800", "9223372036854775808", "9999999999999999999", "-1", "1.5", "x"])
 def test_node_refuses_versions_it_cannot_store(cluster_factory, version):
     """The internal PUT's ``?version=`` (a 500 from the store before, for 2**63 .. 10**19-1)."""
     c = cluster_factory(nodes=1, replicas=1)

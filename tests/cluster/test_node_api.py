@@ -156,6 +156,7 @@ def test_records_with_inline_content_and_many_partitions(c):
               for i in range(80)], 413),
             ([dict(rec.to_dict(), data="text, not bytes")], 400),
             ([dict(rec.to_dict(), version=2 ** 63)], 400),   # beyond SQLite's integers
+            ([dict(rec.to_dict(), version=253402300800)], 400),   # after year 9999: no HTTP date
             ([dict(rec.to_dict(), size=-1)], 400),
             ([rec.to_dict()] * 10_001, 400)]:
         r = requests.post(c.urls[1] + "/_cluster/records", data=msgpack.packb(items), headers=c.headers(), timeout=30)

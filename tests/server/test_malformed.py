@@ -55,6 +55,8 @@ CASES = [
     ("bad-version-suffix", "PUT", "/files/a@xyz?" + LM, BODY, {}, 400),
     ("huge-version-suffix", "PUT", "/files/ok/f@%d" % 2 ** 63, BODY, {}, 400),
     ("huger-version-suffix", "DELETE", "/files/ok/f@%d" % 2 ** 70, None, {}, 400),
+    # no HTTP date after year 9999: stored, such a version could never be answered (a 500 on every GET)
+    ("version-after-year-9999", "PUT", "/files/ok/f@253402300800", BODY, {}, 400),
     ("invalid-utf8", "PUT", "/files/a%ffb?" + LM, BODY, {}, 400),
     ("component-too-long", "PUT", "/files/" + "x" * 300 + "?" + LM, BODY, {}, 400),
     ("name-too-long", "PUT", "/files/" + "/".join(["y" * 200] * 6) + "?" + LM, BODY, {}, 400),
@@ -112,6 +114,14 @@ def test_malformed_request(malformed_server, case):
     assert malformed_server.tmp_files() == []
     assert malformed_server.blob_files() == blobs_before
     assert requests.get(malformed_server.url + "/files/ok/f", timeout=5).status_code == 404
+
+
+def test_the_last_version_an_http_date_carries_is_stored_and_answered(malformed_server):
+    url = malformed_server.url + "/files/ok/year-9999"
+    assert requests.put(url + "@253402300799", data=b"far", timeout=5).status_code == 200
+    for method in (requests.get, requests.head):
+        r = method(url, timeout=5)
+        assert r.status_code == 200 and r.headers["Last-Modified"] == "Fri, 31 Dec 9999 23:59:59 -0000", r.headers
 
 
 def test_at_least_22_cases():

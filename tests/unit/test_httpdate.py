@@ -34,5 +34,9 @@ def test_parse_rejects(text):
         parse_version(text)
 
 
-def test_max_version():
-    assert MAX_VERSION == 2**62
+def test_max_version_is_the_last_second_an_http_date_carries():
+    assert MAX_VERSION == 253402300799
+    assert format_version(MAX_VERSION) == "Fri, 31 Dec 9999 23:59:59 -0000"
+    assert parse_version("Fri, 31 Dec 9999 23:59:59 -0000") == MAX_VERSION
+    with pytest.raises(InvalidVersionError):
+        parse_version("Sat, 01 Jan 10000 00:00:00 -0000")

@@ -12,6 +12,7 @@ import pytest
 from cluster.gateway.smallput import SMALL_PUT_MAX, StoreBatcher, small_body, small_length
 from cluster.node.writebatch import answer_row, parse_items
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT
+from filetracker.httpdate import MAX_VERSION
 from filetracker.records import Record
 from filetracker.server import HTTPFail
 from filetracker.storage import ChecksumMismatch, SizeMismatch, StoreFull
@@ -101,10 +102,10 @@ def _item(**kw):
 
 def test_parse_items():
     digest = hashlib.sha256(b"x").hexdigest()
-    parsed = parse_items([_item(), _item(name="/b/c", version=2 ** 63 - 1, sha256=digest, size=1, hint="n2")])
+    parsed = parse_items([_item(), _item(name="/b/c", version=MAX_VERSION, sha256=digest, size=1, hint="n2")])
     (w1, d1), (w2, d2) = parsed
     assert (w1.name, w1.version, w1.sha256, w1.size, w1.hint, d1) == ("/a", 5, None, None, None, b"x")
-    assert (w2.name, w2.version, w2.sha256, w2.size, w2.hint, d2) == ("/b/c", 2 ** 63 - 1, digest, 1, "n2", b"x")
+    assert (w2.name, w2.version, w2.sha256, w2.size, w2.hint, d2) == ("/b/c", MAX_VERSION, digest, 1, "n2", b"x")
     assert parse_items([]) == []
 
 
@@ -115,6 +116,7 @@ def test_parse_items():
     (_item(version=True), "version"),
     (_item(version="5"), "version"),
     (_item(version=2 ** 63), "version"),
+    (_item(version=253402300800), "version"),   # after year 9999: no HTTP date for it
     (_item(data=None), "msgpack bin"),
     (_item(data=b"x" * (SMALL_PUT_MAX + 1)), "at most"),
     (_item(size=True), "size"),
