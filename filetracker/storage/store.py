@@ -227,6 +227,11 @@ class ObjectStore:
             return StoreFull("no space left on the store's disk (records database)")
         return StorageError("records database error: %s" % e)
 
+    def _commit_error(self, e):
+        """What the jobs of a failed group commit get for ``e``: StoreFull for a full disk or
+        database, StorageError for another database error, else ``e`` itself."""
+        return self._db_error(e) if isinstance(e, sqlite3.Error) else _disk_error(e)
+
     def close(self):
         """Close every database connection and the lock file."""
         self._closed = True
@@ -299,7 +304,7 @@ class ObjectStore:
             return True
 
     def restore_blob(self, src_path, sha256):
-        """Install a complete, fsynced file the caller verified as the blob ``sha256`` (kept if
+        """Install a complete, fsynced file the caller verified as the blob ``sha256`` (replacing one
         present).  (Hook for ``cluster/node/integrity.py``: repair of a quarantined blob.)"""
         with self._locked():
             self._place_blob(src_path, sha256)
@@ -307,14 +312,13 @@ class ObjectStore:
     def _place_blob(self, src_path, sha256, dirs=None):
         """Rename a complete, fsynced file into blobs/ (store lock held).
 
-        If the blob already exists (identical content) the source is dropped.
-        With ``dirs`` (a set) the folders to fsync are added to it instead of
+        A blob already there (the same content by name) is replaced, not kept: it may be
+        one whose folder entry was never made durable (a batch that failed at its folder
+        fsync left it) or one gone bad on the disk, while the source was just hashed and
+        fsynced.  With ``dirs`` (a set) the folders to fsync are added to it instead of
         synced here (the group commit syncs them before its transaction).
         """
         dest = self.blob_path(sha256)
-        if os.path.exists(dest):
-            discard(src_path)
-            return
         sub = os.path.dirname(dest)
         if not os.path.isdir(sub):
             os.makedirs(sub, exist_ok=True)
@@ -463,7 +467,7 @@ class ObjectStore:
                         self._commit_batch(batch)
                     except BaseException as e:
                         # every job of the batch must end, or their callers wait for ever
-                        err = self._db_error(e) if isinstance(e, sqlite3.Error) else _disk_error(e)
+                        err = self._commit_error(e)
                         for other in batch:
                             if not other.done:
                                 other.fail(err if isinstance(e, Exception) else StorageError("commit interrupted"))
@@ -471,18 +475,27 @@ class ObjectStore:
                             raise
 
     def _commit_batch(self, batch):
-        """Merge, place and commit ``batch`` (store lock held); every job gets its result or error."""
+        """Merge, place and commit ``batch`` (store lock held); every job gets its result or error.
+
+        A job that loses to a record already committed is answered at once; one that loses to
+        a record of this batch only once that record is committed (or fails with it): "a newer
+        version is stored" must never be said of a record that then fails to commit.
+        """
         conn = self._conn()
-        current = {}     # name -> the record that wins so far (stored, or applied in this batch)
+        current = {}     # name -> (the record that wins so far, whether it is this batch's: uncommitted)
         applied = []     # jobs whose record wins, in order
+        losers = []      # (job, winner) of jobs that lost to a record of this batch
         dirs = set()
         drop = []        # blobs that may be unreferenced after the commit
         for job in batch:
             record = job.record
-            stored = current[record.name] if record.name in current else self._get(conn, record.name)
+            stored, ours = current[record.name] if record.name in current else (self._get(conn, record.name), False)
             if merge(stored, record) is not record:
-                job.finish((stored, False))
-                current[record.name] = stored
+                if ours:
+                    losers.append((job, stored))
+                else:
+                    job.finish((stored, False))
+                current[record.name] = (stored, ours)
                 continue
             try:
                 if not record.deleted:
@@ -493,7 +506,7 @@ class ObjectStore:
             except Exception as e:  # noqa: BLE001 - this job fails, the others go on
                 job.fail(_disk_error(e))
                 continue
-            current[record.name] = record
+            current[record.name] = (record, True)
             applied.append(job)
             if stored is not None and not stored.deleted and stored.sha256 != record.sha256:
                 drop.append(stored.sha256)
@@ -510,12 +523,14 @@ class ObjectStore:
                     [(j.record.name, int(self.partition_of(j.record.name)), j.record.version, j.record.sha256,
                       j.record.size, int(j.record.deleted), now) for j in applied])
         except Exception as e:  # noqa: BLE001 - nothing of the batch is committed
-            err = _disk_error(e)
-            for job in applied:
+            err = self._commit_error(e)
+            for job in applied + [job for job, _ in losers]:
                 job.fail(err)
             return
         for job in applied:
             job.finish((job.record, True))
+        for job, winner in losers:
+            job.finish((winner, False))
         if drop:
             self._unlink_unreferenced(drop)
 

@@ -146,3 +146,47 @@ def test_a_commit_failing_outright_ends_every_job_of_its_batch(tmp_path):
     assert calls == [2] and all(isinstance(r, StorageError) and "disk I/O error" in str(r) for r in results)
     assert store.get_record("/x") is None and os.listdir(store.tmp_dir) == []
     assert store.commit_upload(_upload(store, b"x"), "/x", 10)[1]   # the next commit works
+
+
+def test_a_record_losing_inside_a_failed_commit_is_not_answered_as_superseded(tmp_path):
+    """Two versions of one name in one group commit, the commit fails: the older one lost to
+    a record that was never stored, so it must fail too, not be told "a newer version is
+    stored" (a node would have counted that answer toward the write quorum)."""
+    import sqlite3
+
+    from filetracker.storage import StorageError
+
+    store = ObjectStore(str(tmp_path / "s"))
+    store.commit_upload(_upload(store, b"one"), "/kept", 1)
+    real = store._transaction
+
+    def failing():
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store._transaction = failing
+    results = store.commit_uploads([(_upload(store, b"new"), Record("/x", 10, _sha(b"new"), 3)),
+                                    (_upload(store, b"old"), Record("/x", 5, _sha(b"old"), 3)),
+                                    (_upload(store, b"older"), Record("/kept", 0, _sha(b"older"), 5))])
+    assert isinstance(results[0], StorageError) and isinstance(results[1], StorageError), results
+    assert results[2] == (store.get_record("/kept"), False)   # lost to a committed record: answered
+    assert store.get_record("/x") is None and os.listdir(store.tmp_dir) == []
+    store._transaction = real
+    results = store.commit_uploads([(_upload(store, b"new"), Record("/x", 10, _sha(b"new"), 3)),
+                                    (_upload(store, b"old"), Record("/x", 5, _sha(b"old"), 3))])
+    assert results == [(Record("/x", 10, _sha(b"new"), 3), True), (Record("/x", 10, _sha(b"new"), 3), False)]
+    store.close()
+
+
+def test_an_upload_replaces_a_blob_already_there(tmp_path):
+    """A blob file already in blobs/ (left by a batch that failed at its folder fsync, or gone
+    bad on the disk) is replaced by the upload just hashed and fsynced, not trusted as is."""
+    store = ObjectStore(str(tmp_path / "s"))
+    path = store.blob_path(_sha(b"good"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"rot!")
+    assert store.commit_upload(_upload(store, b"good"), "/g", 1)[1]
+    with store.open_blob(_sha(b"good")) as f:
+        assert f.read() == b"good"
+    assert os.listdir(store.tmp_dir) == []
+    store.close()
