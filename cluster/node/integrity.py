@@ -335,7 +335,11 @@ class Integrity:
         if self.client is None:
             return False
         for url in self._sources(name):
-            upload = store.begin_upload()
+            try:
+                upload = store.begin_upload()
+            except (StorageError, OSError) as e:   # the reserve, a full disk, no fds: stays queued
+                log.warning("repair of %s: no temporary file for it: %s", sha256, e)
+                return False
             try:
                 self.client.fetch_blob(url, sha256, upload.write)
                 upload.finish()

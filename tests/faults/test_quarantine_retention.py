@@ -4,6 +4,7 @@ unrepaired one stays; the byte cap drops the oldest repaired copies only; the op
 
 import os
 import time
+import types
 
 import pytest
 
@@ -79,6 +80,23 @@ def test_byte_cap_drops_oldest_repaired_only(node):
     integ.quarantine_max_bytes = 1
     assert integ.prune_quarantine() == 1                  # still above: only repaired copies go
     assert [n.split(".")[0] for n in quarantined(integ)] == [unrepaired]
+
+
+def test_a_repair_without_room_for_its_temporary_file_stays_queued(node, monkeypatch):
+    """No temporary file for the fetched copy (the reserve, a full disk, no descriptors left):
+    the repair fails and stays queued for the next pass; no exception escapes the pass."""
+    from filetracker.storage import StoreFull
+
+    integ = Integrity(node, client=types.SimpleNamespace(fetch_blob=None))   # never reached
+    sha = corrupt(integ, node.store, "/full", b"x" * 10_000)
+    monkeypatch.setattr(integ, "_sources", lambda name: ["http://peer"])
+
+    def full():
+        raise StoreFull("no space left on the node's disk")
+
+    monkeypatch.setattr(node.store, "begin_upload", full)
+    assert integ.repair_pending() == {"repaired": 0, "failed": 1, "pending": 1}
+    assert not node.store.has_blob(sha)
 
 
 def test_options(tmp_path):
