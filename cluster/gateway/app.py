@@ -47,6 +47,7 @@ class Services:
         self.fallback = Fallback(self, config.fallback_url, copy=config.fallback_copy) \
             if config.fallback_url else None
         self._background = set()
+        self.repairs = set()   # (node url, record) of read repairs under way (cluster/gateway/reads.py)
 
     def keep(self, task):
         self._background.add(task)

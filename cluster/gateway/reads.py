@@ -236,10 +236,18 @@ async def read_repair(services, read):
     holders = [u for u, r in answers.items() if r == winner]
     stale = [u for u, r in answers.items() if beats(winner, r)]
     for url in stale:
+        # one repair per (node, record) at a time: every read of a hot file that sees the stale
+        # replica meanwhile would otherwise stream its own copy of the blob to that node
+        key = (url, winner)
+        if key in services.repairs:
+            continue
+        services.repairs.add(key)
         try:
             await push_record(services, url, winner, holders)
         except Exception:  # noqa: BLE001 - repair is best effort; anti-entropy catches up
             log.exception("read repair of %s on %s failed", winner.name, url)
+        finally:
+            services.repairs.discard(key)
 
 
 async def push_record(services, url, record, holders):

@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -163,6 +165,35 @@ def test_read_repair(tmp_path):
         assert wait_until(repaired, 10), c.logs()
         for u in c.node_urls:
             assert requests.get(u + "/_cluster/files/rr/f", headers=c.headers, timeout=10).content == newer
+    finally:
+        c.stop()
+
+
+def test_concurrent_reads_repair_a_stale_replica_once(tmp_path):
+    """Reads of a hot file that all see one stale replica start one repair of it, not one each
+    (each used to stream its own copy of the blob to that node)."""
+    c = TestCluster(tmp_path, nodes=3, gateway_args=["--read-quorum", "3", "--log-level", "INFO"]).start()
+    try:
+        assert put(c.gw, "/rr/hot", b"v1", V).status_code == 200
+        newer = os.urandom(16 << 20)
+        r = requests.put(c.node_urls[0] + "/_cluster/files/rr/hot", params={"version": V + 1}, data=newer,
+                         headers=c.headers, timeout=30)
+        assert r.status_code == 200
+
+        def read(_):
+            r = requests.get(c.gw + "/files/rr/hot", timeout=60)
+            return r.status_code, version_of(r), r.content == newer
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(read, range(8))) == {(200, V + 1, True)}
+
+        def repaired():
+            return all(c.node_record(u, "/rr/hot").sha256 == sha256(newer) for u in c.node_urls)
+        assert wait_until(repaired, 30), c.logs()
+        time.sleep(1)  # any other repair under way ends
+        log = open(c.gateways[0].log_path).read()
+        for url in c.node_urls[1:]:
+            assert log.count("read repair: /rr/hot@%d streamed to %s" % (V + 1, url)) == 1, c.logs()
     finally:
         c.stop()
 
