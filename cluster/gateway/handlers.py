@@ -25,7 +25,14 @@ from filetracker.httpdate import format_version
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range, unsatisfied_range
 from filetracker.records import Record, merge
 from filetracker.server.base import BaseHandler as ServerBaseHandler
-from filetracker.server.base import HTTPFail, folder_from_path, name_from_path, request_version
+from filetracker.server.base import (
+    HTTPFail,
+    deleted_since,
+    folder_from_path,
+    name_from_path,
+    no_such_file,
+    request_version,
+)
 from filetracker.server.front import take_prefetched
 from filetracker.server.observe import count_sent
 
@@ -56,9 +63,13 @@ class BaseHandler(ServerBaseHandler):
 
 
 class VersionHandler(BaseHandler):
+    """``GET /version/``: the protocol versions spoken."""
+
     def get(self):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"protocol_versions": [2]}))
+
+    head = get   # Tornado sends no body for HEAD
 
 
 @web.stream_request_body
@@ -112,13 +123,12 @@ class FilesHandler(BaseHandler):
             outcome = await self._fanout.finish()
         if outcome.status != 200:
             raise HTTPFail(outcome.status, outcome.message, headers=outcome.headers)
-        winner = outcome.record
+        winner, version = outcome.record, self._target[1]
         if winner.deleted:
-            raise HTTPFail(409, "a newer delete (version %d) wins over version %d"
-                               % (winner.version, self._target[1]),
-                           headers={"Last-Modified": format_version(winner.version)})
-        self.set_header("Last-Modified", format_version(winner.version))
-        self.finish()
+            raise deleted_since(self._target[0], winner.version, version)
+        # at an equal version the replicas' winner may be another upload's (a larger SHA-256);
+        # the gateway does not hash bodies, so that case reads "stored" here
+        self.answer_put(winner, winner.version == version)
 
     async def _put_small(self, raw):
         """The outcome of a small PUT whose body (as sent) is ``raw``: batched to the replicas,
@@ -177,7 +187,7 @@ class FilesHandler(BaseHandler):
                 await fallback.serve(self, name, with_body)
                 return
             if winner is None or winner.deleted:
-                raise HTTPFail(404, "file not found: %s" % name)
+                raise no_such_file(name)
             size = winner.size
             try:
                 rng = parse_range(range_header, size)
@@ -290,13 +300,14 @@ class FilesHandler(BaseHandler):
         if read.winner is None and fallback is not None:
             # a name only the old server holds: the tombstone written below hides it for good
             if await fallback.old_version(name) is None:
-                raise HTTPFail(404, "file not found: %s" % name)
+                raise no_such_file(name)
         elif read.winner is None or read.winner.deleted:
-            raise HTTPFail(404, "file not found: %s" % name)
+            raise no_such_file(name)
         outcome = await quorum_delete(self.services, name, version)
         if outcome.status != 200:
             raise HTTPFail(outcome.status, outcome.message)
-        self.finish()
+        winner = outcome.record
+        self.answer_delete(winner, winner.deleted and winner.version == version)
 
 
 class ListHandler(BaseHandler):
@@ -337,5 +348,7 @@ class ListHandler(BaseHandler):
         for key, value in headers.items():
             self.set_header(key, value)
         self.finish(body)
+
+    head = get   # the same answer without its body (Tornado sends none for HEAD)
 
 

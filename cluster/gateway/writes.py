@@ -35,6 +35,14 @@ class WriteOutcome:
         self.headers = headers or {}
 
 
+def node_message(reason):
+    """The node's own message in a failure ``reason`` of the form ``"<url>: <code> <message>"``:
+    what that node (or a single server) says to a client; ``reason`` when not of that form."""
+    _, sep, rest = reason.partition(": ")
+    code, _, message = rest.partition(" ")
+    return message if sep and code.isdigit() and message else reason
+
+
 def judge(successes, failures, quorum, what, retry_after=None):
     """Turn per-node results into one outcome.
 
@@ -50,9 +58,9 @@ def judge(successes, failures, quorum, what, retry_after=None):
     if codes == {507}:
         return WriteOutcome(507, message="no space left on the replicas")
     if codes == {400}:
-        return WriteOutcome(400, message=failures[0][1].split(": ", 2)[-1] or "bad request")
+        return WriteOutcome(400, message=node_message(failures[0][1]) or "bad request")
     if len(codes) == 1 and codes <= {413, 415}:  # every node refused the body itself (too large, encoding)
-        return WriteOutcome(codes.pop(), message=failures[0][1].split(": ", 2)[-1] or "bad request")
+        return WriteOutcome(codes.pop(), message=node_message(failures[0][1]) or "bad request")
     return WriteOutcome(503, message="not enough replicas: %d of %d stored the %s (%s)"
                         % (len(successes), quorum, what, reasons or "no node available"),
                         headers={"Retry-After": retry_after} if retry_after else None)

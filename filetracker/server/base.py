@@ -19,7 +19,7 @@ from filetracker.errors import (
     NotFoundError,
     VersionConflictError,
 )
-from filetracker.httpdate import MAX_VERSION, parse_version
+from filetracker.httpdate import MAX_VERSION, format_version, parse_version
 from filetracker.names import check_folder, check_name
 from filetracker.ranges import RangeNotSatisfiable
 from filetracker.server import guard as _guard
@@ -127,6 +127,21 @@ def request_version(handler, path_version=None, required=True):
         raise HTTPFail(400, "invalid last_modified: %s" % e)
 
 
+def no_such_file(name):
+    """The 404 of a name that does not exist or whose newest record is a tombstone."""
+    return HTTPFail(404, "no such file: %s" % name)
+
+
+def deleted_since(name, deleted_version, version):
+    """The 409 of an upload at ``version`` that a delete at ``deleted_version`` (not older) wins
+    over: nothing was stored.  (The 2.x client stamps a delete and an upload with the current
+    second, so a re-upload in the same second as the delete gets this.)"""
+    return HTTPFail(409, "%s was deleted at a version (%s) not older than this upload (%s); "
+                         "upload it with a later version" % (name, format_version(deleted_version),
+                                                            format_version(version)),
+                    headers={"Last-Modified": format_version(deleted_version)})
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """Errors as status + X-Exception + short text; request header size checked.
 
@@ -183,6 +198,19 @@ class BaseHandler(tornado.web.RequestHandler):
     def fail(self, status, message, headers=None):
         """Raise :class:`HTTPFail` (for brevity in handlers)."""
         raise HTTPFail(status, message, headers)
+
+    def answer_put(self, winner, applied):
+        """The 200 of a PUT: the version now stored, and whether it is this upload's.  The
+        single server and the gateway answer alike through this."""
+        self.set_header("Last-Modified", format_version(winner.version))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("stored\n" if applied else "a newer version is stored\n")
+
+    def answer_delete(self, winner, applied):
+        """The 200 of a DELETE: the version now stored (the tombstone's, or newer data's)."""
+        self.set_header("Last-Modified", format_version(winner.version))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("deleted\n" if applied else "a newer version is stored; nothing deleted\n")
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, StreamClosedError):

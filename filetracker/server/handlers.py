@@ -19,8 +19,10 @@ from filetracker.server import listing
 from filetracker.server.base import (
     BaseHandler,
     HTTPFail,
+    deleted_since,
     folder_from_path,
     name_from_path,
+    no_such_file,
     request_version,
 )
 from filetracker.server.front import take_prefetched
@@ -100,6 +102,8 @@ class VersionHandler(BaseHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"protocol_versions": [2]}))
 
+    head = get   # Tornado sends no body for HEAD
+
 
 @tornado.web.stream_request_body
 class FileHandler(StreamedUploadMixin, ContextHandler):
@@ -127,12 +131,8 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         except (ChecksumMismatch, SizeMismatch) as e:
             raise HTTPFail(400, str(e))
         if not applied and winner.deleted:
-            raise HTTPFail(409, "%s was deleted at a version (%s) not older than this upload (%s)"
-                           % (self.name, format_version(winner.version), format_version(self.version)),
-                           headers={"Last-Modified": format_version(winner.version)})
-        self.set_header("Last-Modified", format_version(winner.version))
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("stored\n" if applied else "a newer version is stored\n")
+            raise deleted_since(self.name, winner.version, self.version)
+        self.answer_put(winner, applied)
 
     # ------------------------------------------------------------------ GET / HEAD
 
@@ -161,7 +161,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
                 if await self.ctx.run(self.ctx.store.get_record, name) is None:
                     await fallback.serve(self, name, want_body)
                     return
-            raise HTTPFail(404, "no such file: %s" % name)
+            raise no_such_file(name)
         record = plan.record
         if plan.unsatisfiable is not None:
             raise HTTPFail(416, str(plan.unsatisfiable),
@@ -202,11 +202,9 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
             # a name only the old server holds: the tombstone written here hides it for good
             done = await self.ctx.fallback.delete_hidden(name, version)
         if done is None and (record is None or record.deleted):
-            raise HTTPFail(404, "no such file: %s" % name)
+            raise no_such_file(name)
         winner, applied = done or await self.ctx.run(self.ctx.store.delete, name, version)
-        self.set_header("Last-Modified", format_version(winner.version))
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("deleted\n" if applied else "a newer version is stored; nothing deleted\n")
+        self.answer_delete(winner, applied)
 
 
 class ListHandler(ContextHandler):
@@ -268,6 +266,7 @@ class ListHandler(ContextHandler):
             self.set_header(listing.SELF_HEADER, listing.self_value(record, max_version))
         self.finish()
 
+    head = get   # the same answer without its body (Tornado sends none for HEAD)
 
     async def _with_old_names(self, fallback, folder, max_version):
         """Migration mode: the live names here plus the old server's names that

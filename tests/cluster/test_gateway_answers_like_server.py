@@ -1,0 +1,94 @@
+"""The gateway answers the public protocol exactly as the single server does: the same status,
+``Content-Type``, ``Last-Modified``, body and ``X-Exception`` for the same requests (real
+processes: one ``filetracker-server``, and a gateway over 3 nodes, both batched and streamed
+PUTs)."""
+
+import gzip
+import hashlib
+
+import pytest
+import requests
+
+from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
+from tests.server.conftest import start_server
+
+V = BASE_VERSION
+BODY = b"parity\n" * 10
+
+
+def _put(version, data=BODY, **headers):
+    return ("PUT", {"last_modified": http_date(version)}, data, headers)
+
+
+def _delete(version):
+    return ("DELETE", {"last_modified": http_date(version)}, None, {})
+
+
+# (id, requests made in order on a fresh name; the answer of each is compared)
+SEQUENCES = [
+    ("put-new", [_put(V)]),
+    ("put-older", [_put(V), _put(V - 5)]),
+    ("put-newer", [_put(V), _put(V + 5, b"newer")]),
+    ("put-gzip", [_put(V, gzip.compress(BODY), **{"Content-Encoding": "gzip", "Logical-Size": str(len(BODY))})]),
+    ("delete", [_put(V), _delete(V + 1)]),
+    ("delete-older", [_put(V), _delete(V - 1)]),
+    ("delete-missing", [_delete(V)]),
+    ("delete-twice", [_put(V), _delete(V + 1), _delete(V + 2)]),
+    ("get-missing", [("GET", {}, None, {})]),
+    ("head-missing", [("HEAD", {}, None, {})]),
+    ("get-deleted", [_put(V), _delete(V + 1), ("GET", {}, None, {})]),
+    ("put-after-delete-same-second", [_put(V), _delete(V + 1), _put(V + 1)]),
+    ("put-after-delete-older", [_put(V), _delete(V + 1), _put(V - 1)]),
+    ("put-after-delete-later", [_put(V), _delete(V + 1), _put(V + 2)]),
+    ("bad-checksum", [_put(V, **{"SHA256-Checksum": "0" * 64})]),
+    ("bad-checksum-large", [_put(V, b"L" * 300_000, **{"SHA256-Checksum": "0" * 64})]),
+    ("bad-size", [_put(V, gzip.compress(BODY), **{"Content-Encoding": "gzip", "Logical-Size": "3"})]),
+    ("bad-gzip", [_put(V, b"\x1f\x8b\x08\x00garbage" * 8, **{"Content-Encoding": "gzip"})]),
+    ("unknown-encoding", [_put(V, **{"Content-Encoding": "br"})]),
+    ("good-checksum", [_put(V, **{"SHA256-Checksum": hashlib.sha256(BODY).hexdigest()})]),
+]
+
+
+@pytest.fixture(scope="module")
+def systems(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("parity-server"))
+    cluster = TestCluster(tmp_path_factory.mktemp("parity-cluster"), nodes=3).start()
+    try:
+        streamed = cluster.start_gateway(["--no-batch-writes"])
+        yield {"server": server.url, "gateway": cluster.gw, "gateway-streamed": streamed}
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+def _answer(r, name):
+    """What is compared of an answer (the name, one per system, shown as NAME)."""
+    return (r.status_code, r.headers.get("Content-Type"), r.headers.get("Last-Modified"),
+            r.content.replace(name.encode(), b"NAME"), (r.headers.get("X-Exception") or "").replace(name, "NAME"))
+
+
+@pytest.mark.parametrize("case", SEQUENCES, ids=[c[0] for c in SEQUENCES])
+def test_gateway_answers_like_the_server(systems, case):
+    case_id, steps = case
+    answers = {}
+    for system, url in systems.items():
+        name = "/parity/%s/%s" % (system, case_id)   # the two gateways share their nodes
+        answers[system] = []
+        for method, params, data, headers in steps:
+            r = requests.request(method, url + "/files" + name, params=params, data=data, headers=headers,
+                                 timeout=30)
+            answers[system].append(_answer(r, name))
+    assert answers["gateway"] == answers["server"]
+    assert answers["gateway-streamed"] == answers["server"]
+
+
+@pytest.mark.parametrize("path", ["/version/", "/version", "/list/", "/list/parity", "/list/nothing-here"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_version_and_list_answer_get_and_head(systems, method, path):
+    """HEAD of ``/version/`` and ``/list/`` answers as GET does, without the body (405 before)."""
+    got = {}
+    for system, url in systems.items():
+        r = requests.request(method, url + path, timeout=30)
+        got[system] = (r.status_code, r.headers.get("Content-Type"), r.content if method == "HEAD" else None)
+    assert got["server"][0] == 200 and got["server"][2] in (None, b"")
+    assert got["gateway"] == got["server"] and got["gateway-streamed"] == got["server"]
