@@ -7,7 +7,7 @@ from tornado import web
 from tornado.tcpclient import TCPClient
 
 from cluster.gateway.fallback import Fallback
-from cluster.gateway.handlers import FilesHandler, ListHandler, VersionHandler
+from cluster.gateway.handlers import FilesHandler, ListHandler
 from cluster.gateway.lookups import FetchBatcher, LookupBatcher, ReadBatcher
 from cluster.gateway.metrics import gateway_registry
 from cluster.gateway.nodes import NodeClient
@@ -19,6 +19,7 @@ from cluster.gateway.view import ClusterView
 from filetracker.server import observe
 from filetracker.server.app import guard_of
 from filetracker.server.base import NotFoundHandler
+from filetracker.server.handlers import VersionHandler  # the same answer as the single server
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ Every handler gets the shared :class:`cluster.gateway.app.Services` through
 and a short plain-text body, never a traceback.
 """
 
-import json
 import logging
 import time
 from urllib.parse import quote
@@ -60,16 +59,6 @@ class BaseHandler(ServerBaseHandler):
             return await self.services.view.get_ring()
         except NoRing as exc:
             raise HTTPFail(503, str(exc))
-
-
-class VersionHandler(BaseHandler):
-    """``GET /version/``: the protocol versions spoken."""
-
-    def get(self):
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"protocol_versions": [2]}))
-
-    head = get   # Tornado sends no body for HEAD
 
 
 @web.stream_request_body
