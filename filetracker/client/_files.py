@@ -29,13 +29,38 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def current_umask():
+    """The process's file-creation mask, read without changing it (``/proc/self/status``;
+    where that is missing, set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_temp_file(folder, prefix, suffix=""):
+    """A new, empty file in ``folder`` (unique), with the mode a plain ``open(..., "w")`` would
+    give it (0666 less the umask): ``mkstemp`` makes it 0600, which every file moved into
+    place from it (a ``get`` destination, a cache entry) would keep."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
+    return tmp
+
+
 def temp_path_beside(path):
     """A new, empty temporary file in the folder of ``path`` (created, so unique)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path)[:40] + ".", suffix=".ft-tmp", dir=folder)
-    os.close(fd)
-    return tmp
+    return new_temp_file(folder, "." + os.path.basename(path)[:40] + ".", ".ft-tmp")
 
 
 def write_stream(fileobj, stream, progress=None, fsync_follows=False):

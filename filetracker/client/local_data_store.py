@@ -16,6 +16,7 @@ import time
 from filetracker.client._files import (
     fsync_dir,
     link_or_copy,
+    new_temp_file,
     remove_empty_dirs,
     remove_quietly,
     write_stream,
@@ -37,8 +38,8 @@ class LocalDataStore(DataStore):
         #: Folder of the cached files (same attribute name as in 2.x).
         self.dir = os.path.join(self.base_dir, "files")
         self.tmp_dir = os.path.join(self.base_dir, "tmp")
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.tmp_dir, exist_ok=True)
 
     # -- paths ---------------------------------------------------------------
 
@@ -59,9 +60,7 @@ class LocalDataStore(DataStore):
     # -- staging and committing ----------------------------------------------
 
     def _new_temp(self):
-        fd, tmp = tempfile.mkstemp(prefix="stage.", dir=self.tmp_dir)
-        os.close(fd)
-        return tmp
+        return new_temp_file(self.tmp_dir, "stage.")
 
     def stage_stream(self, stream, progress=None):
         """Write ``stream`` to a new temporary file here (fsynced); return its path.
@@ -139,7 +138,7 @@ class LocalDataStore(DataStore):
         # Another process may remove an empty parent folder between our
         # makedirs and rename (delete_file prunes folders): retry a few times.
         for attempt in range(5):
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             try:
                 os.replace(staged, path)
                 remove_quietly(staged)  # left behind when both were links of one inode

@@ -69,8 +69,8 @@ class FcntlLockManager(LockManager):
             self._open()
 
         def _open(self):
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)   # less the umask
 
         def _is_current(self):
             # A lock file may be removed (close(delete=True)) while we wait on
@@ -143,7 +143,7 @@ class FcntlLockManager(LockManager):
 
     def __init__(self, dir):
         self.dir = os.path.abspath(dir)
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
 
     def path_for(self, name):
         """The lock file of ``name`` (version ignored)."""

@@ -49,10 +49,17 @@ def _short(exc):
 def _safe_url(url):
     """``url`` without credentials (never print a token)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname + (":%d" % parts.port if parts.port else "")
+    if "@" in parts.netloc:  # host and port kept as written (IPv6 brackets, odd ports)
+        host = parts.netloc.rpartition("@")[2]
         return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return url
+
+
+#: Public names of the two helpers above, for every user-facing message that names a
+#: server (the FUSE client, ``filetracker-admin import``, the fallback to an old server):
+#: ``safe_url(url)`` drops ``user:token@``; ``short_error(exc)`` is one line (the errno text).
+safe_url = _safe_url
+short_error = _short
 
 
 def _reason(response):

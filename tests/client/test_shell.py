@@ -1,6 +1,7 @@
 """The filetracker command against a real server: outputs, exit statuses, cache use."""
 
 import os
+import stat
 import subprocess
 
 import pytest
@@ -67,3 +68,29 @@ def test_bad_name_is_an_error_not_a_traceback(env):
     r = ft("-r", "http://127.0.0.1:1", "version", "no-slash", env=env)
     assert r.returncode == 1
     assert r.stderr == b"filetracker: error: file name must be absolute (start with '/'): 'no-slash'\n"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_and_folders_get_the_umask_modes(shared_server, tmp_path, env, umask):
+    """A fetched file, the cache's entries and its folders are made as a plain ``open``/``mkdir``
+    would make them (the umask decides), as the 2.x client does: mkstemp's 0600 made a
+    fetched file unreadable to the rest of the group."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"shared with the group\n")
+    out = tmp_path / "out.txt"
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+
+    def ft_masked(*args):
+        return subprocess.run([script("filetracker"), *args], capture_output=True, timeout=60, env=run_env,
+                              preexec_fn=lambda: os.umask(umask))
+
+    assert ft_masked("put", str(src), "/modes/%o/f.txt" % umask).returncode == 0
+    cache = tmp_path / "cache"
+    assert ft_masked("get", "/modes/%o/f.txt" % umask, str(out)).returncode == 0
+    assert out.read_bytes() == src.read_bytes()
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(out) == 0o666 & ~umask
+    cached = [os.path.join(d, f) for d, _, fs in os.walk(cache / "files") for f in fs]
+    assert cached and all(mode(p) == 0o666 & ~umask for p in cached)
+    folders = [d for d, _, _ in os.walk(cache)]
+    assert all(mode(d) == 0o777 & ~umask for d in folders), [(d, oct(mode(d))) for d in folders]
