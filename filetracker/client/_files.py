@@ -56,6 +56,15 @@ def new_temp_file(folder, prefix, suffix=""):
     return tmp
 
 
+def replace_into(tmp, path):
+    """``os.replace(tmp, path)``, whose error names ``path`` alone when a folder is in the way
+    (the user gave a folder as the file to write; the temporary name means nothing to them)."""
+    try:
+        os.replace(tmp, path)
+    except IsADirectoryError:
+        raise IsADirectoryError(errno.EISDIR, "a folder is in the way of the file to write", path) from None
+
+
 def temp_path_beside(path):
     """A new, empty temporary file in the folder of ``path`` (created, so unique)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -99,7 +108,7 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
                 os.fsync(f.fileno())
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))
-        os.replace(tmp, path)
+        replace_into(tmp, path)
     except BaseException:
         remove_quietly(tmp)
         raise
@@ -135,7 +144,7 @@ def atomic_link_or_copy(src, dst):
     os.unlink(tmp)  # link() needs a free name; the name stays ours by its random part
     try:
         link_or_copy(src, tmp)
-        os.replace(tmp, dst)
+        replace_into(tmp, dst)
     except BaseException:
         remove_quietly(tmp)
         raise

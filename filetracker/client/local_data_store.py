@@ -19,6 +19,7 @@ from filetracker.client._files import (
     new_temp_file,
     remove_empty_dirs,
     remove_quietly,
+    replace_into,
     write_stream,
 )
 from filetracker.client.data_store import DataStore
@@ -194,7 +195,7 @@ class LocalDataStore(DataStore):
                     with open(tmp, "wb") as fout:
                         write_stream(fout, stream)
                     os.utime(tmp, (version, version))
-                os.replace(tmp, filename)
+                replace_into(tmp, filename)
                 # rename() between two links of one inode does nothing: drop ours.
                 remove_quietly(tmp)
             except BaseException:

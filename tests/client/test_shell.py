@@ -94,3 +94,19 @@ def test_files_and_folders_get_the_umask_modes(shared_server, tmp_path, env, uma
     assert cached and all(mode(p) == 0o666 & ~umask for p in cached)
     folders = [d for d, _, _ in os.walk(cache)]
     assert all(mode(d) == 0o777 & ~umask for d in folders), [(d, oct(mode(d))) for d in folders]
+
+
+@pytest.mark.parametrize("cache", ["with-cache", "no-cache"])
+def test_get_into_a_folder_names_the_folder(shared_server, tmp_path, env, cache):
+    """``get NAME FOLDER``: one line naming the folder, not the temporary file beside it."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"x")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/intofolder/f", env=run_env).returncode == 0
+    args = ["get", "/intofolder/f", str(folder)] + (["--no-cache"] if cache == "no-cache" else [])
+    r = ft(*args, env=run_env)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert str(folder).encode() in r.stderr and b"ft-tmp" not in r.stderr, r.stderr
+    assert os.listdir(tmp_path / "a-folder") == [] and not [n for n in os.listdir(tmp_path) if "ft-tmp" in n]
