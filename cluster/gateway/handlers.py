@@ -115,9 +115,11 @@ class FilesHandler(BaseHandler):
         winner, version = outcome.record, self._target[1]
         if winner.deleted:
             raise deleted_since(self._target[0], winner.version, version)
-        # at an equal version the replicas' winner may be another upload's (a larger SHA-256);
-        # the gateway does not hash bodies, so that case reads "stored" here
-        self.answer_put(winner, winner.version == version)
+        # at an equal version the replicas' winner may be another upload's (a larger SHA-256):
+        # told apart by the checksum the client announced (the 2.x client always does; the
+        # gateway does not hash bodies itself, so without one that case reads "stored")
+        announced = self.request.headers.get("SHA256-Checksum", "").strip().lower()
+        self.answer_put(winner, winner.version == version and announced in ("", winner.sha256))
 
     async def _put_small(self, raw):
         """The outcome of a small PUT whose body (as sent) is ``raw``: batched to the replicas,

@@ -132,7 +132,9 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
             raise HTTPFail(400, str(e))
         if not applied and winner.deleted:
             raise deleted_since(self.name, winner.version, self.version)
-        self.answer_put(winner, applied)
+        # the same content at the same version again changes nothing, yet it is this upload's
+        same = winner.version == self.version and winner.sha256 == upload.sha256
+        self.answer_put(winner, applied or same)
 
     # ------------------------------------------------------------------ GET / HEAD
 

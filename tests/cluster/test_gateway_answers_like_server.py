@@ -14,6 +14,7 @@ from tests.server.conftest import start_server
 
 V = BASE_VERSION
 BODY = b"parity\n" * 10
+SHA_LOW = hashlib.sha256(b"\x00low").hexdigest()
 
 
 def _put(version, data=BODY, **headers):
@@ -28,6 +29,10 @@ def _delete(version):
 SEQUENCES = [
     ("put-new", [_put(V)]),
     ("put-older", [_put(V), _put(V - 5)]),
+    ("put-same-again", [_put(V), _put(V)]),
+    # at an equal version the larger SHA-256 wins (0x6131... < 0xf9c8...)
+    ("put-equal-version-winning", [_put(V, b"\x00low"), _put(V, b"\xffhigh")]),
+    ("put-equal-version-losing", [_put(V, b"\xffhigh"), _put(V, b"\x00low", **{"SHA256-Checksum": SHA_LOW})]),
     ("put-newer", [_put(V), _put(V + 5, b"newer")]),
     ("put-gzip", [_put(V, gzip.compress(BODY), **{"Content-Encoding": "gzip", "Logical-Size": str(len(BODY))})]),
     ("delete", [_put(V), _delete(V + 1)]),
