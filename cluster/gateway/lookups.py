@@ -95,6 +95,15 @@ class PerNodeBatcher:
         limit = self._limit(key)
         return queue[:limit], queue[limit:]
 
+    @staticmethod
+    async def _each_alone(batch, single):
+        """Resolve each ``(question, future)`` of ``batch`` with ``await single(question)``, all
+        asked at once (a node without the batch endpoint: one request per question)."""
+        answers = await asyncio.gather(*(single(question) for question, _ in batch))
+        for (_, fut), answer in zip(batch, answers, strict=True):
+            if not fut.done():
+                fut.set_result(answer)
+
     def _take_waiting(self, url, key):
         """Every ``(question, future)`` waiting for ``url`` under ``key``, taken off its queue
         (for a subclass that fails them together with the batch in flight)."""
@@ -167,9 +176,7 @@ class _Batcher(PerNodeBatcher):
         if reply.code == 404:
             log.info("%s has no %s: one request per name", url, self.path)
             self.no_endpoint(url)
-            for name, fut in batch:
-                if not fut.done():
-                    fut.set_result(await self.single(url, name))
+            await self._each_alone(batch, lambda name: self.single(url, name))
             return
         settle(self, url, reply, batch, answer_rows(msgpack_answer(reply), len(batch)))
 

@@ -199,10 +199,7 @@ class StoreBatcher(PerNodeBatcher):
         if reply.code == 404:
             log.info("%s has no %s: one PUT per file", url, self.path)
             self.no_endpoint(url)
-            answers = await asyncio.gather(*(self._single(url, item) for item, _ in batch))
-            for (_, fut), answer in zip(batch, answers, strict=True):
-                if not fut.done():
-                    fut.set_result(answer)
+            await self._each_alone(batch, lambda item: self._single(url, item))
             return
         if reply.code is None:
             # unreachable or timed out (the client marked it down): what waits for it fails too,
