@@ -348,18 +348,40 @@ def url(lay, args):
 COMMANDS = {"start": start, "status": status, "stop": stop, "kill": kill, "add-node": add_node, "url": url}
 
 
+#: the highest gateway port: node K listens on port + K
+MAX_PORT = 65535 - INITIAL_NODES
+
+
+def _port(text):
+    """argparse type of the gateway port (1 .. MAX_PORT)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a port number: %r" % text) from None
+    if not 0 < port <= MAX_PORT:
+        raise argparse.ArgumentTypeError("%d is not a port between 1 and %d" % (port, MAX_PORT))
+    return port
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Run a local filetracker cluster (3 nodes + gateway).")
+    parser = argparse.ArgumentParser(prog="local-cluster.sh",
+                                     description="Run a local filetracker cluster (3 nodes + gateway).")
     parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument("name", nargs="?", help="for kill: the service (node1, node2, ..., gateway)")
     parser.add_argument("--dir", default=os.environ.get("FILETRACKER_LOCAL_DIR", "local-cluster"),
                         help="data, logs, configuration and pid files (default $FILETRACKER_LOCAL_DIR "
                              "or ./local-cluster)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("FILETRACKER_LOCAL_PORT", "9400")),
+    parser.add_argument("--port", type=_port, default=None,
                         help="gateway port, node K on port + K (default $FILETRACKER_LOCAL_PORT or 9400; "
                              "used when the cluster is first created)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the services")
     args = parser.parse_args(argv)
+    if args.port is None:
+        env = os.environ.get("FILETRACKER_LOCAL_PORT", "").strip()
+        try:
+            args.port = _port(env) if env else 9400
+        except argparse.ArgumentTypeError as e:
+            parser.error("FILETRACKER_LOCAL_PORT=%s: %s" % (env, e))
     if args.command == "kill" and not args.name:
         parser.error("kill needs a service name (node1, node2, ..., gateway)")
     return COMMANDS[args.command](Layout(args.dir), args)

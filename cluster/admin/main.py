@@ -145,6 +145,19 @@ class UsageError(Exception):
     """Bad global options found after parsing: exit status 2."""
 
 
+#: how cluster.admin.access.describe_error explains a 403 (right only when no secret was given)
+_SECRET_MISSING = "the cluster has a secret; pass --cluster-secret-file"
+
+
+def _failure(message, args):
+    """``message`` of an AdminError, saying a given secret was refused rather than that one is missing."""
+    secret_file = args.cluster_secret_file or os.environ.get(ENV_SECRET)
+    if secret_file and _SECRET_MISSING in message:
+        message = message.replace(_SECRET_MISSING, "the cluster secret in %s was refused (the nodes "
+                                  "have another one)" % secret_file)
+    return message
+
+
 def _tty(stream):
     try:
         return stream.isatty()
@@ -202,7 +215,7 @@ def main(argv=None):
         return args.func(args, access)
     except AdminError as e:
         sys.stdout.flush()
-        print("filetracker-admin: %s" % e, file=sys.stderr)
+        print("filetracker-admin: %s" % _failure(str(e), args), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("filetracker-admin: interrupted (run the command again to resume)", file=sys.stderr)

@@ -16,20 +16,29 @@ from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.fastpath import serve_front
 from cluster.gateway.procs import run_processes
+from cluster.node.config import base_url_list
+from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
+from filetracker.units import byte_count
 
 
 def parse_args(argv):
+    """``(args, nodes)``; ``args.cluster_secret`` is the secret read from its file (or None)."""
     p = argparse.ArgumentParser(prog="filetracker-gateway",
                                 description="Stateless router of a filetracker cluster (public protocol).")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--nodes", required=True, help="comma-separated node URLs (any of them serves the ring)")
-    p.add_argument("--write-quorum", type=int, default=2, metavar="W")
-    p.add_argument("--read-quorum", type=int, default=2, metavar="R")
+    p.add_argument("--nodes", type=base_url_list, required=True, metavar="URL[,URL...]",
+                   help="comma-separated node URLs, http://HOST:PORT (any of them serves the ring)")
+    # --nodes are seeds (any one serves the ring), so a quorum is checked against a name's
+    # replicas at run time (a larger one is lowered to them), not against how many are listed
+    p.add_argument("--write-quorum", type=int, default=2, metavar="W",
+                   help="replicas that must store a write (default 2; at most a name's replicas)")
+    p.add_argument("--read-quorum", type=int, default=2, metavar="R",
+                   help="replicas a read asks (default 2; at most a name's replicas)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="seconds a node may take for one exchange before it counts as down")
     p.add_argument("--cluster-secret-file", metavar="F")
@@ -42,8 +51,8 @@ def parse_args(argv):
     p.add_argument("--fallback-no-copy", action="store_true",
                    help="with --fallback-url: serve from the old server but do not copy into the cluster")
     add_guard_arguments(p, GatewayConfig)  # --auth-file, --max-uploads, timeouts, size limits
-    p.add_argument("--max-body-size", type=int, default=GatewayConfig.max_body_size, metavar="BYTES",
-                   help="largest accepted upload in bytes (413 above it; default 16 GiB)")
+    p.add_argument("--max-body-size", type=byte_count, default=GatewayConfig.max_body_size, metavar="BYTES",
+                   help="largest accepted upload (413 above it; bytes, or e.g. 512M, 1G; default 16G)")
     p.add_argument("--no-fast-reads", action="store_true",
                    help="answer every request through the full handler cycle (the fast path for "
                         "small GET/HEAD, cluster/gateway/fastpath.py, is on by default)")
@@ -54,33 +63,35 @@ def parse_args(argv):
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
+    if not 0 < args.port < 65536:
+        p.error("--port must be between 1 and 65535")
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
     if args.fallback_no_copy and not args.fallback_url:
         p.error("--fallback-no-copy needs --fallback-url")
-    nodes = tuple(u.strip().rstrip("/") for u in args.nodes.split(",") if u.strip())
+    nodes = tuple(dict.fromkeys(args.nodes))
     if not nodes:
         p.error("--nodes needs at least one URL")
-    if args.write_quorum < 1 or args.read_quorum < 1:
-        p.error("quorums must be at least 1")
+    for flag in ("write_quorum", "read_quorum"):
+        if getattr(args, flag) < 1:
+            p.error("--%s must be at least 1" % flag.replace("_", "-"))
     if args.timeout <= 0:
         p.error("--timeout must be positive")
     check_guard_arguments(p, args)
     if args.processes < 1:
         p.error("--processes must be at least 1")
+    args.cluster_secret = None
+    if args.cluster_secret_file:
+        try:
+            args.cluster_secret = read_secret(args.cluster_secret_file)
+        except SecretError as e:
+            p.error(str(e))
     return args, nodes
-
-
-def read_secret(path):
-    if not path:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip() or None
 
 
 async def serve(args, nodes, sockets=None):
     config = GatewayConfig(nodes=nodes, write_quorum=args.write_quorum, read_quorum=args.read_quorum,
-                           timeout=args.timeout, cluster_secret=read_secret(args.cluster_secret_file),
+                           timeout=args.timeout, cluster_secret=args.cluster_secret,
                            fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
                            max_body_size=args.max_body_size, fast_reads=not args.no_fast_reads,
                            batch_writes=not args.no_batch_writes,

@@ -61,7 +61,8 @@ class NodeReply:
 
 class NodeClient:
     """Pooled requests to nodes.  ``observer`` gets ``node_failed(url)`` and
-    ``epoch_seen(epoch, url)`` for every exchange."""
+    ``epoch_seen(epoch, url)`` for every exchange, and ``secret_refused(url, what)``
+    for a 403 of the internal API (the node refused the cluster secret)."""
 
     def __init__(self, config, observer):
         self._config = config
@@ -116,6 +117,11 @@ class NodeClient:
             if observe:
                 self._observer.node_failed(url, "%s %s: %s" % (method, path[:80], exc))
             return NodeReply(url, None, {}, b"", error=str(exc))
+        if resp.code == 403 and path.startswith("/_cluster/"):
+            # reported even when not observed: the ring fetch is how a wrong secret shows first
+            refused = getattr(self._observer, "secret_refused", None)  # optional for an observer
+            if refused is not None:
+                refused(url, "%s %s" % (method, path.split("?", 1)[0][:80]))
         if streaming_callback is not None and resp.body:
             streaming_callback(resp.body)
             resp.body = b""

@@ -7,6 +7,10 @@
   skip it.  A background probe asks it again every ``probe_interval`` and
   marks it up when it answers (but not before ``down_seconds`` passed), so a
   hung node costs at most one timeout, not one per request.
+* A node that answers 403 to the internal API refuses the gateway's cluster
+  secret (wrong, or missing): that is logged as a warning (once per node per
+  :data:`REFUSAL_LOG_INTERVAL`), and the 503 of a request that found no ring
+  says so.
 """
 
 import asyncio
@@ -21,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between two ring fetches while a request waits for the first ring
 RING_RETRY = 0.2
+#: seconds between two warnings about the same node refusing the cluster secret
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 class NoRing(Exception):
@@ -88,6 +94,8 @@ class ClusterView:
         self._refreshing = None
         self._down = {}      # url -> monotonic time it was marked down
         self._probes = {}    # url -> probe task
+        self._refused = {}   # url -> monotonic time of its last 403 (the cluster secret refused)
+        self._refusal_logged = {}  # url -> monotonic time of the last warning about it
         self.client = None   # set by attach()
 
     def attach(self, client):
@@ -117,14 +125,15 @@ class ClusterView:
         """
         if self._ring is not None:
             return self._ring
-        deadline = time.monotonic() + self._config.timeout
+        started = time.monotonic()
+        deadline = started + self._config.timeout
         while True:
             await self.refresh()
             if self._ring is not None:
                 return self._ring
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NoRing("no cluster node answered with a ring")
+                raise NoRing("no cluster node answered with a ring" + self._refusal_hint(started))
             await asyncio.sleep(min(RING_RETRY, left))
 
     async def refresh(self, prefer=None):
@@ -165,6 +174,29 @@ class ClusterView:
         self._ring = ring
         self._nodes = _ring_nodes(ring)
         self._placement_cache = {}
+
+    # ---- the cluster secret ---------------------------------------------------
+
+    def _secret_problem(self):
+        if self._config.cluster_secret:
+            return "refused the cluster secret (403): check --cluster-secret-file (the nodes' secret)"
+        return "requires the cluster secret (403): give the gateway --cluster-secret-file"
+
+    def secret_refused(self, url, what=""):
+        """Observer hook: ``url`` answered 403 to an internal request (``what``: method and path)."""
+        now = time.monotonic()
+        self._refused[url] = now
+        last = self._refusal_logged.get(url)
+        if last is None or now - last >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged[url] = now
+            log.warning("node %s %s%s", url, self._secret_problem(), " [%s]" % what if what else "")
+
+    def _refusal_hint(self, since):
+        """``"; node X refused the cluster secret (403)..."`` when nodes did so after ``since``, else ""."""
+        urls = [u for u, t in self._refused.items() if t >= since]
+        if not urls:
+            return ""
+        return "; node%s %s %s" % ("s" if len(urls) > 1 else "", ", ".join(sorted(urls)), self._secret_problem())
 
     def epoch_seen(self, epoch, url):
         """Observer hook: a node answered with ``X-Ring-Epoch: epoch``."""

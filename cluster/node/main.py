@@ -11,38 +11,36 @@
 
 The node's id is its advertised URL (default ``http://HOST:PORT``).  Nodes
 started with the same member set (itself plus ``--peers``) build the same ring.
-SIGTERM or SIGINT stops it cleanly.  Usage errors exit with status 2.
+SIGTERM or SIGINT stops it cleanly.  Usage errors exit with status 2, as does
+a data folder another process (a running node or server) holds: the node takes
+the folder's service lock before it opens anything in it
+(:func:`filetracker.server.main.lock_data_folder`).
 """
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from urllib.parse import urlsplit
 
 from cluster.node.app import make_app, make_server, shutdown, start_background
-from cluster.node.config import NodeConfig
+from cluster.node.config import NodeConfig, base_url, base_url_list
 from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
-from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
+from filetracker.server.main import (
+    FolderInUse,
+    add_guard_arguments,
+    check_guard_arguments,
+    folder_error,
+    guard_config,
+    lock_data_folder,
+)
 from filetracker.units import byte_count
 
 log = logging.getLogger("cluster.node")
-
-
-def _url(text):
-    text = text.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-        raise argparse.ArgumentTypeError("not a base URL (http://HOST:PORT): %r" % text)
-    return text
-
-
-def _url_list(text):
-    return [_url(u) for u in text.split(",") if u.strip()]
 
 
 def _seconds(text):
@@ -60,8 +58,8 @@ def build_parser():
     p.add_argument("--dir", "-d", required=True, help="data folder of this node")
     p.add_argument("--port", "-p", type=int, required=True)
     p.add_argument("--host", "-l", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--advertise", type=_url, help="URL peers and gateways use (default http://HOST:PORT); the node id")
-    p.add_argument("--peers", type=_url_list, action="append", default=[],
+    p.add_argument("--advertise", type=base_url, help="URL peers and gateways use (default http://HOST:PORT); the node id")
+    p.add_argument("--peers", type=base_url_list, action="append", default=[],
                    help="the other initial members, comma-separated (may repeat)")
     p.add_argument("--replicas", "-n", type=int, default=3, help="copies of every file (default 3)")
     p.add_argument("--partition-power", type=int, default=10, help="2**P partitions (default 10; fixed)")
@@ -73,8 +71,8 @@ def build_parser():
     p.add_argument("--reclaim-interval", type=_seconds, default=3600.0)
     p.add_argument("--tombstone-ttl", type=_seconds, default=7 * 24 * 3600.0,
                    help="age in seconds after which tombstones are reclaimed (default 7 days)")
-    p.add_argument("--sync-bandwidth", type=float, default=64 * 1024 * 1024,
-                   help="bytes/s the background tasks may move (default 64 MiB/s; 0 = unlimited)")
+    p.add_argument("--sync-bandwidth", type=byte_count, default=NodeConfig.sync_bandwidth, metavar="BYTES",
+                   help="bytes/s the background tasks may move (e.g. 64M; default 64M; 0 = unlimited)")
     p.add_argument("--peer-timeout", type=_seconds, default=10.0, help="seconds per peer exchange (default 10)")
     p.add_argument("--sync-concurrency", type=int, default=4,
                    help="partitions exchanged with peers at once by a background pass (default 4)")
@@ -104,8 +102,8 @@ def build_parser():
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
-    p.add_argument("--max-body-size", type=int, default=NodeConfig.max_body_size, metavar="BYTES",
-                   help="largest accepted upload in bytes (413 above it; default 16 GiB)")
+    p.add_argument("--max-body-size", type=byte_count, default=NodeConfig.max_body_size, metavar="BYTES",
+                   help="largest accepted upload (413 above it; bytes, or e.g. 512M, 1G; default 16G)")
     return p
 
 
@@ -175,6 +173,13 @@ def main(argv=None):
     args = configfile.parse_args(parser, argv)  # --config FILE, then the flags
     config = config_from_args(parser, args)
     eventloop.check_or_exit("filetracker-node")
+    try:
+        # before the node opens its store, ring or hints (a second node would hand data off)
+        folder_lock = lock_data_folder(os.path.abspath(config.dir))  # noqa: F841 - held until exit
+    except FolderInUse as e:
+        parser.exit(2, "%s: error: %s\n" % (parser.prog, e))
+    except OSError as e:
+        parser.error(folder_error(config.dir, e))
     fdlimit.raise_fd_limit()
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

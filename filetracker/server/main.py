@@ -3,13 +3,18 @@
 It always runs in the foreground (``-D/--no-daemon`` is accepted for
 compatibility and changes nothing; use systemd or supervisor to detach).
 ``--workers N`` forks N processes sharing the listening socket; the store is
-process-safe (SQLite transactions + an ``flock`` store lock).  SIGTERM or
+process-safe (SQLite transactions + an ``flock`` store lock).  One process
+tree serves a data folder at a time: the parent takes the folder's service
+lock (:func:`lock_data_folder`) before it forks, and a second server (or
+node) started on the same folder exits with status 2.  SIGTERM or
 SIGINT shuts down cleanly: stop accepting, let running requests end (a few
 seconds at most), close the store.
 """
 
 import argparse
 import asyncio
+import errno
+import fcntl
 import logging
 import os
 import signal
@@ -29,7 +34,7 @@ log = logging.getLogger("filetracker.server")
 SHUTDOWN_GRACE = 5.0
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(
         prog="filetracker-server",
         description="Serve a filetracker store over HTTP (protocol 2). Runs in the foreground.")
@@ -53,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--fallback-no-copy", action="store_true",
                    help="with --fallback-url: serve from the old server but do not copy here")
     p.add_argument("--read-only", action="store_true", help="refuse PUT and DELETE (403)")
-    p.add_argument("--max-body-size", type=int, default=ServerConfig.max_body_size,
-                   help="largest accepted request body in bytes (default 16 GiB)")
+    p.add_argument("--max-body-size", type=byte_count, default=ServerConfig.max_body_size, metavar="BYTES",
+                   help="largest accepted request body (bytes, or e.g. 512M, 1G; default 16G)")
     p.add_argument("--threads", type=int, default=ServerConfig.threads,
                    help="disk I/O threads per process (default %d)" % ServerConfig.threads)
     p.add_argument("--read-cache-bytes", type=byte_count, default=ServerConfig.read_cache_bytes,
@@ -64,6 +69,12 @@ def parse_args(argv=None):
                    help="answer every request through the full handler cycle (the fast path for "
                         "GET/HEAD of cached files, filetracker/server/front.py, is on by default)")
     add_guard_arguments(p)
+    return p
+
+
+def parse_args(argv=None, p=None):
+    """The checked options (``p.error``, exit 2, for a bad one); ``p`` defaults to :func:`build_parser`."""
+    p = p or build_parser()
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
         p.error("no data folder: give --dir DIR or set FILETRACKER_DIR")
@@ -85,10 +96,10 @@ def add_guard_arguments(p, defaults=ServerConfig):
     """Access control and limit options (shared by filetracker-server, -node and -gateway)."""
     p.add_argument("--auth-file", metavar="F", default=None,
                    help="token file (see filetracker-admin token add): require a token of the right scope")
-    p.add_argument("--max-header-size", type=int, default=defaults.max_header_size, metavar="BYTES",
-                   help="largest request header block (431 above it; default %(default)s)")
-    p.add_argument("--max-uri-size", type=int, default=defaults.max_uri_bytes, metavar="BYTES",
-                   help="longest request target (414 above it; default %(default)s)")
+    p.add_argument("--max-header-size", type=byte_count, default=defaults.max_header_size, metavar="BYTES",
+                   help="largest request header block (431 above it; bytes, or e.g. 64K; default %(default)s)")
+    p.add_argument("--max-uri-size", type=byte_count, default=defaults.max_uri_bytes, metavar="BYTES",
+                   help="longest request target (414 above it; bytes, or e.g. 16K; default %(default)s)")
     p.add_argument("--idle-timeout", type=float, default=defaults.idle_connection_timeout, metavar="S",
                    help="seconds an idle connection (or an unfinished request head) is kept (default %(default)s)")
     p.add_argument("--body-timeout", type=float, default=defaults.body_timeout, metavar="S",
@@ -131,6 +142,57 @@ def guard_config(args):
                 idle_connection_timeout=args.idle_timeout, body_timeout=args.body_timeout,
                 body_idle_timeout=args.body_idle_timeout, send_timeout=args.send_timeout,
                 max_uploads=args.max_uploads)
+
+
+#: File in a data folder whose ``flock`` the process serving the folder holds for its whole life.
+#: Not the store's ``store.lock``: that one is taken and released around every commit by each
+#: process sharing the store (a server's workers, tools opening an ObjectStore), so it cannot be
+#: held exclusively for a lifetime.
+FOLDER_LOCK = "service.lock"
+
+
+class FolderInUse(Exception):
+    """Another process (a server or node that is still running) holds the folder's service lock."""
+
+
+def lock_data_folder(path):
+    """Create the data folder ``path`` if needed and take its service lock; returns the descriptor.
+
+    The lock is an exclusive, non-blocking ``flock`` on ``path/service.lock``:
+    keep the descriptor open for the life of the process.  Processes forked
+    afterwards (``--workers``) inherit the descriptor and so hold the same
+    lock; the kernel drops it when the last of them exits, crashed or not,
+    so a stale lock never needs cleaning up.  The file holds the pid of the
+    process that took it, for the message a second process prints.
+
+    Raises :class:`FolderInUse`, or OSError when the folder cannot be created
+    or written (a file, a missing parent, no permission).
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(os.path.join(path, FOLDER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            pid = ""
+        os.close(fd)
+        raise FolderInUse("%s is in use by another process%s" % (
+            path, " (pid %s)" % pid if pid.isdigit() else "")) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return fd
+
+
+def folder_error(path, e):
+    """One line about an unusable data folder (OSError ``e``)."""
+    return "cannot use data folder %s: %s" % (path, e.strerror or e)
 
 
 def setup_logging(path, level):
@@ -217,12 +279,24 @@ def run_workers(sockets, config, workers):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(argv, parser)
     eventloop.check_or_exit("filetracker-server")
+    data_dir = os.path.abspath(args.dir)
+    try:
+        # before anything touches the folder (the store clears tmp/); forked workers inherit it
+        folder_lock = lock_data_folder(data_dir)  # noqa: F841 - held until the process exits
+    except FolderInUse as e:
+        parser.exit(2, "%s: error: %s\n" % (parser.prog, e))
+    except OSError as e:
+        parser.error(folder_error(data_dir, e))
     fdlimit.raise_fd_limit()
-    setup_logging(args.log, args.log_level)
+    try:
+        setup_logging(args.log, args.log_level)
+    except OSError as e:
+        parser.error("cannot open log file %s: %s" % (args.log, e.strerror or e))
     observe.setup_logging(args.log_format, with_pid=True)
-    config = ServerConfig(dir=os.path.abspath(args.dir), host=args.host, port=args.port,
+    config = ServerConfig(dir=data_dir, host=args.host, port=args.port,
                           allow_writes=not args.read_only, fallback_url=args.fallback_url,
                           fallback_copy=not args.fallback_no_copy,
                           max_body_size=args.max_body_size, threads=args.threads,
@@ -231,7 +305,6 @@ def main(argv=None):
                           fast_reads=not args.no_fast_reads,
                           **guard_config(args))
     try:
-        os.makedirs(config.dir, exist_ok=True)
         # Open once here: creates the layout and clears tmp/ before any worker starts.
         ObjectStore(config.dir, clear_tmp=True).close()
         sockets = tornado.netutil.bind_sockets(config.port, config.host)

@@ -6,6 +6,8 @@ Layout under ``dir``::
     tmp/                    uploads in progress (cleared when the store opens)
     records.sqlite3         WAL, synchronous=FULL: the table ``records``
     store.lock              the store lock (flock), see below
+    service.lock            held for life by the one server or node serving the folder (not by
+                            this class: see filetracker.server.main.lock_data_folder)
 
 Crash safety by construction:
 

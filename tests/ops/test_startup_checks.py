@@ -1,0 +1,296 @@
+"""What the services check before they serve: one data folder per process (an exclusive lock),
+unusable folders and log files, node URLs, ports, quorums, size options, the cluster secret.
+
+A usage or configuration error is one ``PROG: error: ...`` line on standard error (after
+argparse's usage line) and exit status 2, never a traceback.  Real processes throughout.
+"""
+
+import os
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.cluster.conftest import SECRET
+from tests.support.procs import ROOT, Service, free_port, script
+
+NOW = 1795550400
+
+
+def run(argv, env=None, timeout=30, cwd=None):
+    """A finished process of ``argv`` (a script name first): ``(returncode, stdout, stderr)``."""
+    proc = subprocess.run([script(argv[0])] + list(argv[1:]), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd or ROOT)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def error_line(prog, code, err):
+    """The one error line of a usage/configuration error of ``prog`` (asserts the form)."""
+    assert code == 2, (code, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(prog + ": error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    return errors[0]
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+# ---------------------------------------------------------------- one process per data folder
+
+
+def test_second_node_on_a_live_folder_exits_2_and_the_files_stay(cluster_factory, tmp_path):
+    c = cluster_factory(nodes=1, replicas=1)
+    names = ["/locked/f%02d" % i for i in range(20)]
+    for i, name in enumerate(names):
+        assert c.put(0, name, b"data %d" % i, NOW + i).status_code == 200
+    other = free_port()
+    # before the lock, this node started, found itself outside the stored ring and handed the
+    # running node's partitions off (deleting them from the shared folder)
+    code, _, err = run(["filetracker-node", "--dir", c.dirs[0], "--port", str(other), "--peers", c.urls[0],
+                        "--cluster-secret-file", c.secret_file, "--sync-interval", "0.2"], timeout=30)
+    line = error_line("filetracker-node", code, err)
+    assert "%s is in use by another process (pid %d)" % (os.path.abspath(c.dirs[0]), c.services[0].pid) in line
+    assert len(err.strip().splitlines()) == 1, err   # not a usage error: no usage line
+    with pytest.raises(requests.ConnectionError):
+        requests.get("http://127.0.0.1:%d/version/" % other, timeout=2)
+    time.sleep(1.0)
+    for i, name in enumerate(names):
+        assert c.content(0, name) == b"data %d" % i, name
+    assert c.services[0].alive()
+    # stopped, the folder is free again at once
+    c.stop_node(0)
+    c.restart(0)
+    assert c.content(0, names[0]) == b"data 0"
+
+
+def _server(tmp_path, data, port, name, *extra):
+    return Service([script("filetracker-server"), "-d", str(data), "-p", str(port), *extra],
+                   str(tmp_path / (name + ".log")), ready_url="http://127.0.0.1:%d/version" % port)
+
+
+def _put(url, name, data, version=NOW):
+    import email.utils
+    return requests.put(url + "/files" + name, params={"last_modified": email.utils.formatdate(version)},
+                        data=data, timeout=10)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_second_server_on_a_live_folder_exits_2_workers_keep_the_lock(tmp_path, workers):
+    data = tmp_path / "data"
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    first = _server(tmp_path, data, port, "first", "--workers", str(workers)).start()
+    try:
+        for i in range(6):  # several connections: with 2 workers both processes serve some
+            assert _put(url, "/w/f%d" % i, b"x%d" % i).status_code == 200
+        # a second server on the same folder (another port, one worker or several)
+        for extra in ([], ["--workers", "2"]):
+            code, _, err = run(["filetracker-server", "-d", str(data), "-p", str(free_port()), *extra])
+            line = error_line("filetracker-server", code, err)
+            assert "%s is in use by another process (pid %d)" % (data, first.pid) in line, line
+        if workers > 1:
+            assert len(_children(first.pid)) == workers
+        for i in range(6):
+            r = requests.get(url + "/files/w/f%d" % i, timeout=10)
+            assert r.status_code == 200 and r.content == b"x%d" % i
+    finally:
+        first.stop()
+    assert first.proc.returncode == 0
+    # restarted right after the stop, on the same folder and port
+    again = _server(tmp_path, data, port, "again", "--workers", str(workers)).start()
+    try:
+        assert requests.get(url + "/files/w/f5", timeout=10).content == b"x5"
+        assert _put(url, "/w/after", b"after").status_code == 200
+    finally:
+        again.stop()
+
+
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_server_workers_hold_the_lock_without_their_parent(tmp_path):
+    """SIGKILL of the parent leaves its workers serving the folder: they still hold the lock."""
+    data = tmp_path / "data"
+    port = free_port()
+    first = _server(tmp_path, data, port, "first", "--workers", "2").start()
+    children = _children(first.pid)
+    try:
+        assert len(children) == 2
+        os.kill(first.pid, 9)
+        first.proc.wait(timeout=10)
+        code, _, err = run(["filetracker-server", "-d", str(data), "-p", str(free_port())])
+        assert "is in use by another process" in error_line("filetracker-server", code, err)
+    finally:
+        first.stop()  # SIGKILLs the process group: the orphaned workers too
+    deadline = time.monotonic() + 10
+    while any(os.path.exists("/proc/%d" % p) and _state(p) != "Z" for p in children):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    again = _server(tmp_path, data, port, "again").start()
+    again.stop()
+    assert again.proc.returncode == 0
+
+
+def _state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+# ---------------------------------------------------------------- usage and configuration errors
+
+
+def _cases(tmp_path):
+    a_file = write(tmp_path / "a-file", "x")
+    wrong_nodes = write(tmp_path / "gw.toml", 'port = 9400\nnodes = ["http://127.0.0.1:1", "notaurl"]\n')
+    node = ["filetracker-node", "--port", "9"]
+    gw = ["filetracker-gateway", "--port", "9"]
+    return [
+        (["filetracker-server", "-d", str(tmp_path / "s"), "-p", "9", "-L", "/nonexistent/dir/log"],
+         "cannot open log file /nonexistent/dir/log"),
+        (["filetracker-server", "-d", a_file, "-p", "9"], "cannot use data folder %s: not a folder" % a_file),
+        (node + ["-d", a_file], "cannot use data folder %s: not a folder" % a_file),
+        (node + ["-d", "/proc/foo"], "cannot use data folder /proc/foo"),
+        (node + ["-d", str(tmp_path / "n"), "--sync-bandwidth", "10X"], "not a byte count"),
+        (gw + ["--nodes", "http://127.0.0.1:1", "--port", "99999"], "--port must be between 1 and 65535"),
+        (gw + ["--nodes", "http://127.0.0.1:1", "--port", "0"], "--port must be between 1 and 65535"),
+        (gw + ["--nodes", "notaurl"], "not a base URL"),
+        (gw + ["--nodes", "http://127.0.0.1:1,127.0.0.1:21401"], "not a base URL"),
+        (gw + ["--nodes", "http://127.0.0.1:1", "--write-quorum", "0"], "--write-quorum must be at least 1"),
+        (gw + ["--nodes", "http://127.0.0.1:1", "--read-quorum", "0"], "--read-quorum must be at least 1"),
+        (gw + ["--nodes", "http://127.0.0.1:1", "--cluster-secret-file", "/nonexistent"],
+         "cannot read cluster secret file /nonexistent"),
+        (["filetracker-gateway", "--config", wrong_nodes], "key 'nodes': not a base URL"),
+    ]
+
+
+def test_usage_and_config_errors_are_one_line_exit_2(tmp_path):
+    for argv, text in _cases(tmp_path):
+        code, out, err = run(argv)
+        line = error_line(argv[0], code, err)
+        assert text in line, (argv, line)
+    assert not os.path.exists(tmp_path / "s" / "records.sqlite3")  # nothing opened for a bad log file
+
+
+def test_local_cluster_port_from_the_environment(tmp_path):
+    env = dict(os.environ, FILETRACKER_LOCAL_PORT="abc", FILETRACKER_LOCAL_DIR=str(tmp_path / "lc"))
+    code, _, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status"], env=env, cwd=str(tmp_path))
+    assert "FILETRACKER_LOCAL_PORT=abc" in error_line("local-cluster.sh", code, err)
+    env["FILETRACKER_LOCAL_PORT"] = "9400"
+    code, _, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status", "--port", "70000"],
+                       env=env, cwd=str(tmp_path))
+    assert "argument --port" in error_line("local-cluster.sh", code, err)
+    env["FILETRACKER_LOCAL_PORT"] = "19400"
+    code, out, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status"], env=env, cwd=str(tmp_path))
+    assert "no cluster recorded" in out + err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- size options
+
+
+def _big_header(url):
+    return requests.get(url + "/version/", headers={"X-Filler": "y" * 2000}, timeout=10).status_code
+
+
+def test_size_options_take_units(tmp_path):
+    """``--max-body-size 1K``, ``--max-header-size 1K``, ``--sync-bandwidth 10M`` (and in TOML) work."""
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    svc = _server(tmp_path, tmp_path / "s", port, "server", "--max-body-size", "1K", "--max-header-size", "1K")
+    svc.start()
+    try:
+        assert _put(url, "/small", b"x" * 1024).status_code == 200
+        assert _put(url, "/big", b"x" * 1025).status_code == 413
+        assert _big_header(url) == 431
+    finally:
+        svc.stop()
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    conf = write(tmp_path / "node.toml", 'dir = "%s"\nport = %d\nsync-bandwidth = "64M"\nmax-body-size = "1G"\n'
+                 'max-header-size = "1K"\nno-background = true\nallow-public-writes = true\n'
+                 % (tmp_path / "n", port))
+    node = Service([script("filetracker-node"), "--config", conf, "--sync-bandwidth", "10M"],
+                   str(tmp_path / "node.log"), ready_url=url + "/version/").start()
+    try:
+        assert _big_header(url) == 431
+        assert requests.get(url + "/version/", timeout=10).status_code == 200
+    finally:
+        node.stop()
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    gw = Service([script("filetracker-gateway"), "--port", str(port), "--nodes", "http://127.0.0.1:1",
+                  "--max-body-size", "1G", "--max-header-size", "1K"],
+                 str(tmp_path / "gw.log"), ready_url=url + "/version/").start()
+    try:
+        assert _big_header(url) == 431
+    finally:
+        gw.stop()
+    for argv in (["filetracker-node", "--dir", str(tmp_path / "n"), "--port", "9", "--sync-bandwidth", "1.5G",
+                  "--max-body-size", "16384", "--max-header-size", "65536", "--help"],):
+        assert run(argv)[0] == 0   # plain integers and fractions still parse
+
+
+# ---------------------------------------------------------------- the cluster secret
+
+
+def _gateway(tmp_path, c, name, *extra):
+    port = free_port()
+    argv = [script("filetracker-gateway"), "--port", str(port), "--nodes", c.urls[0], "--timeout", "1",
+            "--log-level", "WARNING", *extra]
+    return Service(argv, str(tmp_path / (name + ".log")), ready_url="http://127.0.0.1:%d/version/" % port), port
+
+
+@pytest.mark.parametrize("secret", ["wrong", None], ids=["wrong-secret", "no-secret"])
+def test_gateway_says_when_nodes_refuse_its_secret(cluster_factory, tmp_path, secret):
+    c = cluster_factory(nodes=1, replicas=1)
+    extra = []
+    if secret:
+        extra = ["--cluster-secret-file", write(tmp_path / "wrong.secret", "not-" + SECRET + "\n")]
+    svc, port = _gateway(tmp_path, c, "gw", *extra)
+    svc.start()
+    try:
+        for _ in range(3):
+            r = requests.get("http://127.0.0.1:%d/files/a/b" % port, timeout=10)
+            assert r.status_code == 503
+            message = r.headers.get("X-Exception", "") + r.text
+            assert "no cluster node answered with a ring" in message
+            assert "node %s" % c.urls[0] in message and "(403)" in message, message
+            assert ("refused the cluster secret" if secret else "requires the cluster secret") in message
+    finally:
+        svc.stop()
+    warnings = [line for line in svc.log_tail(100000).splitlines()
+                if "WARNING" in line and c.urls[0] in line and "cluster secret" in line]
+    assert len(warnings) == 1, svc.log_tail()   # once per node per interval, not per request
+    assert SECRET not in svc.log_tail(100000)
+
+
+def test_admin_says_the_given_secret_was_refused(cluster_factory, tmp_path):
+    c = cluster_factory(nodes=1, replicas=1)
+    wrong = write(tmp_path / "wrong.secret", "not-" + SECRET + "\n")
+    code, out, err = run(["filetracker-admin", "--cluster", c.urls[0], "--cluster-secret-file", wrong, "status"])
+    assert code == 1 and "Traceback" not in err
+    assert "secret in %s was refused" % wrong in err and "pass --cluster-secret-file" not in err, err
+    code, out, err = run(["filetracker-admin", "--cluster", c.urls[0], "status"])
+    assert code == 1 and "pass --cluster-secret-file" in err, err   # no secret given: the old hint
+    code, out, err = run(["filetracker-admin", "--cluster", c.urls[0], "--cluster-secret-file", c.secret_file,
+                          "status"])
+    assert code == 0, err
+
