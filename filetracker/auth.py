@@ -33,6 +33,15 @@ cost tens of milliseconds on every request.  The salt makes the same token
 hash differently in each line and rules out precomputed tables.  Comparisons
 are constant-time (:func:`hmac.compare_digest`).  Tokens themselves are never
 stored, logged, or put into error messages.
+
+**File permissions.** The services read the file as their own user (the units run
+as ``filetracker``) while ``filetracker-admin token`` usually runs as root, so a
+new file is made mode 0640 (:data:`NEW_FILE_MODE`: its group may read, others
+never) and its group must be the services' (``chgrp filetracker``).  Rewriting an
+existing file (:func:`write_token_file`, ``token remove``) keeps its mode, owner
+and group; ``token add`` appends in place.  A running service that cannot read
+the file any more keeps its last good table and logs a warning
+(:class:`TokenFile`).
 """
 
 import base64
@@ -40,9 +49,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
+import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -56,6 +68,13 @@ TOKEN_BYTES = 32
 SALT_BYTES = 16
 #: What a 401 answer carries, so browsers and curl know Basic is accepted.
 WWW_AUTHENTICATE = 'Basic realm="filetracker", charset="UTF-8"'
+#: Mode of a token file made by :func:`add_token`: the owner (root) writes, the
+#: services' group reads, nobody else.
+NEW_FILE_MODE = 0o640
+#: A service that cannot use its token file repeats its warning this often (seconds).
+WARN_AGAIN_AFTER = 600.0
+
+log = logging.getLogger("filetracker.auth")
 
 
 class AuthFileError(ValueError):
@@ -288,6 +307,10 @@ class TokenTable:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
+        except PermissionError:
+            raise AuthFileError("cannot read token file %s: permission denied to uid %d (its group must be "
+                                "this service's group, mode 640: chgrp GROUP %s; chmod 640 %s)"
+                                % (path, os.geteuid(), path, path)) from None
         except (OSError, UnicodeDecodeError) as e:
             raise AuthFileError("cannot read token file %s: %s" % (path, e)) from None
         return cls.parse(text, path)
@@ -332,7 +355,10 @@ class TokenFile:
 
     The file's mtime and size are looked at most every ``check_interval``
     seconds; a file that became unreadable or malformed keeps the last good
-    table (``last_error`` says why), so a typo never opens the server.
+    table (``last_error`` says why), so a typo never opens the server.  That
+    is logged as a warning (again every :data:`WARN_AGAIN_AFTER` seconds while
+    it lasts: tokens removed from the file meanwhile stay valid), and the
+    recovery as an info line.
     """
 
     def __init__(self, path, check_interval=1.0, clock=time.monotonic):
@@ -340,6 +366,7 @@ class TokenFile:
         self.check_interval = check_interval
         self._clock = clock
         self.last_error = None
+        self._warned = None
         self._stamp = self._stat()
         self.table = TokenTable.load(path)  # AuthFileError at start: refuse to run
         self._checked = clock()
@@ -360,18 +387,29 @@ class TokenFile:
             if stamp != self._stamp:
                 try:
                     self.table = TokenTable.load(self.path)
+                except AuthFileError as e:
+                    self._warn(str(e), now)
+                else:
+                    if self.last_error is not None:
+                        log.info("token file %s read again: %d tokens", self.path, len(self.table))
                     self.last_error = None
                     self._stamp = stamp
-                except AuthFileError as e:
-                    self.last_error = str(e)
         return self.table
+
+    def _warn(self, error, now):
+        if error != self.last_error or self._warned is None or now - self._warned >= WARN_AGAIN_AFTER:
+            log.warning("%s; still using the %d tokens read before it changed (a token removed from "
+                        "the file stays valid until it can be read)", error, len(self.table))
+            self._warned = now
+        self.last_error = error
 
     def decide(self, authorization, method, path):
         return self.current().decide(authorization, method, path)
 
 
 def add_token(path, user, scope, prefix=None):
-    """Append a new token line to the file at ``path`` (created 0600 if missing).
+    """Append a new token line to the file at ``path`` (created with mode
+    :data:`NEW_FILE_MODE` if missing; an existing file keeps its mode, owner and group).
 
     Returns ``(entry, token_text)``; the token text is shown once, never stored.
     Raises :class:`ValueError` for a bad user/scope/prefix and
@@ -380,7 +418,11 @@ def add_token(path, user, scope, prefix=None):
     if os.path.exists(path):
         TokenTable.load(path)  # refuse to append to a file the servers would reject
     entry, token = make_token(user, scope, prefix)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
+        os.fchmod(fd, NEW_FILE_MODE)  # whatever the umask
+    except FileExistsError:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
     with os.fdopen(fd, "a+b") as f:
         lead = b""
         size = f.seek(0, os.SEEK_END)
@@ -391,3 +433,68 @@ def add_token(path, user, scope, prefix=None):
         f.flush()
         os.fsync(f.fileno())
     return entry, token
+
+
+def write_token_file(path, tokens):
+    """Replace the token file at ``path`` by one line per :class:`Token` of ``tokens``.
+
+    Atomic (a server never reads half a file): a new file in the same folder,
+    given the old file's mode, owner and group (``fchmod``/``fchown``) before it
+    is renamed over it, so the services may still read it; a file that did not
+    exist gets :data:`NEW_FILE_MODE`.  A symbolic link is followed (its target
+    is replaced).  Raises :class:`AuthFileError`, the file unchanged, when the
+    owner or group cannot be kept (e.g. not run as root).
+    """
+    target = os.path.realpath(path)
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    folder = os.path.dirname(target)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(e.to_json() + "\n" for e in tokens))
+            f.flush()
+            if old is None:
+                os.fchmod(f.fileno(), NEW_FILE_MODE)
+            else:
+                mine = os.fstat(f.fileno())
+                if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
+                    try:
+                        os.fchown(f.fileno(), old.st_uid, old.st_gid)
+                    except PermissionError:
+                        raise AuthFileError("cannot keep the owner and group of %s (uid %d, gid %d) on its "
+                                            "new version: permission denied (run as root or as its owner); "
+                                            "the file is unchanged" % (path, old.st_uid, old.st_gid)) from None
+                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))  # after fchown, which may clear bits
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # the rename itself durable too (best effort)
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def remove_tokens(path, user):
+    """Remove every token of ``user`` from the file at ``path`` (:func:`write_token_file`).
+
+    Returns how many were removed (0: the file is not rewritten).  Raises
+    :class:`AuthFileError` when the file cannot be read or is malformed.
+    """
+    table = TokenTable.load(path)
+    keep = [e for e in table.tokens if e.user != user]
+    removed = len(table.tokens) - len(keep)
+    if removed:
+        write_token_file(path, keep)
+    return removed

@@ -6,16 +6,18 @@
 
 ``add`` appends a line (file format: :mod:`filetracker.auth`) and prints the
 new random token once on standard output; only its salted hash is stored.
+A new file is made mode 0640 (the services' group must own it: ``chgrp
+filetracker F``); ``remove`` rewrites the file atomically keeping its mode,
+owner and group (:func:`filetracker.auth.write_token_file`).
 Servers started with ``--auth-file F`` pick up changes within a second.
 These commands need no cluster (they only touch the file), so they also serve
 a single ``filetracker-server``.  Exit status: 0 success, 1 failure (one line
 on standard error).
 """
 
-import os
 import sys
 
-from filetracker.auth import SCOPES, AuthFileError, TokenTable, add_token
+from filetracker.auth import SCOPES, AuthFileError, TokenTable, add_token, remove_tokens
 
 
 def register(sub):
@@ -53,8 +55,9 @@ def cmd_add(args):
         return _fail(e)
     print(token)
     where = "" if entry.prefix == "/" else " under %s" % entry.prefix
-    print("added a %s token for %s%s to %s (store the token now: only its hash is kept)"
-          % (entry.scope, entry.user, where, args.auth_file), file=sys.stderr)
+    article = "an" if entry.scope[:1] in "aeiou" else "a"
+    print("added %s %s token for %s%s to %s (store the token now: only its hash is kept)"
+          % (article, entry.scope, entry.user, where, args.auth_file), file=sys.stderr)
     return 0
 
 
@@ -70,18 +73,11 @@ def cmd_list(args):
 
 def cmd_remove(args):
     try:
-        table = TokenTable.load(args.auth_file)
-    except AuthFileError as e:
+        # atomic rewrite keeping the file's mode, owner and group (the services must still read it)
+        removed = remove_tokens(args.auth_file, args.user)
+    except (ValueError, OSError) as e:  # AuthFileError is a ValueError
         return _fail(e)
-    keep = [e for e in table.tokens if e.user != args.user]
-    if len(keep) == len(table.tokens):
+    if not removed:
         return _fail("no token of user %s in %s" % (args.user, args.auth_file))
-    tmp = args.auth_file + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(e.to_json() + "\n" for e in keep))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, args.auth_file)  # atomic: a server never reads half a file
-    print("removed %d token(s) of %s" % (len(table.tokens) - len(keep), args.user), file=sys.stderr)
+    print("removed %d token(s) of %s" % (removed, args.user), file=sys.stderr)
     return 0

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import requests
 
+from filetracker.client.remote_data_store import safe_url, short_error
 from filetracker.errors import InvalidVersionError
 from filetracker.httpdate import format_version, parse_version
 from filetracker.server.streaming import GzipDecoder
@@ -143,7 +144,7 @@ class HttpSource:
         self._local = threading.local()
 
     def describe(self):
-        return self.url + (" (prefix %s)" % self.prefix if self.prefix else "")
+        return safe_url(self.url) + (" (prefix %s)" % self.prefix if self.prefix else "")
 
     def _session(self):
         s = getattr(self._local, "session", None)
@@ -161,13 +162,14 @@ class HttpSource:
             r = self._session().get(url, params={"last_modified": format_version(LIST_ALL_UNTIL)},
                                     timeout=self.timeout, stream=True)
         except requests.RequestException as exc:
-            raise SourceError("cannot list %s: %s" % (url, exc)) from None
+            raise SourceError("cannot list %s: %s" % (safe_url(url), short_error(exc))) from None
         with r:
             if r.status_code == 400 and self.prefix:
                 # the 2.x server answers 400 for a folder that does not exist: nothing to copy
                 return []
             if r.status_code != 200:
-                raise SourceError("cannot list %s: %d %s" % (url, r.status_code, r.headers.get("X-Exception", "")))
+                raise SourceError("cannot list %s: %d %s"
+                                  % (safe_url(url), r.status_code, r.headers.get("X-Exception", "")))
             names = []
             for line in r.iter_lines(chunk_size=CHUNK, decode_unicode=False):
                 rel = line.decode("utf-8", "surrogateescape").strip("\r")
@@ -181,7 +183,7 @@ class HttpSource:
         try:
             r = self._session().head(self._file_url(entry.name), timeout=self.timeout)
         except requests.RequestException as exc:
-            raise SourceError("HEAD failed: %s" % exc) from None
+            raise SourceError("HEAD failed: %s" % short_error(exc)) from None
         if r.status_code == 404:
             raise Vanished("gone from the old server")
         if r.status_code != 200:
@@ -194,7 +196,7 @@ class HttpSource:
             r = self._session().get(self._file_url(entry.name), timeout=self.timeout, stream=True,
                                     headers={"Accept-Encoding": "gzip"})
         except requests.RequestException as exc:
-            raise SourceError("GET failed: %s" % exc) from None
+            raise SourceError("GET failed: %s" % short_error(exc)) from None
         if r.status_code != 200:
             r.close()
             if r.status_code == 404:
@@ -217,7 +219,7 @@ class HttpSource:
                         return
                     yield data
             except Exception as exc:  # noqa: BLE001 - any transport failure of this one file
-                raise SourceError("reading the body failed: %s" % exc) from None
+                raise SourceError("reading the body failed: %s" % short_error(exc)) from None
 
         chunks = _gunzip(raw_chunks()) if gz else raw_chunks()
         return OpenFile(version, size, chunks, close=r.close)

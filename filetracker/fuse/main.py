@@ -119,12 +119,17 @@ def make_filesystem(args, on_ready=None):
 
 
 def check_server(args):
+    from filetracker.client.remote_data_store import safe_url
     from filetracker.fuse.remote import Remote
 
+    remote = Remote(args.url, timeout=args.timeout or DEFAULT_TIMEOUT)
     try:
-        Remote(args.url, timeout=args.timeout or DEFAULT_TIMEOUT).ping()
+        remote.ping()
     except FiletrackerError as e:
-        raise UsageError("the server at %s does not answer: %s" % (args.url, e)) from None
+        # never the URL's user:token (safe_url); "cannot reach URL: " is said once
+        url = safe_url(remote.base_url)
+        detail = str(e).removeprefix("version check: cannot reach %s: " % url)
+        raise UsageError("the server at %s does not answer: %s" % (url, detail)) from None
 
 
 def _fsname(url):
@@ -257,7 +262,10 @@ def main(argv=None):
         print("filetracker-fuse: %s" % e, file=sys.stderr)
         return 1
     if args.foreground:
-        return mount(mfusepy, args, on_ready=lambda: logger.info("mounted %s (%s)", args.mountpoint, args.url))
+        from filetracker.client.remote_data_store import safe_url
+
+        return mount(mfusepy, args, on_ready=lambda: logger.info("mounted %s (%s)", args.mountpoint,
+                                                                      safe_url(args.url)))
     return daemonize_and_mount(mfusepy, args)
 
 

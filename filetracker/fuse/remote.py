@@ -22,6 +22,7 @@ import urllib.parse
 
 import requests
 
+from filetracker.client.remote_data_store import safe_url, short_error
 from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
 from filetracker.fuse.pipeline import pipelined_heads
 from filetracker.httpdate import format_version, parse_version
@@ -88,7 +89,8 @@ class Remote:
         try:
             return self._session().request(method, url, **kwargs)
         except requests.RequestException as e:
-            raise RemoteError("%s: cannot reach %s: %s" % (what, self.base_url, e), status=None) from None
+            raise RemoteError("%s: cannot reach %s: %s" % (what, safe_url(self.base_url), short_error(e)),
+                              status=None) from None
 
     @staticmethod
     def _raise_for(response, what):

@@ -195,7 +195,7 @@ def test_file_errors_name_the_line(line, why):
 def test_add_token_file_mode_and_no_plain_token(tmp_path):
     path = str(tmp_path / "tokens")
     entry, token = add_token(path, "alice", "write", "/p")
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640   # group-readable: the service's group
     text = open(path).read()
     assert token not in text and text.endswith("\n") and text.count("\n") == 1
     # a hand-edited file without a final newline still gets one line per token
