@@ -7,9 +7,11 @@
 
 The target is the cluster's public protocol: ``--to URL`` (a gateway, or a
 single ``filetracker-server``), else the global ``--cluster URL``, else
-``FILETRACKER_ADMIN_URL``.  Exit status: 0 when every file is copied (or
-skipped for a stated reason) / identical, 1 when anything failed or
-differs, 2 for usage errors.
+``FILETRACKER_ADMIN_URL``; a storage node there is refused at the start (usage
+error: nodes refuse public writes and hold only their partitions), and a
+target that refuses every write stops the run at its first refusal.  Exit
+status: 0 when every file is copied (or skipped for a stated reason) /
+identical, 1 when anything failed or differs, 2 for usage errors.
 
 :func:`register` adds both subcommands to the ``filetracker-admin`` parser
 (``cluster/admin/main.py``); each sets ``func`` to a ``(args) -> exit status``
@@ -20,6 +22,8 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 
 import requests
 
@@ -28,14 +32,18 @@ from cluster.migrate.copier import run_import
 from cluster.migrate.report import Progress
 from cluster.migrate.sources import SourceError, open_source
 from cluster.migrate.target import HttpTarget
+from filetracker.client.remote_data_store import safe_url, short_error
+
+#: answers of a target that refuses every write: the run stops at the first one
+WHOLE_TARGET_REFUSALS = ("public writes are disabled", "this server is read-only")
 
 
-def _source_options(p):
+def _source_options(p, verb):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="from_url", metavar="URL", help="base URL of a running filetracker 2.x server")
     src.add_argument("--from-dir", metavar="DIR", help="data folder of a stopped 2.x server (holds links/, blobs/)")
     p.add_argument("--prefix", default="", metavar="/PATH", help="only files under this folder")
-    p.add_argument("--parallel", type=int, default=4, metavar="N", help="files copied at once (default 4)")
+    p.add_argument("--parallel", type=int, default=4, metavar="N", help="files %s at once (default 4)" % verb)
     p.add_argument("--to", metavar="URL", help="the cluster (gateway URL); default: --cluster / FILETRACKER_ADMIN_URL")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on standard output")
 
@@ -47,7 +55,7 @@ def register(subparsers):
                                           "data folder) into the cluster, versions preserved. Files the cluster "
                                           "holds at the same or a newer version are skipped, so an interrupted "
                                           "run can simply be started again.")
-    _source_options(p)
+    _source_options(p, "copied")
     p.add_argument("--dry-run", action="store_true", help="only count what would be copied")
     p.add_argument("--verify", action="store_true", help="afterwards compare every name (version, SHA-256)")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per skipped file too")
@@ -56,7 +64,7 @@ def register(subparsers):
     p = subparsers.add_parser("compare", help="compare a 2.x server with the cluster (version, SHA-256)",
                               description="Check every name of a 2.x store against the cluster by version and "
                                           "SHA-256 and list the differences.")
-    _source_options(p)
+    _source_options(p, "compared")
     p.set_defaults(func=compare_command)
 
 
@@ -84,9 +92,14 @@ def _prepare(args):
     try:
         r = requests.get(url.rstrip("/") + "/version/", timeout=10)
     except requests.RequestException as exc:
-        _fail("cannot reach the cluster at %s: %s" % (url, exc))
+        _fail("cannot reach the cluster at %s: %s" % (safe_url(url), short_error(exc)))
     if r.status_code != 200:
-        _fail("%s answered %d to /version/: not a filetracker endpoint" % (url, r.status_code))
+        _fail("%s answered %d to /version/: not a filetracker endpoint" % (safe_url(url), r.status_code))
+    if r.headers.get("X-Ring-Epoch") is not None:
+        # only storage nodes mark every answer with their ring epoch; the gateway and a server do not
+        _fail("%s is a storage node, not the gateway (it refuses public writes and serves only its own "
+              "partitions): %s" % (safe_url(url), "--to must be the gateway's URL" if args.to else
+                                   "give --to GATEWAY_URL (the default, --cluster, names a node)"), 2)
     try:
         source = open_source(args.from_url, args.from_dir, args.prefix)
         entries = source.entries()
@@ -95,23 +108,68 @@ def _prepare(args):
     return source, HttpTarget(url), entries
 
 
+class ImportProgress(Progress):
+    """:class:`Progress` of an import: a dry run's ``would-copy`` lines show ``?`` for the size
+    (it is not known without reading the file), and the first failure that means the target
+    refuses every write (a storage node, a read-only server) sets ``stop`` with one hint."""
+
+    def __init__(self, total, target_url, **kwargs):
+        super().__init__(total, **kwargs)
+        self.target_url = target_url
+        self.stop = threading.Event()
+        self.refusal = None
+
+    def file_done(self, name, outcome, nbytes=0, reason=None, version=None):
+        if outcome == "failed" and reason and any(r in reason for r in WHOLE_TARGET_REFUSALS):
+            with self._lock:
+                first = self.refusal is None
+                if first:
+                    self.refusal = reason
+                    self.stop.set()
+            if first:
+                self._line("filetracker-admin: %s refuses writes (%s): --to must be the gateway's URL; stopping"
+                           % (self.target_url, reason.strip()))
+            return
+        if outcome == "would-copy" and not self.interactive:
+            with self._lock:
+                self.done += 1
+                self._line("would-copy %s%s ?" % (name, "@%d" % version if version is not None else ""))
+                now = time.monotonic()
+                if now - self._last >= self.interval:
+                    self._last = now
+                    self._line(self.status_line(now))
+            return
+        super().file_done(name, outcome, nbytes, reason, version)
+
+
+class CompareProgress(Progress):
+    """:class:`Progress` of a compare: counts only; each difference is printed once, in the list on
+    standard output at the end."""
+
+    def file_done(self, name, outcome, nbytes=0, reason=None, version=None):
+        super().file_done(name, "same", 0, None, version)
+
+
 def import_command(args):
     source, target, entries = _prepare(args)
     err = sys.stderr
     print("import from %s into %s: %d files, %d at a time%s"
-          % (source.describe(), target.url, len(entries), args.parallel, " (dry run)" if args.dry_run else ""),
+          % (source.describe(), safe_url(target.url), len(entries), args.parallel, " (dry run)" if args.dry_run else ""),
           file=err, flush=True)
-    progress = Progress(len(entries), stream=err, verbose=args.verbose,
-                        verb="would be copied" if args.dry_run else "copied")
+    progress = ImportProgress(len(entries), safe_url(target.url), stream=err, verbose=args.verbose,
+                              verb="would be copied" if args.dry_run else "copied")
     try:
         summary = run_import(source, target, entries, parallel=args.parallel, dry_run=args.dry_run,
-                             progress=progress)
+                             progress=progress, stop=progress.stop)
     finally:
         progress.close()
+    if progress.refusal is not None:
+        summary.failed.append(("(run)", "stopped: %s refuses writes: %s"
+                               % (safe_url(target.url), progress.refusal.strip())))
     result = {"import": summary.to_dict()}
     failed = bool(summary.failed)
-    if args.verify and not args.dry_run:
-        progress = Progress(len(entries), stream=err, verb="")
+    if args.verify and not args.dry_run and progress.refusal is None:
+        progress = CompareProgress(len(entries), stream=err, verb="")
         try:
             cmp = run_compare(source, target, entries, parallel=args.parallel, progress=progress)
         finally:
@@ -129,7 +187,7 @@ def import_command(args):
 
 def compare_command(args):
     source, target, entries = _prepare(args)
-    progress = Progress(len(entries), stream=sys.stderr, verb="")
+    progress = CompareProgress(len(entries), stream=sys.stderr, verb="")
     try:
         cmp = run_compare(source, target, entries, parallel=args.parallel, progress=progress)
     finally:

@@ -4,7 +4,8 @@
 
     status [--json] [--drain URL]              nodes, ring agreement, data held, moves in progress
     add-node URL [--weight W]                  add a running node (new ring, epoch + 1)
-    remove-node URL [--no-wait]                remove a member and drain it into the others
+    remove-node URL [--no-wait] [--allow-fewer-replicas]
+                                               remove a member and drain it into the others
     rebalance [--dry-run] [--no-wait] [--drain URL]
                                                move data until every file is on exactly its N owners
     verify [--repair] [--drain URL]            records against blobs, replicas against each other
@@ -87,6 +88,8 @@ def build_parser():
     s = sub.add_parser("remove-node", help="remove a member and drain its data into the others")
     s.add_argument("url", type=_url, metavar="URL")
     s.add_argument("--no-wait", action="store_true", help="do not wait until it holds nothing")
+    s.add_argument("--allow-fewer-replicas", action="store_true",
+                   help="remove it even when fewer nodes than N are left (each file then keeps fewer copies)")
     _wait_options(s)
     s.set_defaults(func=cmd_remove)
 
@@ -178,7 +181,8 @@ def cmd_add(args, access):
 def cmd_remove(args, access):
     from cluster.admin.membership import remove_node
     return remove_node(access, _out(), args.url, wait=not args.no_wait, timeout=args.wait_timeout,
-                       down_timeout=args.down_timeout, tty=_tty(sys.stdout))
+                       down_timeout=args.down_timeout, tty=_tty(sys.stdout),
+                       allow_fewer_replicas=args.allow_fewer_replicas)
 
 
 def cmd_rebalance(args, access):

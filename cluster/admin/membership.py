@@ -14,7 +14,13 @@ is no longer needed (still accepted).
 
 Ring writes go to the members first and to the node that leaves last, so that
 no node starts handing data to owners that do not know yet that they own it.
+
+``remove-node`` refuses (exit status 2, nothing written) a removal that leaves
+fewer nodes than the ring's N: each file would keep fewer copies.
+``--allow-fewer-replicas`` removes it anyway, with a warning.
 """
+
+import sys
 
 from cluster.admin import draining
 from cluster.admin.access import AdminError, describe_error
@@ -82,8 +88,17 @@ def add_node(access, out, url, weight=1):
     return 1 if failed else 0
 
 
-def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty=None):
-    """Remove the member at ``url`` (or with that id) and drain it; returns the exit status."""
+def _copies(n):
+    return "1 copy" if n == 1 else "%d copies" % n
+
+
+def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty=None,
+                allow_fewer_replicas=False, err=None):
+    """Remove the member at ``url`` (or with that id) and drain it; returns the exit status.
+
+    Refused (exit status 2, one line on ``err``, nothing changed) when fewer
+    nodes than the ring's N would be left, so that each file would keep fewer
+    copies, unless ``allow_fewer_replicas`` (``--allow-fewer-replicas``)."""
     url = url.rstrip("/")
     ring, rings = access.discover()
     _require_agreed(ring, rings)
@@ -110,8 +125,15 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         raise AdminError("cannot remove the last node of the cluster")
     new = ring.with_changes(remove=[node.id])
     if len(new.nodes) < ring.replicas:
-        out.write("warning: %d nodes left for N=%d: files will have only %d copies\n"
-                  % (len(new.nodes), ring.replicas, new.n_replicas))
+        if not allow_fewer_replicas:
+            (err or sys.stderr).write(
+                "filetracker-admin: refusing to remove %s: %d nodes would be left for N=%d, so the cluster would "
+                "keep only %s of each file; add a node first (`filetracker-admin add-node URL`), or pass "
+                "--allow-fewer-replicas to remove it anyway\n"
+                % (node.id, len(new.nodes), ring.replicas, _copies(new.n_replicas)))
+            return 2
+        out.write("warning: %d nodes left for N=%d: the cluster keeps only %s of each file "
+                  "(--allow-fewer-replicas)\n" % (len(new.nodes), ring.replicas, _copies(new.n_replicas)))
     draining.record(access, out, doc, node, ring)   # first: a re-run then knows what was going on
     failed = _write(access, out, new, [[n.url for n in new.nodes]])
     leaving = _write(access, out, new, [[node.url]])

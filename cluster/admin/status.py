@@ -1,8 +1,9 @@
 """``status``: one line per node, and whether the cluster agrees on its ring.
 
-Exit status 0 only when every ring member answered and all of them hold the
-same ring; 1 otherwise (the table still shows everything that could be
-learnt, with down nodes marked DOWN and the reason).
+Exit status 0 only when every node answered (ring members, leaving members
+and ``--drain`` nodes) and all the members hold the same ring; 1 otherwise
+(the table still shows everything that could be learnt, with down nodes
+marked DOWN and the reason).
 """
 
 import json
@@ -32,6 +33,7 @@ def collect(access, drain=()):
         nodes.append({
             "id": v.id, "url": v.url, "member": v.member, "up": v.up, "error": v.error,
             "leaving": not v.member or v.id in leaving or v.url in leaving,
+            "draining_listed": v.id in leaving or v.url in leaving,
             "epoch": v.ring.epoch if v.ring is not None else None,
             "ring_agrees": bool(v.ring is not None and v.ring == ring),
             "partitions_owned": len(ring.owned_partitions(v.id)) if v.member else 0,
@@ -42,10 +44,12 @@ def collect(access, drain=()):
             "moves_in": incoming.get(v.id, 0) if v.up else None,
         })
     agreed = all(n["ring_agrees"] for n in nodes if n["up"] and n["member"])
+    # a leaving (or --drain) node that is down counts too: what it still holds has not reached the owners
+    down = analysis.down + [v.id for v in views if not v.member and not v.up and v.id not in analysis.down]
     doc = {"epoch": ring.epoch, "replicas": ring.n_replicas, "partition_power": ring.partition_power,
-           "partitions": ring.partitions, "nodes": nodes, "down": analysis.down, "ring_agreed": agreed,
-           "moves_in_progress": len(analysis.moves), "balanced": analysis.balanced and agreed}
-    return doc, 0 if agreed and not analysis.down else 1
+           "partitions": ring.partitions, "nodes": nodes, "down": down, "ring_agreed": agreed,
+           "moves_in_progress": len(analysis.moves), "balanced": analysis.balanced and agreed and not down}
+    return doc, 0 if agreed and not down else 1
 
 
 def _cell(value, fmt=str):
@@ -77,6 +81,9 @@ def render(doc, out):
     for n in doc["nodes"]:
         if not n["up"]:
             out.write("%s: %s\n" % (n["id"], n["error"]))
+            if n.get("draining_listed") and not n["member"]:
+                out.write("  (leaving: bring it back to finish its drain, or run `filetracker-admin remove-node %s` "
+                          "again to stop waiting for it)\n" % n["url"])
 
 
 def status(access, out, drain=(), as_json=False):

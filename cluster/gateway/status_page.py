@@ -52,6 +52,20 @@ class StatusCollector:
         return await asyncio.shield(self._pending)
 
     async def _collect(self):
+        doc = await self._collect_once()
+        # The gateway learns a new ring from the epoch on its requests' answers; a gateway without
+        # traffic since a ring change would show the old members (a removed node still "in the
+        # ring").  Each node's status carries its epoch: a newer one makes the gateway fetch that ring.
+        newest = max((n["status"].get("epoch") for n in doc["nodes"]
+                      if n["up"] and isinstance(n["status"].get("epoch"), int)), default=None)
+        if doc["ring"] is not None and newest is not None and newest > doc["ring"]["epoch"]:
+            url = next(n["url"] for n in doc["nodes"] if n["up"] and n["status"].get("epoch") == newest)
+            await self.services.view.refresh(prefer=url)
+            doc = await self._collect_once()
+        self._doc, self._at = doc, time.monotonic()
+        return doc
+
+    async def _collect_once(self):
         view = self.services.view
         config = self.services.config
         try:
@@ -72,7 +86,7 @@ class StatusCollector:
         nodes = []
         for (node_id, url), reply, member in zip(members + others, replies,
                                                   [True] * len(members) + [False] * len(others), strict=True):
-            entry = {"id": node_id, "url": url, "member": member, "routed": view.is_live(url),
+            entry = {"id": node_id, "url": url, "member": member, "routed": member and view.is_live(url),
                      "leaving": node_id in leaving_ids or url in leaving_ids,
                      "up": False, "error": None, "status": {}}
             if reply.code == 200:
@@ -91,7 +105,6 @@ class StatusCollector:
             doc["ring"] = {"epoch": int(ring.epoch), "partitions": int(ring.partitions),
                            "partition_power": int(ring.partition_power), "replicas": int(ring.n_replicas)}
         doc["moves"] = _moves(doc)
-        self._doc, self._at = doc, time.monotonic()
         return doc
 
     async def _leaving(self, members, timeout):
@@ -123,10 +136,17 @@ def _moves(doc):
         s = n["status"]
         if not n["up"]:
             continue
-        if not n["member"] or n["leaving"]:
+        if n["leaving"]:
             lines.append("%s is leaving the cluster (%s): %s files still to hand off"
                          % (n["url"], "still in the ring" if n["member"] else "no longer in the ring",
                             s.get("files", "?")))
+            continue
+        if not n["member"]:
+            # a seed (--nodes) outside the ring and no longer on the nodes' leaving list: it has left
+            # (remove-node finished) - unless it still holds records, which its handoff pushes out
+            if s.get("files") or s.get("pending_handoff"):
+                lines.append("%s is not in the ring: %s files still to hand off"
+                             % (n["url"], s.get("files") or s.get("pending_handoff")))
             continue
         if epoch is not None and s.get("epoch") not in (None, epoch):
             lines.append("%s is on ring epoch %s, the gateway on %s (ring change propagating)"

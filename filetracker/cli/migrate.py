@@ -4,20 +4,41 @@ Each file under FILES_DIR is stored as ``/<path relative to --root>`` (default:
 FILES_DIR itself) with its modification time as its version, so running it
 again uploads nothing new over newer files.  A progress bar (bytes) on
 standard error unless ``--silent``.  Exit status 1 when any upload failed
-(each failure is reported on standard error).
+(each failure is reported on standard error) or when the server cannot be
+reached at all (one line, before anything is uploaded); 2 when FILES_DIR is
+not a readable folder.
 """
 
 import argparse
 import os
 import sys
 
+import requests
+
 from filetracker.client import Client
+from filetracker.client.remote_data_store import safe_url, short_error
 from filetracker.errors import FiletrackerError
 from filetracker.names import versioned_name
 
+#: seconds the reachability check at start waits for the server
+CONNECT_TIMEOUT = 30
 
-def iter_files(top):
-    for folder, dirs, files in os.walk(top):
+
+def _unreadable_folder(path):
+    """None when ``path`` is a folder we can list, else why not."""
+    if not os.path.exists(path):
+        return "no such folder"
+    if not os.path.isdir(path):
+        return "not a folder"
+    try:
+        os.listdir(path)
+    except OSError as e:
+        return "cannot read it (%s)" % (e.strerror or e)
+    return None
+
+
+def iter_files(top, onerror=None):
+    for folder, dirs, files in os.walk(top, onerror=onerror):
         dirs.sort()
         for base in sorted(files):
             path = os.path.join(folder, base)
@@ -33,8 +54,21 @@ def main(argv=None):
     p.add_argument("-s", "--silent", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     root = args.root if args.root is not None else args.files
+    problem = _unreadable_folder(args.files)
+    if problem:
+        print("filetracker-migrate: error: %s: %s" % (args.files, problem), file=sys.stderr)
+        return 2
+    try:   # once, before anything else: an unreachable server is one error, not one per file
+        requests.get(args.url.rstrip("/") + "/version/", timeout=CONNECT_TIMEOUT)
+    except requests.RequestException as e:   # any answer will do: per-file errors say what is wrong
+        print("ERROR when uploading to %s: cannot reach it (%s); nothing uploaded"
+              % (safe_url(args.url), short_error(e)), file=sys.stderr)
+        return 1
     client = Client(local_store=None, remote_url=args.url)
-    paths = list(iter_files(args.files))
+    walk_errors = []
+    paths = list(iter_files(args.files, walk_errors.append))
+    for e in walk_errors:
+        print("ERROR when reading %s:\n%s" % (e.filename, e.strerror or e), file=sys.stderr)
     total = sum(os.path.getsize(path) for path in paths)
     bar = None
     if not args.silent:
@@ -57,7 +91,7 @@ def main(argv=None):
     finally:
         if bar is not None:
             bar.close()
-    return 1 if failed else 0
+    return 1 if failed or walk_errors else 0
 
 
 if __name__ == "__main__":

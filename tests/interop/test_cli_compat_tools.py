@@ -423,6 +423,7 @@ def store_content(url):
 def test_migrate_same_result(tmp_path):
     """``filetracker-migrate FILES_DIR URL [--root DIR] [-s/--silent]``: same store content, status and
     (silent) output.  Documented differences: when uploads fail the 2.x tool still exits 0, ours exits 1;
+    a server that cannot be reached at all is one error line from ours, one per file from the 2.x tool;
     the 2.x tool prints "Settled for protocol version 2" on stdout even with ``-s`` (normalised away)."""
     upstream.require()  # the full 2.x install (the client-only venv lacks its progress bar package)
     from tests.client.servers import start_server
@@ -449,7 +450,8 @@ def test_migrate_same_result(tmp_path):
         p = subprocess.run([tool, str(tree / "a" / "b"), "http://127.0.0.1:%d" % free_port(), "-s"],
                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=60)
         assert p.returncode == (1 if ours else 0)
-        assert p.stderr.count("ERROR when uploading ") == 2, p.stderr
+        # ours stops at the first sign that the server cannot be reached at all (one line)
+        assert p.stderr.count("ERROR when uploading ") == (1 if ours else 2), p.stderr
     assert results[True] == results[False]
     assert results[True][0] == [(0, "", ""), (0, "", "")]
     assert sorted(results[True][1]) == ["a/b/c d.txt", "a/b/two", "a/one.bin", "top.txt"]
