@@ -26,6 +26,15 @@ from filetracker.names import check_name, versioned_name
 logger = logging.getLogger("filetracker")
 
 
+def _cache_failed(vname, exc):
+    """Log that ``vname`` could not be cached: one line for a filesystem refusal (a full disk,
+    a file where its folder should be), the traceback only for anything else (a bug)."""
+    if isinstance(exc, OSError):
+        logger.warning("could not add %s to the cache: %s", vname, exc)
+    else:
+        logger.warning("could not add %s to the cache", vname, exc_info=exc)
+
+
 class Client:
     """A filetracker client.
 
@@ -76,16 +85,16 @@ class Client:
             with self.lock_manager.lock_for(vname) as lock:
                 lock.lock_exclusive()
                 return self.local_store.commit(staged, vname)
-        except Exception:
+        except Exception as e:
             self.local_store.discard(staged)
-            logger.warning("could not add %s to the cache", vname, exc_info=True)
+            _cache_failed(vname, e)
             return None
 
     def _add_file_to_cache(self, vname, filename, link):
         try:
             staged = self.local_store.stage_file(filename, link=link)
-        except Exception:
-            logger.warning("could not add %s to the cache", vname, exc_info=True)
+        except Exception as e:
+            _cache_failed(vname, e)
             return None
         return self._commit_to_cache(staged, vname)
 

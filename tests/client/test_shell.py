@@ -110,3 +110,18 @@ def test_get_into_a_folder_names_the_folder(shared_server, tmp_path, env, cache)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
     assert str(folder).encode() in r.stderr and b"ft-tmp" not in r.stderr, r.stderr
     assert os.listdir(tmp_path / "a-folder") == [] and not [n for n in os.listdir(tmp_path) if "ft-tmp" in n]
+
+
+def test_a_name_under_a_cached_file_is_fetched_with_a_one_line_warning(shared_server, tmp_path, env):
+    """``/a`` and ``/a/b`` both stored: the cache (a folder tree) can hold only ``/a``; ``get
+    /a/b`` still works, with one warning line, not a traceback."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"both")
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/fileanddir/a", env=run_env).returncode == 0
+    assert ft("put", str(src), "/fileanddir/a/b", env=run_env).returncode == 0
+    assert ft("get", "/fileanddir/a", str(tmp_path / "o1"), env=run_env).returncode == 0
+    r = ft("get", "/fileanddir/a/b", str(tmp_path / "o2"), env=run_env)
+    assert r.returncode == 0 and (tmp_path / "o2").read_bytes() == b"both"
+    assert b"Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert b"could not add /fileanddir/a/b@" in r.stderr and b"Not a directory" in r.stderr, r.stderr
