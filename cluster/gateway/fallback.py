@@ -26,8 +26,7 @@ Only the public protocol of the old server is used (``GET``/``HEAD
 /files/<name>``), so it works with a 2.x server or one of ours.  The client
 of the old server and the streamed answer itself live in
 :mod:`filetracker.server.oldserver`, shared with ``filetracker-server --fallback-url``
-(:func:`filetracker.server.fallback.old_server` builds it: messages without the URL's
-credentials).
+(its messages name the old server without the URL's credentials).
 """
 
 import logging
@@ -37,8 +36,7 @@ from tornado import httputil
 
 from cluster.gateway.writes import PutFanout
 from filetracker.server import oldserver
-from filetracker.server.fallback import old_server
-from filetracker.server.oldserver import OldServerError, PlainDecoder, logical_size, version_of
+from filetracker.server.oldserver import OldServer, OldServerError, PlainDecoder, logical_size, version_of
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +56,8 @@ class Fallback:
     def __init__(self, services, url, copy=True, timeout=None):
         self._s = services
         self.copy = copy
-        # credentials of url travel only as HTTP Basic: never in a message (old_server)
-        self.old = old_server(services.tcp, url, timeout or max(services.config.timeout, 10.0))
+        # credentials of url travel only as HTTP Basic: never in a message (OldServer.url)
+        self.old = OldServer(services.tcp, url, timeout or max(services.config.timeout, 10.0))
         self.url = self.old.url
         self._copying = set()
         self.copies_done = 0

@@ -24,10 +24,10 @@ from urllib.parse import quote
 
 import requests
 
-from filetracker.client.remote_data_store import safe_url, short_error
 from filetracker.errors import InvalidVersionError
 from filetracker.httpdate import format_version, parse_version
 from filetracker.server.streaming import GzipDecoder
+from filetracker.urls import safe_url, short_error
 
 #: bytes read from a source per step (bounded memory per transfer)
 CHUNK = 256 * 1024

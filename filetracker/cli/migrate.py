@@ -16,9 +16,9 @@ import sys
 import requests
 
 from filetracker.client import Client
-from filetracker.client.remote_data_store import safe_url, short_error
 from filetracker.errors import FiletrackerError
 from filetracker.names import versioned_name
+from filetracker.urls import safe_url, short_error
 
 #: seconds the reachability check at start waits for the server
 CONNECT_TIMEOUT = 30

@@ -15,7 +15,6 @@ Credentials may be given in the URL (``http://user:token@host:port``);
 import gzip
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import time
@@ -28,38 +27,12 @@ from filetracker.client.data_store import DataStore
 from filetracker.errors import NotFoundError, RemoteError, VersionConflictError
 from filetracker.httpdate import format_version, parse_version
 from filetracker.names import check_folder, check_name, versioned_name
+from filetracker.urls import safe_url, short_error
 
 #: Protocol versions this client speaks.
 SUPPORTED_PROTOCOLS = (1, 2)
 #: Level of the gzip compression of uploads: zlib's default, a fair speed/size trade.
 GZIP_LEVEL = 6
-
-
-def _short(exc):
-    """A one-line cause of a requests exception (the errno text when there is one)."""
-    text = str(exc)
-    m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    if m:
-        return m.group(1).strip()
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _safe_url(url):
-    """``url`` without credentials (never print a token)."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" in parts.netloc:  # host and port kept as written (IPv6 brackets, odd ports)
-        host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
-
-
-#: Public names of the two helpers above, for every user-facing message that names a
-#: server (the FUSE client, ``filetracker-admin import``, the fallback to an old server):
-#: ``safe_url(url)`` drops ``user:token@``; ``short_error(exc)`` is one line (the errno text).
-safe_url = _safe_url
-short_error = _short
 
 
 def _reason(response):
@@ -196,7 +169,7 @@ class RemoteDataStore(DataStore):
         try:
             return self.session.request(method, url, **kwargs)
         except requests.RequestException as e:
-            raise RemoteError("%s: cannot reach %s: %s" % (what, _safe_url(self.base_url), _short(e)),
+            raise RemoteError("%s: cannot reach %s: %s" % (what, safe_url(self.base_url), short_error(e)),
                               status=None) from None
 
     def _progress(self, total, description):

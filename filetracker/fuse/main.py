@@ -21,6 +21,7 @@ import urllib.parse
 
 from filetracker.errors import FiletrackerError
 from filetracker.units import byte_count
+from filetracker.urls import safe_url
 
 DEFAULT_RANGE_THRESHOLD = 64 << 20
 DEFAULT_TIMEOUT = 10.0
@@ -119,7 +120,6 @@ def make_filesystem(args, on_ready=None):
 
 
 def check_server(args):
-    from filetracker.client.remote_data_store import safe_url
     from filetracker.fuse.remote import Remote
 
     remote = Remote(args.url, timeout=args.timeout or DEFAULT_TIMEOUT)
@@ -134,7 +134,7 @@ def check_server(args):
 
 def _fsname(url):
     """``filetracker:host:port`` for mount tables (no credentials, no commas)."""
-    netloc = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+    netloc = urllib.parse.urlsplit(safe_url(url)).netloc
     return "filetracker:" + re.sub(r"[^A-Za-z0-9.:_\[\]-]", "_", netloc)
 
 
@@ -262,7 +262,6 @@ def main(argv=None):
         print("filetracker-fuse: %s" % e, file=sys.stderr)
         return 1
     if args.foreground:
-        from filetracker.client.remote_data_store import safe_url
 
         return mount(mfusepy, args, on_ready=lambda: logger.info("mounted %s (%s)", args.mountpoint,
                                                                       safe_url(args.url)))

@@ -22,10 +22,10 @@ import urllib.parse
 
 import requests
 
-from filetracker.client.remote_data_store import safe_url, short_error
 from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
 from filetracker.fuse.pipeline import pipelined_heads
 from filetracker.httpdate import format_version, parse_version
+from filetracker.urls import safe_url, short_error
 
 #: Bytes per write into the local file while streaming a range (bounds memory).
 STREAM_CHUNK = 1 << 16

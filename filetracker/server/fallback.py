@@ -25,45 +25,13 @@ import asyncio
 import logging
 import time
 
-from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
-from filetracker.client.remote_data_store import safe_url
 from filetracker.server import oldserver
 from filetracker.server.oldserver import OldServer, OldServerError, PlainDecoder, version_of
 
 log = logging.getLogger("filetracker.server.fallback")
 
-
-class _PlainConnectErrors:
-    """A TCP client whose ``connect`` fails with the reason itself ("connection
-    refused") where Tornado says only "Stream is closed"."""
-
-    def __init__(self, tcp):
-        self._tcp = tcp
-
-    async def connect(self, *args, **kwargs):
-        try:
-            return await self._tcp.connect(*args, **kwargs)
-        except StreamClosedError as exc:
-            real = exc.real_error
-            if real is None:
-                raise OSError("the connection was closed") from None
-            text = getattr(real, "strerror", None) or str(real) or type(real).__name__
-            raise OSError(text[:1].lower() + text[1:]) from None
-
-
-def old_server(tcp, url, timeout):
-    """The :class:`OldServer` at ``url`` for a fallback (also the gateway's,
-    :mod:`cluster.gateway.fallback`): its messages, which reach clients in
-    ``X-Exception``, name the old server without the credentials of ``url``
-    (they travel only as HTTP Basic) and say plainly why it cannot be reached."""
-    try:
-        old = OldServer(_PlainConnectErrors(tcp), url, timeout)
-    except ValueError:
-        raise ValueError("fallback URL must be http(s)://host[:port][/path]: %s" % safe_url(url)) from None
-    old.url = safe_url(old.url)  # OldServer uses .url only in messages
-    return old
 
 #: at most this many background copies run at once per process; a read of
 #: another name meanwhile is served but not copied (a later read copies it)
@@ -82,7 +50,7 @@ class ServerFallback:
         self._store = store
         self._run = run
         self._tcp = TCPClient()
-        self.old = old_server(self._tcp, url, timeout)
+        self.old = OldServer(self._tcp, url, timeout)
         self.url = self.old.url  # without credentials (logs, messages)
         self._copying = set()
         self._tasks = set()

@@ -24,6 +24,7 @@ from filetracker.errors import InvalidVersionError
 from filetracker.httpdate import format_version, parse_version
 from filetracker.server.base import HTTPFail
 from filetracker.server.streaming import GzipDecoder
+from filetracker.urls import safe_url, short_error
 
 #: a request carrying this header never falls back (an importer asks what the new store holds)
 NO_FALLBACK_HEADER = "X-No-Fallback"
@@ -108,9 +109,10 @@ class OldServer:
     def __init__(self, tcp, url, timeout):
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("fallback URL must be http(s)://host[:port][/path]: %r" % url)
+            raise ValueError("fallback URL must be http(s)://host[:port][/path]: %s" % safe_url(url))
         self._tcp = tcp
-        self.url = url.rstrip("/")
+        # in messages, which reach clients (X-Exception): never the credentials, which travel as HTTP Basic
+        self.url = safe_url(url.rstrip("/"))
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._netloc = parts.netloc.rsplit("@", 1)[-1]
@@ -134,7 +136,7 @@ class OldServer:
                 self._tcp.connect(self._host, self._port, ssl_options=self._ssl),
                 self.timeout)
         except (OSError, TimeoutError, StreamClosedError) as exc:
-            raise OldServerError("cannot connect to %s: %s" % (self.url, exc or type(exc).__name__)) from None
+            raise OldServerError("cannot connect to %s: %s" % (self.url, _why(exc))) from None
         try:
             stream.set_nodelay(True)
             path = "%s/%s%s%s" % (self._base_path, endpoint, quote(name, safe="/"),
@@ -150,12 +152,24 @@ class OldServer:
             headers = httputil.HTTPHeaders.parse(rest)
         except (OSError, TimeoutError, StreamClosedError, httputil.HTTPInputError, UnicodeError) as exc:
             stream.close()
-            raise OldServerError("no valid answer from %s: %s" % (self.url, exc or type(exc).__name__)) from None
+            raise OldServerError("no valid answer from %s: %s" % (self.url, _why(exc))) from None
         except BaseException:
             stream.close()
             raise
         has_body = method != "HEAD" and start.code not in (204, 304) and start.code >= 200
         return OldResponse(stream, start.code, headers, has_body, self.timeout)
+
+
+def _why(exc):
+    """Why talking to the old server failed, in a few words: Tornado's StreamClosedError says
+    only "Stream is closed"; the OS error behind it says "connection refused"."""
+    if isinstance(exc, StreamClosedError):
+        if exc.real_error is None:
+            return "it closed the connection without answering"
+        exc = exc.real_error
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return short_error(exc).lower()
 
 
 class PlainDecoder:
