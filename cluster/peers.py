@@ -20,9 +20,10 @@ when no answer arrived).  Every answer's ``X-Ring-Epoch`` is reported to
 ``on_epoch(epoch, url)`` so a node can notice a newer ring.
 """
 
+import argparse
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgpack
 import requests
@@ -43,13 +44,35 @@ INLINE_BATCH_BYTES = 256 * 1024
 MAX_PARTITIONS_PER_REQUEST = 64
 
 
-class PeerError(Exception):
-    """A peer did not answer (``status`` None) or answered with an error status."""
+def base_url(text):
+    """A node URL, as an argparse type (``--advertise``, ``--peers``, the gateway's ``--nodes``):
+    ``http(s)://HOST:PORT`` without path or query; a trailing ``/`` is dropped."""
+    text = text.strip().rstrip("/")
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or above 65535
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path
+            or parts.query or parts.fragment):
+        raise argparse.ArgumentTypeError("not a base URL (http://HOST:PORT): %r" % text)
+    return text
 
-    def __init__(self, message, url=None, status=None):
+
+def base_url_list(text):
+    """argparse type of comma-separated node URLs (empty items skipped)."""
+    return [base_url(u) for u in text.split(",") if u.strip()]
+
+
+class PeerError(Exception):
+    """A peer did not answer (``status`` None) or answered with an error status.
+    ``secret_sent``: the request carried a cluster secret (a 403 then means a wrong one)."""
+
+    def __init__(self, message, url=None, status=None, secret_sent=False):
         super().__init__(message)
         self.url = url
         self.status = status
+        self.secret_sent = secret_sent
 
 
 def quote_name(name):
@@ -175,7 +198,7 @@ class PeerClient:
             reason = resp.headers.get("X-Exception") or resp.reason
             resp.close()
             raise PeerError("%s %s: %d %s" % (method, full, resp.status_code, reason),
-                            url=url, status=resp.status_code)
+                            url=url, status=resp.status_code, secret_sent=bool(self.secret))
         return resp
 
     # ------------------------------------------------------------------ ring and status

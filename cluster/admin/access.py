@@ -38,6 +38,8 @@ class NodeView:
 def describe_error(e):
     """A one-line reason for a PeerError, with the fix when we know it."""
     if isinstance(e, PeerError) and e.status == 403:
+        if e.secret_sent:
+            return "refused (403): the cluster secret given was refused (the nodes have another one)"
         return "refused (403): the cluster has a secret; pass --cluster-secret-file"
     if isinstance(e, PeerError) and e.status is None:
         text = str(e)

@@ -21,21 +21,13 @@ Every subcommand sets ``func(args) -> exit status`` (the migration commands of
 import argparse
 import os
 import sys
-from urllib.parse import urlsplit
 
 from cluster.admin.access import AdminError, ClusterAccess
+from cluster.peers import base_url, base_url_list
 from cluster.secret import SecretError, read_secret
 
 ENV_URL = "FILETRACKER_ADMIN_URL"
 ENV_SECRET = "FILETRACKER_CLUSTER_SECRET_FILE"
-
-
-def _url(text):
-    text = text.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
-        raise argparse.ArgumentTypeError("not a base URL (http://HOST:PORT): %r" % text)
-    return text
 
 
 def _positive(kind):
@@ -61,7 +53,7 @@ def _seconds(text):
 
 
 def _drain_option(p):
-    p.add_argument("--drain", type=_url, action="append", default=[], metavar="URL",
+    p.add_argument("--drain", type=base_url, action="append", default=[], metavar="URL",
                    help="a node removed from the ring that may still hold data (repeatable)")
 
 
@@ -81,12 +73,12 @@ def build_parser():
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("add-node", help="add a running node to the ring (epoch + 1)")
-    s.add_argument("url", type=_url, metavar="URL")
+    s.add_argument("url", type=base_url, metavar="URL")
     s.add_argument("--weight", type=_positive(int), default=1, metavar="W", help="relative capacity (default 1)")
     s.set_defaults(func=cmd_add)
 
     s = sub.add_parser("remove-node", help="remove a member and drain its data into the others")
-    s.add_argument("url", type=_url, metavar="URL")
+    s.add_argument("url", type=base_url, metavar="URL")
     s.add_argument("--no-wait", action="store_true", help="do not wait until it holds nothing")
     s.add_argument("--allow-fewer-replicas", action="store_true",
                    help="remove it even when fewer nodes than N are left (each file then keeps fewer copies)")
@@ -129,7 +121,7 @@ def _access(args):
     if not text:
         raise UsageError("no cluster given: use --cluster URL or set %s" % ENV_URL)
     try:
-        seeds = [_url(u) for u in text.split(",") if u.strip()]
+        seeds = base_url_list(text)
     except argparse.ArgumentTypeError as e:
         raise UsageError("--cluster: %s" % e) from None
     if not seeds:
@@ -146,19 +138,6 @@ def _access(args):
 
 class UsageError(Exception):
     """Bad global options found after parsing: exit status 2."""
-
-
-#: how cluster.admin.access.describe_error explains a 403 (right only when no secret was given)
-_SECRET_MISSING = "the cluster has a secret; pass --cluster-secret-file"
-
-
-def _failure(message, args):
-    """``message`` of an AdminError, saying a given secret was refused rather than that one is missing."""
-    secret_file = args.cluster_secret_file or os.environ.get(ENV_SECRET)
-    if secret_file and _SECRET_MISSING in message:
-        message = message.replace(_SECRET_MISSING, "the cluster secret in %s was refused (the nodes "
-                                  "have another one)" % secret_file)
-    return message
 
 
 def _tty(stream):
@@ -219,7 +198,7 @@ def main(argv=None):
         return args.func(args, access)
     except AdminError as e:
         sys.stdout.flush()
-        print("filetracker-admin: %s" % _failure(str(e), args), file=sys.stderr)
+        print("filetracker-admin: %s" % e, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("filetracker-admin: interrupted (run the command again to resume)", file=sys.stderr)

@@ -16,7 +16,7 @@ from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.fastpath import serve_front
 from cluster.gateway.procs import run_processes
-from cluster.node.config import base_url_list
+from cluster.peers import base_url_list
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe

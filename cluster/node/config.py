@@ -1,30 +1,8 @@
 """Node configuration: one immutable value given to ``make_app``; the form of a node URL."""
 
-import argparse
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 GiB = 1 << 30
-
-
-def base_url(text):
-    """argparse type of a node URL (``--advertise``, ``--peers``, the gateway's ``--nodes``):
-    ``http(s)://HOST:PORT`` without path or query; a trailing ``/`` is dropped."""
-    text = text.strip().rstrip("/")
-    parts = urlsplit(text)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:  # not a number, or above 65535
-        port_ok = False
-    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path
-            or parts.query or parts.fragment):
-        raise argparse.ArgumentTypeError("not a base URL (http://HOST:PORT): %r" % text)
-    return text
-
-
-def base_url_list(text):
-    """argparse type of comma-separated node URLs (empty items skipped)."""
-    return [base_url(u) for u in text.split(",") if u.strip()]
 
 
 @dataclass(frozen=True)

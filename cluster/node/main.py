@@ -25,18 +25,17 @@ import signal
 import sys
 
 from cluster.node.app import make_app, make_server, shutdown, start_background
-from cluster.node.config import NodeConfig, base_url, base_url_list
+from cluster.node.config import NodeConfig
+from cluster.peers import base_url, base_url_list
 from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.main import (
-    FolderInUse,
     add_guard_arguments,
     check_guard_arguments,
-    folder_error,
     guard_config,
-    lock_data_folder,
+    lock_data_folder_or_exit,
 )
 from filetracker.units import byte_count
 
@@ -173,13 +172,8 @@ def main(argv=None):
     args = configfile.parse_args(parser, argv)  # --config FILE, then the flags
     config = config_from_args(parser, args)
     eventloop.check_or_exit("filetracker-node")
-    try:
-        # before the node opens its store, ring or hints (a second node would hand data off)
-        folder_lock = lock_data_folder(os.path.abspath(config.dir))  # noqa: F841 - held until exit
-    except FolderInUse as e:
-        parser.exit(2, "%s: error: %s\n" % (parser.prog, e))
-    except OSError as e:
-        parser.error(folder_error(config.dir, e))
+    # before the node opens its store, ring or hints (a second node would hand data off)
+    folder_lock = lock_data_folder_or_exit(parser, os.path.abspath(config.dir))  # noqa: F841 - held until exit
     fdlimit.raise_fd_limit()
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -190,9 +190,15 @@ def lock_data_folder(path):
     return fd
 
 
-def folder_error(path, e):
-    """One line about an unusable data folder (OSError ``e``)."""
-    return "cannot use data folder %s: %s" % (path, e.strerror or e)
+def lock_data_folder_or_exit(parser, path):
+    """:func:`lock_data_folder`, or exit with status 2 and one line (the folder is in use, or
+    unusable: a file, a missing parent, no permission).  Keep the descriptor it returns."""
+    try:
+        return lock_data_folder(path)
+    except FolderInUse as e:
+        parser.exit(2, "%s: error: %s\n" % (parser.prog, e))
+    except OSError as e:
+        parser.error("cannot use data folder %s: %s" % (path, e.strerror or e))
 
 
 def setup_logging(path, level):
@@ -283,13 +289,8 @@ def main(argv=None):
     args = parse_args(argv, parser)
     eventloop.check_or_exit("filetracker-server")
     data_dir = os.path.abspath(args.dir)
-    try:
-        # before anything touches the folder (the store clears tmp/); forked workers inherit it
-        folder_lock = lock_data_folder(data_dir)  # noqa: F841 - held until the process exits
-    except FolderInUse as e:
-        parser.exit(2, "%s: error: %s\n" % (parser.prog, e))
-    except OSError as e:
-        parser.error(folder_error(data_dir, e))
+    # before anything touches the folder (the store clears tmp/); forked workers inherit it
+    folder_lock = lock_data_folder_or_exit(parser, data_dir)  # noqa: F841 - held until the process exits
     fdlimit.raise_fd_limit()
     try:
         setup_logging(args.log, args.log_level)
