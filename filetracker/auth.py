@@ -59,6 +59,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from filetracker.storage.store import fsync_dir
+
 SCOPES = ("read", "write", "admin")
 _RANK = {s: i for i, s in enumerate(SCOPES)}
 _USER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
@@ -476,12 +478,8 @@ def write_token_file(path, tokens):
         except OSError:
             pass
         raise
-    try:  # the rename itself durable too (best effort)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    try:  # the rename itself durable too (best effort: the new file is in place either way)
+        fsync_dir(folder)
     except OSError:
         pass
 

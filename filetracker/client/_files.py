@@ -7,7 +7,7 @@ a torn one.
 
 import errno
 import os
-import tempfile
+import secrets
 
 from filetracker.writeback import Writeback
 
@@ -29,31 +29,18 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def current_umask():
-    """The process's file-creation mask, read without changing it (``/proc/self/status``;
-    where that is missing, set and restored at once)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def new_temp_file(folder, prefix, suffix=""):
-    """A new, empty file in ``folder`` (unique), with the mode a plain ``open(..., "w")`` would
-    give it (0666 less the umask): ``mkstemp`` makes it 0600, which every file moved into
-    place from it (a ``get`` destination, a cache entry) would keep."""
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-    finally:
-        os.close(fd)
-    return tmp
+    """A new, empty file in ``folder`` under a unique random name, made as ``open(..., "w")``
+    makes one: mode 0666 less the umask (``mkstemp``'s 0600 would stay on every file moved
+    into place from it: a ``get`` destination, a cache entry)."""
+    for _ in range(100):
+        path = os.path.join(folder, "%s%s%s" % (prefix, secrets.token_hex(6), suffix))
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
 
 
 def replace_into(tmp, path):
@@ -131,23 +118,6 @@ def link_or_copy(src, dst_tmp):
         fout.flush()
         os.fsync(fout.fileno())
     return False
-
-
-def atomic_link_or_copy(src, dst):
-    """Make ``dst`` show the content of ``src`` atomically (hard link where possible)."""
-    try:
-        if os.path.samefile(src, dst):
-            return
-    except OSError:
-        pass
-    tmp = temp_path_beside(dst)
-    os.unlink(tmp)  # link() needs a free name; the name stays ours by its random part
-    try:
-        link_or_copy(src, tmp)
-        replace_into(tmp, dst)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
 
 
 def remove_quietly(path):

@@ -10,7 +10,6 @@ never replaces a newer one.
 """
 
 import os
-import tempfile
 import time
 
 from filetracker.client._files import (
@@ -20,6 +19,7 @@ from filetracker.client._files import (
     remove_empty_dirs,
     remove_quietly,
     replace_into,
+    temp_path_beside,
     write_stream,
 )
 from filetracker.client.data_store import DataStore
@@ -179,7 +179,8 @@ class LocalDataStore(DataStore):
         stream, vname = self.get_stream(name)
         with stream:
             uname, version = check_name(vname)
-            tmp = _free_temp_name_beside(filename)
+            tmp = temp_path_beside(filename)
+            os.unlink(tmp)  # link() needs a free name; the name stays ours by its random part
             try:
                 # Link by path, then check it is the inode we opened (a newer
                 # version may have been renamed in since); else copy the open file.
@@ -265,12 +266,3 @@ class LocalDataStore(DataStore):
                 remove_quietly(path)
                 removed += 1
         return removed
-
-
-def _free_temp_name_beside(path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path)[:40] + ".", suffix=".ft-tmp", dir=folder)
-    os.close(fd)
-    os.unlink(tmp)
-    return tmp
