@@ -54,7 +54,8 @@ def stores(tmp_path_factory):
 
 def test_compare_prints_each_difference_once(stores):
     old_url, cluster = stores
-    p = run_admin(["compare", "--from", old_url, "--to", cluster.gw])
+    # --prefix /old: other tests of this module add names elsewhere to the shared old server
+    p = run_admin(["compare", "--from", old_url, "--prefix", "/old", "--to", cluster.gw])
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert p.stdout.count("/old/f6") == 1 and "missing  /old/f6" in p.stdout, p.stdout
     assert "/old/f6" not in p.stderr and "failed" not in p.stderr, p.stderr
@@ -63,7 +64,7 @@ def test_compare_prints_each_difference_once(stores):
 
 def test_import_dry_run_does_not_claim_size_zero(stores):
     old_url, cluster = stores
-    p = run_admin(["import", "--from", old_url, "--to", cluster.gw, "--dry-run"])
+    p = run_admin(["import", "--from", old_url, "--prefix", "/old", "--to", cluster.gw, "--dry-run"])
     assert p.returncode == 0, (p.stdout, p.stderr)
     lines = [line for line in p.stderr.splitlines() if line.startswith("would-copy /old/f6")]
     # over HTTP the version is asked only when it matters: the name alone, size unknown
