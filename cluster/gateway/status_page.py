@@ -145,8 +145,8 @@ def _moves(doc):
             # a seed (--nodes) outside the ring and no longer on the nodes' leaving list: it has left
             # (remove-node finished) - unless it still holds records, which its handoff pushes out
             if s.get("files") or s.get("pending_handoff"):
-                lines.append("%s is not in the ring: %s files still to hand off"
-                             % (n["url"], s.get("files") or s.get("pending_handoff")))
+                lines.append("%s is not in the ring: it holds %s files, %s records still to hand off"
+                             % (n["url"], s.get("files", 0), s.get("pending_handoff", 0)))
             continue
         if epoch is not None and s.get("epoch") not in (None, epoch):
             lines.append("%s is on ring epoch %s, the gateway on %s (ring change propagating)"

@@ -59,7 +59,7 @@ def main(argv=None):
         print("filetracker-migrate: error: %s: %s" % (args.files, problem), file=sys.stderr)
         return 2
     try:   # once, before anything else: an unreachable server is one error, not one per file
-        requests.get(args.url.rstrip("/") + "/version/", timeout=CONNECT_TIMEOUT)
+        requests.get(args.url.rstrip("/") + "/version/", timeout=CONNECT_TIMEOUT).close()
     except requests.RequestException as e:   # any answer will do: per-file errors say what is wrong
         print("ERROR when uploading to %s: cannot reach it (%s); nothing uploaded"
               % (safe_url(args.url), short_error(e)), file=sys.stderr)
