@@ -107,12 +107,17 @@ def test_remove_through_a_symlink_keeps_the_link(tmp_path):
 
 
 def _nobody():
+    """``(passwd, group)`` of nobody/nogroup when a server can run as them here, else None: root,
+    setpriv, the accounts, and a checkout that ``nobody`` may read (not one under a 0700 folder)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return None
     try:
-        return pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+        ids = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
     except KeyError:
         return None
+    probe = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                            script("filetracker-server"), "--help"], capture_output=True, timeout=60, cwd="/")
+    return ids if probe.returncode == 0 else None
 
 
 @pytest.fixture
@@ -129,7 +134,7 @@ def shared_dir():
 def test_server_running_as_another_user_follows_add_and_remove(shared_dir):
     ids = _nobody()
     if ids is None:
-        pytest.skip("needs root, setpriv and the nobody/nogroup accounts")
+        pytest.skip("needs root, setpriv, the nobody/nogroup accounts and a checkout nobody may read")
     user, group = ids
     path = os.path.join(shared_dir, "auth.tokens")
     t_keep = add(path, "keep")
