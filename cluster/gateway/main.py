@@ -21,7 +21,7 @@ from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
-from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config
+from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config, port_number
 from filetracker.units import byte_count
 
 
@@ -29,7 +29,7 @@ def parse_args(argv):
     """``(args, nodes)``; ``args.cluster_secret`` is the secret read from its file (or None)."""
     p = argparse.ArgumentParser(prog="filetracker-gateway",
                                 description="Stateless router of a filetracker cluster (public protocol).")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=port_number, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--nodes", type=base_url_list, required=True, metavar="URL[,URL...]",
                    help="comma-separated node URLs, http://HOST:PORT (any of them serves the ring)")
@@ -63,8 +63,6 @@ def parse_args(argv):
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
-    if not 0 < args.port < 65536:
-        p.error("--port must be between 1 and 65535")
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
     if args.fallback_no_copy and not args.fallback_url:

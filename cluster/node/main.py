@@ -36,6 +36,7 @@ from filetracker.server.main import (
     check_guard_arguments,
     guard_config,
     lock_data_folder_or_exit,
+    port_number,
 )
 from filetracker.units import byte_count
 
@@ -55,7 +56,7 @@ def _seconds(text):
 def build_parser():
     p = argparse.ArgumentParser(prog="filetracker-node", description="A storage node of a filetracker cluster.")
     p.add_argument("--dir", "-d", required=True, help="data folder of this node")
-    p.add_argument("--port", "-p", type=int, required=True)
+    p.add_argument("--port", "-p", type=port_number, required=True, help="TCP port to listen on")
     p.add_argument("--host", "-l", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--advertise", type=base_url, help="URL peers and gateways use (default http://HOST:PORT); the node id")
     p.add_argument("--peers", type=base_url_list, action="append", default=[],
@@ -108,8 +109,6 @@ def build_parser():
 
 def config_from_args(parser, args):
     """Validate ``args`` and build a :class:`NodeConfig` (``parser.error`` exits 2)."""
-    if not 0 < args.port < 65536:
-        parser.error("--port must be in 1..65535")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     if not 0 <= args.partition_power <= MAX_PARTITION_POWER:

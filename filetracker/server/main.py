@@ -34,13 +34,24 @@ log = logging.getLogger("filetracker.server")
 SHUTDOWN_GRACE = 5.0
 
 
+def port_number(text):
+    """argparse type of a TCP port to listen on (1..65535; shared by server, node and gateway)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError("must be a port number between 1 and 65535: %r" % text)
+    return port
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="filetracker-server",
         description="Serve a filetracker store over HTTP (protocol 2). Runs in the foreground.")
     p.add_argument("-d", "--dir", default=os.environ.get("FILETRACKER_DIR"),
                    help="data folder (default: $FILETRACKER_DIR)")
-    p.add_argument("-p", "--port", type=int, default=9999, help="TCP port (default 9999)")
+    p.add_argument("-p", "--port", type=port_number, default=9999, help="TCP port (default 9999)")
     p.add_argument("-l", "--listen-on", "--host", dest="host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1)")
     p.add_argument("-D", "--no-daemon", action="store_true",
@@ -78,8 +89,6 @@ def parse_args(argv=None, p=None):
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
         p.error("no data folder: give --dir DIR or set FILETRACKER_DIR")
-    if not 0 < args.port < 65536:
-        p.error("--port must be between 1 and 65535")
     if args.workers < 1:
         p.error("--workers must be at least 1")
     if args.threads < 1:
