@@ -99,7 +99,8 @@ def build_parser():
     p.add_argument("--no-fast-fetch", action="store_true",
                    help="answer the gateways' batched reads (POST /_cluster/fetch) through the ordinary "
                         "handlers instead of the node's front (for comparison)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
     p.add_argument("--max-body-size", type=byte_count, default=NodeConfig.max_body_size, metavar="BYTES",

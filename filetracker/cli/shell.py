@@ -145,6 +145,8 @@ def make_client(args, out):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error("--timeout must be a positive number of seconds")
     logging.basicConfig(format="%(asctime)-15s %(name)s %(levelname)s: %(message)s",
                         level=logging.DEBUG if args.verbose else logging.WARNING)
     out = sys.stdout
