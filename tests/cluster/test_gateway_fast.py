@@ -7,6 +7,7 @@ import time
 import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date, version_of, wait_until
+from tests.support.procs import child_pids
 
 V = BASE_VERSION
 
@@ -16,25 +17,11 @@ def put(gw, name, data, version):
                         timeout=30)
 
 
-def _children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def test_two_gateway_processes_serve_and_stop(tmp_path):
     c = TestCluster(tmp_path, nodes=3, gateway_args=["--processes", "2"]).start()
     try:
         gw = c.gateways[0]
-        children = _children(gw.pid)
+        children = child_pids(gw.pid)
         assert len(children) == 2, children
         with requests.Session() as s:  # keep-alive and fresh connections both land on a child
             for i in range(20):

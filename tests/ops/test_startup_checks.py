@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.cluster.conftest import SECRET
-from tests.support.procs import ROOT, Service, free_port, script
+from tests.support.procs import ROOT, Service, child_pids, free_port, script
 
 NOW = 1795550400
 
@@ -94,7 +94,7 @@ def test_second_server_on_a_live_folder_exits_2_workers_keep_the_lock(tmp_path, 
             line = error_line("filetracker-server", code, err)
             assert "%s is in use by another process (pid %d)" % (data, first.pid) in line, line
         if workers > 1:
-            assert len(_children(first.pid)) == workers
+            assert len(child_pids(first.pid)) == workers
         for i in range(6):
             r = requests.get(url + "/files/w/f%d" % i, timeout=10)
             assert r.status_code == 200 and r.content == b"x%d" % i
@@ -110,26 +110,12 @@ def test_second_server_on_a_live_folder_exits_2_workers_keep_the_lock(tmp_path, 
         again.stop()
 
 
-def _children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def test_server_workers_hold_the_lock_without_their_parent(tmp_path):
     """SIGKILL of the parent leaves its workers serving the folder: they still hold the lock."""
     data = tmp_path / "data"
     port = free_port()
     first = _server(tmp_path, data, port, "first", "--workers", "2").start()
-    children = _children(first.pid)
+    children = child_pids(first.pid)
     try:
         assert len(children) == 2
         os.kill(first.pid, 9)

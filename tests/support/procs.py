@@ -85,6 +85,21 @@ def free_port():
     return free_port_range(1)
 
 
+def child_pids(pid):
+    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()   # after the command, which may hold spaces
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
 def script(name):
     """Path of a console script installed beside the running interpreter."""
     path = os.path.join(BIN, name)
