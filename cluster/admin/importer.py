@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import threading
-import time
 
 import requests
 
@@ -109,9 +108,8 @@ def _prepare(args):
 
 
 class ImportProgress(Progress):
-    """:class:`Progress` of an import: a dry run's ``would-copy`` lines show ``?`` for the size
-    (it is not known without reading the file), and the first failure that means the target
-    refuses every write (a storage node, a read-only server) sets ``stop`` with one hint."""
+    """:class:`Progress` of an import: the first failure that means the target refuses every
+    write (a storage node, a read-only server) sets ``stop`` with one hint."""
 
     def __init__(self, total, target_url, **kwargs):
         super().__init__(total, **kwargs)
@@ -129,15 +127,6 @@ class ImportProgress(Progress):
             if first:
                 self._line("filetracker-admin: %s refuses writes (%s): --to must be the gateway's URL; stopping"
                            % (self.target_url, reason.strip()))
-            return
-        if outcome == "would-copy" and not self.interactive:
-            with self._lock:
-                self.done += 1
-                self._line("would-copy %s%s ?" % (name, "@%d" % version if version is not None else ""))
-                now = time.monotonic()
-                if now - self._last >= self.interval:
-                    self._last = now
-                    self._line(self.status_line(now))
             return
         super().file_done(name, outcome, nbytes, reason, version)
 

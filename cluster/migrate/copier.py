@@ -22,7 +22,8 @@ from cluster.migrate.target import TargetError
 def import_one(source, target, entry, dry_run=False):
     """Copy one entry.  Returns ``(outcome, bytes, version, reason)`` where outcome is
     ``copied``, ``would-copy``, a skip reason (``present``, ``newer``, ``deleted``,
-    ``vanished``) or ``failed``."""
+    ``vanished``) or ``failed``; ``bytes`` is None for ``would-copy`` (a dry run does not
+    read the file, so its size is not known)."""
     try:
         held = target.version(entry.name)
         version = entry.version
@@ -31,7 +32,7 @@ def import_one(source, target, entry, dry_run=False):
         if held is not None and held >= version:
             return ("present" if held == version else "newer"), 0, version, None
         if dry_run:
-            return "would-copy", 0, version, None
+            return "would-copy", None, version, None
         with source.open(entry) as f:
             if held is not None and held >= f.version:
                 return ("present" if held == f.version else "newer"), 0, f.version, None

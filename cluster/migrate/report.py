@@ -105,15 +105,16 @@ class Progress:
             self.stream.flush()
 
     def file_done(self, name, outcome, nbytes=0, reason=None, version=None):
-        """Record one file: ``outcome`` is copied / would-copy / a skip reason / failed."""
+        """Record one file: ``outcome`` is copied / would-copy / a skip reason / failed;
+        ``nbytes`` None when the size is not known (printed as ``?``)."""
         with self._lock:
             self.done += 1
-            self.bytes += nbytes
+            self.bytes += nbytes or 0
             at = "@%d" % version if version is not None else ""
             if outcome == "failed":
                 self._line("failed %s%s: %s" % (name, at, reason))
             elif outcome in ("copied", "would-copy") and not self.interactive:
-                self._line("%s %s%s %d" % (outcome, name, at, nbytes))
+                self._line("%s %s%s %s" % (outcome, name, at, "?" if nbytes is None else nbytes))
             elif self.verbose:
                 self._line("skipped %s%s: %s" % (name, at, SKIP_REASONS.get(outcome, outcome)))
             now = time.monotonic()
