@@ -31,10 +31,11 @@ from cluster.migrate.copier import run_import
 from cluster.migrate.report import Progress
 from cluster.migrate.sources import SourceError, open_source
 from cluster.migrate.target import HttpTarget
+from filetracker.server.base import NO_PUBLIC_WRITES, READ_ONLY
 from filetracker.urls import safe_url, short_error
 
 #: answers of a target that refuses every write: the run stops at the first one
-WHOLE_TARGET_REFUSALS = ("public writes are disabled", "this server is read-only")
+WHOLE_TARGET_REFUSALS = (NO_PUBLIC_WRITES, READ_ONLY)
 
 
 def _source_options(p, verb):

@@ -33,6 +33,7 @@ from filetracker.server import (
     public_routes,
 )
 from filetracker.server.app import BODY_CHUNK, MAX_BUFFERED_BODY, HTTPServer, guard_of
+from filetracker.server.base import NO_PUBLIC_WRITES
 from filetracker.server.offload import DiskExecutor
 
 
@@ -54,7 +55,7 @@ class NodePublicFileHandler(FileHandler):
 
     def require_writes(self):
         if not self.ctx.allow_writes:
-            raise HTTPFail(403, "public writes are disabled on this storage node: write through the "
+            raise HTTPFail(403, NO_PUBLIC_WRITES + " on this storage node: write through the "
                                 "gateway (or start the node with --allow-public-writes)")
 
 

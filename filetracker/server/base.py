@@ -127,6 +127,13 @@ def request_version(handler, path_version=None, required=True):
         raise HTTPFail(400, "invalid last_modified: %s" % e)
 
 
+#: The 403 texts of a server that takes no public write at all, whatever the file: a read-only
+#: server, and (the start of) a storage node's without --allow-public-writes.  An importer
+#: stops at the first of them (cluster/admin/importer.py) instead of failing every file.
+READ_ONLY = "this server is read-only"
+NO_PUBLIC_WRITES = "public writes are disabled"
+
+
 def no_such_file(name):
     """The 404 of a name that does not exist or whose newest record is a tombstone."""
     return HTTPFail(404, "no such file: %s" % name)

@@ -17,6 +17,7 @@ from filetracker.httpdate import format_version
 from filetracker.ranges import content_range, unsatisfied_range
 from filetracker.server import listing
 from filetracker.server.base import (
+    READ_ONLY,
     BaseHandler,
     HTTPFail,
     deleted_since,
@@ -92,7 +93,7 @@ class ContextHandler(BaseHandler):
 
     def require_writes(self):
         if not self.ctx.allow_writes:
-            raise HTTPFail(403, "this server is read-only")
+            raise HTTPFail(403, READ_ONLY)
 
 
 class VersionHandler(BaseHandler):
