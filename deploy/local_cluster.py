@@ -218,7 +218,15 @@ def wait_answering(lay, todo, timeout):
 
 
 def start(lay, args):
-    state = load_state(lay) or create(lay, args.port)
+    state = load_state(lay)
+    if state is None:
+        state = create(lay, args.port)
+    elif args.port_given and args.port != state["port"]:
+        # the ports are in every configuration file written at creation: a later --port
+        # would leave the gateway and its nodes disagreeing, so it is not applied
+        print("note: %s was created with the gateway on port %d; port %d is used only when a cluster "
+              "is first created (stop it and remove the folder to start over on another port)"
+              % (_shown(lay.root), state["port"], args.port), file=sys.stderr)
     started = []
     # Nodes first, the gateway once they answer: a gateway that finds its nodes refusing
     # connections marks them down for a while and would answer 503 meanwhile.
@@ -363,19 +371,32 @@ def _port(text):
     return port
 
 
+def cluster_folder(given):
+    """The cluster's folder, absolute: ``given`` (``--dir``), else ``$FILETRACKER_LOCAL_DIR``,
+    else ``local-cluster`` in the repository (local-cluster.sh runs this from there).  A relative
+    folder the user named is taken from the folder they ran the launcher in, as a shell would."""
+    given = given or os.environ.get("FILETRACKER_LOCAL_DIR", "").strip()
+    if not given:
+        return os.path.abspath("local-cluster")
+    return os.path.join(os.environ.get("FILETRACKER_LOCAL_CALLER_DIR") or os.getcwd(), os.path.expanduser(given))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="local-cluster.sh",
                                      description="Run a local filetracker cluster (3 nodes + gateway).")
     parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument("name", nargs="?", help="for kill: the service (node1, node2, ..., gateway)")
-    parser.add_argument("--dir", default=os.environ.get("FILETRACKER_LOCAL_DIR", "local-cluster"),
+    parser.add_argument("--dir", default=None,
                         help="data, logs, configuration and pid files (default $FILETRACKER_LOCAL_DIR "
-                             "or ./local-cluster)")
+                             "or local-cluster in the repository); a relative folder is taken from "
+                             "where the launcher was run")
     parser.add_argument("--port", type=_port, default=None,
                         help="gateway port, node K on port + K (default $FILETRACKER_LOCAL_PORT or 9400; "
                              "used when the cluster is first created)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the services")
     args = parser.parse_args(argv)
+    args.dir = cluster_folder(args.dir)
+    args.port_given = args.port is not None or bool(os.environ.get("FILETRACKER_LOCAL_PORT", "").strip())
     if args.port is None:
         env = os.environ.get("FILETRACKER_LOCAL_PORT", "").strip()
         try:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.cluster.conftest import SECRET
-from tests.support.procs import ROOT, Service, child_pids, free_port, script
+from tests.support.procs import ROOT, Service, child_pids, free_port, free_port_range, script
 
 NOW = 1795550400
 
@@ -188,6 +188,32 @@ def test_local_cluster_port_from_the_environment(tmp_path):
     env["FILETRACKER_LOCAL_PORT"] = "19400"
     code, out, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status"], env=env, cwd=str(tmp_path))
     assert "no cluster recorded" in out + err and "Traceback" not in err
+
+
+def test_local_cluster_folder_and_port_as_a_user_expects(tmp_path):
+    """A relative FILETRACKER_LOCAL_DIR is where the user ran the launcher (not the repository);
+    a port given once the cluster exists is not silently ignored."""
+    launcher = os.path.join(ROOT, "deploy", "local-cluster.sh")
+    port = free_port_range(6)
+    env = dict(os.environ, FILETRACKER_LOCAL_DIR="mine", FILETRACKER_LOCAL_PORT=str(port))
+    try:
+        proc = subprocess.run([launcher, "start"], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=90, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert (tmp_path / "mine" / "cluster.json").exists()
+        assert not os.path.exists(os.path.join(ROOT, "mine"))
+        assert "data, logs and configuration in mine" in proc.stdout
+
+        env["FILETRACKER_LOCAL_PORT"] = str(port + 1)
+        proc = subprocess.run([launcher, "start"], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=90, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0 and "already running" in proc.stdout, proc.stdout + proc.stderr
+        assert ("mine was created with the gateway on port %d; port %d is used only when a cluster is first "
+                "created" % (port, port + 1)) in proc.stderr
+        assert "http://127.0.0.1:%d" % port in proc.stdout
+    finally:
+        subprocess.run([launcher, "stop"], env=env, cwd=str(tmp_path), capture_output=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
 
 
 # ---------------------------------------------------------------- size options
