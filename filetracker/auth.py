@@ -46,6 +46,8 @@ the file any more keeps its last good table and logs a warning
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -409,6 +411,24 @@ class TokenFile:
         return self.current().decide(authorization, method, path)
 
 
+@contextlib.contextmanager
+def _editing(path):
+    """Hold the lock that every change of the token file at ``path`` takes.
+
+    :func:`remove_tokens` replaces the file by a new one (a rename), so a token that
+    :func:`add_token` appended meanwhile to the old file would be lost although it
+    was shown as added: changes take turns.  The lock is a ``flock`` of the folder
+    holding the file (symbolic links followed): it outlives the file's renames,
+    needs no lock file beside it, and is released by the kernel if the tool dies.
+    """
+    fd = os.open(os.path.dirname(os.path.realpath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def add_token(path, user, scope, prefix=None):
     """Append a new token line to the file at ``path`` (created with mode
     :data:`NEW_FILE_MODE` if missing; an existing file keeps its mode, owner and group).
@@ -417,9 +437,15 @@ def add_token(path, user, scope, prefix=None):
     Raises :class:`ValueError` for a bad user/scope/prefix and
     :class:`AuthFileError` when the existing file is malformed.
     """
-    if os.path.exists(path):
-        TokenTable.load(path)  # refuse to append to a file the servers would reject
     entry, token = make_token(user, scope, prefix)
+    with _editing(path):
+        if os.path.exists(path):
+            TokenTable.load(path)  # refuse to append to a file the servers would reject
+        _append_token(path, entry)
+    return entry, token
+
+
+def _append_token(path, entry):
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
         os.fchmod(fd, NEW_FILE_MODE)  # whatever the umask
@@ -434,7 +460,6 @@ def add_token(path, user, scope, prefix=None):
         f.write(lead + entry.to_json().encode("ascii") + b"\n")
         f.flush()
         os.fsync(f.fileno())
-    return entry, token
 
 
 def write_token_file(path, tokens):
@@ -490,9 +515,10 @@ def remove_tokens(path, user):
     Returns how many were removed (0: the file is not rewritten).  Raises
     :class:`AuthFileError` when the file cannot be read or is malformed.
     """
-    table = TokenTable.load(path)
-    keep = [e for e in table.tokens if e.user != user]
-    removed = len(table.tokens) - len(keep)
-    if removed:
-        write_token_file(path, keep)
+    with _editing(path):
+        table = TokenTable.load(path)
+        keep = [e for e in table.tokens if e.user != user]
+        removed = len(table.tokens) - len(keep)
+        if removed:
+            write_token_file(path, keep)
     return removed

@@ -3,6 +3,7 @@
 import base64
 import os
 import stat
+import threading
 
 import pytest
 
@@ -21,6 +22,7 @@ from filetracker.auth import (
     normalize_prefix,
     parse_authorization,
     prefix_covers,
+    remove_tokens,
     required_access,
 )
 
@@ -211,6 +213,33 @@ def test_add_token_file_mode_and_no_plain_token(tmp_path):
         f.write("garbage\n")
     with pytest.raises(AuthFileError):
         add_token(path, "carol", "read")  # never append to a file the servers would refuse
+
+
+def test_token_adds_are_not_lost_to_a_concurrent_remove(tmp_path):
+    """``token remove`` rewrites the file (a rename): an add landing between its read and its
+    rename was lost although the token had been shown as added.  Changes take turns."""
+    path = str(tmp_path / "tokens")
+    add_token(path, "first", "read")
+    added = []
+
+    def adder():
+        for _ in range(40):
+            added.append(add_token(path, "keep", "read")[1])
+
+    def churner():
+        for _ in range(40):
+            add_token(path, "temp", "read")
+            assert remove_tokens(path, "temp") >= 1
+
+    threads = [threading.Thread(target=adder), threading.Thread(target=churner)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    table = TokenTable.load(path)
+    assert [e.user for e in table.tokens].count("keep") == 40
+    assert all(table.authenticate(Credentials("keep", token)) for token in added)
+    assert "temp" not in [e.user for e in table.tokens]
 
 
 def test_token_file_reloads_and_keeps_last_good(tmp_path):
