@@ -4,7 +4,7 @@
 # a separate venv (.venv-ft2) holding the published filetracker 2.x client,
 # used only by interoperability tests.
 #   bash scripts/setup.sh            # venv + dev extras
-#   bash scripts/setup.sh --runtime  # venv only (what the local cluster needs)
+#   bash scripts/setup.sh --runtime  # venv only (what the local cluster and filetracker-fuse need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +34,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$mode" = "--runtime" ]; then
-  .venv/bin/python -m pip install -q -e . 2>&1 | grep -v '^WARNING' || true
+  .venv/bin/python -m pip install -q -e '.[fuse]' 2>&1 | grep -v '^WARNING' || true
 else
   .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING' || true
   if [ ! -x .venv-ft2/bin/python ]; then
