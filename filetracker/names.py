@@ -30,7 +30,15 @@ def split_name(name):
 
 
 def versioned_name(unversioned_name, version):
-    """Return ``unversioned_name@version``; ``version`` must be a non-negative int."""
+    """Return ``unversioned_name@version``.
+
+    ``version`` is a non-negative int, or a string of its decimal digits (as read from
+    a database column or a URL; the 2.x function formatted whatever it was given).
+    Anything else (a bool, a float, None, a sign or spaces) raises :class:`InvalidNameError`:
+    it would make a name that :func:`split_name` cannot read back.
+    """
+    if isinstance(version, str) and version.isascii() and version.isdigit():
+        version = int(version)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InvalidNameError("version must be a non-negative integer, not %r" % (version,))
     return "%s@%d" % (unversioned_name, version)

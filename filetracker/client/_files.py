@@ -2,12 +2,14 @@
 
 Everything that makes a file visible under its final path does so with one
 ``rename``: a reader sees either the old file or the complete new one, never
-a torn one.
+a torn one (a download into a FIFO or a device is written into it instead:
+:func:`special_destination`).
 """
 
 import errno
 import os
 import secrets
+import stat
 
 from filetracker.writeback import Writeback
 
@@ -57,6 +59,17 @@ def temp_path_beside(path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     return new_temp_file(folder, "." + os.path.basename(path)[:40] + ".", ".ft-tmp")
+
+
+def special_destination(path):
+    """True when ``path`` exists and is neither a regular file nor a folder (after symbolic
+    links): a FIFO, a terminal, ``/dev/stdout``.  A download is written into such a file;
+    replacing it by a rename would replace the device or pipe with a plain file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing (or a dangling link): a new regular file will do
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def write_stream(fileobj, stream, progress=None, fsync_follows=False):

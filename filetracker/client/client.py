@@ -17,6 +17,8 @@ import logging
 import os
 import time
 
+from filetracker.client._files import special_destination, write_stream
+from filetracker.client.data_store import close_stream
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager, NoOpLockManager
 from filetracker.client.remote_data_store import RemoteDataStore
@@ -39,8 +41,8 @@ class Client:
     """A filetracker client.
 
     ``Client()`` takes its configuration from the environment:
-    ``FILETRACKER_DIR`` (the cache folder; default ``~/.filetracker-store``)
-    and ``FILETRACKER_URL`` (the server; without it the client is local-only,
+    ``FILETRACKER_DIR`` (the cache folder; default ``~/.filetracker-store``;
+    set but empty: no cache) and ``FILETRACKER_URL`` (the server; without it the client is local-only,
     which several processes on one machine may share safely).  The same can
     be given as ``cache_dir`` and ``remote_url``; power users pass their own
     ``local_store`` / ``remote_store`` / ``lock_manager`` objects, or ``None``
@@ -53,7 +55,10 @@ class Client:
     def __init__(self, local_store="auto", remote_store="auto", lock_manager="auto",
                  cache_dir=None, remote_url=None, locks_dir=None, remote_timeout=None):
         if cache_dir is None:
-            cache_dir = os.environ.get("FILETRACKER_DIR") or self.DEFAULT_CACHE_DIR
+            # set but empty means no cache, as with 2.x (cache_dir="" does the same)
+            cache_dir = os.environ.get("FILETRACKER_DIR")
+        if cache_dir is None:
+            cache_dir = self.DEFAULT_CACHE_DIR
         if remote_url is None:
             remote_url = os.environ.get("FILETRACKER_URL")
         if locks_dir is None and cache_dir:
@@ -107,8 +112,23 @@ class Client:
         ``force_refresh``); otherwise the file comes from the server and, with
         ``add_to_cache``, is added to the cache.  ``save_to`` may be a hard
         link to the cached copy: replace it, never modify it in place.
+
+        ``save_to`` is replaced whole by a rename (nobody sees it half written), except
+        that a symbolic link is followed (its target is replaced, the link stays) and an
+        existing ``save_to`` that is not a regular file (a FIFO, ``/dev/stdout``) is
+        written into, as the 2.x client wrote into any destination.
         """
         uname, version = check_name(name)
+        if special_destination(save_to):
+            stream, vname = self.get_stream(name, force_refresh=force_refresh, serve_from_cache=add_to_cache)
+            try:
+                with open(save_to, "wb") as out:
+                    write_stream(out, stream)
+            finally:
+                close_stream(stream)
+            return vname
+        if os.path.islink(save_to):
+            save_to = os.path.realpath(save_to)
         t = time.monotonic()
         try:
             if self._cache_usable(version, force_refresh):
@@ -155,8 +175,10 @@ class Client:
             name = versioned_name(uname, self.remote_store.file_version(name))
         if force_refresh or not self.local_store.exists(name):
             stream, vname = self.remote_store.get_stream(name)
-            with stream:
+            try:
                 staged = self.local_store.stage_stream(stream)
+            finally:
+                close_stream(stream)
             self._commit_to_cache(staged, vname)
             name = vname
         with self.lock_manager.lock_for(uname) as lock:
@@ -210,6 +232,11 @@ class Client:
             with self.lock_manager.lock_for(uname) as lock:
                 lock.lock_exclusive()
                 return self.local_store.commit(staged, name)
+        if version is None and not isinstance(self.remote_store, RemoteDataStore):
+            # A store of the user's own gets the name as given, as the 2.x client passed
+            # it (it may key objects by name and pick versions itself); what it kept is
+            # then unknown, so nothing is cached.
+            return self.remote_store.add_file(name, filename, compress_hint=compress_hint)
         if version is None:
             version = int(time.time())
         vname = self.remote_store.add_file(versioned_name(uname, version), filename,

@@ -7,8 +7,29 @@ method that is given a versioned name acts on that exact version and raises
 """
 
 import collections
+import os
+import tempfile
 
-from filetracker.client._files import atomic_write_stream
+from filetracker.client._files import atomic_write_stream, remove_quietly, write_stream
+
+
+class _Staged:
+    """What :class:`DataStore`'s default staging hands to ``commit``/``discard``: a path,
+    and whether it is a temporary copy of ours (removed when done)."""
+
+    __slots__ = ("path", "temporary")
+
+    def __init__(self, path, temporary):
+        self.path = path
+        self.temporary = temporary
+
+
+def close_stream(stream):
+    """Close ``stream`` if it can be closed (a store's ``get_stream`` may return any object
+    with ``read``)."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 class DataStore:
@@ -41,8 +62,10 @@ class DataStore:
     def get_file(self, name, filename):
         """Save the file ``name`` as ``filename`` (atomically); return its versioned name."""
         stream, vname = self.get_stream(name)
-        with stream:
+        try:
             atomic_write_stream(filename, stream)
+        finally:
+            close_stream(stream)
         return vname
 
     def exists(self, name):
@@ -65,3 +88,38 @@ class DataStore:
         """A list of :attr:`FileInfoEntry` for every stored file."""
         raise NotImplementedError
 
+    # -- staging: how the client fills a local store (the cache) -----------------------
+    # The client stages a file first and commits it under the name's lock, so the lock is
+    # never held during a copy or a download.  LocalDataStore stages into its own folder and
+    # commits with a rename; these defaults let any store be the cache through add_file.
+
+    def stage_file(self, filename, link=False):
+        """Prepare the local file ``filename`` for :meth:`commit` (``link``: the caller wrote it
+        and it may be shared instead of copied).  The default keeps the path; ``commit``
+        reads the file."""
+        return _Staged(filename, temporary=False)
+
+    def stage_stream(self, stream, progress=None):
+        """Prepare the bytes of ``stream`` for :meth:`commit`: the default copies them into a
+        temporary file."""
+        fd, path = tempfile.mkstemp(prefix="filetracker-stage-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write_stream(f, stream, progress)
+        except BaseException:
+            remove_quietly(path)
+            raise
+        return _Staged(path, temporary=True)
+
+    def commit(self, staged, name):
+        """Store what was staged as ``name`` (as :meth:`add_file`); return the versioned name
+        the store now holds.  The staged file is consumed either way."""
+        try:
+            return self.add_file(name, staged.path)
+        finally:
+            self.discard(staged)
+
+    def discard(self, staged):
+        """Drop what was staged and not committed."""
+        if staged.temporary:
+            remove_quietly(staged.path)

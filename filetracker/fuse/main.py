@@ -251,8 +251,11 @@ def main(argv=None):
         print("filetracker-fuse: no server URL: give --url or set FILETRACKER_URL", file=sys.stderr)
         return 2
     args.mountpoint = os.path.abspath(args.mountpoint)
-    if args.cache_dir:
-        args.cache_dir = os.path.abspath(args.cache_dir)
+    if not args.cache_dir:  # unset or empty: the mount needs a cache (a Client's empty one means none)
+        from filetracker.client import Client
+
+        args.cache_dir = Client.DEFAULT_CACHE_DIR
+    args.cache_dir = os.path.abspath(args.cache_dir)
     setup_logging(args, args.foreground)
     try:
         mfusepy = load_binding()

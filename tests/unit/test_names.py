@@ -39,7 +39,9 @@ def test_split_name_rejects_non_strings():
 def test_versioned_name():
     assert versioned_name("/a/b", 12) == "/a/b@12"
     assert versioned_name("/a/b", 0) == "/a/b@0"
-    for bad in (-1, True, "12", 1.0, None):
+    # digits in a string (a version read from a database or a URL), as the 2.x function took them
+    assert versioned_name("/a/b", "12") == "/a/b@12" and versioned_name("/a", "007") == "/a@7"
+    for bad in (-1, True, "-1", " 12", "1.0", "", "١٢", 1.0, None):
         with pytest.raises(InvalidNameError):
             versioned_name("/a", bad)
 
