@@ -164,6 +164,25 @@ class FolderInUse(Exception):
     """Another process (a server or node that is still running) holds the folder's service lock."""
 
 
+class ForeignFolder(Exception):
+    """The folder holds a filetracker 2.x store (``links/``), which this layout does not read."""
+
+
+def check_not_2x_store(path):
+    """Raise :class:`ForeignFolder` when ``path`` is the data folder of a 2.x server.
+
+    A 2.x folder keeps names as symbolic links under ``links/`` and gzip-compressed
+    blobs under ``blobs/<xx>/<sha256>``, the path this store uses for plain blobs:
+    serving it would show none of its files and overwrite shared blobs with plain
+    bytes, breaking the 2.x store for a later import.  Ours never creates ``links/``.
+    """
+    if os.path.isdir(os.path.join(path, "links")):
+        raise ForeignFolder(
+            "%s is the data folder of a filetracker 2.x server (it has links/): this server keeps "
+            "another layout and would damage it; give a new folder and copy the files in with "
+            "'filetracker-admin import --from-dir %s --to URL'" % (path, path))
+
+
 def lock_data_folder(path):
     """Create the data folder ``path`` if needed and take its service lock; returns the descriptor.
 
@@ -174,11 +193,12 @@ def lock_data_folder(path):
     so a stale lock never needs cleaning up.  The file holds the pid of the
     process that took it, for the message a second process prints.
 
-    Raises :class:`FolderInUse`, or OSError when the folder cannot be created
-    or written (a file, a missing parent, no permission).
+    Raises :class:`FolderInUse`, :class:`ForeignFolder` (a 2.x server's folder), or OSError
+    when the folder cannot be created or written (a file, a missing parent, no permission).
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
+    check_not_2x_store(path)
     os.makedirs(path, exist_ok=True)
     fd = os.open(os.path.join(path, FOLDER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -200,11 +220,11 @@ def lock_data_folder(path):
 
 
 def lock_data_folder_or_exit(parser, path):
-    """:func:`lock_data_folder`, or exit with status 2 and one line (the folder is in use, or
-    unusable: a file, a missing parent, no permission).  Keep the descriptor it returns."""
+    """:func:`lock_data_folder`, or exit with status 2 and one line (the folder is in use, a 2.x
+    server's, or unusable: a file, a missing parent, no permission).  Keep the descriptor it returns."""
     try:
         return lock_data_folder(path)
-    except FolderInUse as e:
+    except (FolderInUse, ForeignFolder) as e:
         parser.exit(2, "%s: error: %s\n" % (parser.prog, e))
     except OSError as e:
         parser.error("cannot use data folder %s: %s" % (path, e.strerror or e))

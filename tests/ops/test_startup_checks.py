@@ -169,6 +169,22 @@ def _cases(tmp_path):
     ]
 
 
+def test_a_2x_servers_data_folder_is_refused(tmp_path):
+    """Pointing the new server (or a node) at the old 2.x server's folder must not serve it: none
+    of its files would show and new uploads would overwrite its gzip blobs with plain bytes."""
+    old = tmp_path / "old"
+    (old / "links" / "p").mkdir(parents=True)
+    (old / "blobs" / "ab").mkdir(parents=True)
+    blob = old / "blobs" / "ab" / ("ab" * 32)
+    blob.write_bytes(b"gzip bytes")
+    os.symlink("../../blobs/ab/" + "ab" * 32, old / "links" / "p" / "f.txt")
+    for argv in (["filetracker-server", "-d", str(old), "-p", "9"], ["filetracker-node", "-d", str(old), "--port", "9"]):
+        code, _, err = run(argv)
+        line = error_line(argv[0], code, err)
+        assert "is the data folder of a filetracker 2.x server" in line and "import --from-dir %s" % old in line
+    assert sorted(os.listdir(old)) == ["blobs", "links"] and blob.read_bytes() == b"gzip bytes"   # untouched
+
+
 def test_usage_and_config_errors_are_one_line_exit_2(tmp_path):
     for argv, text in _cases(tmp_path):
         code, out, err = run(argv)
