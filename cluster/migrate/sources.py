@@ -12,6 +12,9 @@ streams (plain bytes, never gzip):
   by the SHA-256 of the uncompressed bytes (COMPAT.md).  ``db/`` and
   ``locks/`` are not needed.
 
+Both give names as 2.x clients knew them (:func:`name_from_2x`: the 2.x server
+keeps non-ASCII names in a mangled form).
+
 Both are safe to use from several threads at once (one HTTP session per
 thread).
 """
@@ -26,6 +29,7 @@ import requests
 
 from filetracker.errors import InvalidVersionError
 from filetracker.httpdate import format_version, parse_version
+from filetracker.server.oldserver import name_from_2x
 from filetracker.server.streaming import GzipDecoder
 from filetracker.urls import safe_url, short_error
 
@@ -174,7 +178,7 @@ class HttpSource:
             for line in r.iter_lines(chunk_size=CHUNK, decode_unicode=False):
                 rel = line.decode("utf-8", "surrogateescape").strip("\r")
                 if rel:
-                    names.append(Entry(name="%s/%s" % (self.prefix, rel.lstrip("/"))))
+                    names.append(Entry(name="%s/%s" % (self.prefix, name_from_2x(rel).lstrip("/"))))
         names.sort(key=lambda e: e.name)
         return names
 
@@ -249,7 +253,9 @@ class DirSource:
 
     def entries(self):
         """Every link under the prefix: name, version (link mtime) and SHA-256 (blob name)."""
-        top = os.path.join(self.links, self.prefix.lstrip("/")) if self.prefix else self.links
+        # the folder as the 2.x server named it on disk (see name_from_2x)
+        stored_prefix = self.prefix.encode("utf-8", "surrogateescape").decode("latin-1")
+        top = os.path.join(self.links, stored_prefix.lstrip("/")) if self.prefix else self.links
         out = []
         for folder, dirs, files in os.walk(top):
             dirs.sort()
@@ -262,7 +268,7 @@ class DirSource:
         return out
 
     def _entry(self, path):
-        name = "/" + os.path.relpath(path, self.links).replace(os.sep, "/")
+        name = name_from_2x("/" + os.path.relpath(path, self.links).replace(os.sep, "/"))
         try:
             st = os.lstat(path)
             target = os.readlink(path)

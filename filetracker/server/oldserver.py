@@ -299,10 +299,25 @@ async def old_version(old, name):
         raise HTTPFail(502, str(exc))
 
 
+def name_from_2x(stored):
+    """The name 2.x clients use for a file the 2.x server keeps, and lists, as ``stored``.
+
+    The 2.x server takes a request's path as WSGI hands it over, its UTF-8 bytes read as
+    Latin-1 (PEP 3333), and keeps that: ``/p/ü`` becomes the link ``links/p/Ã¼`` and
+    is listed as ``/p/Ã¼``, while its clients reach it as ``/p/ü`` (every request is
+    read the same way).  So when ``stored`` is Latin-1 text whose bytes are valid UTF-8,
+    those are the real name; anything else (ASCII included) is the name as it is.
+    """
+    try:
+        return stored.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return stored
+
+
 async def list_names(old, folder, max_version):
     """Full names ``old`` lists under ``folder`` (recursively, as the 2.x listing
-    does) with a version of at most ``max_version``; a folder it does not have is
-    empty.  Raises :class:`HTTPFail` 502 when it cannot answer: a listing silently
+    does) with a version of at most ``max_version``, as its clients name them
+    (:func:`name_from_2x`); a folder it does not have is empty.  Raises :class:`HTTPFail` 502 when it cannot answer: a listing silently
     missing the old files would mislead more than an error."""
     query = "last_modified=" + quote(format_version(max_version))
     path = folder if folder.endswith("/") else folder + "/"
@@ -321,4 +336,4 @@ async def list_names(old, folder, max_version):
     except OldServerError as exc:
         raise HTTPFail(502, "listing the old server failed: %s" % exc)
     text = raw.decode("utf-8", "surrogateescape")
-    return [path + line.lstrip("/") for line in text.split("\n") if line.strip("\r")]
+    return [path + name_from_2x(line.strip("\r")).lstrip("/") for line in text.split("\n") if line.strip("\r")]
