@@ -38,11 +38,13 @@ def _unreadable_folder(path):
 
 
 def iter_files(top, onerror=None):
+    """Every regular file under ``top``, sorted; a symbolic link to a file counts as that file
+    (its content and mtime are uploaded, as 2.x did), a link to a folder is not followed."""
     for folder, dirs, files in os.walk(top, onerror=onerror):
         dirs.sort()
         for base in sorted(files):
             path = os.path.join(folder, base)
-            if os.path.isfile(path) and not os.path.islink(path):
+            if os.path.isfile(path):
                 yield path
 
 

@@ -89,6 +89,10 @@ def cmd_get(client, args, out):
                     force_refresh=args.force_refresh)
 
 
+class OutputClosed(Exception):
+    """Whoever read our standard output stopped (``filetracker cat big | head``)."""
+
+
 def cmd_cat(client, args, out):
     stream, _ = client.get_stream(args.name, force_refresh=args.force_refresh)
     out.flush()
@@ -97,7 +101,10 @@ def cmd_cat(client, args, out):
             chunk = stream.read(1 << 16)
             if not chunk:
                 break
-            sys.stdout.buffer.write(chunk)
+            try:
+                sys.stdout.buffer.write(chunk)
+            except BrokenPipeError:
+                raise OutputClosed() from None
     sys.stdout.buffer.flush()
 
 
@@ -154,6 +161,11 @@ def main(argv=None):
         client = make_client(args, out)
         COMMANDS[args.command](client, args, out)
         out.flush()
+    except OutputClosed:
+        # as a tool killed by SIGPIPE ends (128 + 13), quietly: the reader wanted no more; point
+        # standard output at /dev/null so the interpreter's last flush does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except NotFoundError as e:
         return _fail("not found: %s" % getattr(args, "name", ""), e, args)
     except RemoteError as e:

@@ -55,10 +55,15 @@ def replace_into(tmp, path):
 
 
 def temp_path_beside(path):
-    """A new, empty temporary file in the folder of ``path`` (created, so unique)."""
+    """A new, empty temporary file in the folder of ``path`` (created, so unique).
+
+    An error names ``path``, the file the user asked for, not the temporary name."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    return new_temp_file(folder, "." + os.path.basename(path)[:40] + ".", ".ft-tmp")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return new_temp_file(folder, "." + os.path.basename(path)[:40] + ".", ".ft-tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 def special_destination(path):
@@ -96,11 +101,13 @@ def write_stream(fileobj, stream, progress=None, fsync_follows=False):
 def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
     """Write ``stream`` to ``path`` through a temporary file and a rename.
 
-    ``mtime`` (an int) is set on the file before it becomes visible.
+    ``mtime`` (an int) is set on the file before it becomes visible, and the mode of a
+    file it replaces is kept (as writing into it would).
     Returns the number of bytes written.  On failure nothing appears at ``path``.
     """
     tmp = temp_path_beside(path)
     try:
+        _keep_mode(path, tmp)
         with open(tmp, "wb") as f:
             n = write_stream(f, stream, progress, fsync_follows=fsync)
             if fsync:
@@ -113,6 +120,16 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
         remove_quietly(tmp)
         raise
     return n
+
+
+def _keep_mode(path, tmp):
+    """Give ``tmp`` the permission bits of the regular file at ``path``, if there is one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
 
 
 def link_or_copy(src, dst_tmp):

@@ -29,3 +29,26 @@ def test_migrate_tree(shared_server, tmp_path):
     r = subprocess.run([script("filetracker-migrate"), str(tree), "http://127.0.0.1:1", "-s"],
                        capture_output=True, timeout=60)
     assert r.returncode == 1 and b"ERROR when uploading" in r.stderr
+
+
+def test_migrate_follows_links_to_files(shared_server, tmp_path):
+    """A symbolic link to a file is uploaded as that file (as 2.x did; it was skipped without a
+    word); a link to a folder is not followed."""
+    tree, outside = tmp_path / "linked", tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    target = outside / "one.txt"
+    target.write_bytes(b"through a link")
+    os.utime(target, (1600000100, 1600000100))
+    (outside / "sub" / "deep.txt").write_bytes(b"not followed")
+    tree.mkdir()
+    os.symlink(target, tree / "link.txt")
+    os.symlink(outside / "sub", tree / "dirlink")
+    r = subprocess.run([script("filetracker-migrate"), str(tree), shared_server.url, "-s"],
+                       capture_output=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+    c = Client(local_store=None, remote_url=shared_server.url)
+    stream, vname = c.get_stream("/link.txt")
+    with stream:
+        assert (stream.read(), vname) == (b"through a link", "/link.txt@1600000100")
+    assert c.list_remote_files(subpath="/dirlink") == []
+

@@ -126,3 +126,38 @@ def test_a_name_under_a_cached_file_is_fetched_with_a_one_line_warning(shared_se
     assert r.returncode == 0 and (tmp_path / "o2").read_bytes() == b"both"
     assert b"Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert b"could not add /fileanddir/a/b@" in r.stderr and b"Not a directory" in r.stderr, r.stderr
+
+
+def test_get_keeps_the_mode_of_the_file_it_replaces(shared_server, tmp_path, env):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"secret")
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/keepmode/f", env=run_env).returncode == 0
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"old")
+    os.chmod(out, 0o640)
+    assert ft("get", "/keepmode/f", str(out), "--no-cache", env=run_env).returncode == 0
+    assert out.read_bytes() == b"secret" and stat.S_IMODE(os.stat(out).st_mode) == 0o640
+
+
+def test_get_into_an_unwritable_folder_names_the_file(shared_server, tmp_path, env):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"x")
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/unwritable/f", env=run_env).returncode == 0
+    r = ft("get", "/unwritable/f", "/proc/cannot-write-here", "--no-cache", env=run_env)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert b"/proc/cannot-write-here" in r.stderr and b"ft-tmp" not in r.stderr, r.stderr
+
+
+def test_cat_into_a_closed_pipe_ends_quietly(shared_server, tmp_path, env):
+    """``filetracker cat big | head -c 10``: the reader stops; no error text, status 141
+    (as a tool killed by SIGPIPE)."""
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(4 << 20))
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/pipe/big", env=run_env).returncode == 0
+    r = subprocess.run("set -o pipefail; %s cat /pipe/big | head -c 10 > /dev/null" % script("filetracker"),
+                       shell=True, executable="/bin/bash", capture_output=True, timeout=60, env=run_env)
+    assert (r.returncode, r.stderr) == (141, b"")
+
