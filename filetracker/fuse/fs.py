@@ -16,9 +16,11 @@ Semantics (issue 9; the user-facing version is filetracker/fuse/README.md):
   openers share that download).  Files larger than ``range_threshold`` that
   are not cached are read by HTTP ranges instead.
 - Writes go to a staged local file and are uploaded whole (``put_file``) on
-  ``flush``/``fsync``/``release``.  Nothing half-written is uploaded: a failed
-  local write, an unlinked-while-open file, or a writer killed by a signal
-  leaves the stored version alone.
+  ``fsync``, on the last ``release``, and on a ``flush`` by the process that
+  opened the handle for writing (not by a child that inherited it, nor a
+  reader; not while the file is empty).  Nothing half-written is uploaded: a
+  failed local write, an unlinked-while-open file, or a writer killed by a
+  signal leaves the stored version alone.
 - ``mkdir`` makes a folder that lives in the mount until a file is written
   under it.  ``rename`` of a file is put-new then delete-old (not atomic).
   ``chmod``/``chown``/``utimens`` succeed without effect (the store keeps no
@@ -50,6 +52,7 @@ from filetracker.fuse.ops import (
     Attr,
     Operations,
     check_name_errno,
+    logger,
     operation,
 )
 from filetracker.fuse.readahead import READ_AHEAD_KIB, tune_readahead
@@ -97,7 +100,11 @@ class FiletrackerFS(LookupOps, ReadingOps, WritingOps, NamespaceOps, Operations)
         self.writers = {}  # path -> WriteBuffer open for writing
         self.ranged = {}  # (path, version) -> RangedReader shared by readers
         self.handles = {}  # fh -> handle object
+        self.openers = {}  # fh opened for writing -> process id of its opener (see flush)
         self.opened_versions = {}  # path -> version of the last open (kernel page cache validity)
+        self.page_cache_users = {}  # path -> Counter: versions of the open handles using the page cache
+        self.page_cache_user_of = {}  # fh -> (path, version) of such a handle
+        self.mixed_pages = set()  # paths whose page cache may hold bytes of another version (see open)
         self._next_fh = 1
         self._lock = threading.RLock()
         self._downloads = SingleFlight()
@@ -140,8 +147,15 @@ class FiletrackerFS(LookupOps, ReadingOps, WritingOps, NamespaceOps, Operations)
         with self._lock:
             handles = list({id(h): h for h in self.handles.values()}.values())
             self.handles.clear()
+            self.openers.clear()
+            self.page_cache_users.clear()
+            self.page_cache_user_of.clear()
         for handle in handles:
             if self._close_handle(handle, final=True):
+                if handle.dirty and self._may_upload(handle):
+                    # Still open for writing (maybe half written): not uploaded.
+                    logger.warning("unmounted while %s was open for writing: its unsaved changes are lost",
+                                   handle.path)
                 self._finalize_writer(handle)
 
     # -- handles ---------------------------------------------------------------

@@ -8,14 +8,16 @@
   anonymous local file (``O_TMPFILE``-like, removed when closed), block by
   block; concurrent readers of one version share it and its downloads.
 - :class:`WriteBuffer`: a staged file (a temporary file in the cache's
-  ``tmp/``) that takes the writes; the FUSE layer uploads it whole, so a
-  half-written file is never visible in the store.
+  ``tmp/``, made with the umask's mode since it becomes the cache entry) that
+  takes the writes; the FUSE layer uploads it whole, so a half-written file
+  is never visible in the store.
 """
 
 import os
 import tempfile
 import threading
 
+from filetracker.client._files import new_temp_file
 from filetracker.fuse.errnos import FsError
 
 #: Unit of ranged reads: a read touching a block fetches at least that block.
@@ -186,11 +188,17 @@ class WriteBuffer:
 
     def __init__(self, path, tmp_dir, base_version=None):
         self.path = path
-        fd, self.tmp_path = tempfile.mkstemp(prefix="fuse.", dir=tmp_dir)
-        self.fd = fd
+        # Mode 0666 less the umask, as the Client makes its files: the staged
+        # file becomes the cache entry, which other users of the cache may read
+        # (mkstemp's 0600 would stay on it).
+        self.tmp_path = new_temp_file(tmp_dir, "fuse.")
+        try:
+            self.fd = os.open(self.tmp_path, os.O_RDWR | os.O_CLOEXEC)
+        except BaseException:
+            os.unlink(self.tmp_path)
+            raise
         self.base_version = base_version
         self.dirty = False
-        self.written = False  # any write or truncate through a handle
         self.failed = None
         self.unlinked = False
         self.abandoned = False
@@ -220,7 +228,7 @@ class WriteBuffer:
         except OSError as e:
             self.failed = e.errno
             raise
-        self.dirty = self.written = True
+        self.dirty = True
         return n
 
     def truncate(self, length):
@@ -229,7 +237,7 @@ class WriteBuffer:
         except OSError as e:
             self.failed = e.errno
             raise
-        self.dirty = self.written = True
+        self.dirty = True
 
     def size(self):
         return os.fstat(self.fd).st_size

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import urllib.parse
 
@@ -92,26 +93,63 @@ def load_binding():
     return mfusepy
 
 
+def _broken_mountpoint(path, e):
+    return UsageError("mountpoint %s is busy or broken (%s); try fusermount3 -uz %s" % (path, e.strerror, path))
+
+
 def check_mountpoint(path):
-    if not os.path.exists(path):
-        raise UsageError("mountpoint %s does not exist" % path)
-    if not os.path.isdir(path):
+    """Raise UsageError unless ``path`` is an existing folder with nothing mounted on it.
+
+    ``os.stat``, not ``os.path.exists``: a dead FUSE mount (its daemon
+    killed) fails with ENOTCONN, which ``exists`` reports as "missing".
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError("mountpoint %s does not exist" % path) from None
+    except OSError as e:  # ENOTCONN: "Transport endpoint is not connected"
+        raise _broken_mountpoint(path, e) from None
+    if not stat.S_ISDIR(st.st_mode):
         raise UsageError("mountpoint %s is not a folder" % path)
     try:
         if os.path.ismount(path):
             raise UsageError("mountpoint %s is busy: something is already mounted there" % path)
-    except OSError as e:  # e.g. a dead FUSE mount: "Transport endpoint is not connected"
-        raise UsageError("mountpoint %s is busy or broken (%s); try fusermount3 -uz %s"
-                         % (path, e.strerror, path)) from None
+    except OSError as e:
+        raise _broken_mountpoint(path, e) from None
+
+
+def _reason(exc):
+    """One line saying why ``exc`` happened (an OSError's text and file, not its repr)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return "%s: %s" % (exc.strerror, exc.filename) if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def pooled_session(connections):
+    """A ``requests.Session`` keeping up to ``connections`` idle connections per host.
+
+    The Client's session is shared by every FUSE worker thread (downloads,
+    uploads); with the default pool of 10, more concurrent requests make
+    urllib3 warn "Connection pool is full" and reconnect.
+    """
+    import requests
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=connections, pool_maxsize=connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def make_filesystem(args, on_ready=None):
     """The Client, the Remote and the operations object for ``args``."""
     from filetracker.client import Client
+    from filetracker.client.remote_data_store import RemoteDataStore
     from filetracker.fuse.fs import FiletrackerFS
     from filetracker.fuse.remote import Remote
 
-    client = Client(cache_dir=args.cache_dir, remote_url=args.url, remote_timeout=args.timeout or None)
+    client = Client(cache_dir=args.cache_dir, remote_store=RemoteDataStore(
+        args.url, timeout=args.timeout or None, session=pooled_session(MAX_THREADS)))
     remote = Remote(args.url, timeout=args.timeout or None)
     return FiletrackerFS(client, remote, attr_timeout=args.attr_timeout,
                          range_threshold=args.range_threshold, read_only=args.read_only,
@@ -139,10 +177,17 @@ def _fsname(url):
 
 
 def mount(mfusepy, args, on_ready=None):
-    """Mount and serve until unmounted (blocks).  Returns the exit status."""
+    """Mount and serve until unmounted (blocks).  Returns the exit status.
+
+    Raises UsageError when the file system cannot be set up (its message is
+    the one line to show).
+    """
     from filetracker.fuse.fs import MAX_READ
 
-    fs = make_filesystem(args, on_ready=on_ready)
+    try:
+        fs = make_filesystem(args, on_ready=on_ready)
+    except OSError as e:  # the cache folder cannot be made or used
+        raise UsageError("cannot use the cache folder %s: %s" % (args.cache_dir, _reason(e))) from None
     # The kernel caches attributes for half of --attr-timeout and so do we:
     # a change by another client shows within --attr-timeout.
     half = args.attr_timeout / 2.0
@@ -216,8 +261,10 @@ def daemonize_and_mount(mfusepy, args):
                     return 0
         os.waitpid(pid, 0)
         text = _quiet(output).decode("utf-8", "replace").strip()
+        # One line of reason follows on the same line; libfuse's longer output below.
+        sep = ": " if text and "\n" not in text else ":\n"
         sys.stderr.write("filetracker-fuse: mounting %s failed%s\n"
-                         % (args.mountpoint, (":\n" + text) if text else ""))
+                         % (args.mountpoint, (sep + text) if text else ""))
         return 1
 
     # Child: a new session, stdio on the pipe until the mount is ready.
@@ -241,6 +288,11 @@ def daemonize_and_mount(mfusepy, args):
     status = 1
     try:
         status = mount(mfusepy, args, on_ready=ready)
+    except UsageError as e:
+        os.write(2, ("%s\n" % e).encode())
+    except Exception as e:  # os._exit below would swallow it: say it (stderr is the pipe)
+        os.write(2, ("unexpected error: %s\n" % _reason(e)).encode())
+        logger.debug("mounting failed", exc_info=True)
     finally:
         os._exit(status)
 
@@ -256,18 +308,19 @@ def main(argv=None):
 
         args.cache_dir = Client.DEFAULT_CACHE_DIR
     args.cache_dir = os.path.abspath(args.cache_dir)
+    if args.log:  # the daemon works from "/"
+        args.log = os.path.abspath(args.log)
     setup_logging(args, args.foreground)
     try:
         mfusepy = load_binding()
         check_mountpoint(args.mountpoint)
         check_server(args)
+        if args.foreground:
+            return mount(mfusepy, args, on_ready=lambda: logger.info("mounted %s (%s)", args.mountpoint,
+                                                                          safe_url(args.url)))
     except UsageError as e:
         print("filetracker-fuse: %s" % e, file=sys.stderr)
         return 1
-    if args.foreground:
-
-        return mount(mfusepy, args, on_ready=lambda: logger.info("mounted %s (%s)", args.mountpoint,
-                                                                      safe_url(args.url)))
     return daemonize_and_mount(mfusepy, args)
 
 

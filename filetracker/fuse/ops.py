@@ -5,6 +5,7 @@
 - :func:`operation`: wraps a FUSE operation so every failure leaves it as a
   clean errno (:class:`~.errnos.FsError`), never a traceback.
 - :func:`check_name_errno`: name validation for names about to be created.
+- :func:`caller_pid`: who made the request being served.
 - ``fuse`` / ``Operations``: the optional ``mfusepy`` binding (None / object
   when libfuse is missing, so the pure parts stay importable).
 """
@@ -62,6 +63,11 @@ def operation(fn):
             raise FsError(errno.EIO) from None
 
     return wrapper
+
+
+def caller_pid():
+    """The id of the thread whose request is being served (0 when unknown, e.g. outside FUSE)."""
+    return fuse.fuse_get_context()[2] if fuse else 0
 
 
 def _fh_of(fi):

@@ -1,4 +1,4 @@
-"""Was the process that closes a file killed by a signal?  (Linux ``/proc``.)
+"""Who closes a file, and was it killed by a signal?  (Linux ``/proc``.)
 
 When a process dies, the kernel closes its files, and FUSE sees an ordinary
 ``flush``.  Uploading then would publish whatever part of the file the
@@ -6,6 +6,10 @@ process had written before it was killed.  A dying task has ``PF_EXITING``
 in its flags and, when a signal killed it, the signal number in the low
 bits of its ``exit_code`` (``/proc/<pid>/stat`` fields 9 and 52), both set
 before its files are closed.  A normal ``exit()`` has a zero signal part.
+
+FUSE gives the caller as a thread id; :func:`thread_group` turns it into
+the process id, so that "the process that opened this handle" can be
+compared with "the process that closes it".
 """
 
 PF_EXITING = 0x00000004
@@ -36,3 +40,22 @@ def killed_by_signal(pid):
         return False
     flags, exit_code = parsed
     return bool(flags & PF_EXITING) and (exit_code & 0x7F) != 0
+
+
+def thread_group(pid):
+    """The process (thread group) id of the task ``pid``; ``pid`` itself when unknown.
+
+    FUSE names the calling *thread*: a file opened by one thread of a
+    program and closed by another must still count as the same process.
+    0 (no caller known) stays 0.
+    """
+    if not pid:
+        return 0
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return pid

@@ -9,10 +9,12 @@ policy (``keep_cache`` / ``direct_io``).  ``open`` for writing and
 hand over to ``_open_writer`` / ``_upload`` / ``_finalize_writer``.
 """
 
+import collections
 import errno
 import os
 
 from filetracker.errors import (
+    FiletrackerError,
     NotFoundError,
 )
 from filetracker.fuse import tree
@@ -74,6 +76,7 @@ class ReadingOps:
         if writing:
             self._require_writable()
             fi.fh = self._open_writer(path, truncate=bool(flags & os.O_TRUNC))
+            self._note_opener(fi.fh)
             return 0
         with self._lock:
             writer = self.writers.get(path)
@@ -101,13 +104,41 @@ class ReadingOps:
                 fi.direct_io = 1
                 self.opened_versions.pop(path, None)
             else:
-                # The kernel may keep its page cache when the version is the one
-                # it cached: a versioned file never changes.  Any other version
-                # (or the first open) drops the pages, so a name replaced by
-                # another client never shows old bytes.
-                fi.keep_cache = 1 if self.opened_versions.get(path) == attr.version else 0
-                self.opened_versions[path] = attr.version
+                fi.keep_cache = 1 if self._page_cache_open(path, attr.version, fi.fh) else 0
         return 0
+
+    def _page_cache_open(self, path, version, fh):
+        """Under the lock: note an open of ``version`` through the page cache; may it keep the pages?
+
+        The kernel keeps one page cache per name, shared by every handle of
+        it.  A versioned file never changes, so the pages may stay while they
+        can only hold the opened version's bytes.  They are dropped (False)
+        at the first open, at an open of another version, and at the next
+        open after one made while a handle of another version was open: that
+        handle may have read since, refilling the pages with its old bytes.
+        """
+        users = self.page_cache_users.setdefault(path, collections.Counter())
+        keep = self.opened_versions.get(path) == version and path not in self.mixed_pages
+        self.opened_versions[path] = version
+        users[version] += 1
+        self.page_cache_user_of[fh] = (path, version)
+        if len(users) > 1:
+            self.mixed_pages.add(path)
+        else:
+            self.mixed_pages.discard(path)
+        return keep
+
+    def _page_cache_release(self, fh):
+        """Under the lock: the handle ``fh`` no longer reads through the page cache."""
+        path, version = self.page_cache_user_of.pop(fh, (None, None))
+        users = self.page_cache_users.get(path)
+        if users is None:
+            return
+        users[version] -= 1
+        if users[version] <= 0:
+            del users[version]
+        if not users:
+            del self.page_cache_users[path]
 
     @operation
     def read(self, path, size, offset, fi):
@@ -140,6 +171,8 @@ class ReadingOps:
     def release(self, path, fi):
         with self._lock:
             handle = self.handles.pop(_fh_of(fi), None)
+            self.openers.pop(_fh_of(fi), None)
+            self._page_cache_release(_fh_of(fi))
             if handle is None:
                 return 0
             if not isinstance(handle, WriteBuffer):
@@ -150,6 +183,8 @@ class ReadingOps:
             if handle.refs == 1 and handle.dirty and self._may_upload(handle):
                 try:
                     self._upload(handle)
+                except (FiletrackerError, OSError) as e:  # server down, refused: say it, no traceback
+                    logger.warning("upload of %s at release failed: %s", handle.path, e)
                 except Exception:
                     logger.warning("upload of %s at release failed", handle.path, exc_info=True)
             with self._lock:

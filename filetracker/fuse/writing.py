@@ -5,8 +5,11 @@ for writing is one shared :class:`~.handles.WriteBuffer` per path (loaded
 with the stored content unless truncated); ``create``/``write``/``truncate``
 change it locally, and ``_upload`` puts it as a version above every version
 this mount knows of for the name (its "floor"), retrying above a
-conflicting delete.  Nothing half-written is uploaded: a failed local write,
-an unlinked-while-open file or a writer killed by a signal leave the stored
+conflicting delete.  A ``flush`` uploads only when the process that opened
+the handle for writing closes it, and not while the file is empty; the last
+``release`` uploads whatever is still dirty; ``fsync`` always uploads.
+Nothing half-written is uploaded: a failed local write, an
+unlinked-while-open file or a writer killed by a signal leave the stored
 version alone.  After the last close an uploaded file is handed to the
 Client's cache (``_finalize_writer``).  ``_delete`` deletes at a version not
 below the floor, for :mod:`.namespace`.
@@ -22,14 +25,18 @@ from filetracker.errors import (
 from filetracker.fuse import tree
 from filetracker.fuse.errnos import FsError
 from filetracker.fuse.handles import WriteBuffer
-from filetracker.fuse.ops import Attr, _fh_of, check_name_errno, fuse, logger, operation
-from filetracker.fuse.proc import killed_by_signal
+from filetracker.fuse.ops import Attr, _fh_of, caller_pid, check_name_errno, logger, operation
+from filetracker.fuse.proc import killed_by_signal, thread_group
 from filetracker.names import split_name, versioned_name
 
 #: Uploads refused because of a newer delete are retried this often, one version higher each time.
 UPLOAD_CONFLICT_RETRIES = 5
 #: Names whose last written/deleted version the mount remembers.
 MAX_FLOORS = 100_000
+#: An upload's version is at most this many seconds ahead of the clock (see _next_version).
+MAX_LEAD = 1
+#: Longest wait for the clock before an upload; a newer known version was not made here.
+MAX_CLOCK_WAIT = 5
 
 
 class WritingOps:
@@ -92,6 +99,7 @@ class WritingOps:
     def create(self, path, mode, fi):
         self._require_writable()
         fi.fh = self._open_writer(path, truncate=True, mode_create=True)
+        self._note_opener(fi.fh)
         self._note_exists(path, Attr(tree.FILE, 0, None))
         self.attrs.pop(path)  # the open writer answers getattr until it is uploaded
         return 0
@@ -142,7 +150,7 @@ class WritingOps:
             known = max(known, cached.version)
         # A version above every one we know of, so this write wins even
         # within the same second as the previous one (or as a delete).
-        version = max(int(time.time()), known + 1)
+        version = self._next_version(known)
         try:
             for attempt in range(UPLOAD_CONFLICT_RETRIES):
                 try:
@@ -167,6 +175,28 @@ class WritingOps:
         writer.base_version = got
         self._note_exists(writer.path, Attr(tree.FILE, writer.size(), got))
         return vname
+
+    @staticmethod
+    def _next_version(known):
+        """A version above ``known`` and at most :data:`MAX_LEAD` seconds ahead of the clock.
+
+        Above, because the server breaks ties between equal versions by
+        content, so an equal version may lose.  Not further ahead, or a file
+        saved many times a second would run into the future, and other
+        clients' uploads of the name (at the current time) would be
+        silently older.  When ``known + 1`` is too far ahead, this sleeps
+        (in the closing thread) until the clock allows it.  A ``known`` more
+        than :data:`MAX_CLOCK_WAIT` seconds ahead is not ours to wait for
+        (another client's clock or an explicit version): the upload goes
+        just above it at once.
+        """
+        while True:
+            now = time.time()
+            version = max(int(now), known + 1)
+            wait = version - MAX_LEAD - now
+            if wait <= 0 or wait > MAX_CLOCK_WAIT:
+                return version
+            time.sleep(wait)
 
     def _floor(self, path):
         with self._lock:
@@ -199,24 +229,45 @@ class WritingOps:
                 logger.warning("could not cache %s", writer.uploaded, exc_info=True)
         writer.remove()  # closes the descriptor too
 
+    def _note_opener(self, fh):
+        """Remember the process that opened the writing handle ``fh``: only its closes upload."""
+        opener = thread_group(caller_pid())
+        with self._lock:
+            self.openers[fh] = opener
+
     @operation
     def flush(self, path, fi):
-        handle = self.handles.get(_fh_of(fi))
+        """A ``close`` of a descriptor: the handle's opener closing it uploads the file.
+
+        A close by another process changes nothing: a child that inherited
+        the descriptor (its exit must not publish the parent's half-written
+        file, nor its death by a signal discard the parent's output) or a
+        reader sharing the buffer.  The opener's close does not upload an
+        empty file either (``> file`` closes a duplicate before writing; an
+        overwrite must not store an empty version first): release uploads
+        it if it stays empty.  An opener dying from a signal marks the
+        buffer abandoned: nothing of it is uploaded, not even at release.
+        """
+        fh = _fh_of(fi)
+        handle = self.handles.get(fh)
         if not isinstance(handle, WriteBuffer):
+            return 0
+        pid = caller_pid()
+        with self._lock:
+            opener = self.openers.get(fh)
+        if opener is None or thread_group(pid) != opener:
             return 0
         with handle.lock:
             if not handle.dirty:
                 return 0
             if handle.failed is not None:
                 raise FsError(handle.failed)
-            if not handle.written and handle.base_version is None:
-                # A new file nobody wrote to yet: a shell's ``> file`` closes a
-                # duplicate before writing.  Release uploads it if it stays empty.
-                return 0
-            if killed_by_signal(fuse.fuse_get_context()[2] if fuse else 0):
+            if killed_by_signal(pid):
                 # The writer died mid-way: what it wrote may be partial.
                 handle.abandoned = True
                 logger.warning("writer of %s was killed; not uploading", handle.path)
+                return 0
+            if handle.size() == 0:
                 return 0
             if self._may_upload(handle):
                 self._upload(handle)

@@ -119,3 +119,21 @@ def test_file_fetched_by_client_is_not_downloaded_again(server, mount_factory, t
         assert proxy.downstream_bytes < 64 * 1024
     finally:
         proxy.close()
+
+
+def test_written_files_land_in_the_cache_readable_by_others(server, mount_factory, tmp_path):
+    """A file written through the mount is cached with the umask's mode (0644), as a download is."""
+    old_umask = os.umask(0o022)  # the mount inherits it
+    try:
+        m = mount_factory(server.url)
+    finally:
+        os.umask(old_umask)
+    os.makedirs(m.p("perm"))
+    with open(m.p("perm/w.txt"), "w") as f:
+        f.write("shared\n")
+    cached = os.path.join(m.cache_dir, "files", "perm", "w.txt")
+    deadline = time.monotonic() + 5  # handed to the cache at release, after close returned
+    while not os.path.exists(cached):
+        assert time.monotonic() < deadline, "not cached"
+        time.sleep(0.05)
+    assert os.stat(cached).st_mode & 0o777 == 0o644

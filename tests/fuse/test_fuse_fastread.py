@@ -130,6 +130,31 @@ def test_kernel_cache_never_serves_a_replaced_version(server, mount_factory, tmp
         time.sleep(0.05)
 
 
+def test_old_handle_reading_after_a_new_open_leaves_no_old_bytes(server, mount_factory, tmp_path):
+    """A handle of the old version reads after the new version's open: the next open drops its pages."""
+    other = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
+    size = 4 << 20
+    _put(other, tmp_path, "/mx/w.txt", b"P" * size, 1700000000)
+    m = mount_factory(server.url, args=["--attr-timeout", "0.4"])
+    path = m.p("mx/w.txt")
+    held = os.open(path, os.O_RDONLY)  # the old version, nothing read yet
+    try:
+        _put(other, tmp_path, "/mx/w.txt", b"Q" * size, 1700000100)
+        deadline = time.monotonic() + 3
+        while os.stat(path).st_mtime != 1700000100:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.close(os.open(path, os.O_RDONLY))  # the new version opened, nothing read
+        assert os.pread(held, 8, 0) == b"P" * 8  # the old handle refills the pages with its bytes
+    finally:
+        os.close(held)
+    for _ in range(2):
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(-4, os.SEEK_END)
+            assert (head, f.read(4)) == (b"QQQQ", b"QQQQ")
+
+
 def test_worker_threads_stay_bounded(server, mount_factory, tmp_path):
     """Parallel readers do not make the daemon grow threads without bound."""
     client = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)

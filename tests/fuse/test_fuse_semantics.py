@@ -36,6 +36,14 @@ def sh(cmd, **kw):
     return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, **kw)
 
 
+def eventually(fn, timeout=5.0):
+    """Poll ``fn()`` until it is truthy (``release``, which may upload, runs after ``close`` returned)."""
+    deadline = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < deadline, "condition not met within %ss" % timeout
+        time.sleep(0.05)
+
+
 def test_rewrites_appends_truncate(server, mount_factory):
     m = mount_factory(server.url)
     f = m.p("/w/file.txt")
@@ -52,12 +60,13 @@ def test_rewrites_appends_truncate(server, mount_factory):
         fh.seek(1)
         fh.write(b"XY")
     assert remote(server, "/w/file.txt") == b"tXY"
-    assert sh(": > %s" % f).returncode == 0
-    assert remote(server, "/w/file.txt") == b"" and os.path.getsize(f) == 0
+    assert sh(": > %s" % f).returncode == 0  # an emptied file is uploaded at release
+    eventually(lambda: remote(server, "/w/file.txt") == b"")
+    assert os.path.getsize(f) == 0
     # touch of a new file creates an empty one; chmod and touch -d succeed.
     assert sh("touch %s && chmod 600 %s && touch -d @1700000000 %s" % (m.p("w/t"), m.p("w/t"), m.p("w/t"))
               ).returncode == 0
-    assert remote(server, "/w/t") == b""
+    eventually(lambda: remote(server, "/w/t") == b"")
 
 
 def test_rename_unlink_and_folders(server, mount_factory):
@@ -182,7 +191,8 @@ def test_concurrent_readers_share_one_download(server, mount_factory, tmp_path):
     assert shared.local_store.exists("/share/big.bin")
 
 
-def _fuse_pids(mountpoint):
+def pids_serving(mountpoint, program=b"filetracker-fuse"):
+    """Pids of the processes running ``program`` (in any argument) with ``mountpoint`` as an argument."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -191,9 +201,13 @@ def _fuse_pids(mountpoint):
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if mountpoint.encode() in argv and any(b"filetracker-fuse" in a for a in argv):
+            if mountpoint.encode() in argv and any(program in a for a in argv):
                 pids.append(int(pid))
     return pids
+
+
+def _fuse_pids(mountpoint):
+    return pids_serving(mountpoint)
 
 
 def test_daemon_mode_and_command_line_errors(server, tmp_path):

@@ -109,3 +109,15 @@ def test_parse_proc_stat():
     assert parse_stat(_stat_line(PF_EXITING | 0x40, 9)) == (PF_EXITING | 0x40, 9)
     assert parse_stat(_stat_line(0x400000, 0, comm="a) b")) == (0x400000, 0)
     assert parse_stat("garbage") is None
+
+
+def test_next_version_waits_for_the_clock_but_not_for_foreign_versions():
+    from filetracker.fuse.writing import WritingOps
+
+    now = int(time.time())
+    assert WritingOps._next_version(now - 100) >= now
+    far = now + 3600  # another client's future version: go just above it, at once
+    t = time.monotonic()
+    assert WritingOps._next_version(far) == far + 1 and time.monotonic() - t < 0.5
+    got = WritingOps._next_version(int(time.time()) + 1)  # one of ours, a second ahead: wait
+    assert got <= time.time() + 1
