@@ -2,14 +2,14 @@
 
 ``split_name``, ``versioned_name`` and ``check_name`` are :mod:`filetracker.names`'
 (ours raise :class:`~filetracker.errors.InvalidNameError`, a ``ValueError``, where 2.x
-raised ``ValueError``); :func:`file_digest`, :func:`mkdir` and :func:`rmdirs` keep the
-2.x behaviour.  New code should import from :mod:`filetracker.names`.
+raised ``ValueError``); :func:`file_digest`, :func:`mkdir` and :func:`rmdirs` do what
+2.x's did (``rmdirs`` never raises).  New code should import from :mod:`filetracker.names`.
 """
 
-import errno
 import hashlib
 import os
 
+from filetracker.client._files import remove_empty_dirs
 from filetracker.names import check_name, split_name, versioned_name
 
 _CHUNK = 1 << 20
@@ -33,16 +33,9 @@ def mkdir(name):
 
 
 def rmdirs(name, root):
-    """Remove empty folders from ``name`` upwards, stopping at ``root`` (never removed);
-    stops quietly at the first folder that is not empty or is gone."""
-    while name != root:
-        try:
-            os.rmdir(name)
-        except OSError as e:
-            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-                return
-            raise
-        name = os.path.dirname(name)
+    """Remove empty folders from ``name`` upwards, stopping at ``root`` (never removed) and at
+    the first folder that cannot be removed (not empty, gone); nothing outside ``root``."""
+    remove_empty_dirs(name, root)
 
 
 __all__ = ["check_name", "file_digest", "mkdir", "rmdirs", "split_name", "versioned_name"]
