@@ -179,8 +179,8 @@ class WriteBuffer:
 
     ``dirty``: written since the last upload.  ``failed``: an errno if a
     local write failed (then it is never uploaded).  ``unlinked``: the name
-    was removed while open (never uploaded).  ``abandoned``: the writer
-    process was killed (never uploaded).  ``refs`` counts open handles.
+    was removed while open (never uploaded).  ``abandoned``: a process killed by
+    a signal wrote last (not uploaded unless written again).  ``refs`` counts open handles.
     ``base_version``: the stored version the content started from (or None).
     """
 
@@ -199,6 +199,8 @@ class WriteBuffer:
             raise
         self.base_version = base_version
         self.dirty = False
+        self.generation = 0  # counts writes and truncations (an upload knows what it carried)
+        self.last_writer = 0  # FUSE caller (thread id) of the last write, 0 when unknown
         self.failed = None
         self.unlinked = False
         self.abandoned = False
@@ -222,22 +224,33 @@ class WriteBuffer:
         """``(fd, size clamped to the staged file's current length)``."""
         return self.fd, max(0, min(size, os.fstat(self.fd).st_size - offset))
 
-    def write(self, data, offset):
+    def write(self, data, offset, writer=0):
+        """Write at ``offset`` for the caller ``writer`` (a thread id, for the killed-writer rule).
+
+        A write after a killed writer's clears the abandoned mark: someone alive goes on
+        writing the file and will close it.
+        """
         try:
             n = os.pwrite(self.fd, data, offset)
         except OSError as e:
             self.failed = e.errno
             raise
-        self.dirty = True
+        self._changed(writer)
         return n
 
-    def truncate(self, length):
+    def truncate(self, length, writer=0):
         try:
             os.ftruncate(self.fd, length)
         except OSError as e:
             self.failed = e.errno
             raise
+        self._changed(writer)
+
+    def _changed(self, writer):
         self.dirty = True
+        self.generation += 1
+        self.last_writer = writer
+        self.abandoned = False
 
     def size(self):
         return os.fstat(self.fd).st_size

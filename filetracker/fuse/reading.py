@@ -104,29 +104,37 @@ class ReadingOps:
                 fi.direct_io = 1
                 self.opened_versions.pop(path, None)
             else:
-                fi.keep_cache = 1 if self._page_cache_open(path, attr.version, fi.fh) else 0
+                keep, shared = self._page_cache_open(path, attr.version, fi.fh)
+                fi.keep_cache = 1 if keep else 0
+                # Handles of another version are open and may read into the page cache at
+                # any time: this one bypasses it, so it never reads their bytes.
+                if shared:
+                    fi.direct_io = 1
         return 0
 
     def _page_cache_open(self, path, version, fh):
-        """Under the lock: note an open of ``version`` through the page cache; may it keep the pages?
+        """Under the lock: note an open of ``version``; ``(keep the pages?, other versions open?)``.
 
         The kernel keeps one page cache per name, shared by every handle of
         it.  A versioned file never changes, so the pages may stay while they
-        can only hold the opened version's bytes.  They are dropped (False)
-        at the first open, at an open of another version, and at the next
-        open after one made while a handle of another version was open: that
-        handle may have read since, refilling the pages with its old bytes.
+        can only hold the opened version's bytes.  They are dropped (keep
+        False) at the first open, at an open of another version, and at the
+        next open after one made while a handle of another version was open:
+        that handle may have read since, refilling the pages with its old
+        bytes.  While such handles are open (second value True) the caller
+        bypasses the page cache for the new handle.
         """
         users = self.page_cache_users.setdefault(path, collections.Counter())
         keep = self.opened_versions.get(path) == version and path not in self.mixed_pages
         self.opened_versions[path] = version
         users[version] += 1
         self.page_cache_user_of[fh] = (path, version)
-        if len(users) > 1:
+        shared = len(users) > 1
+        if shared:
             self.mixed_pages.add(path)
         else:
             self.mixed_pages.discard(path)
-        return keep
+        return keep, shared
 
     def _page_cache_release(self, fh):
         """Under the lock: the handle ``fh`` no longer reads through the page cache."""

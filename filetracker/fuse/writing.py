@@ -35,8 +35,6 @@ UPLOAD_CONFLICT_RETRIES = 5
 MAX_FLOORS = 100_000
 #: An upload's version is at most this many seconds ahead of the clock (see _next_version).
 MAX_LEAD = 1
-#: Longest wait for the clock before an upload; a newer known version was not made here.
-MAX_CLOCK_WAIT = 5
 
 
 class WritingOps:
@@ -47,10 +45,14 @@ class WritingOps:
         check_name_errno(path)
         with self._lock:
             writer = self.writers.get(path)
-            if writer is not None and not writer.unlinked:
+            if self._shareable(writer):
                 if truncate:
-                    writer.truncate(0)
+                    writer.truncate(0, caller_pid())
                 return self._register(writer)
+            if writer is not None:
+                # Never to be uploaded: its handles keep it, but the name (lookups, the
+                # next opens) goes back to what is stored.
+                del self.writers[path]
         attr = None
         if not mode_create:
             try:
@@ -74,11 +76,19 @@ class WritingOps:
             raise
         with self._lock:
             other = self.writers.get(path)
-            if other is not None and not other.unlinked:
+            if self._shareable(other):
                 writer.remove()  # another opener won the race: share its buffer
                 return self._register(other)
             self.writers[path] = writer
             return self._register(writer)
+
+    @staticmethod
+    def _shareable(writer):
+        """May a new open of the name join ``writer``?  Not one that will never be uploaded
+        (unlinked, failed, or last written by a killed process): a complete write through
+        the new open would then be silently dropped.  It gets a buffer of its own."""
+        return (writer is not None and not writer.unlinked and writer.failed is None
+                and not writer.abandoned)
 
     def _load_into(self, writer, path, attr):
         """Copy the stored content of ``path`` into a new WriteBuffer."""
@@ -109,7 +119,7 @@ class WritingOps:
         handle = self.handles.get(_fh_of(fi))
         if not isinstance(handle, WriteBuffer):
             raise FsError(errno.EBADF)
-        return handle.write(data, offset)
+        return handle.write(data, offset, caller_pid())
 
     @operation
     def truncate(self, path, length, fh=None):
@@ -119,7 +129,7 @@ class WritingOps:
             with self._lock:
                 handle = self.writers.get(path)
         if isinstance(handle, WriteBuffer):
-            handle.truncate(length)
+            handle.truncate(length, caller_pid())
             return 0
         # Not open here: stage, truncate and upload at once.
         fh_new = self._open_writer(path, truncate=(length == 0))
@@ -151,6 +161,7 @@ class WritingOps:
         # A version above every one we know of, so this write wins even
         # within the same second as the previous one (or as a delete).
         version = self._next_version(known)
+        generation = writer.generation  # a write landing during the upload keeps it dirty
         try:
             for attempt in range(UPLOAD_CONFLICT_RETRIES):
                 try:
@@ -170,7 +181,7 @@ class WritingOps:
             raise
         got = split_name(vname)[1]
         self._raise_floor(writer.path, got)
-        writer.dirty = False
+        writer.dirty = writer.generation != generation
         writer.uploaded = vname
         writer.base_version = got
         self._note_exists(writer.path, Attr(tree.FILE, writer.size(), got))
@@ -185,16 +196,17 @@ class WritingOps:
         saved many times a second would run into the future, and other
         clients' uploads of the name (at the current time) would be
         silently older.  When ``known + 1`` is too far ahead, this sleeps
-        (in the closing thread) until the clock allows it.  A ``known`` more
-        than :data:`MAX_CLOCK_WAIT` seconds ahead is not ours to wait for
-        (another client's clock or an explicit version): the upload goes
-        just above it at once.
+        (in the closing thread) until the clock allows it: at most
+        :data:`MAX_LEAD` seconds, since this mount's own versions are never
+        further ahead.  A ``known`` further ahead was not made here (another
+        client's clock, an explicit version): the upload goes just above it
+        at once instead of holding the close.
         """
         while True:
             now = time.time()
             version = max(int(now), known + 1)
             wait = version - MAX_LEAD - now
-            if wait <= 0 or wait > MAX_CLOCK_WAIT:
+            if wait <= 0 or wait > MAX_LEAD:
                 return version
             time.sleep(wait)
 
@@ -235,6 +247,12 @@ class WritingOps:
         with self._lock:
             self.openers[fh] = opener
 
+    @staticmethod
+    def _abandon(handle):
+        """A writer of ``handle`` died from a signal mid-way: keep what is stored."""
+        handle.abandoned = True
+        logger.warning("writer of %s was killed; not uploading", handle.path)
+
     @operation
     def flush(self, path, fi):
         """A ``close`` of a descriptor: the handle's opener closing it uploads the file.
@@ -245,17 +263,22 @@ class WritingOps:
         reader sharing the buffer.  The opener's close does not upload an
         empty file either (``> file`` closes a duplicate before writing; an
         overwrite must not store an empty version first): release uploads
-        it if it stays empty.  An opener dying from a signal marks the
-        buffer abandoned: nothing of it is uploaded, not even at release.
+        it if it stays empty.  A process dying from a signal that is the
+        opener, or that wrote last, marks the buffer abandoned: what it
+        wrote may be cut off, so nothing is uploaded, not even at release,
+        unless someone writes to the file again.
         """
         fh = _fh_of(fi)
         handle = self.handles.get(fh)
         if not isinstance(handle, WriteBuffer):
             return 0
         pid = caller_pid()
+        closer = thread_group(pid)
         with self._lock:
             opener = self.openers.get(fh)
-        if opener is None or thread_group(pid) != opener:
+        if opener is None or closer != opener:
+            if handle.last_writer and thread_group(handle.last_writer) == closer and killed_by_signal(pid):
+                self._abandon(handle)
             return 0
         with handle.lock:
             if not handle.dirty:
@@ -263,9 +286,7 @@ class WritingOps:
             if handle.failed is not None:
                 raise FsError(handle.failed)
             if killed_by_signal(pid):
-                # The writer died mid-way: what it wrote may be partial.
-                handle.abandoned = True
-                logger.warning("writer of %s was killed; not uploading", handle.path)
+                self._abandon(handle)
                 return 0
             if handle.size() == 0:
                 return 0

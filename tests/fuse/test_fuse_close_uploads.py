@@ -117,3 +117,38 @@ def test_rapid_saves_stay_close_to_the_clock(server, mount_factory):
     requests.put(server.url + "/files/status.txt", data=b"other\n", timeout=10,
                  params={"last_modified": format_version(put_at)}).raise_for_status()
     assert remote(server, "/status.txt") == b"other\n"
+
+
+def test_a_child_killed_after_the_opener_closed_stores_nothing(server, mount_factory, tmp_path):
+    """The opener closes at once and leaves the writing to a child, which is killed mid-way: what
+    it wrote may be cut off mid-line, so the complete old content stays."""
+    put(server, tmp_path, "/k/log.txt", b"old complete\n")
+    m = mount_factory(server.url)
+    loop = "import time\nwhile True:\n    print('line ' * 20, flush=True)\n    time.sleep(0.005)\n"
+    with open(m.p("k/log.txt"), "w") as out:
+        child = subprocess.Popen([sys.executable, "-c", loop], stdout=out)
+    try:
+        time.sleep(0.3)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    time.sleep(1)  # the last close (release) comes after the child's exit
+    assert remote(server, "/k/log.txt") == b"old complete\n"
+
+
+def test_a_new_open_after_a_killed_writer_is_stored(server, mount_factory, tmp_path):
+    """A writer is killed while a process it started keeps the descriptor open: that buffer is
+    never uploaded, and a later complete write of the name (appending here) must still be."""
+    put(server, tmp_path, "/k/orig.txt", b"orig\n")
+    m = mount_factory(server.url)
+    f = m.p("k/orig.txt")
+    holder = subprocess.Popen(["bash", "-c", "exec >> %s; echo partial; sleep 30 & sleep 0.3; kill -9 $$" % f],
+                              start_new_session=True)
+    try:
+        holder.wait(timeout=10)
+        with open(f, "a") as out:
+            out.write("appended\n")
+        assert remote(server, "/k/orig.txt") == b"orig\nappended\n"
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)   # the orphaned sleep holding the old descriptor
+

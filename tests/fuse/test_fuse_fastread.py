@@ -155,6 +155,31 @@ def test_old_handle_reading_after_a_new_open_leaves_no_old_bytes(server, mount_f
             assert (head, f.read(4)) == (b"QQQQ", b"QQQQ")
 
 
+def test_an_open_beside_an_old_handle_never_reads_its_bytes(server, mount_factory, tmp_path):
+    """The old handle reads *after* the new open: the new handle, opened while the old one is
+    open, bypasses the shared page cache, so it reads the new version whatever the old one did."""
+    other = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
+    size = 1 << 20
+    _put(other, tmp_path, "/mx2/w.txt", b"P" * size, 1700000000)
+    m = mount_factory(server.url, args=["--attr-timeout", "0.4"])
+    path = m.p("mx2/w.txt")
+    held = os.open(path, os.O_RDONLY)
+    try:
+        _put(other, tmp_path, "/mx2/w.txt", b"Q" * size, 1700000100)
+        deadline = time.monotonic() + 3
+        while os.stat(path).st_mtime != 1700000100:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        new = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(held, 4096, 0) == b"P" * 4096   # the old handle fills the pages first
+            assert os.pread(new, 4096, 0) == b"Q" * 4096
+        finally:
+            os.close(new)
+    finally:
+        os.close(held)
+
+
 def test_worker_threads_stay_bounded(server, mount_factory, tmp_path):
     """Parallel readers do not make the daemon grow threads without bound."""
     client = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
