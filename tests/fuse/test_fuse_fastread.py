@@ -130,20 +130,30 @@ def test_kernel_cache_never_serves_a_replaced_version(server, mount_factory, tmp
         time.sleep(0.05)
 
 
-def test_old_handle_reading_after_a_new_open_leaves_no_old_bytes(server, mount_factory, tmp_path):
-    """A handle of the old version reads after the new version's open: the next open drops its pages."""
+def _held_while_replaced(server, mount_factory, tmp_path, name, size):
+    """Store ``name`` as P bytes, open it in a mount, replace it by Q bytes from another client
+    and wait until the mount sees the new version.  Returns ``(path, held descriptor of P)``."""
     other = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
-    size = 4 << 20
-    _put(other, tmp_path, "/mx/w.txt", b"P" * size, 1700000000)
+    _put(other, tmp_path, name, b"P" * size, 1700000000)
     m = mount_factory(server.url, args=["--attr-timeout", "0.4"])
-    path = m.p("mx/w.txt")
+    path = m.p(name.lstrip("/"))
     held = os.open(path, os.O_RDONLY)  # the old version, nothing read yet
     try:
-        _put(other, tmp_path, "/mx/w.txt", b"Q" * size, 1700000100)
+        _put(other, tmp_path, name, b"Q" * size, 1700000100)
         deadline = time.monotonic() + 3
         while os.stat(path).st_mtime != 1700000100:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+    except BaseException:
+        os.close(held)
+        raise
+    return path, held
+
+
+def test_old_handle_reading_after_a_new_open_leaves_no_old_bytes(server, mount_factory, tmp_path):
+    """A handle of the old version reads after the new version's open: the next open drops its pages."""
+    path, held = _held_while_replaced(server, mount_factory, tmp_path, "/mx/w.txt", 4 << 20)
+    try:
         os.close(os.open(path, os.O_RDONLY))  # the new version opened, nothing read
         assert os.pread(held, 8, 0) == b"P" * 8  # the old handle refills the pages with its bytes
     finally:
@@ -158,18 +168,8 @@ def test_old_handle_reading_after_a_new_open_leaves_no_old_bytes(server, mount_f
 def test_an_open_beside_an_old_handle_never_reads_its_bytes(server, mount_factory, tmp_path):
     """The old handle reads *after* the new open: the new handle, opened while the old one is
     open, bypasses the shared page cache, so it reads the new version whatever the old one did."""
-    other = Client(cache_dir=str(tmp_path / "other"), remote_url=server.url)
-    size = 1 << 20
-    _put(other, tmp_path, "/mx2/w.txt", b"P" * size, 1700000000)
-    m = mount_factory(server.url, args=["--attr-timeout", "0.4"])
-    path = m.p("mx2/w.txt")
-    held = os.open(path, os.O_RDONLY)
+    path, held = _held_while_replaced(server, mount_factory, tmp_path, "/mx2/w.txt", 1 << 20)
     try:
-        _put(other, tmp_path, "/mx2/w.txt", b"Q" * size, 1700000100)
-        deadline = time.monotonic() + 3
-        while os.stat(path).st_mtime != 1700000100:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         new = os.open(path, os.O_RDONLY)
         try:
             assert os.pread(held, 4096, 0) == b"P" * 4096   # the old handle fills the pages first
