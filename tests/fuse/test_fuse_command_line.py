@@ -18,7 +18,7 @@ import uuid
 
 from filetracker.client import Client
 from tests.fuse.conftest import unmount
-from tests.fuse.test_fuse_semantics import _fuse_pids, pids_serving
+from tests.fuse.test_fuse_semantics import pids_serving
 from tests.support.procs import script
 
 
@@ -70,16 +70,16 @@ def test_relative_log_is_taken_from_the_working_folder(server, tmp_path):
                                str(tmp_path / "cache"), "--log", name],
                               capture_output=True, text=True, timeout=30, cwd=str(tmp_path))
         assert proc.returncode == 0, proc.stderr
-        pids = _fuse_pids(mnt)
+        pids = pids_serving(mnt)
         assert len(pids) == 1
         # The daemon's output goes to the log given (it chdir'ed to "/" since).
         assert os.readlink("/proc/%d/fd/2" % pids[0]) == str(tmp_path / name)
     finally:
         unmount(mnt)
         deadline = time.monotonic() + 10
-        while _fuse_pids(mnt) and time.monotonic() < deadline:
+        while pids_serving(mnt) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for pid in _fuse_pids(mnt):
+        for pid in pids_serving(mnt):
             os.kill(pid, signal.SIGKILL)
         if os.path.exists("/" + name):  # where the old code put it
             os.unlink("/" + name)

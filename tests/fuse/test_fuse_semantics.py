@@ -206,9 +206,6 @@ def pids_serving(mountpoint, program=b"filetracker-fuse"):
     return pids
 
 
-def _fuse_pids(mountpoint):
-    return pids_serving(mountpoint)
-
 
 def test_daemon_mode_and_command_line_errors(server, tmp_path):
     exe = script("filetracker-fuse")
@@ -218,18 +215,18 @@ def test_daemon_mode_and_command_line_errors(server, tmp_path):
     try:
         proc = subprocess.run(base, capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0, proc.stderr
-        assert is_mounted(mnt) and len(_fuse_pids(mnt)) == 1
+        assert is_mounted(mnt) and len(pids_serving(mnt)) == 1
         # Busy mountpoint.
         again = subprocess.run(base, capture_output=True, text=True, timeout=30)
         assert again.returncode == 1 and "busy" in again.stderr
         subprocess.run(["fusermount3", "-u", mnt], check=True)
         deadline = time.monotonic() + 10
-        while _fuse_pids(mnt) and time.monotonic() < deadline:
+        while pids_serving(mnt) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _fuse_pids(mnt) and not is_mounted(mnt)
+        assert not pids_serving(mnt) and not is_mounted(mnt)
     finally:
         unmount(mnt)
-        for pid in _fuse_pids(mnt):
+        for pid in pids_serving(mnt):
             os.kill(pid, signal.SIGKILL)
     missing = subprocess.run([exe, str(tmp_path / "nope"), "--url", server.url], capture_output=True, text=True)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
