@@ -2,7 +2,7 @@
 them in one group commit.
 
 Used where records travel between nodes in batches (``POST /_cluster/records``
-with inline content, and the pulls of :class:`cluster.node.tasks.Replicator`)
+with inline content, and the pulls of :class:`cluster.node.replicator.Replicator`)
 and for the batched small PUTs of gateways (``POST /_cluster/store``):
 one transaction and one WAL fsync for the batch instead of one per record.
 Every body is at most :data:`cluster.peers.INLINE_BLOB_MAX` bytes.

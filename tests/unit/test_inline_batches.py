@@ -1,6 +1,7 @@
 """How records are cut into the requests that carry small blobs between nodes (pure logic)."""
 
-from cluster.node.tasks import GROUP_RECORDS, PARTITION_GROUP, _cut, _groups, inline_batches
+from cluster.node.replicator import inline_batches
+from cluster.node.tasks import GROUP_RECORDS, PARTITION_GROUP, _cut, _groups
 from cluster.peers import INLINE_BATCH_BYTES, INLINE_BATCH_COUNT, INLINE_BLOB_MAX
 from filetracker.records import Record
 
