@@ -121,7 +121,9 @@ class ClusterView:
         Without a ring (a gateway started before its nodes) the request waits
         for one, retrying every :data:`RING_RETRY` s, for at most the timeout:
         nodes that are still starting cost the first requests a short wait, not
-        a 503.
+        a 503.  When every node asked refused the gateway's cluster secret (403)
+        the answer is NoRing at once: a wrong secret does not mend itself while a
+        request waits.
         """
         if self._ring is not None:
             return self._ring
@@ -132,9 +134,14 @@ class ClusterView:
             if self._ring is not None:
                 return self._ring
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._all_refused(started):
                 raise NoRing("no cluster node answered with a ring" + self._refusal_hint(started))
             await asyncio.sleep(min(RING_RETRY, left))
+
+    def _all_refused(self, since):
+        """True when every node the ring is fetched from refused the cluster secret after ``since``."""
+        urls = set(self._seeds) | {n.url for n in self._nodes}
+        return bool(urls) and all(self._refused.get(u, -1.0) >= since for u in urls)
 
     async def refresh(self, prefer=None):
         """Fetch the ring (single flight); install it when its epoch is newer."""

@@ -290,14 +290,15 @@ def _gateway(tmp_path, c, name, *extra):
 @pytest.mark.parametrize("secret", ["wrong", None], ids=["wrong-secret", "no-secret"])
 def test_gateway_says_when_nodes_refuse_its_secret(cluster_factory, tmp_path, secret):
     c = cluster_factory(nodes=1, replicas=1)
-    extra = []
+    # a long timeout: a request must not wait it out once every node has refused the secret
+    extra = ["--timeout", "60"]
     if secret:
-        extra = ["--cluster-secret-file", write(tmp_path / "wrong.secret", "not-" + SECRET + "\n")]
+        extra += ["--cluster-secret-file", write(tmp_path / "wrong.secret", "not-" + SECRET + "\n")]
     svc, port = _gateway(tmp_path, c, "gw", *extra)
     svc.start()
     try:
         for _ in range(3):
-            r = requests.get("http://127.0.0.1:%d/files/a/b" % port, timeout=10)
+            r = requests.get("http://127.0.0.1:%d/files/a/b" % port, timeout=30)
             assert r.status_code == 503
             message = r.headers.get("X-Exception", "") + r.text
             assert "no cluster node answered with a ring" in message
