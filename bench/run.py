@@ -208,7 +208,7 @@ def raw_copy_baseline(raw, big_path, workdir, passes=3):
     a filesystem mounted with ``discard`` (bench/README.md)."""
     for _ in range(passes):
         for kind in ("file", "null"):
-            dest = "/dev/null" if kind == "null" else _new_path(os.path.join(workdir, "big.copy"))
+            dest = "/dev/null" if kind == "null" else _new_copy_path(workdir)
             r = bigfile.raw_copy(big_path, dest)
             if raw[kind] is None or r["mb_s"] > raw[kind]["mb_s"]:
                 raw[kind] = r
@@ -216,11 +216,10 @@ def raw_copy_baseline(raw, big_path, workdir, passes=3):
         % (raw["file"]["mb_s"], raw["null"]["mb_s"]))
 
 
-def _new_path(prefix):
-    n = 0
-    while os.path.exists("%s.%d" % (prefix, n)):
-        n += 1
-    return "%s.%d" % (prefix, n)
+def _new_copy_path(workdir):
+    fd, path = tempfile.mkstemp(prefix="big.copy.", dir=workdir)
+    os.close(fd)
+    return path
 
 
 def main(argv=None):

@@ -138,9 +138,13 @@ class ClusterView:
                 raise NoRing("no cluster node answered with a ring" + self._refusal_hint(started))
             await asyncio.sleep(min(RING_RETRY, left))
 
+    def _ring_sources(self):
+        """The nodes a ring is fetched from: the known members, then the seeds (``--nodes``)."""
+        return [n.url for n in self._nodes] + self._seeds
+
     def _all_refused(self, since):
         """True when every node the ring is fetched from refused the cluster secret after ``since``."""
-        urls = set(self._seeds) | {n.url for n in self._nodes}
+        urls = self._ring_sources()
         return bool(urls) and all(self._refused.get(u, -1.0) >= since for u in urls)
 
     async def refresh(self, prefer=None):
@@ -155,7 +159,7 @@ class ClusterView:
             self._refreshing = None
 
     async def _fetch_ring(self, prefer):
-        urls = ([prefer] if prefer else []) + [n.url for n in self._nodes] + self._seeds
+        urls = ([prefer] if prefer else []) + self._ring_sources()
         seen = set()
         for url in urls:
             if url in seen:
