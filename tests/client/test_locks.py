@@ -70,12 +70,12 @@ def test_locks_in_one_process_exclude_each_other(tmp_path):
     a.close()  # idempotent
 
 
-def _wait_then_lock(locks_dir, go, got):
+def _wait_then_lock(locks_dir, go, got, release):
     go.wait(10)
     lock = FcntlLockManager(locks_dir).lock_for("/n")
     lock.lock_exclusive()  # waits on the old inode, must end on the current one
     got.set()
-    time.sleep(1.0)
+    release.wait(10)  # held until the parent has checked it (a fixed time could run out first)
     lock.close()
 
 
@@ -83,9 +83,9 @@ def test_delete_while_waiting_relocks_the_new_file(tmp_path):
     d = str(tmp_path / "locks")
     m = FcntlLockManager(d)
     ctx = multiprocessing.get_context("fork")
-    go, got = ctx.Event(), ctx.Event()
+    go, got, release = ctx.Event(), ctx.Event(), ctx.Event()
     # Fork before taking the lock: a forked child would inherit (and keep) it.
-    p = ctx.Process(target=_wait_then_lock, args=(d, go, got), daemon=True)
+    p = ctx.Process(target=_wait_then_lock, args=(d, go, got, release), daemon=True)
     p.start()
     holder = m.lock_for("/n")
     holder.lock_exclusive()
@@ -96,6 +96,7 @@ def test_delete_while_waiting_relocks_the_new_file(tmp_path):
     # The waiter holds the lock on the *current* lock file: we cannot take it.
     fresh = m.lock_for("/n")
     assert not fresh.try_lock_exclusive()
+    release.set()
     p.join(10)
     assert fresh.try_lock_exclusive()
     fresh.close(delete=True)

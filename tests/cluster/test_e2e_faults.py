@@ -179,7 +179,9 @@ def test_sigstop_costs_at_most_the_timeout(tmp_path):
                     assert r.status_code == 200 and len(r.text.splitlines()) == len(names), r.headers
                 slowest = max(slowest, time.monotonic() - t0)
             print("\nSIGSTOP: slowest of 60 requests %.2f s (timeout %.1f s)" % (slowest, timeout))
-            assert slowest < timeout + 1.5
+            # one request may wait out the timeout; the rest is slack for a busy machine (a gateway
+            # without the bound would wait for the stopped node until the client's 30 s)
+            assert slowest < timeout + 4
         finally:
             c.nodes[2].resume()
         assert wait_until(lambda: requests.get(c.gw + "/files" + names[0], timeout=10).status_code == 200, 10)

@@ -215,7 +215,9 @@ def test_handoff_when_an_owner_is_down(tmp_path):
         r = put(c.gw, name, b"handed off", V)
         assert r.status_code == 200, r.headers
         assert requests.get(c.gw + "/files" + name, timeout=10).content == b"handed off"
+        # W=2 may be met by one owner and the spare: each gets its copy, the third maybe later
         assert wait_until(lambda: c.node_record(spare, name) is not None, 10)
+        assert wait_until(lambda: all(c.node_record(u, name) is not None for u in owners[1:]), 10)
         for u in owners[1:]:
             assert c.node_record(u, name).version == V
     finally:

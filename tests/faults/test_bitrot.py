@@ -202,6 +202,8 @@ def test_failed_direct_read_is_not_repeated_by_the_gateway(cluster_factory):
     c = cluster_factory(3, gateway=True)
     name, data = "/rot/fast", os.urandom(20_000)  # small: read within the batch
     assert gw_put(c.gateway_url, name, data, BASE).status_code == 200
+    # acknowledged at W=2: the first owner may be the third replica, still being written
+    assert wait_until(lambda: all(c.record(i, name) is not None for i in range(3)), timeout=30)
     first = c.urls.index(c.ring.owners(name)[0].id)
     flip_byte(blob_path(c, first, sha256(data)))
     before = _fetches(c)

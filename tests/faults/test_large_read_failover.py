@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
+from tests.support.waiting import wait_until
 
 SIZE = 40 << 20  # a first piece of 4 MiB, then 36 MiB relayed
 BLOB_SERIES = re.compile(r'^filetracker_http_requests_total\{method="GET",route="_cluster/blobs",status="20[06]"\} (\S+)$',
@@ -35,6 +36,9 @@ def test_large_get_continues_from_another_replica_when_its_node_dies(tmp_path):
         r = requests.put(c.gw + "/files/big/one", params={"last_modified": http_date(BASE_VERSION)}, data=data,
                          timeout=60)
         assert r.status_code == 200, r.text
+        # acknowledged at W=2: wait for the third replica, or the node read from could be the
+        # only holder the gateway knows of, and nobody would be left to continue after its death
+        assert wait_until(lambda: all(c.node_record(u, "/big/one") for u in c.node_urls), 30)
         before = [blob_reads(u) for u in c.node_urls]
         with requests.get(c.gw + "/files/big/one", stream=True, timeout=30) as r:
             assert r.status_code == 200 and int(r.headers["Content-Length"]) == SIZE

@@ -124,10 +124,13 @@ def test_a_child_killed_after_the_opener_closed_stores_nothing(server, mount_fac
     it wrote may be cut off mid-line, so the complete old content stays."""
     put(server, tmp_path, "/k/log.txt", b"old complete\n")
     m = mount_factory(server.url)
-    loop = "import time\nwhile True:\n    print('line ' * 20, flush=True)\n    time.sleep(0.005)\n"
+    # the child starts writing only when told, after the opener's close (so that close has nothing to upload)
+    loop = "import sys, time\nsys.stdin.readline()\nwhile True:\n    print('line ' * 20, flush=True)\n    time.sleep(0.005)\n"
     with open(m.p("k/log.txt"), "w") as out:
-        child = subprocess.Popen([sys.executable, "-c", loop], stdout=out)
+        child = subprocess.Popen([sys.executable, "-c", loop], stdout=out, stdin=subprocess.PIPE)
     try:
+        child.stdin.write(b"go\n")
+        child.stdin.close()
         time.sleep(0.3)
     finally:
         child.kill()

@@ -161,16 +161,17 @@ def test_shell_tools(backend, mount_factory, tmp_path):
                           check=True).stdout == payload[-300:]
     assert subprocess.run(["cat", m.p("/t/empty")], capture_output=True, check=True).stdout == b""
 
-    # Another client's put appears within the attribute timeout; a delete disappears.
+    # Another client's put appears within the attribute timeout (1 s); a delete disappears.  The
+    # deadline adds 3 s for a busy machine: it tells "refreshed" from "never refreshed", not speed.
     client.put_file("/t/new.txt", str(local), to_local_store=False)
     t = time.monotonic()
     while "new.txt" not in os.listdir(m.p("t")):
-        assert time.monotonic() - t < 1.5, "a new file did not appear within the attribute timeout"
+        assert time.monotonic() - t < 4, "a new file did not appear within the attribute timeout"
         time.sleep(0.05)
     client.delete_file("/t/a.bin")
     t = time.monotonic()
     while "a.bin" in os.listdir(m.p("t")) or os.path.exists(m.p("/t/a.bin")):
-        assert time.monotonic() - t < 1.5, "a deleted file did not disappear within the attribute timeout"
+        assert time.monotonic() - t < 4, "a deleted file did not disappear within the attribute timeout"
         time.sleep(0.05)
     assert subprocess.run(["cat", m.p("/t/a.bin")], capture_output=True).returncode != 0
 

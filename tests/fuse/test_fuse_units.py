@@ -122,4 +122,5 @@ def test_next_version_waits_for_the_clock_but_not_for_foreign_versions():
     got = WritingOps._next_version(int(time.time()) + 1)  # one of ours, a second ahead: wait
     assert got <= time.time() + 1
     t = time.monotonic()   # 3 s ahead: not one of ours (they never lead by more than 1 s): no wait
-    assert WritingOps._next_version(int(time.time()) + 3) >= time.time() + 3 and time.monotonic() - t < 0.5
+    now = time.time()      # read once: a second boundary between two reads would fail the comparison
+    assert WritingOps._next_version(int(now) + 3) >= now + 3 and time.monotonic() - t < 0.5

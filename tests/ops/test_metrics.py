@@ -30,6 +30,11 @@ def test_gateway_and_node_counters_move(ops_cluster):
     bodies["/metrics/big"] = os.urandom(6 << 20)  # a first piece, then relayed: both counted as sent
     for name, body in bodies.items():
         _put(gw, name, body)
+    # Every node receives every replica (N=3); the third one may still be in flight after W=2.
+    # Waited for before reading: a read that met a lagging replica would repair it (one more
+    # PUT and 6 MiB more on node 0's counters below).
+    names = list(bodies)
+    assert wait_until(lambda: all(c.record(i, n) is not None for i in range(3) for n in names), 30)
     for name, body in bodies.items():
         r = requests.get(gw + "/files" + name, timeout=30)
         assert r.status_code == 200 and r.content == body
@@ -61,9 +66,6 @@ def test_gateway_and_node_counters_move(ops_cluster):
         assert sample(after_gw, "filetracker_gateway_node_up", node=url) == 1
     assert sample(after_gw, "process_resident_memory_bytes") > 0
 
-    # Every node receives every replica (N=3); the third one may still be in flight after W=2.
-    names = list(bodies)
-    assert wait_until(lambda: all(c.record(i, n) is not None for i in range(3) for n in names), 10)
     after_node = scrape(c.urls[0])
 
     def node_delta(name, **labels):
