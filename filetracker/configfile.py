@@ -109,6 +109,9 @@ def file_arguments(parser, path):
         raise ConfigError("cannot read: %s" % (e.strerror or e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("not valid TOML: %s" % e) from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8 text; tomllib lets the decoding error through
+        raise ConfigError("not valid TOML: not UTF-8 text (byte 0x%02x at offset %d)"
+                          % (e.object[e.start], e.start)) from None
     options = _long_options(parser)
     argv = []
     keys = {}

@@ -25,6 +25,7 @@ import sys
 from cluster.admin.access import AdminError, ClusterAccess
 from cluster.peers import base_url, base_url_list
 from cluster.secret import SecretError, read_secret
+from filetracker.units import seconds, timeout_seconds
 
 ENV_URL = "FILETRACKER_ADMIN_URL"
 ENV_SECRET = "FILETRACKER_CLUSTER_SECRET_FILE"
@@ -42,16 +43,6 @@ def _positive(kind):
     return parse
 
 
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
-    return value
-
-
 def _drain_option(p):
     p.add_argument("--drain", type=base_url, action="append", default=[], metavar="URL",
                    help="a node removed from the ring that may still hold data (repeatable)")
@@ -62,7 +53,7 @@ def build_parser():
     p.add_argument("--cluster", metavar="URL", help="any storage node (comma-separated list allowed); "
                    "default $%s" % ENV_URL)
     p.add_argument("--cluster-secret-file", metavar="F", help="file with the cluster secret; default $%s" % ENV_SECRET)
-    p.add_argument("--timeout", type=_positive(float), default=10.0, metavar="S",
+    p.add_argument("--timeout", type=_positive(timeout_seconds), default=10.0, metavar="S",
                    help="seconds per exchange with a node (default 10)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -109,9 +100,9 @@ def build_parser():
 
 
 def _wait_options(s):
-    s.add_argument("--wait-timeout", type=_seconds, default=0.0, metavar="S",
+    s.add_argument("--wait-timeout", type=seconds, default=0.0, metavar="S",
                    help="give up (exit 1) when not balanced after S seconds (default: never)")
-    s.add_argument("--down-timeout", type=_seconds, default=60.0, metavar="S",
+    s.add_argument("--down-timeout", type=seconds, default=60.0, metavar="S",
                    help="give up when a member stays down this long (default 60)")
 
 

@@ -22,7 +22,7 @@ from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config, port_number
-from filetracker.units import byte_count
+from filetracker.units import byte_count, timeout_seconds
 
 
 def parse_args(argv):
@@ -39,7 +39,7 @@ def parse_args(argv):
                    help="replicas that must store a write (default 2; at most a name's replicas)")
     p.add_argument("--read-quorum", type=int, default=2, metavar="R",
                    help="replicas a read asks (default 2; at most a name's replicas)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    p.add_argument("--timeout", type=timeout_seconds, default=5.0, metavar="S",
                    help="seconds a node may take for one exchange before it counts as down")
     p.add_argument("--cluster-secret-file", metavar="F")
     p.add_argument("--log-level", default="INFO", type=str.upper,

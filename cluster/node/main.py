@@ -38,19 +38,9 @@ from filetracker.server.main import (
     lock_data_folder_or_exit,
     port_number,
 )
-from filetracker.units import byte_count
+from filetracker.units import byte_count, seconds, timeout_seconds
 
 log = logging.getLogger("cluster.node")
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
-    return value
 
 
 def build_parser():
@@ -66,14 +56,14 @@ def build_parser():
     p.add_argument("--cluster-secret-file", help="file with the shared secret of the internal API")
     p.add_argument("--allow-public-writes", action="store_true",
                    help="accept PUT/DELETE of the public protocol directly (default: read-only)")
-    p.add_argument("--sync-interval", type=_seconds, default=30.0,
+    p.add_argument("--sync-interval", type=seconds, default=30.0,
                    help="seconds between anti-entropy and handoff passes (default 30)")
-    p.add_argument("--reclaim-interval", type=_seconds, default=3600.0)
-    p.add_argument("--tombstone-ttl", type=_seconds, default=7 * 24 * 3600.0,
+    p.add_argument("--reclaim-interval", type=seconds, default=3600.0)
+    p.add_argument("--tombstone-ttl", type=seconds, default=7 * 24 * 3600.0,
                    help="age in seconds after which tombstones are reclaimed (default 7 days)")
     p.add_argument("--sync-bandwidth", type=byte_count, default=NodeConfig.sync_bandwidth, metavar="BYTES",
                    help="bytes/s the background tasks may move (e.g. 64M; default 64M; 0 = unlimited)")
-    p.add_argument("--peer-timeout", type=_seconds, default=10.0, help="seconds per peer exchange (default 10)")
+    p.add_argument("--peer-timeout", type=timeout_seconds, default=10.0, help="seconds per peer exchange (default 10)")
     p.add_argument("--sync-concurrency", type=int, default=4,
                    help="partitions exchanged with peers at once by a background pass (default 4)")
     p.add_argument("--no-background", action="store_true",
@@ -83,13 +73,13 @@ def build_parser():
                    help="refuse uploads (507) when free disk space would drop below this (default 64M; 0: off)")
     p.add_argument("--scrub-rate", type=byte_count, default=8 << 20,
                    help="bytes/s the background scrubber hashes (default 8M; 0: unlimited)")
-    p.add_argument("--scrub-interval", type=_seconds, default=24 * 3600.0,
+    p.add_argument("--scrub-interval", type=seconds, default=24 * 3600.0,
                    help="seconds between scrub passes (default 86400; 0: no background scrub)")
     p.add_argument("--no-verify-reads", action="store_true",
                    help="serve blobs without hashing them first (bitrot is then found only by the scrubber)")
     p.add_argument("--verify-reads-max-bytes", type=byte_count, default=256 << 20,
                    help="larger blobs are served at once and hashed in the background (default 256M; 0: no limit)")
-    p.add_argument("--quarantine-keep", type=_seconds, default=NodeConfig.quarantine_keep,
+    p.add_argument("--quarantine-keep", type=seconds, default=NodeConfig.quarantine_keep,
                    help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: delete at once)")
     p.add_argument("--quarantine-max-bytes", type=byte_count, default=NodeConfig.quarantine_max_bytes,
                    help="delete the oldest repaired quarantined copies above this total (default 0: no cap)")

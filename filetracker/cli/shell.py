@@ -26,6 +26,7 @@ from filetracker.cli.progress import make_progress_factory
 from filetracker.client import Client
 from filetracker.client.remote_data_store import RemoteDataStore
 from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
+from filetracker.units import timeout_seconds
 
 PROG = "filetracker"
 
@@ -40,7 +41,7 @@ def build_parser():
     parser.add_argument("-c", "--cache-dir", dest="cache_dir", default=None,
                         help="local cache folder (default: $FILETRACKER_DIR or ~/.filetracker-store)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log what happens")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for the server")
+    parser.add_argument("--timeout", type=timeout_seconds, default=None, help="seconds to wait for the server")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -21,7 +21,7 @@ import sys
 import urllib.parse
 
 from filetracker.errors import FiletrackerError
-from filetracker.units import byte_count
+from filetracker.units import byte_count, timeout_seconds
 from filetracker.urls import safe_url
 
 DEFAULT_RANGE_THRESHOLD = 64 << 20
@@ -39,16 +39,6 @@ class UsageError(Exception):
     """A problem to report to the user (message) with exit status 1."""
 
 
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative: %r" % text)
-    return value
-
-
 def build_parser():
     p = argparse.ArgumentParser(
         prog="filetracker-fuse",
@@ -61,9 +51,9 @@ def build_parser():
                         "(default: $FILETRACKER_DIR or ~/.filetracker-store)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground (SIGINT/SIGTERM unmount)")
-    p.add_argument("--attr-timeout", type=positive_float, default=1.0, metavar="SECONDS",
+    p.add_argument("--attr-timeout", type=timeout_seconds, default=1.0, metavar="SECONDS",
                    help="how long attributes and listings are cached (default 1)")
-    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=timeout_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="network timeout: a server that does not answer gives EIO (default 10)")
     p.add_argument("--range-threshold", type=byte_count, default=DEFAULT_RANGE_THRESHOLD, metavar="BYTES",
                    help="uncached files larger than this are read by HTTP ranges (default 64M)")
@@ -310,7 +300,11 @@ def main(argv=None):
     args.cache_dir = os.path.abspath(args.cache_dir)
     if args.log:  # the daemon works from "/"
         args.log = os.path.abspath(args.log)
-    setup_logging(args, args.foreground)
+    try:
+        setup_logging(args, args.foreground)
+    except OSError as e:  # a missing folder, a folder, no permission: a usage error, not a traceback
+        print("filetracker-fuse: cannot open log file %s: %s" % (args.log, e.strerror or e), file=sys.stderr)
+        return 2
     try:
         mfusepy = load_binding()
         check_mountpoint(args.mountpoint)

@@ -26,7 +26,7 @@ from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
 from filetracker.storage import ObjectStore
-from filetracker.units import byte_count
+from filetracker.units import byte_count, timeout_seconds
 
 log = logging.getLogger("filetracker.server")
 
@@ -109,13 +109,13 @@ def add_guard_arguments(p, defaults=ServerConfig):
                    help="largest request header block (431 above it; bytes, or e.g. 64K; default %(default)s)")
     p.add_argument("--max-uri-size", type=byte_count, default=defaults.max_uri_bytes, metavar="BYTES",
                    help="longest request target (414 above it; bytes, or e.g. 16K; default %(default)s)")
-    p.add_argument("--idle-timeout", type=float, default=defaults.idle_connection_timeout, metavar="S",
+    p.add_argument("--idle-timeout", type=timeout_seconds, default=defaults.idle_connection_timeout, metavar="S",
                    help="seconds an idle connection (or an unfinished request head) is kept (default %(default)s)")
-    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout, metavar="S",
+    p.add_argument("--body-timeout", type=timeout_seconds, default=defaults.body_timeout, metavar="S",
                    help="seconds allowed to receive one whole request body (default %(default)s)")
-    p.add_argument("--body-idle-timeout", type=float, default=defaults.body_idle_timeout, metavar="S",
+    p.add_argument("--body-idle-timeout", type=timeout_seconds, default=defaults.body_idle_timeout, metavar="S",
                    help="seconds a request body may stall before 408 (0: never; default %(default)s)")
-    p.add_argument("--send-timeout", type=float, default=defaults.send_timeout, metavar="S",
+    p.add_argument("--send-timeout", type=timeout_seconds, default=defaults.send_timeout, metavar="S",
                    help="seconds a client may stop reading an answer before it is cut (0: never; "
                         "default %(default)s)")
     p.add_argument("--max-uploads", type=int, default=None, metavar="N",

@@ -59,7 +59,8 @@ def test_versioned_get_from_cache_without_server(tmp_path, env):
 
 def test_usage_errors(env):
     for args in ([], ["bogus"], ["get", "/a"], ["put", "only-one"], ["rm"], ["version", "/a", "/b"],
-                 ["--timeout", "-1", "ls"], ["--timeout", "0", "ls"]):
+                 ["--timeout", "-1", "ls"], ["--timeout", "0", "ls"],
+                 ["--timeout", "inf", "ls"], ["--timeout", "nan", "ls"], ["--timeout", "1e10", "ls"]):  # were tracebacks
         r = ft(*args, env=env)
         assert r.returncode == 2, args
         assert b"usage:" in r.stderr

@@ -233,6 +233,12 @@ def test_daemon_mode_and_command_line_errors(server, tmp_path):
     down = subprocess.run([exe, mnt, "--url", "http://127.0.0.1:9", "--timeout", "2"],
                           capture_output=True, text=True, timeout=30)
     assert down.returncode == 1 and "does not answer" in down.stderr and not is_mounted(mnt)
+    for log in (str(tmp_path / "no-such-folder" / "x.log"), str(tmp_path)):  # were tracebacks
+        bad = subprocess.run(base + ["--log", log], capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and bad.stderr.startswith("filetracker-fuse: cannot open log file %s: " % log)
+        assert len(bad.stderr.splitlines()) == 1 and not is_mounted(mnt), bad.stderr
+    bad = subprocess.run(base + ["--timeout", "nan"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "not a finite number of seconds: 'nan'" in bad.stderr and not is_mounted(mnt)
 
 
 def test_sigterm_in_foreground_unmounts(server, mount_factory):

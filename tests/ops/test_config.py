@@ -40,6 +40,10 @@ BAD = [
     ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\nunknown-thing = 1\n', "unknown-thing"),
     ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\nlog-level = "LOUD"\n', "log-level"),
     ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\ntimeout = -1\n', "timeout"),
+    ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\ntimeout = nan\n', "timeout"),  # hung every GET
+    ("node", 'dir = "d"\nport = 9401\nsync-interval = nan\n', "sync-interval"),         # spun at 100 % CPU
+    ("node", 'dir = "d"\nport = 9401\nreclaim-interval = inf\n', "reclaim-interval"),   # killed its thread
+    ("server", 'dir = "d"\nbody-idle-timeout = nan\n', "body-idle-timeout"),            # 408 on every PUT
     ("server", 'dir = "d"\nworkers = 0\n', "workers"),
     ("server", 'dir = "d"\nport = [1, 2]\n', "port"),
     ("server", 'dir = "d"\nread-only = 1\n', "read-only"),
@@ -91,6 +95,12 @@ def test_unreadable_and_malformed_files(tmp_path, capsys):
         _main("gateway")(["--config", write(tmp_path, "port = = 1\n")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "not valid TOML" in err
+    latin1 = tmp_path / "latin1.toml"  # a comment saved in Latin-1: was a UnicodeDecodeError traceback
+    latin1.write_bytes(b'port = 9400\n# caf\xe9\n')
+    for program in PROGRAMS:
+        code, out, err = run(program, "--config", str(latin1))
+        assert code == 2 and err.strip().splitlines() == [
+            "%s: error: config %s: not valid TOML: not UTF-8 text (byte 0xe9 at offset 17)" % (PROGRAMS[program], latin1)], err
 
 
 def test_node_from_a_file_flags_override(tmp_path):

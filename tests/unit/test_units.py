@@ -1,10 +1,10 @@
-"""Byte sizes: the one parser every service option uses and the one formatter every tool prints."""
+"""Byte sizes and durations: the parsers every service option uses and the one formatter every tool prints."""
 
 import argparse
 
 import pytest
 
-from filetracker.units import byte_count, human_bytes
+from filetracker.units import MAX_SECONDS, MAX_TIMEOUT, byte_count, human_bytes, seconds, timeout_seconds
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -48,3 +48,32 @@ def test_byte_count_refuses_with_a_usage_error(text):
 ])
 def test_human_bytes(n, expected):
     assert human_bytes(n) == expected
+
+
+@pytest.mark.parametrize("text,expected", [("0", 0.0), ("1", 1.0), ("0.25", 0.25), (" 30 ", 30.0), (7, 7.0),
+                                           ("1e6", 1e6), (str(MAX_SECONDS), MAX_SECONDS)])
+def test_seconds_accepts(text, expected):
+    assert seconds(text) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("soon", "not a number of seconds: 'soon'"),
+    ("", "not a number of seconds: ''"),
+    ("nan", "not a finite number of seconds: 'nan'"),   # passed every `<= 0` check: a loop spun
+    ("inf", "not a finite number of seconds: 'inf'"),   # overflowed a wait: a thread died
+    ("-inf", "not a finite number of seconds: '-inf'"),
+    ("-1", "must not be negative: '-1'"),
+    ("1e300", "too long: '1e300' (at most 315360000 seconds)"),
+])
+def test_seconds_refuses_with_a_usage_error(text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as e:
+        seconds(text)
+    assert str(e.value) == message
+
+
+def test_timeout_seconds_bound():
+    assert timeout_seconds("0.5") == 0.5 and timeout_seconds("1000000") == MAX_TIMEOUT
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^too long: '1e10' \(at most 1000000 seconds\)$"):
+        timeout_seconds("1e10")
+    with pytest.raises(argparse.ArgumentTypeError, match="^not a finite number of seconds: 'nan'$"):
+        timeout_seconds("nan")
