@@ -21,6 +21,7 @@ from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
+from filetracker.server.forking import MAX_WORKERS
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config, port_number
 from filetracker.units import byte_count, timeout_seconds
 
@@ -76,8 +77,8 @@ def parse_args(argv):
     if args.timeout <= 0:
         p.error("--timeout must be positive")
     check_guard_arguments(p, args)
-    if args.processes < 1:
-        p.error("--processes must be at least 1")
+    if not 1 <= args.processes <= MAX_WORKERS:
+        p.error("--processes must be from 1 to %d" % MAX_WORKERS)
     args.cluster_secret = None
     if args.cluster_secret_file:
         try:

@@ -18,26 +18,23 @@ import signal
 
 from tornado.netutil import bind_sockets
 
+from filetracker.server.forking import fork_worker
+
 
 def run_processes(n, port, host, serve_in_child):
     """Bind ``host:port``, fork ``n`` children that each run ``serve_in_child(sockets)``,
-    wait for them; returns the first non-zero exit status (0 when all ended cleanly)."""
+    wait for them; returns the first non-zero exit status (0 when all ended cleanly).
+
+    A stop signal while the children are being forked stops the forking and
+    reaches every child forked so far (:func:`filetracker.server.forking.fork_worker`).
+    """
     sockets = bind_sockets(port, address=host)
     children = []
-    for _ in range(n):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                serve_in_child(sockets)
-            except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
-                code = 1
-            os._exit(code)
-        children.append(pid)
-    for sock in sockets:
-        sock.close()  # only the children accept
+    stopping = False
 
     def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
         for pid in children:
             try:
                 os.kill(pid, signum)
@@ -46,6 +43,12 @@ def run_processes(n, port, host, serve_in_child):
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for _ in range(n):
+        if stopping:
+            break
+        fork_worker(lambda: serve_in_child(sockets), children.append)
+    for sock in sockets:
+        sock.close()  # only the children accept
     status = 0
     for pid in children:
         _, st = os.waitpid(pid, 0)

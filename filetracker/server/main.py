@@ -25,6 +25,7 @@ import tornado.netutil
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
+from filetracker.server.forking import MAX_WORKERS, fork_worker
 from filetracker.storage import ObjectStore
 from filetracker.units import byte_count, timeout_seconds
 
@@ -89,8 +90,8 @@ def parse_args(argv=None, p=None):
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if not args.dir:
         p.error("no data folder: give --dir DIR or set FILETRACKER_DIR")
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        p.error("--workers must be from 1 to %d" % MAX_WORKERS)
     if args.threads < 1:
         p.error("--threads must be at least 1")
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
@@ -272,19 +273,16 @@ def run_workers(sockets, config, workers):
     children = {}
     stopping = False
 
+    def work():
+        try:
+            eventloop.run(serve(sockets, config))
+        except BaseException:
+            log.exception("worker failed")
+            return 1
+        return 0
+
     def spawn():
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 0
-            try:
-                eventloop.run(serve(sockets, config))
-            except BaseException:
-                log.exception("worker failed")
-                code = 1
-            os._exit(code)
-        children[pid] = True
+        fork_worker(work, lambda pid: children.__setitem__(pid, True))
 
     def forward(signum, _frame):
         nonlocal stopping
@@ -298,6 +296,8 @@ def run_workers(sockets, config, workers):
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for _ in range(workers):
+        if stopping:  # told to stop while starting: fork no more
+            break
         spawn()
     while children:
         try:

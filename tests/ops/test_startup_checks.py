@@ -6,6 +6,7 @@ argparse's usage line) and exit status 2, never a traceback.  Real processes thr
 """
 
 import os
+import signal
 import subprocess
 import time
 
@@ -157,6 +158,10 @@ def _cases(tmp_path):
         (node + ["-d", "/proc/foo"], "cannot use data folder /proc/foo"),
         (node + ["-d", str(tmp_path / "n"), "--sync-bandwidth", "10X"], "not a byte count"),
         (gw + ["--nodes", "http://127.0.0.1:1", "--port", "99999"], "must be a port number between 1 and 65535"),
+        # a typo's extra zeros forked until the machine ran out of processes
+        (["filetracker-server", "-d", str(tmp_path / "s"), "-p", "9", "--workers", "100000"],
+         "--workers must be from 1 to 256"),
+        (gw + ["--nodes", "http://127.0.0.1:1", "--processes", "257"], "--processes must be from 1 to 256"),
         (gw + ["--nodes", "http://127.0.0.1:1", "--port", "0"], "must be a port number between 1 and 65535"),
         (node + ["-d", str(tmp_path / "n"), "--port", "70000"], "must be a port number between 1 and 65535"),
         (gw + ["--nodes", "notaurl"], "not a base URL"),
@@ -183,6 +188,52 @@ def test_a_2x_servers_data_folder_is_refused(tmp_path):
         line = error_line(argv[0], code, err)
         assert "is the data folder of a filetracker 2.x server" in line and "import --from-dir %s" % old in line
     assert sorted(os.listdir(old)) == ["blobs", "links"] and blob.read_bytes() == b"gzip bytes"   # untouched
+
+
+def _group_alive(pgid):
+    """Pids of the live (not zombie) processes in process group ``pgid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.parametrize("program", ["server", "gateway"])
+def test_sigterm_while_forking_workers_leaves_no_process(tmp_path, program):
+    """A stop signal while the workers are still being forked: forking stops, every child forked
+    so far gets it, and nothing of the service is left (late children used to serve on, orphaned)."""
+    port = free_port()
+    if program == "server":
+        argv = [script("filetracker-server"), "-d", str(tmp_path / "d"), "-p", str(port), "--workers", "64"]
+    else:
+        argv = [script("filetracker-gateway"), "--port", str(port), "--nodes", "http://127.0.0.1:9", "--processes", "64"]
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while len(child_pids(proc.pid)) < 3:  # forking has begun (64 take longer than that)
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _group_alive(proc.pid):
+            assert time.monotonic() < deadline, "left running: %s" % _group_alive(proc.pid)
+            time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
 
 def test_usage_and_config_errors_are_one_line_exit_2(tmp_path):
