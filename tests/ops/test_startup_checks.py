@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.cluster.conftest import SECRET
-from tests.support.procs import ROOT, Service, child_pids, free_port, free_port_range, script
+from tests.support.procs import ROOT, Service, child_pids, free_port, free_port_range, group_pids, script
 
 NOW = 1795550400
 
@@ -190,21 +190,6 @@ def test_a_2x_servers_data_folder_is_refused(tmp_path):
     assert sorted(os.listdir(old)) == ["blobs", "links"] and blob.read_bytes() == b"gzip bytes"   # untouched
 
 
-def _group_alive(pgid):
-    """Pids of the live (not zombie) processes in process group ``pgid``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
 @pytest.mark.parametrize("program", ["server", "gateway"])
 def test_sigterm_while_forking_workers_leaves_no_process(tmp_path, program):
     """A stop signal while the workers are still being forked: forking stops, every child forked
@@ -225,8 +210,8 @@ def test_sigterm_while_forking_workers_leaves_no_process(tmp_path, program):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 30
-        while _group_alive(proc.pid):
-            assert time.monotonic() < deadline, "left running: %s" % _group_alive(proc.pid)
+        while group_pids(proc.pid):
+            assert time.monotonic() < deadline, "left running: %s" % group_pids(proc.pid)
             time.sleep(0.1)
     finally:
         try:

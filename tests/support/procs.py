@@ -85,9 +85,9 @@ def free_port():
     return free_port_range(1)
 
 
-def child_pids(pid):
-    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
-    out = []
+def _process_stats():
+    """``(pid, fields)`` of every process in /proc; ``fields`` follow the command in
+    ``/proc/PID/stat``: state, parent pid, process group, ..."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -95,9 +95,17 @@ def child_pids(pid):
                     fields = f.read().rsplit(")", 1)[1].split()   # after the command, which may hold spaces
             except OSError:
                 continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
+            yield int(entry), fields
+
+
+def child_pids(pid):
+    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
+    return [child for child, fields in _process_stats() if int(fields[1]) == pid]
+
+
+def group_pids(pgid):
+    """Pids of the processes in process group ``pgid`` that are not zombies (from /proc)."""
+    return [member for member, fields in _process_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def script(name):
