@@ -119,7 +119,7 @@ class FilesHandler(BaseHandler):
         # told apart by the checksum the client announced (the 2.x client always does; the
         # gateway does not hash bodies itself, so without one that case reads "stored")
         announced = self.request.headers.get("SHA256-Checksum", "").strip().lower()
-        self.answer_put(winner, winner.version == version and announced in ("", winner.sha256))
+        self.answer_put(winner, winner.version == version and announced in ("", winner.sha256), version)
 
     async def _put_small(self, raw):
         """The outcome of a small PUT whose body (as sent) is ``raw``: batched to the replicas,

@@ -206,12 +206,18 @@ class BaseHandler(tornado.web.RequestHandler):
         """Raise :class:`HTTPFail` (for brevity in handlers)."""
         raise HTTPFail(status, message, headers)
 
-    def answer_put(self, winner, applied):
-        """The 200 of a PUT: the version now stored, and whether it is this upload's.  The
-        single server and the gateway answer alike through this."""
+    def answer_put(self, winner, applied, version):
+        """The 200 of a PUT of ``version``: the version now stored, and whether it is this
+        upload's.  The single server and the gateway answer alike through this."""
         self.set_header("Last-Modified", format_version(winner.version))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("stored\n" if applied else "a newer version is stored\n")
+        if applied:
+            self.finish("stored\n")
+        elif winner.version == version:  # two different contents at one version: one fixed winner
+            self.finish("another content of this version is stored (equal versions go by content); "
+                        "not stored: upload again with a later version\n")
+        else:
+            self.finish("a newer version is stored\n")
 
     def answer_delete(self, winner, applied):
         """The 200 of a DELETE: the version now stored (the tombstone's, or newer data's)."""

@@ -135,7 +135,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
             raise deleted_since(self.name, winner.version, self.version)
         # the same content at the same version again changes nothing, yet it is this upload's
         same = winner.version == self.version and winner.sha256 == upload.sha256
-        self.answer_put(winner, applied or same)
+        self.answer_put(winner, applied or same, self.version)
 
     # ------------------------------------------------------------------ GET / HEAD
 

@@ -87,6 +87,22 @@ def test_gateway_answers_like_the_server(systems, case):
     assert answers["gateway-streamed"] == answers["server"]
 
 
+def test_losing_upload_of_an_equal_version_is_told_so(systems):
+    """Two contents at one version (a re-upload within the same second): the one that loses the
+    fixed tie-break is told it was not stored and why, not "a newer version is stored"."""
+    first, second = dict(SEQUENCES)["put-equal-version-losing"]
+    for system, url in systems.items():
+        name = "/parity/%s/tie-told" % system
+        method, params, data, headers = first
+        assert requests.request(method, url + "/files" + name, params=params, data=data, headers=headers,
+                                timeout=30).text == "stored\n"
+        method, params, data, headers = second
+        r = requests.request(method, url + "/files" + name, params=params, data=data, headers=headers, timeout=30)
+        assert (r.status_code, r.text) == (200, "another content of this version is stored (equal versions go "
+                                                "by content); not stored: upload again with a later version\n"), system
+        assert requests.get(url + "/files" + name, timeout=30).content == b"\xffhigh"
+
+
 @pytest.mark.parametrize("path", ["/version/", "/version", "/list/", "/list/parity", "/list/nothing-here"])
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_version_and_list_answer_get_and_head(systems, method, path):
