@@ -253,7 +253,9 @@ def start(lay, args):
     print("  python -c 'from filetracker.client import Client; print(Client().file_version(\"/docs/readme.md\"))'")
     print("  filetracker-admin status\n")
     launcher = os.environ.get("FILETRACKER_LOCAL_SCRIPT") or "deploy/local-cluster.sh"
-    print("Stop it:  %s stop      (logs: %s/logs/)" % (launcher, rel))
+    # the same folder for stop as for start: a --dir given here must be given there too
+    where = " --dir %s" % rel if args.dir_given else ""
+    print("Stop it:  %s stop%s      (logs: %s/logs/)" % (launcher, where, rel))
     return 0
 
 
@@ -395,7 +397,10 @@ def main(argv=None):
                              "used when the cluster is first created)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the services")
     args = parser.parse_args(argv)
+    args.dir_given = args.dir is not None
     args.dir = cluster_folder(args.dir)
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        parser.error("%s is not a folder (the cluster's data, logs and configuration go in one)" % args.dir)
     args.port_given = args.port is not None or bool(os.environ.get("FILETRACKER_LOCAL_PORT", "").strip())
     if args.port is None:
         env = os.environ.get("FILETRACKER_LOCAL_PORT", "").strip()

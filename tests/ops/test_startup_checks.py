@@ -263,6 +263,20 @@ def test_local_cluster_folder_and_port_as_a_user_expects(tmp_path):
         assert ("mine was created with the gateway on port %d; port %d is used only when a cluster is first "
                 "created" % (port, port + 1)) in proc.stderr
         assert "http://127.0.0.1:%d" % port in proc.stdout
+        assert "Stop it:  %s stop      (logs: mine/logs/)" % launcher in proc.stdout
+
+        # a folder given with --dir is in the stop hint too (stop without it found no cluster)
+        no_env = {k: v for k, v in env.items() if k not in ("FILETRACKER_LOCAL_DIR", "FILETRACKER_LOCAL_PORT")}
+        proc = subprocess.run([launcher, "start", "--dir", "mine"], env=no_env, cwd=str(tmp_path), capture_output=True,
+                              text=True, timeout=90, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0 and "already running" in proc.stdout, proc.stdout + proc.stderr
+        assert "Stop it:  %s stop --dir mine      (logs: mine/logs/)" % launcher in proc.stdout
+        # a file where the folder should be: one usage line, not a traceback
+        proc = subprocess.run([launcher, "status", "--dir", "mine/cluster.json"], env=no_env, cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.splitlines()[-1].endswith("mine/cluster.json is not a folder (the cluster's data, logs "
+                                                     "and configuration go in one)"), proc.stderr
     finally:
         subprocess.run([launcher, "stop"], env=env, cwd=str(tmp_path), capture_output=True, timeout=60,
                        stdin=subprocess.DEVNULL)
