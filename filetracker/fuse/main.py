@@ -20,7 +20,7 @@ import stat
 import sys
 import urllib.parse
 
-from filetracker.errors import FiletrackerError
+from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
 from filetracker.units import byte_count, timeout_seconds
 from filetracker.urls import safe_url
 
@@ -158,6 +158,19 @@ def check_server(args):
         url = safe_url(remote.base_url)
         detail = str(e).removeprefix("version check: cannot reach %s: " % url)
         raise UsageError("the server at %s does not answer: %s" % (url, detail)) from None
+    # /version/ is open to all: whether the server takes the credentials in the URL shows on a
+    # name that surely is not there (401 "invalid credentials"; a 403 is a token limited to some
+    # folders, which may still be the ones wanted, and no credentials at all is the user's choice)
+    if urllib.parse.urlsplit(args.url).username is None:
+        return
+    try:
+        remote.stat("/.filetracker-fuse/credentials-check")
+    except NotFoundError:
+        pass
+    except RemoteError as e:
+        if e.status == 401:
+            raise UsageError("the server at %s refuses the credentials in the URL: %s"
+                             % (safe_url(remote.base_url), e.reason or e)) from None
 
 
 def _fsname(url):

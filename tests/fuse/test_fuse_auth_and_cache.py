@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from filetracker.client import Client
-from tests.fuse.conftest import Backend
+from tests.fuse.conftest import Backend, is_mounted, unmount
 from tests.fuse.proxy import CountingProxy
 from tests.support.procs import Service, free_port, script
 
@@ -95,6 +95,24 @@ def test_auth_refused_is_eacces(auth_server, mount_factory):
     assert exc.value.errno == errno.EACCES
     with pytest.raises(PermissionError):
         os.listdir(anon.p("sec"))
+
+
+def test_mount_with_wrong_credentials_is_refused(auth_server, tmp_path):
+    """Credentials the server does not know: one line and exit 1, not a mount that answers every
+    access with "Permission denied" (the server's /version/, checked first, is open to all)."""
+    backend, reader, _writer = auth_server
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        proc = subprocess.run([script("filetracker-fuse"), str(mnt), "--url",
+                               with_user(backend.url, "reader", "bad" + reader), "--cache-dir", str(tmp_path / "cache")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and not is_mounted(str(mnt)), proc
+    finally:
+        unmount(str(mnt))  # should it have mounted after all (the daemon goes with its mount)
+    assert proc.stderr == "filetracker-fuse: the server at %s refuses the credentials in the URL: invalid credentials\n" \
+        % backend.url, proc.stderr
+    assert "bad" + reader not in proc.stderr
 
 
 def test_file_fetched_by_client_is_not_downloaded_again(server, mount_factory, tmp_path):
