@@ -270,7 +270,7 @@ def run_workers(sockets, config, workers):
     A child that dies unexpectedly is restarted; the parent exits when all
     children have exited after a shutdown signal.
     """
-    children = {}
+    children = set()
     stopping = False
 
     def work():
@@ -282,7 +282,7 @@ def run_workers(sockets, config, workers):
         return 0
 
     def spawn():
-        fork_worker(work, lambda pid: children.__setitem__(pid, True))
+        fork_worker(work, children.add)
 
     def forward(signum, _frame):
         nonlocal stopping
@@ -306,7 +306,7 @@ def run_workers(sockets, config, workers):
             break
         except InterruptedError:
             continue
-        children.pop(pid, None)
+        children.discard(pid)
         if not stopping:
             log.warning("worker %d exited (status %d); restarting it", pid, status)
             spawn()
