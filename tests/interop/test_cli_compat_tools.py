@@ -316,8 +316,8 @@ def normalise(stderr, tmp_path):
 
 
 def cache_files(base):
-    """The files left in both cache folders ``base``-a and ``base``-b."""
-    return [remaining("%s-%s" % (base, k)) for k in ("a", "b")]
+    """The files left in both cache folders: ``{"a": [...], "b": [...]}`` of ``base``-a and ``base``-b."""
+    return {k: remaining("%s-%s" % (base, k)) for k in ("a", "b")}
 
 
 def run_cleaner(ours, base, size, tmp_path, flags=()):
@@ -374,7 +374,7 @@ def test_cache_cleaner_same_files_remain(tmp_path, size, expect_clean, flags):
         for k, shift in (("a", 0), ("b", 50)):
             copy_cache(str(template), "%s-%s" % (base, k), shift)
         results[ours] = run_cleaner(ours, base, size, tmp_path, flags) + (
-            {k: remaining("%s-%s" % (base, k)) for k in ("a", "b")},)
+            cache_files(base),)
     rc2, out2, err2, left2 = results[False]
     rc3, out3, err3, left3 = results[True]
     assert left3 == left2
