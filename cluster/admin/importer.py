@@ -27,7 +27,7 @@ import threading
 import requests
 
 from cluster.migrate.compare import run_compare
-from cluster.migrate.copier import run_import
+from cluster.migrate.copier import MAX_PARALLEL, run_import
 from cluster.migrate.report import Progress
 from cluster.migrate.sources import SourceError, open_source
 from cluster.migrate.target import HttpTarget
@@ -86,8 +86,8 @@ def _target_url(args):
 
 def _prepare(args):
     """``(source, target, entries)``, or leave with a one-line reason."""
-    if args.parallel < 1:
-        _fail("--parallel must be at least 1", 2)
+    if not 1 <= args.parallel <= MAX_PARALLEL:
+        _fail("--parallel must be from 1 to %d" % MAX_PARALLEL, 2)
     url = _target_url(args)
     try:
         r = requests.get(url.rstrip("/") + "/version/", timeout=10)

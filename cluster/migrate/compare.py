@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cluster.migrate.copier import worker_count
 from cluster.migrate.sources import SourceError, Vanished
 from cluster.migrate.target import TargetError
 
@@ -115,7 +116,7 @@ def run_compare(source, target, entries, parallel=4, progress=None):
                 progress.file_done(entry.name, "failed" if diff is not None and diff.kind in FAILING
                                    else "same", 0, diff.line() if diff else None)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, parallel))]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(worker_count(parallel, len(entries)))]
     for t in threads:
         t.start()
     for t in threads:

@@ -53,6 +53,16 @@ def import_one(source, target, entry, dry_run=False):
         return "failed", 0, entry.version, str(exc)
 
 
+#: the most files handled at once: each is a thread with its own connections to both stores
+MAX_PARALLEL = 256
+
+
+def worker_count(parallel, total):
+    """Threads for ``total`` files at ``parallel`` at once: never more than there are files,
+    and at least one (it finds the list empty and ends)."""
+    return max(1, min(parallel, total))
+
+
 def run_import(source, target, entries, parallel=4, dry_run=False, progress=None, stop=None):
     """Copy ``entries`` (from ``source.entries()``) with ``parallel`` threads; -> :class:`Summary`.
 
@@ -86,7 +96,7 @@ def run_import(source, target, entries, parallel=4, dry_run=False, progress=None
                 progress.file_done(entry.name, outcome, nbytes, reason, version)
 
     threads = [threading.Thread(target=worker, name="import-%d" % i, daemon=True)
-               for i in range(max(1, parallel))]
+               for i in range(worker_count(parallel, len(entries)))]
     for t in threads:
         t.start()
     try:

@@ -3,7 +3,7 @@ old store (it speaks the 2.x protocol), a 3-node cluster with a gateway as the t
 
 * ``compare`` prints each difference once (standard output), nothing per file on standard error;
 * ``import --dry-run`` does not claim size 0 for files it has not read;
-* ``--parallel`` says what runs in parallel;
+* ``--parallel`` says what runs in parallel, takes 1 to 256 and starts no more threads than files;
 * ``import`` with a storage node as the target (the default ``--to`` is ``--cluster``) stops at
   once with a hint; a target that refuses every write stops the run at the first refusal;
 * ``filetracker-migrate``: a missing source folder is a usage error, an unreachable server one
@@ -19,6 +19,7 @@ import subprocess
 import pytest
 import requests
 
+from cluster.migrate.copier import worker_count
 from tests.cluster.test_e2e_support import TestCluster
 from tests.migration.conftest import run_admin, single_server
 from tests.support.procs import Service, free_port, script
@@ -74,6 +75,16 @@ def test_import_dry_run_does_not_claim_size_zero(stores):
 def test_parallel_help_says_what_runs_at_once():
     assert "files compared at once" in run_admin(["compare", "--help"]).stdout
     assert "files copied at once" in run_admin(["import", "--help"]).stdout
+
+
+def test_parallel_is_bounded_and_threads_follow_the_files():
+    # 100,000 was accepted and started that many threads for 3 files (5.5 s, 264 MB)
+    for verb in ("import", "compare"):
+        for n in ("0", "257", "100000"):
+            p = run_admin([verb, "--from", "http://127.0.0.1:1", "--to", "http://127.0.0.1:1", "--parallel", n])
+            assert p.returncode == 2, (verb, n, p.stdout, p.stderr)
+            assert p.stderr.splitlines() == ["filetracker-admin: error: --parallel must be from 1 to 256"], p.stderr
+    assert [worker_count(p, n) for p, n in ((4, 3), (4, 100), (256, 0), (1, 0), (256, 256))] == [3, 4, 1, 1, 256]
 
 
 def test_import_into_a_storage_node_is_refused_at_once(stores):
