@@ -35,6 +35,8 @@ import time
 import urllib.error
 import urllib.request
 
+from filetracker.units import timeout_seconds
+
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 INITIAL_NODES = 3
 SYNC_INTERVAL = 5  # seconds: a local cluster heals quickly after a node comes back
@@ -395,7 +397,7 @@ def main(argv=None):
     parser.add_argument("--port", type=_port, default=None,
                         help="gateway port, node K on port + K (default $FILETRACKER_LOCAL_PORT or 9400; "
                              "used when the cluster is first created)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the services")
+    parser.add_argument("--timeout", type=timeout_seconds, default=30.0, help="seconds to wait for the services")
     args = parser.parse_args(argv)
     args.dir_given = args.dir is not None
     args.dir = cluster_folder(args.dir)

@@ -237,6 +237,10 @@ def test_local_cluster_port_from_the_environment(tmp_path):
     code, _, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status", "--port", "70000"],
                        env=env, cwd=str(tmp_path))
     assert "argument --port" in error_line("local-cluster.sh", code, err)
+    for bad in ("nan", "inf", "-1"):  # nan waited forever for services that did not answer
+        code, _, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status", "--timeout", bad],
+                           env=env, cwd=str(tmp_path))
+        assert "argument --timeout" in error_line("local-cluster.sh", code, err), bad
     env["FILETRACKER_LOCAL_PORT"] = "19400"
     code, out, err = run([os.path.join(ROOT, "deploy", "local-cluster.sh"), "status"], env=env, cwd=str(tmp_path))
     assert "no cluster recorded" in out + err and "Traceback" not in err
