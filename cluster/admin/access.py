@@ -62,11 +62,22 @@ class ClusterAccess:
     def __init__(self, seeds, secret=None, timeout=10.0, workers=8):
         self.seeds = [s.rstrip("/") for s in seeds]
         self.client = PeerClient(secret=secret, timeout=timeout, connect_timeout=min(2.0, timeout))
+        self._open_probe = PeerClient(secret=None, timeout=timeout, connect_timeout=min(2.0, timeout))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admin")
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._open_probe.close()
         self.client.close()
+
+    def requires_secret(self, url):
+        """Whether the node at ``url`` refuses its internal API to a request without the secret.
+
+        True for a 403, False for a 200 to ``GET /_cluster/status`` sent without
+        the secret; PeerError when it cannot tell (down, another error).
+        """
+        resp = self._open_probe.request("GET", url, "/_cluster/status", ok=(200, 403))
+        return resp.status_code == 403
 
     def map(self, fn, items):
         """``[(item, result, error)]`` of ``fn(item)`` run concurrently; errors are caught."""

@@ -53,6 +53,30 @@ def _write(access, out, ring, urls):
     return failed
 
 
+def _require_same_secret_rule(access, url, members):
+    """AdminError unless the new node at ``url`` guards its internal API as the members do.
+
+    A node without the secret in a cluster that has one would serve the internal
+    API (writes, deletes, rings) to anyone, and the members would refuse what it
+    sends them; the other way round, it would refuse the members.  The admin's own
+    secret cannot tell: a node without one accepts any.
+    """
+    for member in members:
+        try:
+            members_need = access.requires_secret(member)
+            new_needs = access.requires_secret(url)
+        except PeerError:
+            continue   # this member cannot tell: ask the next one
+        if members_need and not new_needs:
+            raise AdminError("%s runs without a cluster secret, but the cluster has one: its internal API would "
+                             "be open to anyone and the members would refuse what it sends them; restart it with "
+                             "--cluster-secret-file" % url)
+        if new_needs and not members_need:
+            raise AdminError("%s has a cluster secret, but the members run without one: it would refuse what "
+                             "they send it; start every node with the same --cluster-secret-file, or none" % url)
+        return
+
+
 def add_node(access, out, url, weight=1):
     """Add the running node at ``url``; returns the exit status."""
     url = url.rstrip("/")
@@ -64,6 +88,7 @@ def add_node(access, out, url, weight=1):
     except PeerError as e:
         raise AdminError("cannot reach the new node %s: %s" % (url, describe_error(e))) from None
     node_id = status.get("id") or url
+    _require_same_secret_rule(access, url, [n.url for n in ring.nodes if isinstance(rings.get(n.url), Ring)])
     if ring.node(node_id) is not None or any(n.url == url for n in ring.nodes):
         raise AdminError("%s is already a member of ring epoch %d" % (url, ring.epoch))
     doc, _ = draining.read(access, [n.url for n in ring.nodes])

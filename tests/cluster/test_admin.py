@@ -197,6 +197,21 @@ def test_membership_errors(cluster_factory):
     assert all(c.client.get_ring(u).epoch == 1 for u in c.urls)
 
 
+def test_add_node_guards_the_internal_api_as_the_members_do(cluster_factory):
+    c = cluster_factory(nodes=1, replicas=1)
+    open_node = cluster_factory(nodes=1, replicas=1, secret=None)
+    # it was added: then anyone could write to it, and the members refused its handoff
+    r = admin(c, "add-node", open_node.urls[0])
+    assert r.returncode == 1, r.stdout
+    assert r.stderr == ("filetracker-admin: %s runs without a cluster secret, but the cluster has one: its internal "
+                        "API would be open to anyone and the members would refuse what it sends them; restart it "
+                        "with --cluster-secret-file\n" % open_node.urls[0])
+    r = admin(open_node, "--cluster-secret-file", c.secret_file, "add-node", c.urls[0])
+    assert r.returncode == 1, r.stdout
+    assert "%s has a cluster secret, but the members run without one" % c.urls[0] in r.stderr
+    assert [c.client.get_ring(u).epoch for u in (c.urls[0], open_node.urls[0])] == [1, 1]
+
+
 def test_progress_bar_on_a_terminal():
     out = io.StringIO()
     p = Progress(out, unit="file", tty=True)
