@@ -252,7 +252,10 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
                         prev_problems, mark = problems, driver.mark()
             if timeout and now - t0 > timeout:
                 progress.close()
-                raise AdminError("not balanced after %ds: %d partitions still to move" % (timeout, len(analysis.moves)))
+                why = "; down: %s (start it again, or remove it with remove-node)" % ", ".join(analysis.down) \
+                    if analysis.down else ""
+                raise AdminError("not balanced after %ds: %d partitions still to move%s"
+                                 % (timeout, len(analysis.moves), why))
             # snapshots cost the nodes a status and a digest pass: on a big cluster poll less often
             time.sleep(max(poll, 2 * snap_seconds))
             if any(v.up and v.ring is not None and v.ring.epoch > ring.epoch for v in views) or \
