@@ -1,5 +1,6 @@
 """Versions on the wire: integer Unix timestamps as RFC 2822 HTTP dates."""
 
+import datetime
 import email.utils
 import functools
 
@@ -37,6 +38,10 @@ def parse_version(text):
         parsed = email.utils.parsedate_tz(text)
         if parsed is None:
             raise ValueError(text)
+        # a date that does not exist (31 Feb, 25:00) is refused, not rolled over into another
+        # version; second 60 is a leap second, which RFC 7231 allows
+        year, month, day, hour, minute, second = parsed[:6]
+        datetime.datetime(year, month, day, hour, minute, 59 if second == 60 else second)
         value = int(email.utils.mktime_tz(parsed))
     except (ValueError, TypeError, OverflowError, IndexError):
         raise InvalidVersionError("invalid date: %r" % (text,)) from None

@@ -17,6 +17,8 @@ def test_format_exact():
     ("Sat, 23 Nov 2024 23:13:20 +0100", 1732400000),
     ("23 Nov 2024 22:13:20 +0000", 1732400000),
     ("Thu, 01 Jan 1970 00:00:00 -0000", 0),
+    ("Sat, 31 Dec 2016 23:59:60 GMT", 1483228800),  # a leap second: RFC 7231 allows second 60
+    ("Thu, 29 Feb 2024 00:00:00 GMT", 1709164800),
 ])
 def test_parse_exact(text, value):
     assert parse_version(text) == value
@@ -28,7 +30,11 @@ def test_round_trip(version):
 
 
 @pytest.mark.parametrize("text", ["", "   ", "yesterday", "12345", "Sat, 99 Foo 2024", None, 123,
-                                  "Thu, 01 Jan 1969 00:00:00 -0000", "x" * 101])
+                                  "Thu, 01 Jan 1969 00:00:00 -0000", "x" * 101,
+                                  # dates that do not exist were rolled over (31 Feb -> 3 Mar)
+                                  "Tue, 31 Feb 2026 00:00:00 GMT", "Thu, 29 Feb 2025 00:00:00 GMT",
+                                  "Sat, 28 Nov 2026 24:00:00 GMT", "Sat, 28 Nov 2026 23:60:00 GMT",
+                                  "Sat, 28 Nov 2026 23:59:61 GMT", "Sat, 31 Nov 2026 00:00:00 GMT"])
 def test_parse_rejects(text):
     with pytest.raises(InvalidVersionError):
         parse_version(text)
