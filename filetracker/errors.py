@@ -10,6 +10,11 @@ so callers can catch that one type.  Specific subclasses say what went wrong:
 """
 
 
+#: How our servers begin the 404 message for a path that is no endpoint at all (not a missing
+#: file): a client given a URL with a path in it (``http://host:port/prefix``) meets it.
+NO_SUCH_ENDPOINT = "no such endpoint"
+
+
 class FiletrackerError(Exception):
     """Root of every error raised by filetracker."""
 

@@ -25,7 +25,7 @@ import sys
 from filetracker.cli.progress import make_progress_factory
 from filetracker.client import Client
 from filetracker.client.remote_data_store import RemoteDataStore
-from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
+from filetracker.errors import NO_SUCH_ENDPOINT, FiletrackerError, NotFoundError, RemoteError
 from filetracker.units import timeout_seconds
 
 PROG = "filetracker"
@@ -168,6 +168,9 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except NotFoundError as e:
+        if NO_SUCH_ENDPOINT in str(e):
+            # the server has no such path at all: the URL is wrong, not the name
+            return _fail("%s (give the server's base URL, without a path)" % e, e, args)
         return _fail("not found: %s" % getattr(args, "name", ""), e, args)
     except RemoteError as e:
         return _fail(str(e), e, args)

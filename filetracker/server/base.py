@@ -13,6 +13,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from filetracker.errors import (
+    NO_SUCH_ENDPOINT,
     FiletrackerError,
     InvalidNameError,
     InvalidVersionError,
@@ -288,4 +289,4 @@ class NotFoundHandler(BaseHandler):
 
     def prepare(self):
         super().prepare()
-        raise HTTPFail(404, "no such endpoint: %s" % one_line(self.request.path))
+        raise HTTPFail(404, "%s: %s" % (NO_SUCH_ENDPOINT, one_line(self.request.path)))

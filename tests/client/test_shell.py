@@ -42,6 +42,12 @@ def test_commands(shared_server, tmp_path, env):
     r = ft("-r", url, "version", "/sh/a.bin", env=env)
     assert (r.returncode, r.stdout) == (1, b"")
     assert r.stderr == b"filetracker: error: not found: /sh/a.bin\n"
+    # a URL with a path is a wrong URL, not a missing file (it said "not found: /sh/d/b.bin")
+    for argv in (("version", "/sh/d/b.bin"), ("put", str(src), "/sh/c.bin")):
+        r = ft("-r", url + "/prefix", *argv, env=env)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.endswith(b": HTTP 404: no such endpoint: /prefix/files%s (give the server's base URL, "
+                                 b"without a path)\n" % argv[-1].encode()), r.stderr
 
 
 def test_versioned_get_from_cache_without_server(tmp_path, env):
