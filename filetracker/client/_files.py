@@ -62,8 +62,22 @@ def temp_path_beside(path):
     try:
         os.makedirs(folder, exist_ok=True)
         return new_temp_file(folder, "." + os.path.basename(path)[:40] + ".", ".ft-tmp")
+    except (FileExistsError, NotADirectoryError):
+        blocker = _file_in_the_way(folder)
+        if blocker is None:
+            raise
+        # makedirs said "File exists" about the path the user gave, which hides the culprit
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the folder to write into",
+                                 blocker) from None
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from None
+
+
+def _file_in_the_way(folder):
+    """The nearest existing one of ``folder`` and its parents, if it is not a folder; else None."""
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    return None if os.path.isdir(folder) else folder
 
 
 def special_destination(path):

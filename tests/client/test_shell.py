@@ -120,6 +120,20 @@ def test_get_into_a_folder_names_the_folder(shared_server, tmp_path, env, cache)
     assert os.listdir(tmp_path / "a-folder") == [] and not [n for n in os.listdir(tmp_path) if "ft-tmp" in n]
 
 
+@pytest.mark.parametrize("under", ["sub", "sub/deeper"])
+def test_get_under_a_file_names_the_file_in_the_way(shared_server, tmp_path, env, under):
+    """``get NAME FILE/sub``: one line naming FILE (it said "File exists: 'FILE/sub'")."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"x")
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/underfile/f", env=run_env).returncode == 0
+    r = ft("get", "/underfile/f", str(src / under), env=run_env)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == (b"filetracker: error: [Errno 20] a file is in the way of the folder to write into: '%s'\n"
+                        % str(src).encode())
+    assert src.read_bytes() == b"x"
+
+
 def test_a_name_under_a_cached_file_is_fetched_with_a_one_line_warning(shared_server, tmp_path, env):
     """``/a`` and ``/a/b`` both stored: the cache (a folder tree) can hold only ``/a``; ``get
     /a/b`` still works, with one warning line, not a traceback."""
