@@ -245,6 +245,9 @@ class DirSource:
         self.root = os.path.abspath(root)
         self.links = os.path.join(self.root, "links")
         self.prefix = normalize_prefix(prefix)
+        if not os.path.isdir(self.root):
+            raise SourceError("%s: %s" % (self.root, "no such folder" if not os.path.lexists(self.root)
+                                          else "not a folder"))
         if not os.path.isdir(self.links):
             raise SourceError("%s is not a filetracker 2.x data folder (no links/ inside)" % self.root)
 

@@ -87,6 +87,18 @@ def test_parallel_is_bounded_and_threads_follow_the_files():
     assert [worker_count(p, n) for p, n in ((4, 3), (4, 100), (256, 0), (1, 0), (256, 256))] == [3, 4, 1, 1, 256]
 
 
+def test_import_from_a_missing_folder_says_so(stores, tmp_path):
+    _old_url, cluster = stores
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for given, reason in (("nope", "no such folder"), ("a-file", "not a folder"),
+                          ("empty", "is not a filetracker 2.x data folder (no links/ inside)")):
+        p = run_admin(["import", "--from-dir", str(tmp_path / given), "--to", cluster.gw])
+        assert p.returncode == 1 and p.stdout == "", (p.stdout, p.stderr)
+        lines = p.stderr.splitlines()   # a missing folder said "no links/ inside"
+        assert lines[-1] == "filetracker-admin: %s%s%s" % (tmp_path / given, " " if given == "empty" else ": ", reason)
+
+
 def test_import_into_a_storage_node_is_refused_at_once(stores):
     old_url, cluster = stores
     node = cluster.node_urls[0]
