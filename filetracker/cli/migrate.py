@@ -6,7 +6,7 @@ again uploads nothing new over newer files.  A progress bar (bytes) on
 standard error unless ``--silent``.  Exit status 1 when any upload failed
 (each failure is reported on standard error) or when the server cannot be
 reached at all (one line, before anything is uploaded); 2 when FILES_DIR is
-not a readable folder.
+not a readable folder or not under ``--root``.
 """
 
 import argparse
@@ -37,6 +37,12 @@ def _unreadable_folder(path):
     return None
 
 
+def _inside(path, folder):
+    """Whether ``path`` is ``folder`` or lies under it (as written, after making both absolute)."""
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
 def iter_files(top, onerror=None):
     """Every regular file under ``top``, sorted; a symbolic link to a file counts as that file
     (its content and mtime are uploaded, as 2.x did), a link to a folder is not followed."""
@@ -59,6 +65,11 @@ def main(argv=None):
     problem = _unreadable_folder(args.files)
     if problem:
         print("filetracker-migrate: error: %s: %s" % (args.files, problem), file=sys.stderr)
+        return 2
+    if not _inside(args.files, root):
+        # every name would start with "/..": one refusal per file, nothing uploaded
+        print("filetracker-migrate: error: --root %s must be FILES_DIR or a folder above it (names are paths "
+              "relative to it)" % args.root, file=sys.stderr)
         return 2
     try:   # once, before anything else: an unreachable server is one error, not one per file
         requests.get(args.url.rstrip("/") + "/version/", timeout=CONNECT_TIMEOUT).close()

@@ -31,6 +31,20 @@ def test_migrate_tree(shared_server, tmp_path):
     assert r.returncode == 1 and b"ERROR when uploading" in r.stderr
 
 
+def test_migrate_root_below_the_tree_is_a_usage_error(shared_server, tmp_path):
+    """Names are paths relative to --root: a root that is not FILES_DIR or above it gave one
+    "'..' components" error per file."""
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "top.txt").write_bytes(b"top")
+    for root in (tree / "a", tmp_path / "elsewhere"):
+        r = subprocess.run([script("filetracker-migrate"), str(tree), shared_server.url, "--root", str(root), "-s"],
+                           capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout) == (2, ""), r.stderr
+        assert r.stderr == ("filetracker-migrate: error: --root %s must be FILES_DIR or a folder above it (names "
+                            "are paths relative to it)\n" % root)
+
+
 def test_migrate_follows_links_to_files(shared_server, tmp_path):
     """A symbolic link to a file is uploaded as that file (as 2.x did; it was skipped without a
     word); a link to a folder is not followed."""
