@@ -22,7 +22,7 @@ from tornado.iostream import StreamClosedError
 
 from filetracker.errors import InvalidVersionError
 from filetracker.httpdate import format_version, parse_version
-from filetracker.server.base import HTTPFail
+from filetracker.server.base import HTTPFail, one_line
 from filetracker.server.streaming import GzipDecoder
 from filetracker.urls import safe_url, short_error
 
@@ -328,6 +328,11 @@ async def list_names(old, folder, max_version):
                 return []  # the 2.x server answers 400 for a folder it does not have
             if resp.code != 200:
                 raise OldServerError("the old server answered %d to its listing" % resp.code)
+            media = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if media not in ("", "text/plain"):
+                # a web page is not a listing: its lines would be listed as names
+                raise OldServerError("its listing is %s, not text/plain: is the fallback URL a filetracker "
+                                     "server?" % one_line(media))
             raw = bytearray()
             async for chunk in resp.body():
                 raw += chunk

@@ -10,6 +10,7 @@ import email.utils
 import hashlib
 import os
 import subprocess
+import sys
 import time
 from urllib.parse import quote
 
@@ -188,6 +189,30 @@ def test_old_server_down_is_502(tmp_path):
         assert r.status_code == 200 and requests.get(url + "/files/x", timeout=10).content == b"x"
     finally:
         svc.stop()
+
+
+def test_a_web_page_is_not_a_listing(tmp_path):
+    """A fallback URL that is an ordinary web server: its HTML was listed, a name per line."""
+    site = tmp_path / "site"
+    (site / "list" / "sf").mkdir(parents=True)   # /list/sf/ answers 200 with an HTML index
+    (site / "list" / "sf" / "page.html").write_text("<html>x</html>")
+    port = free_port()
+    web = Service([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", str(site)],
+                  str(tmp_path / "web.log"), ready_url="http://127.0.0.1:%d/" % port).start()
+    try:
+        svc, url = our_server(str(tmp_path), "html", "--fallback-url", "http://127.0.0.1:%d" % port)
+        try:
+            r = requests.put(url + "/files/sf/mine", params={"last_modified": email.utils.formatdate(V)}, data=b"x",
+                             timeout=10)
+            assert r.status_code == 200
+            r = requests.get(url + "/list/sf/", timeout=10)
+            assert r.status_code == 502, r.text
+            assert r.headers["X-Exception"] == ("listing the old server failed: its listing is text/html, not "
+                                                "text/plain: is the fallback URL a filetracker server?")
+        finally:
+            svc.stop()
+    finally:
+        web.stop()
 
 
 def test_flag_errors(tmp_path):
