@@ -63,6 +63,10 @@ class NodeConfig:
     #: (0: at the next repair/scrub pass); repaired copies above quarantine_max_bytes in all go
     #: oldest first (0: no cap).  Unrepaired copies are kept (cluster/node/integrity.py).
     quarantine_keep: float = 7 * 24 * 3600.0
+    #: a blob no record references any more (its file was overwritten, deleted or handed off)
+    #: stays readable this many seconds, so a gateway in the middle of serving it can fetch the
+    #: rest (filetracker/storage/retired.py); 0: unlinked at once
+    keep_replaced: float = 60.0
     quarantine_max_bytes: int = 0
     #: recently read records and small verified bodies kept in memory (filetracker/storage/readcache.py; 0: off)
     read_cache_bytes: int = 16 * 1024 * 1024

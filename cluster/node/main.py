@@ -83,6 +83,9 @@ def build_parser():
                    help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: delete at once)")
     p.add_argument("--quarantine-max-bytes", type=byte_count, default=NodeConfig.quarantine_max_bytes,
                    help="delete the oldest repaired quarantined copies above this total (default 0: no cap)")
+    p.add_argument("--keep-replaced", type=seconds, default=NodeConfig.keep_replaced, metavar="SECONDS",
+                   help="seconds a blob stays readable after its file was overwritten or deleted, so reads "
+                        "under way finish (default 60; 0: unlinked at once)")
     p.add_argument("--read-cache-bytes", type=byte_count, default=NodeConfig.read_cache_bytes,
                    help="memory for recently read records and small verified bodies, answered without a "
                         "disk hop (default 16M; 0: off)")
@@ -127,6 +130,7 @@ def config_from_args(parser, args):
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
                       verify_reads_max_bytes=args.verify_reads_max_bytes,
                       quarantine_keep=args.quarantine_keep, quarantine_max_bytes=args.quarantine_max_bytes,
+                      keep_replaced=args.keep_replaced,
                       read_cache_bytes=args.read_cache_bytes, fast_fetch=not args.no_fast_fetch,
                       background=not args.no_background, max_body_size=args.max_body_size,
                       **guard_config(args))

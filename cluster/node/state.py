@@ -229,7 +229,10 @@ class NodeState:
         self.draining = DrainingList(config.dir)
         power = self.rings.ring.partition_power
         self.partition_of = lambda name: partition_of(name, power)
-        self.raw_store = ObjectStore(config.dir, partition_of=self.partition_of)
+        # replaced blobs are kept a while (reads under way), unless the disk is near its reserve
+        self.raw_store = ObjectStore(config.dir, partition_of=self.partition_of,
+                                     keep_replaced=getattr(config, "keep_replaced", 0.0),
+                                     keep_min_free_bytes=2 * getattr(config, "min_free_bytes", 0))
         self.read_cache = ReadCache(getattr(config, "read_cache_bytes", 0))
         self.store = TrackedStore(self.raw_store, self.partition_of, self.read_cache)
         self.tasks = {}          # name -> Task (set by make_app)

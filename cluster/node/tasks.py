@@ -367,6 +367,17 @@ class Reclaim(Task):
         return {"reclaimed": self.node.store.reclaim_tombstones(self.ttl)}
 
 
+class SweepRetired(Task):
+    """Unlink the blobs kept readable after they were replaced, once their time is up
+    (:mod:`filetracker.storage.retired`; every replace sweeps too, this covers quiet times)."""
+
+    name = "retired"
+
+    def _run(self):
+        retired = self.node.raw_store.retired
+        return {"unlinked": retired.sweep() if retired is not None else 0}
+
+
 class Scrub(Task):
     """One rate-limited pass over every blob, then the repairs it queued."""
 
@@ -470,7 +481,8 @@ def make_tasks(node):
     sync_holder["sync"] = sync
     handoff = Handoff(node, client, cfg.handoff_interval or cfg.sync_interval)
     reclaim = Reclaim(node, cfg.tombstone_ttl, cfg.reclaim_interval)
-    tasks = [sync, handoff, reclaim]
+    keep = getattr(cfg, "keep_replaced", 0.0)
+    tasks = [sync, handoff, reclaim, SweepRetired(node, max(1.0, keep / 2) if keep else 0)]
     integrity = getattr(node, "integrity", None)   # set by cluster.node.protect.protect_store
     if integrity is not None:
         integrity.client = client
@@ -479,4 +491,5 @@ def make_tasks(node):
     return {t.name: t for t in tasks}, client
 
 
-__all__ = ["AntiEntropy", "Handoff", "Reclaim", "Repair", "Replicator", "Scrub", "TaskRunner", "make_tasks"]
+__all__ = ["AntiEntropy", "Handoff", "Reclaim", "Repair", "Replicator", "Scrub", "SweepRetired", "TaskRunner",
+           "make_tasks"]

@@ -3,6 +3,8 @@
 Layout under ``dir``::
 
     blobs/<sha[:2]>/<sha>   plain bytes, named by their SHA-256 (stored once)
+    retired/<sha>           blobs no record references any more, kept readable for
+                            ``keep_replaced`` seconds (cluster nodes; see retired.py)
     tmp/                    uploads in progress (cleared when the store opens)
     records.sqlite3         WAL, synchronous=FULL: the table ``records``
     store.lock              the store lock (flock), see below
@@ -47,6 +49,7 @@ from filetracker.storage.errors import (
     StorageError,
     StoreFull,
 )
+from filetracker.storage.retired import RetiredBlobs
 from filetracker.storage.upload import Upload, discard, is_disk_full
 
 #: Rows fetched per query by the iterators (keyset pagination keeps memory flat).
@@ -147,9 +150,13 @@ class ObjectStore:
     cluster nodes pass the ring's function.  ``clear_tmp`` removes leftovers
     of uploads interrupted by a crash (pass False in worker processes that
     share a folder whose parent already cleared it).
+
+    ``keep_replaced`` seconds (0: none) a blob that no record references any more
+    stays readable through :meth:`open_blob` before it is unlinked, unless the disk
+    has less than ``keep_min_free_bytes`` free (:mod:`filetracker.storage.retired`).
     """
 
-    def __init__(self, dir, partition_of=None, clear_tmp=True):
+    def __init__(self, dir, partition_of=None, clear_tmp=True, keep_replaced=0.0, keep_min_free_bytes=0):
         self.dir = os.path.abspath(dir)
         self.partition_of = partition_of or (lambda name: 0)
         self.blobs_dir = os.path.join(self.dir, "blobs")
@@ -159,6 +166,9 @@ class ObjectStore:
         if clear_tmp:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
+        self.retired = None
+        if keep_replaced > 0:
+            self.retired = RetiredBlobs(os.path.join(self.dir, "retired"), keep_replaced, keep_min_free_bytes)
         self._thread_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending = []  # group commit queue (see _merge_in)
@@ -267,8 +277,16 @@ class ObjectStore:
         return is_sha256(sha256) and os.path.isfile(self.blob_path(sha256))
 
     def open_blob(self, sha256):
-        """Open a blob for reading (raises FileNotFoundError when absent)."""
-        return open(self.blob_path(sha256), "rb")
+        """Open a blob for reading (raises FileNotFoundError when absent).
+
+        A blob replaced a moment ago is still found while it is retired (see ``keep_replaced``).
+        """
+        try:
+            return open(self.blob_path(sha256), "rb")
+        except FileNotFoundError:
+            if self.retired is None:
+                raise
+        return self.retired.open(sha256)
 
     def open_record(self, name):
         """``(record, open file)`` of the live record of ``name``, or None.
@@ -337,11 +355,14 @@ class ObjectStore:
         return row is not None
 
     def _unlink_unreferenced(self, sha256s):
-        """Unlink each blob no live record references (store lock held, after commit)."""
+        """Unlink (or retire) each blob no live record references (store lock held, after commit)."""
         conn = self._conn()
         for sha in set(sha256s):
             if is_sha256(sha) and not self._referenced(conn, sha):
-                discard(self.blob_path(sha))
+                if self.retired is None:
+                    discard(self.blob_path(sha))
+                else:
+                    self.retired.retire(self.blob_path(sha), sha)
 
     # ------------------------------------------------------------------ writes
 

@@ -1,0 +1,96 @@
+"""Blobs kept readable after they were replaced (filetracker/storage/retired.py): exact behaviour."""
+
+import hashlib
+import os
+
+import pytest
+
+from filetracker.records import Record
+from filetracker.storage import ObjectStore
+from filetracker.storage.retired import RetiredBlobs
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def blob(folder, name, data=b"x"):
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_retire_open_and_sweep(tmp_path):
+    clock = Clock()
+    r = RetiredBlobs(str(tmp_path / "retired"), keep_seconds=60, clock=clock)
+    r.retire(blob(str(tmp_path), "a" * 64, b"old bytes"), "a" * 64)
+    assert not (tmp_path / ("a" * 64)).exists() and len(r) == 1
+    with r.open("a" * 64) as f:
+        assert f.read() == b"old bytes"
+    clock.now += 30
+    r.retire(blob(str(tmp_path), "b" * 64), "b" * 64)
+    clock.now += 29.9
+    assert r.sweep() == 0 and len(r) == 2
+    clock.now += 0.1                        # a is 60 s old, b 30 s
+    assert r.sweep() == 1 and sorted(os.listdir(r.folder)) == ["b" * 64]
+    with pytest.raises(FileNotFoundError):
+        r.open("a" * 64)
+    r.retire(str(tmp_path / "missing"), "c" * 64)   # gone already: nothing to keep
+    assert len(r) == 1
+
+
+def test_retiring_again_restarts_the_period(tmp_path):
+    clock = Clock()
+    r = RetiredBlobs(str(tmp_path / "retired"), keep_seconds=60, clock=clock)
+    r.retire(blob(str(tmp_path), "a" * 64), "a" * 64)
+    clock.now += 50
+    r.retire(blob(str(tmp_path), "a" * 64), "a" * 64)   # the same content stored and replaced again
+    clock.now += 20
+    assert r.sweep() == 0 and os.listdir(r.folder) == ["a" * 64]
+
+
+def test_files_found_at_start_go_one_period_later(tmp_path):
+    folder = tmp_path / "retired"
+    folder.mkdir()
+    blob(str(folder), "a" * 64)           # left by a crash
+    clock = Clock()
+    r = RetiredBlobs(str(folder), keep_seconds=60, clock=clock)
+    assert len(r) == 1 and r.sweep() == 0
+    clock.now += 60
+    assert r.sweep() == 1 and os.listdir(folder) == []
+
+
+def test_a_nearly_full_disk_unlinks_at_once_and_drops_every_retired_blob(tmp_path):
+    clock = Clock()
+    r = RetiredBlobs(str(tmp_path / "retired"), keep_seconds=60, clock=clock)
+    r.retire(blob(str(tmp_path), "a" * 64), "a" * 64)
+    r.min_free_bytes = 1 << 62            # more than any disk has free
+    r.retire(blob(str(tmp_path), "b" * 64), "b" * 64)
+    assert len(r) == 0 and os.listdir(r.folder) == [] and not (tmp_path / ("b" * 64)).exists()
+
+
+@pytest.mark.parametrize("keep", [0, 60])
+def test_store_keeps_a_replaced_blob_readable(tmp_path, keep):
+    store = ObjectStore(str(tmp_path / "s"), keep_replaced=keep)
+    try:
+        old, new = b"version one" * 100, b"version two" * 100
+        sha_old = hashlib.sha256(old).hexdigest()
+        for version, data in ((100, old), (200, new)):
+            record = Record("/f", version, hashlib.sha256(data).hexdigest(), len(data), False)
+            store.put_record(record, blob(str(tmp_path), "up", data))
+        assert not store.has_blob(sha_old) and not os.path.exists(store.blob_path(sha_old))
+        if keep:
+            with store.open_blob(sha_old) as f:    # a gateway fetching the rest of version one
+                assert f.read() == old
+            assert os.listdir(tmp_path / "s" / "retired") == [sha_old]
+            store.retired.sweep(now=store.retired._clock() + keep)
+        with pytest.raises(FileNotFoundError):
+            store.open_blob(sha_old)
+        assert store.collect_garbage() == (0, 0)
+    finally:
+        store.close()
