@@ -312,8 +312,10 @@ class ListHandler(BaseHandler):
         await self.ring()
         view = self.services.view
         nodes = view.all_nodes()
+        # every record, not only those up to the bound: a replica that missed a newer version or a
+        # delete must be outvoted by the merge, which a node-side bound would hide from it
         replies = [await r for r in [self.services.spawn_request(
-            n.url, "GET", "/_cluster/list%s?max_version=%d" % (quote(folder, safe="/"), max_version))
+            n.url, "GET", "/_cluster/list%s" % quote(folder, safe="/"))
             for n in nodes if view.is_live(n.url)]]
         answered = [r for r in replies if r.code == 200]
         quorum = min(self.services.config.write_quorum, int(view.ring.n_replicas))
