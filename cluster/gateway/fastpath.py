@@ -6,7 +6,7 @@ usual :func:`~cluster.gateway.reads.direct_read`.  When that brings the
 winning record with the whole body (or, for HEAD, just the record), the
 answer goes out in one ``write_headers`` call.  Every read outcome needing
 more work -- a miss, a tombstone, a body larger than the first piece, a
-replica down or disagreeing, no ring yet -- hands the request to
+replica down or disagreeing, no ring yet, a name moved by a recent ring change -- hands the request to
 :class:`~cluster.gateway.handlers.FilesHandler` with the read already made
 (it takes it with :func:`~filetracker.server.front.take_prefetched`), so no
 node is asked twice.
@@ -55,7 +55,7 @@ class GatewayReads:
                 exchange.hand_over(DIRECT_FAILED)
                 return
             winner = direct.read.winner
-            if winner is None or winner.deleted or (exchange.with_body and (
+            if winner is None or winner.deleted or services.view.moved(exchange.name) or (exchange.with_body and (
                     direct.first is None or winner.size > services.config.range_size)):
                 exchange.hand_over(direct)
                 return

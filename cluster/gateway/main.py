@@ -23,7 +23,7 @@ from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
 from filetracker.server.forking import MAX_WORKERS
 from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config, port_number
-from filetracker.units import byte_count, timeout_seconds
+from filetracker.units import byte_count, seconds, timeout_seconds
 
 
 def parse_args(argv):
@@ -60,6 +60,9 @@ def parse_args(argv):
     p.add_argument("--no-batch-writes", action="store_true",
                    help="stream every PUT to each replica on its own (small PUTs are sent to the "
                         "nodes in batches by default, cluster/gateway/smallput.py)")
+    p.add_argument("--transition-reads", type=seconds, default=GatewayConfig.transition_reads, metavar="S",
+                   help="seconds after a ring change during which reads of moved names also ask the "
+                        "previous owners (default 900; 0: only when the new owners miss)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")
@@ -93,7 +96,7 @@ async def serve(args, nodes, sockets=None):
                            timeout=args.timeout, cluster_secret=args.cluster_secret,
                            fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
                            max_body_size=args.max_body_size, fast_reads=not args.no_fast_reads,
-                           batch_writes=not args.no_batch_writes,
+                           batch_writes=not args.no_batch_writes, transition_reads=args.transition_reads,
                            **guard_config(args))
     app = make_app(config)
     server = make_server(serve_front(app, config), config)

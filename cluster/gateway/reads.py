@@ -132,26 +132,38 @@ def _missed(read):
 
 
 async def widen_miss(services, read):
-    """On a miss (no live record among the R answers) ask every other node that may hold the file.
+    """Ask the other nodes that may hold the file, on a miss or right after a ring change.
 
     A 404 must not be answered while an owner that may hold the file was not
     asked: right after a ring change the R asked can be a lagging owner and a
-    new one, neither holding an acknowledged file.  So the remaining owners,
-    the owners under the previous ring (when the gateway saw the change) and
-    the first handoff nodes (hinted writes not yet handed back) are asked at
-    once.  Returns ``read`` itself when nobody else has a newer record, else a
+    new one, neither holding an acknowledged file.  So on a miss (no live record
+    among the R answers) the remaining owners, the owners under the previous
+    ring (when the gateway saw the change) and the first handoff nodes (hinted
+    writes not yet handed back) are asked at once.
+
+    The same pair can hold an *older* version: the write reached W of the
+    previous owners, and a new owner has not received it yet.  So for
+    ``transition_reads`` seconds after a ring change that moved the name
+    (:meth:`ClusterView.moved`), its previous owners are asked on every read.
+
+    Returns ``read`` itself when nobody else has a newer record, else a
     :class:`QuorumRead` of every answer (its repair targets only the current
-    owners; a former owner or a handoff node is just a holder).  Misses are
-    rare, so the extra requests are cheap.
+    owners; a former owner or a handoff node is just a holder).  Misses and
+    ring changes are rare, so the extra requests are cheap.
     """
-    if not _missed(read):
+    if not read.enough:
         return read
     view = services.view
+    missed = _missed(read)
+    if not missed and not view.moved(read.name):
+        return read
     placement = view.placement(read.name)
     owners = {n.url for n in placement.owners}
     extra, seen = [], set(read.answers) | {n.url for n in read.nodes}
-    for n in list(placement.owners) + view.previous_owners(read.name) + \
-            list(placement.handoffs[:len(placement.owners)]):
+    others = view.previous_owners(read.name)
+    if missed:
+        others = list(placement.owners) + others + list(placement.handoffs[:len(placement.owners)])
+    for n in others:
         if n.url not in seen and view.is_live(n.url):
             seen.add(n.url)
             extra.append(n)
@@ -170,8 +182,10 @@ async def widen_miss(services, read):
     for n in placement.owners:  # owners asked now that answered without a record get repaired too
         if n.url not in answers and any(r.url == n.url and r.code in (200, 404) for r, _ in results):
             answers[n.url] = None
-    log.info("read of %s missed on %s; found version %d on %s", read.name, sorted(read.answers),
-             winner.version, sorted(u for u, r in found.items() if r == winner))
+    log.info("read of %s %s on %s; found version %d on %s", read.name,
+             "missed" if missed else "after a ring change got version %s" % (
+                 read.winner.version if read.winner is not None else None),
+             sorted(read.answers), winner.version, sorted(u for u, r in found.items() if r == winner))
     return QuorumRead(read.name, answers, True, set(), list(read.nodes) + extra)
 
 

@@ -89,6 +89,8 @@ class ClusterView:
         self._seeds = [u.rstrip("/") for u in config.nodes]
         self._ring = None
         self._previous = None  # the ring before the current one (reads ask its owners on a miss)
+        self._previous_until = 0.0   # monotonic time until which reads of moved names ask them too
+        self._previous_cache = {}    # partition -> owners under _previous
         self._nodes = []
         self._placement_cache = {}
         self._refreshing = None
@@ -182,6 +184,8 @@ class ClusterView:
             return
         log.info("ring epoch %s installed (%d nodes)", ring.epoch, len(ring.nodes))
         self._previous = self._ring
+        self._previous_cache = {}
+        self._previous_until = time.monotonic() + float(getattr(self._config, "transition_reads", 0.0))
         self._ring = ring
         self._nodes = _ring_nodes(ring)
         self._placement_cache = {}
@@ -235,8 +239,20 @@ class ClusterView:
         ring = self._previous
         if ring is None:
             return []
-        prefs = [_node_ref(ring, e) for e in ring.preference_list(partition_of(name, ring.partition_power))]
-        return prefs[:min(int(getattr(ring, "n_replicas", ring.replicas)), len(prefs))]
+        p = partition_of(name, ring.partition_power)
+        owners = self._previous_cache.get(p)
+        if owners is None:
+            prefs = [_node_ref(ring, e) for e in ring.preference_list(p)]
+            owners = self._previous_cache[p] = prefs[:min(int(getattr(ring, "n_replicas", ring.replicas)), len(prefs))]
+        return owners
+
+    def moved(self, name):
+        """Whether the owners of ``name`` changed with the ring installed less than
+        ``transition_reads`` seconds ago (its reads then ask the previous owners too)."""
+        if self._previous is None or time.monotonic() >= self._previous_until:
+            return False
+        current = {n.url for n in self.placement(name).owners}
+        return any(n.url not in current for n in self.previous_owners(name))
 
     # ---- liveness -------------------------------------------------------------
 
