@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import tornado.web
+from tornado.iostream import StreamClosedError
 
 from filetracker.httpdate import format_version
 from filetracker.ranges import content_range, unsatisfied_range
@@ -261,7 +262,10 @@ class ListHandler(ContextHandler):
             self.write("".join(lines))
             if len(lines) < _LIST_BATCH:
                 break
-            await self.flush()
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return   # the client stopped reading: nothing to answer it (Tornado logged an ERROR)
         own = listing.self_name(folder)
         if details and not sent and own is not None:
             # Nothing flushed yet, so a header can still be set.
