@@ -23,7 +23,8 @@ passes of one task from overlapping.
   only if unchanged meanwhile) once *every* owner holds a record at least as
   new.  An owner that is down keeps the hint here until it is back: dropping
   earlier would leave fewer than N copies.
-* **reclaim**: tombstones older than ``tombstone_ttl`` are removed.
+* **reclaim**: tombstones older than ``tombstone_ttl`` are removed, and so are blobs no
+  record references (a crash between placing a blob and committing its record).
 * **scrub**: every blob is re-hashed at ``scrub_rate`` bytes/s
   (:mod:`cluster.node.scrub`); corrupt ones are quarantined, then repaired.
 * **repair**: blobs found corrupt (on a read or by the scrubber) are fetched
@@ -364,7 +365,12 @@ class Reclaim(Task):
         self.ttl = ttl
 
     def _run(self):
-        return {"reclaimed": self.node.store.reclaim_tombstones(self.ttl)}
+        reclaimed = self.node.store.reclaim_tombstones(self.ttl)
+        # blobs a crash left without a record (placed, then killed before the commit)
+        orphans, freed = self.node.raw_store.collect_garbage()
+        if orphans:
+            log.warning("removed %d orphan blobs (%d bytes) left by an earlier crash", orphans, freed)
+        return {"reclaimed": reclaimed, "orphan_blobs": orphans}
 
 
 class SweepRetired(Task):

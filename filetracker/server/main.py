@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import errno
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -241,8 +242,29 @@ def setup_logging(path, level):
     logging.getLogger("tornado.access").setLevel(max(logging.WARNING, root.level))
 
 
-async def serve(sockets, config):
-    """Serve on ``sockets`` until SIGTERM/SIGINT, then shut down cleanly."""
+#: seconds after start-up before the one pass that removes blobs left by a crash
+ORPHAN_PASS_DELAY = 1.0
+
+
+async def collect_orphans(store, run, delay=ORPHAN_PASS_DELAY):
+    """Once, ``delay`` seconds after start-up: unlink the blobs no record references (left by a
+    crash between placing a blob and committing its record), in the executor, one at a time
+    under the store lock, so serving goes on meanwhile."""
+    await asyncio.sleep(delay)
+    try:
+        count, freed = await run(store.collect_garbage)
+    except Exception as exc:  # noqa: BLE001 - e.g. the store closed by a shutdown meanwhile
+        log.info("orphan blob pass stopped: %s", exc)
+        return
+    if count:
+        log.warning("removed %d orphan blobs (%d bytes) left by an earlier crash", count, freed)
+
+
+async def serve(sockets, config, orphan_pass=True):
+    """Serve on ``sockets`` until SIGTERM/SIGINT, then shut down cleanly.
+
+    ``orphan_pass``: run :func:`collect_orphans` (one process of a ``--workers`` group does).
+    """
     app = make_app(config)
     server = make_server(serve_front(app, config), config)
     server.add_sockets(sockets)
@@ -251,8 +273,11 @@ async def serve(sockets, config):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("filetracker-server serving %s on http://%s:%d/", config.dir, config.host, config.port)
+    orphans = asyncio.ensure_future(collect_orphans(app.ctx.store, app.ctx.run)) if orphan_pass else None
     await stop.wait()
     log.info("shutting down")
+    if orphans is not None:
+        orphans.cancel()
     server.stop()
     try:
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
@@ -273,16 +298,16 @@ def run_workers(sockets, config, workers):
     children = set()
     stopping = False
 
-    def work():
+    def work(orphan_pass=False):
         try:
-            eventloop.run(serve(sockets, config))
+            eventloop.run(serve(sockets, config, orphan_pass))
         except BaseException:
             log.exception("worker failed")
             return 1
         return 0
 
-    def spawn():
-        fork_worker(work, children.add)
+    def spawn(orphan_pass=False):
+        fork_worker(functools.partial(work, orphan_pass), children.add)
 
     def forward(signum, _frame):
         nonlocal stopping
@@ -295,10 +320,10 @@ def run_workers(sockets, config, workers):
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for _ in range(workers):
+    for k in range(workers):
         if stopping:  # told to stop while starting: fork no more
             break
-        spawn()
+        spawn(orphan_pass=k == 0)   # one pass per start of the server is enough
     while children:
         try:
             pid, status = os.wait()

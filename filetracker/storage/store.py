@@ -19,7 +19,8 @@ Crash safety by construction:
   place, so a record never points to a missing blob;
 * a blob is unlinked only *after* the commit that stopped referencing it, so a
   crash in between leaves an orphan blob (harmless, removed by
-  :meth:`ObjectStore.collect_garbage`), never a dangling record.
+  :meth:`ObjectStore.collect_garbage`, which the server runs after it starts and a node
+  in its reclaim pass), never a dangling record.
 
 The *store lock* (a thread lock plus ``flock`` on ``store.lock``, so several
 processes may share one folder) serialises every step that puts a blob in place,

@@ -4,7 +4,9 @@ The gateway sends the headers and first piece of a large body, then fetches the 
 address from a replica.  Nodes unlinked a blob as soon as a newer record replaced it, so that
 fetch found nothing: 163 of 543 GETs of a 6 MB file under two overwriting writers were cut at
 byte 4,194,304 (and 1 MB files got 503 "no replica could deliver").  Nodes now keep a replaced
-blob readable for ``--keep-replaced`` seconds (filetracker/storage/retired.py).  Real processes.
+blob readable for ``--keep-replaced`` seconds (filetracker/storage/retired.py).
+
+Also here: a node's ``reclaim`` pass removes blobs a crash left without a record.  Real processes.
 """
 
 import hashlib
@@ -15,6 +17,7 @@ import time
 import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, http_date, wait_until
+from tests.server.test_orphan_blobs import orphan_blob
 
 V = BASE_VERSION
 MIB = 1 << 20
@@ -91,3 +94,12 @@ def test_gets_under_overwrites_deliver_whole_versions(cluster_factory):
     print("GETs whole: %d, GETs failed: %d, PUTs: %d" % (outcomes["ok"], len(outcomes["bad"]), outcomes["puts"]))
     assert outcomes["puts"] >= 4 and outcomes["ok"] >= 4
     assert outcomes["bad"] == [], outcomes["bad"][:5]
+
+
+def test_node_reclaim_pass_removes_orphan_blobs(cluster_factory):
+    c = cluster_factory(nodes=1, replicas=1)   # --no-background: the pass runs when asked
+    orphan = orphan_blob(c.dirs[0], b"left by a crash")
+    assert c.put(0, "/kept", b"a stored file", 1700000000).status_code == 200
+    assert c.run(0, "reclaim")["reclaim"]["orphan_blobs"] == 1
+    assert not os.path.exists(orphan) and c.content(0, "/kept") == b"a stored file"
+    assert c.run(0, "reclaim")["reclaim"]["orphan_blobs"] == 0
