@@ -260,7 +260,14 @@ class _Conn(asyncio.Protocol):
         """
         waiter = self.expect(head_only)
         self._streamed = streamed
-        self.transport.write(data)
+        try:
+            self.transport.write(data)
+        except RuntimeError as exc:
+            # uvloop refuses to write on a transport that closed before connection_lost
+            # reached us (a node killed just now): a failed exchange like any other, so an
+            # idle connection is retried on a new one
+            self.closed = True
+            self._fail(ConnectionFailed("connection closed: %s" % exc))
         return waiter
 
     def expect(self, head_only=False):
