@@ -16,7 +16,7 @@ from tornado.iostream import StreamClosedError
 from cluster.gateway import listing
 from cluster.gateway.fastpath import DIRECT_FAILED
 from cluster.gateway.pool import ConnectionFailed
-from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_miss
+from cluster.gateway.reads import direct_read, fetch_piece, open_body, quorum_read, read_repair, widen_read
 from cluster.gateway.smallput import batchable, batched_put, small_body
 from cluster.gateway.view import NoRing
 from cluster.gateway.writes import PutFanout, quorum_delete
@@ -167,7 +167,7 @@ class FilesHandler(BaseHandler):
             if not read.enough:
                 raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
-            wider = await widen_miss(self.services, read)
+            wider = await widen_read(self.services, read)
             if wider is not read:  # a miss, but another owner has it: serve it, repair the others
                 read, data = wider, None
                 self.services.spawn(read_repair(self.services, read))
@@ -286,7 +286,7 @@ class FilesHandler(BaseHandler):
         if not read.enough:
             raise HTTPFail(503, "not enough replicas: %d of the needed replicas answered"
                                % len(read.answers))
-        read = await widen_miss(self.services, read)
+        read = await widen_read(self.services, read)
         fallback = self.services.fallback
         if read.winner is None and fallback is not None:
             # a name only the old server holds: the tombstone written below hides it for good

@@ -131,7 +131,7 @@ def _missed(read):
     return read.enough and (read.winner is None or read.winner.deleted)
 
 
-async def widen_miss(services, read):
+async def widen_read(services, read):
     """Ask the other nodes that may hold the file, on a miss or right after a ring change.
 
     A 404 must not be answered while an owner that may hold the file was not

@@ -12,9 +12,9 @@ streams from that descriptor, which an unlink does not disturb.)
 So a node does not unlink a blob that stops being referenced: it moves it into
 ``retired/`` (a rename, same filesystem) and unlinks it ``keep_seconds`` later.
 :meth:`RetiredBlobs.open` finds it there meanwhile.  Nothing references a
-retired blob, so keeping it is never visible to a reader of names; a crash
-between the rename and the unlink only leaves a file that the first sweep after
-the restart removes (every file found at start counts as retired then).
+retired blob, so keeping it is never visible to a reader of names; a file left
+in ``retired/`` by a crash or a stop counts as retired at the next start, so it
+goes ``keep_seconds`` later.
 
 While the disk has less than ``min_free_bytes`` free, a blob is unlinked at
 once instead, and so is every retired one: space freed by overwrites and deletes
