@@ -58,11 +58,13 @@ class RetiredBlobs:
             discard(blob_path)
             self.sweep(everything=True)   # space first: reads under way may fail, writes must not
             return
-        try:
-            os.replace(blob_path, self.path(sha256))
-        except FileNotFoundError:
-            return
+        # the rename and the bookkeeping in one hold of the lock that the sweep's unlinks take
+        # too: a sweep must never unlink a copy of the same content retired just now
         with self._lock:
+            try:
+                os.replace(blob_path, self.path(sha256))
+            except FileNotFoundError:
+                return
             self._since.pop(sha256, None)
             self._since[sha256] = self._clock()
         self.sweep()
@@ -75,17 +77,16 @@ class RetiredBlobs:
         """Unlink the blobs retired ``keep_seconds`` ago or earlier (all of them with
         ``everything``); returns how many."""
         now = self._clock() if now is None else now
-        expired = []
+        count = 0
         with self._lock:
             while self._since:
                 sha, since = next(iter(self._since.items()))
                 if now - since < self.keep_seconds and not everything:
                     break
                 self._since.popitem(last=False)
-                expired.append(sha)
-        for sha in expired:
-            discard(self.path(sha))
-        return len(expired)
+                discard(self.path(sha))
+                count += 1
+        return count
 
     def __len__(self):
         with self._lock:

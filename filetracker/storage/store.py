@@ -170,6 +170,9 @@ class ObjectStore:
         self.retired = None
         if keep_replaced > 0:
             self.retired = RetiredBlobs(os.path.join(self.dir, "retired"), keep_replaced, keep_min_free_bytes)
+        elif clear_tmp:
+            # kept by an earlier run with keep_replaced on: nothing would ever remove them now
+            shutil.rmtree(os.path.join(self.dir, "retired"), ignore_errors=True)
         self._thread_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending = []  # group commit queue (see _merge_in)

@@ -2,11 +2,12 @@
 
 import hashlib
 import os
+import threading
 
 import pytest
 
 from filetracker.records import Record
-from filetracker.storage import ObjectStore
+from filetracker.storage import ObjectStore, retired
 from filetracker.storage.retired import RetiredBlobs
 
 
@@ -52,6 +53,45 @@ def test_retiring_again_restarts_the_period(tmp_path):
     r.retire(blob(str(tmp_path), "a" * 64), "a" * 64)   # the same content stored and replaced again
     clock.now += 20
     assert r.sweep() == 0 and os.listdir(r.folder) == ["a" * 64]
+
+
+def test_a_sweep_never_unlinks_a_copy_retired_meanwhile(tmp_path, monkeypatch):
+    """The sweep unlinked after letting go of its lock: the same content retired again in between
+    (uploaded under another name, then replaced) was unlinked at once (found by a review)."""
+    clock = Clock()
+    r = RetiredBlobs(str(tmp_path / "retired"), keep_seconds=60, clock=clock)
+    r.retire(blob(str(tmp_path), "a" * 64, b"first"), "a" * 64)
+    clock.now += 60
+    in_sweep, go_on = threading.Event(), threading.Event()
+    real_discard = retired.discard
+
+    def paused_discard(path):
+        if threading.current_thread().name == "sweeper":
+            in_sweep.set()
+            go_on.wait(5)
+        real_discard(path)
+
+    monkeypatch.setattr(retired, "discard", paused_discard)
+    sweeper = threading.Thread(target=r.sweep, name="sweeper")
+    sweeper.start()
+    assert in_sweep.wait(5)                  # the expired copy is about to be unlinked
+    again = threading.Thread(target=r.retire, args=(blob(str(tmp_path), "a" * 64, b"again"), "a" * 64))
+    again.start()
+    again.join(0.3)                          # it waits for the sweep now
+    go_on.set()
+    sweeper.join(5)
+    again.join(5)
+    with r.open("a" * 64) as f:
+        assert f.read() == b"again"
+    assert len(r) == 1
+
+
+def test_retired_blobs_go_when_the_store_opens_with_keep_replaced_0(tmp_path):
+    store = ObjectStore(str(tmp_path / "s"), keep_replaced=60)
+    store.close()
+    blob(str(tmp_path / "s" / "retired"), "a" * 64)   # left by a stop: nothing else would remove it
+    ObjectStore(str(tmp_path / "s"), keep_replaced=0).close()
+    assert not (tmp_path / "s" / "retired").exists()
 
 
 def test_files_found_at_start_go_one_period_later(tmp_path):
