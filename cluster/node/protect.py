@@ -24,7 +24,9 @@ from filetracker.server import HTTPFail
 
 def protect_store(node):
     cfg = node.config
-    node.space = SpaceGuard(cfg.dir, getattr(cfg, "min_free_bytes", 0))
+    retired = node.raw_store.retired
+    node.space = SpaceGuard(cfg.dir, getattr(cfg, "min_free_bytes", 0),
+                            release=(lambda: retired.sweep(everything=True)) if retired is not None else None)
     if node.space.min_free_bytes > 0:
         node.store = ReservedSpaceStore(node.store, node.space)
     node.integrity = Integrity(node, cache_entries=getattr(cfg, "verify_cache_entries", 65536),

@@ -26,10 +26,12 @@ CHECK_EVERY = 4 << 20
 class SpaceGuard:
     """``check(incoming)`` raises :class:`StoreFull` when the reserve would be touched."""
 
-    def __init__(self, path, min_free_bytes):
+    def __init__(self, path, min_free_bytes, release=None):
         self.path = path
         self.min_free_bytes = int(min_free_bytes)
         self.refused = 0
+        #: frees space kept only for reads under way (retired blobs); returns how many files it freed
+        self._release = release
 
     def free_bytes(self):
         st = os.statvfs(self.path)
@@ -39,6 +41,8 @@ class SpaceGuard:
         if self.min_free_bytes <= 0:
             return
         free = self.free_bytes()
+        if free - max(0, incoming) < self.min_free_bytes and self._release is not None and self._release():
+            free = self.free_bytes()   # replaced blobs kept for reads under way give way to new data
         if free - max(0, incoming) < self.min_free_bytes:
             self.refused += 1
             raise StoreFull("no space left on the node's disk: %d bytes free%s, %d reserved (--min-free-bytes)"

@@ -85,6 +85,22 @@ def test_reserve_guard(node, tmp_path):
     assert store.has_blob(sha) and guard.refused == 2
 
 
+def test_reserve_guard_first_releases_retired_blobs(tmp_path):
+    """Retired blobs (kept only for reads under way) give way before an upload is refused."""
+    released = []
+    guard = SpaceGuard(str(tmp_path), 1 << 60, release=lambda: released.append(1) or 0)
+    with pytest.raises(StoreFull):
+        guard.check()
+    assert released == [1] and guard.refused == 1   # nothing was retired: refused as before
+
+    def release():   # as if unlinking the retired blobs freed enough
+        guard.min_free_bytes = 1
+        return 3
+    guard._release = release
+    guard.check()
+    assert guard.refused == 1
+
+
 def test_large_blob_served_at_once_and_checked_in_background(node):
     integ = Integrity(node, read_verify_max=1 << 20)
     sha = put(node.store, "/huge", os.urandom(3 << 20))
