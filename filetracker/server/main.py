@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 import tornado.netutil
 
@@ -246,13 +247,14 @@ def setup_logging(path, level):
 ORPHAN_PASS_DELAY = 1.0
 
 
-async def collect_orphans(store, run, delay=ORPHAN_PASS_DELAY):
+async def collect_orphans(store, run, stopping, delay=ORPHAN_PASS_DELAY):
     """Once, ``delay`` seconds after start-up: unlink the blobs no record references (left by a
     crash between placing a blob and committing its record), in the executor, one at a time
-    under the store lock, so serving goes on meanwhile."""
+    under the store lock, so serving goes on meanwhile.  ``stopping`` (a threading.Event) ends
+    the pass early: a shutdown must not wait for a pass over millions of blobs."""
     await asyncio.sleep(delay)
     try:
-        count, freed = await run(store.collect_garbage)
+        count, freed = await run(store.collect_garbage, stopping.is_set)
     except Exception as exc:  # noqa: BLE001 - e.g. the store closed by a shutdown meanwhile
         log.info("orphan blob pass stopped: %s", exc)
         return
@@ -273,9 +275,11 @@ async def serve(sockets, config, orphan_pass=True):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("filetracker-server serving %s on http://%s:%d/", config.dir, config.host, config.port)
-    orphans = asyncio.ensure_future(collect_orphans(app.ctx.store, app.ctx.run)) if orphan_pass else None
+    stopping = threading.Event()
+    orphans = asyncio.ensure_future(collect_orphans(app.ctx.store, app.ctx.run, stopping)) if orphan_pass else None
     await stop.wait()
     log.info("shutting down")
+    stopping.set()
     if orphans is not None:
         orphans.cancel()
     server.stop()

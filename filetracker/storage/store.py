@@ -710,14 +710,20 @@ class ObjectStore:
                 self._unlink_unreferenced([record.sha256])
             return True
 
-    def collect_garbage(self):
-        """Unlink blobs no live record references; return ``(count, bytes)`` freed."""
+    def collect_garbage(self, should_stop=None):
+        """Unlink blobs no live record references; return ``(count, bytes)`` freed.
+
+        ``should_stop()`` is asked between blobs (a service shutting down ends a long pass).
+        Something else than a file among the blobs (a folder) is left alone.
+        """
         count = freed = 0
         for sub in sorted(os.listdir(self.blobs_dir)):
             subdir = os.path.join(self.blobs_dir, sub)
             if not os.path.isdir(subdir):
                 continue
             for sha in os.listdir(subdir):
+                if should_stop is not None and should_stop():
+                    return count, freed
                 path = os.path.join(subdir, sha)
                 with self._locked():
                     if is_sha256(sha) and self._referenced(self._conn(), sha):
@@ -725,7 +731,7 @@ class ObjectStore:
                     try:
                         size = os.path.getsize(path)
                         os.unlink(path)
-                    except FileNotFoundError:
+                    except (FileNotFoundError, IsADirectoryError, PermissionError):
                         continue
                 count += 1
                 freed += size

@@ -247,6 +247,18 @@ def test_collect_garbage_removes_orphans_only(store):
     assert blob_files(store) == [sha(b"keep")]
 
 
+def test_collect_garbage_stops_when_told_and_passes_over_folders(store):
+    orphan = store.blob_path(sha(b"orphan"))
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    with open(orphan, "wb") as f:
+        f.write(b"orphan")
+    stray = os.path.join(store.blobs_dir, "00", "a-folder")   # stopped every pass (IsADirectoryError)
+    os.makedirs(stray)
+    assert store.collect_garbage(should_stop=lambda: True) == (0, 0) and os.path.exists(orphan)
+    assert store.collect_garbage() == (1, 6)
+    assert os.path.isdir(stray) and not os.path.exists(orphan)
+
+
 def test_reopen_clears_tmp_and_keeps_records(tmp_path):
     d = str(tmp_path / "s")
     s = ObjectStore(d)
