@@ -48,6 +48,9 @@ def test_commands(shared_server, tmp_path, env):
         assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
         assert r.stderr.endswith(b": HTTP 404: no such endpoint: /prefix/files%s (give the server's base URL, "
                                  b"without a path)\n" % argv[-1].encode()), r.stderr
+    # a missing file whose name holds those words is still just missing
+    r = ft("-r", url, "cat", "/sh/no such endpoint.txt", env=env)
+    assert (r.returncode, r.stderr) == (1, b"filetracker: error: not found: /sh/no such endpoint.txt\n")
 
 
 def test_versioned_get_from_cache_without_server(tmp_path, env):
