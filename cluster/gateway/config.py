@@ -22,10 +22,12 @@ class GatewayConfig:
     cluster_secret: str | None = None
     range_size: int = 4 * 1024 * 1024
     #: for this long after the gateway installs a new ring, a read of a name whose owners
-    #: changed also asks the previous owners (cluster/gateway/reads.py, widen_read): an owner
-    #: that missed a write and a new owner that has not received it yet could otherwise
-    #: form a read quorum without the acknowledged version; 0: only on a miss
-    transition_reads: float = 900.0
+    #: changed also asks the owners under the rings replaced in that time (cluster/gateway/
+    #: reads.py, widen_read): an owner that missed a write and a new owner that has not received
+    #: it yet could otherwise form a read quorum without the acknowledged version.  It should
+    #: cover the time the data takes to move (``filetracker-admin rebalance`` prints it); 0:
+    #: only on a miss
+    transition_reads: float = 3600.0
     #: a node that refused or timed out is skipped for at least this long
     down_seconds: float = 2.0
     #: probe interval for nodes marked down

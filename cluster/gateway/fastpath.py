@@ -55,7 +55,7 @@ class GatewayReads:
                 exchange.hand_over(DIRECT_FAILED)
                 return
             winner = direct.read.winner
-            if winner is None or winner.deleted or services.view.moved(exchange.name) or (exchange.with_body and (
+            if winner is None or winner.deleted or services.view.transition_owners(exchange.name) or (exchange.with_body and (
                     direct.first is None or winner.size > services.config.range_size)):
                 exchange.hand_over(direct)
                 return

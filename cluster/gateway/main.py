@@ -62,7 +62,8 @@ def parse_args(argv):
                         "nodes in batches by default, cluster/gateway/smallput.py)")
     p.add_argument("--transition-reads", type=seconds, default=GatewayConfig.transition_reads, metavar="S",
                    help="seconds after a ring change during which reads of moved names also ask the "
-                        "previous owners (default 900; 0: only when the new owners miss)")
+                        "previous owners; cover the time a rebalance takes (default 3600; 0: only when "
+                        "the new owners miss)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")

@@ -143,8 +143,9 @@ async def widen_read(services, read):
 
     The same pair can hold an *older* version: the write reached W of the
     previous owners, and a new owner has not received it yet.  So for
-    ``transition_reads`` seconds after a ring change that moved the name
-    (:meth:`ClusterView.moved`), its previous owners are asked on every read.
+    ``transition_reads`` seconds after a ring change that moved the name, its
+    owners under every ring replaced in that time are asked on every read
+    (:meth:`ClusterView.transition_owners`: two changes in a row are covered).
 
     Returns ``read`` itself when nobody else has a newer record, else a
     :class:`QuorumRead` of every answer (its repair targets only the current
@@ -155,14 +156,15 @@ async def widen_read(services, read):
         return read
     view = services.view
     missed = _missed(read)
-    if not missed and not view.moved(read.name):
+    others = [] if missed else view.transition_owners(read.name)
+    if not missed and not others:
         return read
     placement = view.placement(read.name)
     owners = {n.url for n in placement.owners}
     extra, seen = [], set(read.answers) | {n.url for n in read.nodes}
-    others = view.previous_owners(read.name)
     if missed:
-        others = list(placement.owners) + others + list(placement.handoffs[:len(placement.owners)])
+        others = list(placement.owners) + view.previous_owners(read.name) + \
+            list(placement.handoffs[:len(placement.owners)])
     for n in others:
         if n.url not in seen and view.is_live(n.url):
             seen.add(n.url)

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 RING_RETRY = 0.2
 #: seconds between two warnings about the same node refusing the cluster secret
 REFUSAL_LOG_INTERVAL = 60.0
+#: replaced rings remembered (newest first): reads ask their owners on a miss, and those of the
+#: rings replaced within ``transition_reads`` seconds on every read of a moved name
+RINGS_KEPT = 8
 
 
 class NoRing(Exception):
@@ -88,9 +91,8 @@ class ClusterView:
         self._config = config
         self._seeds = [u.rstrip("/") for u in config.nodes]
         self._ring = None
-        self._previous = None  # the ring before the current one (reads ask its owners on a miss)
-        self._previous_until = 0.0   # monotonic time until which reads of moved names ask them too
-        self._previous_cache = {}    # partition -> owners under _previous
+        self._replaced = []          # [(ring, monotonic time it was replaced)], newest first
+        self._previous_cache = {}    # (epoch, partition) -> owners under that replaced ring
         self._nodes = []
         self._placement_cache = {}
         self._refreshing = None
@@ -183,9 +185,10 @@ class ClusterView:
         if self._ring is not None and int(ring.epoch) <= int(self._ring.epoch):
             return
         log.info("ring epoch %s installed (%d nodes)", ring.epoch, len(ring.nodes))
-        self._previous = self._ring
-        self._previous_cache = {}
-        self._previous_until = time.monotonic() + float(getattr(self._config, "transition_reads", 0.0))
+        if self._ring is not None:
+            self._replaced = [(self._ring, time.monotonic())] + self._replaced[:RINGS_KEPT - 1]
+            kept = {int(r.epoch) for r, _ in self._replaced}
+            self._previous_cache = {k: v for k, v in self._previous_cache.items() if k[0] in kept}
         self._ring = ring
         self._nodes = _ring_nodes(ring)
         self._placement_cache = {}
@@ -230,29 +233,41 @@ class ClusterView:
             self._placement_cache[p] = cached
         return cached
 
-    def previous_owners(self, name):
-        """Owners of ``name`` under the ring before the current one ([] when unknown).
+    def previous_owners(self, name, within=None):
+        """Owners of ``name`` under the rings this gateway saw replaced (newest first, each URL
+        once; [] when it saw none), or only under those replaced less than ``within`` seconds ago.
 
         Right after a ring change the data of a partition may still sit only on
-        its previous owners (anti-entropy has not moved it yet).
+        its previous owners (anti-entropy and handoff have not moved it yet), and
+        after two changes in a row on the owners of the ring before the last.
         """
-        ring = self._previous
-        if ring is None:
-            return []
-        p = partition_of(name, ring.partition_power)
-        owners = self._previous_cache.get(p)
-        if owners is None:
-            prefs = [_node_ref(ring, e) for e in ring.preference_list(p)]
-            owners = self._previous_cache[p] = prefs[:min(int(getattr(ring, "n_replicas", ring.replicas)), len(prefs))]
-        return owners
+        now = time.monotonic()
+        out, seen = [], set()
+        for ring, replaced_at in self._replaced:
+            if within is not None and now - replaced_at >= within:
+                break   # newest first: the rest were replaced earlier still
+            p = partition_of(name, ring.partition_power)
+            owners = self._previous_cache.get((int(ring.epoch), p))
+            if owners is None:
+                prefs = [_node_ref(ring, e) for e in ring.preference_list(p)]
+                owners = prefs[:min(int(getattr(ring, "n_replicas", ring.replicas)), len(prefs))]
+                self._previous_cache[(int(ring.epoch), p)] = owners
+            for n in owners:
+                if n.url not in seen:
+                    seen.add(n.url)
+                    out.append(n)
+        return out
 
-    def moved(self, name):
-        """Whether the owners of ``name`` changed with the ring installed less than
-        ``transition_reads`` seconds ago (its reads then ask the previous owners too)."""
-        if self._previous is None or time.monotonic() >= self._previous_until:
-            return False
+    def transition_owners(self, name):
+        """The owners of ``name`` under the rings replaced less than ``transition_reads`` seconds
+        ago when they are not all owners now ([] otherwise, and at once when no ring changed):
+        its reads ask them too."""
+        window = float(getattr(self._config, "transition_reads", 0.0))
+        if not self._replaced or time.monotonic() - self._replaced[0][1] >= window:
+            return []
+        previous = self.previous_owners(name, within=window)
         current = {n.url for n in self.placement(name).owners}
-        return any(n.url not in current for n in self.previous_owners(name))
+        return previous if any(n.url not in current for n in previous) else []
 
     # ---- liveness -------------------------------------------------------------
 

@@ -108,6 +108,43 @@ def test_older_version_on_the_owners_asked_after_add_node(cluster_factory):
         assert requests.get(gw + "/files" + name, timeout=10).content == b"version two"
 
 
+def test_older_version_after_two_ring_changes_in_a_row(cluster_factory):
+    """Two add-node in a row, no data moved: a name moved by the first change is read from owners
+    of the last ring; the owners under both replaced rings are asked (only the last replaced ring
+    was remembered, so the older version was served; found by a review)."""
+    c = cluster_factory(nodes=5, members=3, gateway=True, gateway_args=["--timeout", "3"])
+    gw = c.gateway_url
+    assert requests.get(gw + "/files/tr2/warmup", timeout=10).status_code == 404  # ring epoch 1 known
+    rings = [c.ring]
+    for epoch, new in ((2, 3), (3, 4)):
+        assert "added" in admin(c, "add-node", c.urls[new]).stdout
+        rings.append(c.client.get_ring(c.urls[0]))
+        requests.get(gw + "/files/tr2/warmup", timeout=10)
+        assert wait_until(lambda e=epoch: _gw_epoch(c) == e, 10)
+    first, middle, ring = rings
+    names = []
+    for k in range(5000):
+        name = "/tr2/f%d" % k
+        owners = [c.urls.index(n.url) for n in ring.owners(name)]
+        asked = owners[:2]   # the R=2 a read asks now
+        old = [c.urls.index(n.url) for n in first.owners(name)]
+        lagging = [i for i in asked if i in old]
+        # moved by the first change only: the ring before the last holds no ring-1 owner more
+        if len(lagging) == 1 and 3 in asked and [c.urls.index(n.url) for n in middle.owners(name)] == owners:
+            names.append((name, lagging[0]))
+        if len(names) == 3:
+            break
+    assert names
+    for name, lagging in names:
+        for i in range(3):
+            assert c.put(i, name, b"version one", V).status_code == 200
+        for i in range(3):   # the newer write reached the two other owners under ring 1: W=2
+            if i != lagging:
+                assert c.put(i, name, b"version two", V + 1).status_code == 200
+        r = requests.get(gw + "/files" + name, timeout=10)
+        assert r.status_code == 200 and r.content == b"version two", name
+
+
 def _gw_epoch(c):
     r = requests.get(c.gateway_url + "/_cluster/ring", headers=c.headers(), timeout=10)
     return Ring.from_dict(msgpack.unpackb(r.content, raw=False)).epoch if r.status_code == 200 else None
