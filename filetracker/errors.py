@@ -28,7 +28,15 @@ class InvalidVersionError(FiletrackerError, ValueError):
 
 
 class NotFoundError(FiletrackerError):
-    """The file, or the requested version of it, does not exist."""
+    """The file, or the requested version of it, does not exist.
+
+    ``reason`` is a server's one-line explanation when a server said so ("" otherwise):
+    ``"no such endpoint: ..."`` means the URL, not the name, is wrong.
+    """
+
+    def __init__(self, message="", reason=""):
+        super().__init__(message)
+        self.reason = reason
 
 
 class VersionConflictError(FiletrackerError):

@@ -168,7 +168,7 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except NotFoundError as e:
-        if getattr(e, "reason", "").startswith(NO_SUCH_ENDPOINT + ":"):
+        if e.reason.startswith(NO_SUCH_ENDPOINT + ":"):
             # the server has no such path at all: the URL is wrong, not the name
             return _fail("%s (give the server's base URL, without a path)" % e, e, args)
         return _fail("not found: %s" % getattr(args, "name", ""), e, args)

@@ -47,9 +47,7 @@ def raise_for_response(response, what):
     reason = _reason(response)
     message = "%s: HTTP %d: %s" % (what, status, reason) if reason else "%s: HTTP %d" % (what, status)
     if status == 404:
-        err = NotFoundError(message)
-        err.reason = reason   # the server's own words (a wrong URL says "no such endpoint: ...")
-        raise err
+        raise NotFoundError(message, reason=reason)
     if status == 409:
         raise VersionConflictError(message)
     raise RemoteError(message, status=status, reason=reason)
