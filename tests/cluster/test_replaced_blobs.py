@@ -17,7 +17,7 @@ import time
 import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, http_date, wait_until
-from tests.server.test_orphan_blobs import orphan_blob
+from tests.support.stores import orphan_blob
 
 V = BASE_VERSION
 MIB = 1 << 20

@@ -5,25 +5,14 @@ tests/cluster/test_replaced_blobs.py).  Found by a soak: 12 kill -9 of a
 server under uploads left 10 orphan blobs that nothing ever removed.  Real processes.
 """
 
-import hashlib
 import os
 
 import requests
 
 from filetracker.storage import ObjectStore
 from tests.client.servers import OurServer
+from tests.support.stores import orphan_blob
 from tests.support.waiting import wait_until
-
-
-def orphan_blob(data_dir, content):
-    """A complete blob file in ``data_dir``'s store that no record references; its path."""
-    sha = hashlib.sha256(content).hexdigest()
-    folder = os.path.join(data_dir, "blobs", sha[:2])
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, sha)
-    with open(path, "wb") as f:
-        f.write(content)
-    return path
 
 
 def test_server_removes_orphan_blobs_after_start(tmp_path):

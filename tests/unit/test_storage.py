@@ -14,6 +14,7 @@ from filetracker.storage import (
     SizeMismatch,
     StoreFull,
 )
+from tests.support.stores import orphan_blob
 
 
 def sha(data):
@@ -239,19 +240,13 @@ def test_verify_and_repair(store):
 
 def test_collect_garbage_removes_orphans_only(store):
     put(store, "/keep", 1, b"keep")
-    orphan = store.blob_path(sha(b"orphan"))
-    os.makedirs(os.path.dirname(orphan), exist_ok=True)
-    with open(orphan, "wb") as f:
-        f.write(b"orphan")
+    orphan_blob(store.dir, b"orphan")
     assert store.collect_garbage() == (1, 6)
     assert blob_files(store) == [sha(b"keep")]
 
 
 def test_collect_garbage_stops_when_told_and_passes_over_folders(store):
-    orphan = store.blob_path(sha(b"orphan"))
-    os.makedirs(os.path.dirname(orphan), exist_ok=True)
-    with open(orphan, "wb") as f:
-        f.write(b"orphan")
+    orphan = orphan_blob(store.dir, b"orphan")
     stray = os.path.join(store.blobs_dir, "00", "a-folder")   # stopped every pass (IsADirectoryError)
     os.makedirs(stray)
     assert store.collect_garbage(should_stop=lambda: True) == (0, 0) and os.path.exists(orphan)
