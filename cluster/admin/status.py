@@ -39,7 +39,7 @@ def collect(access, drain=()):
             "partitions_owned": len(ring.owned_partitions(v.id)) if v.member else 0,
             "files": s.get("files"), "bytes": s.get("bytes"), "tombstones": s.get("tombstones"),
             "free_bytes": s.get("free_bytes"), "pending_handoff": s.get("pending_handoff"),
-            "hints_taken": s.get("hints_taken"),
+            "retired_bytes": s.get("retired_bytes"), "hints_taken": s.get("hints_taken"),
             "moves_out": len(analysis.foreign.get(v.id, ())) if v.up else None,
             "moves_in": incoming.get(v.id, 0) if v.up else None,
         })

@@ -4,7 +4,8 @@
 
 * ring: epoch, members, partitions owned, partitions held, partitions held
   but not owned (data waiting to move away: rebalance progress);
-* disk: live files, stored bytes, tombstones, free bytes of the data folder,
+* disk: live files, stored bytes, tombstones, replaced blobs still kept for
+  reads under way (``--keep-replaced``), free bytes of the data folder,
   and records waiting for handoff (hints and moved partitions).  These read
   the store (SQLite aggregates), so they are cached for ``cache_seconds``: a
   scrape costs at most one store scan per interval, whatever the scrapers do;
@@ -67,6 +68,10 @@ class NodeCollector:
         yield _gauge("store_files", "Live files stored", disk["files"])
         yield _gauge("store_bytes", "Bytes of live files stored", disk["bytes"])
         yield _gauge("store_tombstones", "Deletion records kept", disk["tombstones"])
+        yield _gauge("retired_blobs", "Replaced blobs kept readable for reads under way (--keep-replaced)",
+                     disk["retired_files"])
+        yield _gauge("retired_bytes", "Bytes of replaced blobs kept for reads under way, on top of "
+                     "store_bytes", disk["retired_bytes"])
         yield _gauge("disk_free_bytes", "Free bytes of the data folder's filesystem (for this user)",
                      disk["free_bytes"])
         hints = CounterMetricFamily(P + "hints_taken", "Hinted writes accepted for another node since start")

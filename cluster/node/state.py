@@ -264,6 +264,7 @@ class NodeState:
             "partitions_held": len(self.store.partitions()),
             "files": stats["files"], "bytes": stats["bytes"], "tombstones": stats["tombstones"],
             "free_bytes": stats["free_bytes"], "pending_handoff": self.pending_handoff(),
+            "retired_files": stats["retired_files"], "retired_bytes": stats["retired_bytes"],
             "hints_taken": self.hints_taken, "uptime": round(time.time() - self.started, 1),
             "read_cache": self.read_cache.stats(),
             "tasks": {name: {"passes": t.passes, "last": t.last, "error": t.last_error}

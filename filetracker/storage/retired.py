@@ -40,11 +40,12 @@ class RetiredBlobs:
         self.min_free_bytes = int(min_free_bytes)
         self._clock = clock
         self._lock = threading.Lock()
-        self._since = collections.OrderedDict()   # sha256 -> clock() when retired, oldest first
+        self._since = collections.OrderedDict()   # sha256 -> (clock() when retired, size), oldest first
+        self._bytes = 0
         os.makedirs(folder, exist_ok=True)
         now = clock()
         for sha in sorted(os.listdir(folder)):   # left by a crash or a stop: gone after one period
-            self._since[sha] = now
+            self._add(sha, now, _size(self.path(sha)))
 
     def path(self, sha256):
         return os.path.join(self.folder, sha256)
@@ -61,12 +62,12 @@ class RetiredBlobs:
         # the rename and the bookkeeping in one hold of the lock that the sweep's unlinks take
         # too: a sweep must never unlink a copy of the same content retired just now
         with self._lock:
+            size = _size(blob_path)
             try:
                 os.replace(blob_path, self.path(sha256))
             except FileNotFoundError:
                 return
-            self._since.pop(sha256, None)
-            self._since[sha256] = self._clock()
+            self._add(sha256, self._clock(), size)
         self.sweep()
 
     def open(self, sha256):
@@ -80,10 +81,11 @@ class RetiredBlobs:
         count = 0
         with self._lock:
             while self._since:
-                sha, since = next(iter(self._since.items()))
+                sha, (since, size) = next(iter(self._since.items()))
                 if now - since < self.keep_seconds and not everything:
                     break
                 self._since.popitem(last=False)
+                self._bytes -= size
                 discard(self.path(sha))
                 count += 1
         return count
@@ -92,6 +94,26 @@ class RetiredBlobs:
         with self._lock:
             return len(self._since)
 
+    def stats(self):
+        """``{"files", "bytes"}`` held here now: disk that live data does not account for."""
+        with self._lock:
+            return {"files": len(self._since), "bytes": self._bytes}
+
+    def _add(self, sha256, since, size):
+        """Book ``sha256`` as retired at ``since`` (again: its period restarts).  Under the lock."""
+        previous = self._since.pop(sha256, None)
+        if previous is not None:
+            self._bytes -= previous[1]
+        self._since[sha256] = (since, size)
+        self._bytes += size
+
     def _free_bytes(self):
         st = os.statvfs(self.folder)
         return st.f_bavail * st.f_frsize
+
+
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0

@@ -657,7 +657,11 @@ class ObjectStore:
         return h.hexdigest()
 
     def stats(self):
-        """``{"files", "bytes", "tombstones", "blobs", "free_bytes"}``."""
+        """``{"files", "bytes", "tombstones", "blobs", "free_bytes", "retired_files", "retired_bytes"}``.
+
+        ``retired_*``: replaced blobs kept for reads under way (``keep_replaced``); disk
+        that ``bytes`` does not count.
+        """
         conn = self._conn()
         files, size = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE deleted = 0").fetchone()
@@ -665,8 +669,10 @@ class ObjectStore:
         blobs = conn.execute(
             "SELECT COUNT(DISTINCT sha256) FROM records WHERE deleted = 0").fetchone()[0]
         st = os.statvfs(self.dir)
+        retired = self.retired.stats() if self.retired is not None else {"files": 0, "bytes": 0}
         return {"files": files, "bytes": size, "tombstones": tombstones, "blobs": blobs,
-                "free_bytes": st.f_bavail * st.f_frsize}
+                "free_bytes": st.f_bavail * st.f_frsize,
+                "retired_files": retired["files"], "retired_bytes": retired["bytes"]}
 
     # ------------------------------------------------------------------ maintenance
 

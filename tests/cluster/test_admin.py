@@ -129,6 +129,7 @@ def test_env_url(cluster_factory):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["ring_agreed"] and doc["balanced"] and not doc["down"] and len(doc["nodes"]) == 3
+    assert [n["retired_bytes"] for n in doc["nodes"]] == [0, 0, 0]   # replaced blobs kept (none yet)
     # without the secret: a clear refusal, exit 1
     r = run_admin("--cluster", c.urls[0], "status")
     assert r.returncode == 1 and "--cluster-secret-file" in r.stderr and "Traceback" not in r.stderr

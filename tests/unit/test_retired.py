@@ -86,6 +86,42 @@ def test_a_sweep_never_unlinks_a_copy_retired_meanwhile(tmp_path, monkeypatch):
     assert len(r) == 1
 
 
+def test_stats_count_what_is_kept(tmp_path):
+    """Retired blobs take disk that the live data does not account for: status and metrics show them."""
+    folder = tmp_path / "retired"
+    folder.mkdir()
+    blob(str(folder), "c" * 64, b"left by a crash")    # 15 bytes
+    clock = Clock()
+    r = RetiredBlobs(str(folder), keep_seconds=60, clock=clock)
+    assert r.stats() == {"files": 1, "bytes": 15}
+    r.retire(blob(str(tmp_path), "a" * 64, b"x" * 1000), "a" * 64)
+    clock.now += 30
+    r.retire(blob(str(tmp_path), "b" * 64, b"y" * 10), "b" * 64)
+    assert r.stats() == {"files": 3, "bytes": 1025}
+    r.retire(blob(str(tmp_path), "a" * 64, b"x" * 1000), "a" * 64)   # again: counted once
+    assert r.stats() == {"files": 3, "bytes": 1025}
+    r.retire(str(tmp_path / "missing"), "d" * 64)
+    assert r.stats() == {"files": 3, "bytes": 1025}
+    clock.now += 30                                      # the crash's file has had 60 s
+    assert r.sweep() == 1 and r.stats() == {"files": 2, "bytes": 1010}
+    r.sweep(everything=True)
+    assert r.stats() == {"files": 0, "bytes": 0}
+
+
+def test_store_stats_report_retired_blobs(tmp_path):
+    for keep in (0, 60):
+        store = ObjectStore(str(tmp_path / str(keep)), keep_replaced=keep)
+        try:
+            for version, data in ((100, b"a" * 300), (200, b"b" * 20)):
+                record = Record("/f", version, hashlib.sha256(data).hexdigest(), len(data), False)
+                store.put_record(record, blob(str(tmp_path), "up", data))
+            stats = store.stats()
+            assert (stats["files"], stats["bytes"]) == (1, 20)
+            assert (stats["retired_files"], stats["retired_bytes"]) == ((1, 300) if keep else (0, 0))
+        finally:
+            store.close()
+
+
 def test_retired_blobs_go_when_the_store_opens_with_keep_replaced_0(tmp_path):
     store = ObjectStore(str(tmp_path / "s"), keep_replaced=60)
     store.close()
