@@ -12,6 +12,7 @@ The node's reserve (``--min-free-bytes``) during a streamed body is checked in
 """
 
 import asyncio
+import contextlib
 import email.utils
 import gzip
 import hashlib
@@ -39,6 +40,22 @@ from tests.support.waiting import wait_until
 LM = "last_modified=" + email.utils.formatdate(1700000000, usegmt=True).replace(" ", "%20").replace(",", "%2C")
 
 SIZES = [0, 1, WRITE_BATCH - 1, WRITE_BATCH, WRITE_BATCH + 1, 3 * WRITE_BATCH + 12345]
+
+
+@contextlib.asynccontextmanager
+async def in_process_server(config, upload_memory=None):
+    """``(app, port)``: the server application listening on 127.0.0.1 in this event loop."""
+    app = make_app(config)
+    if upload_memory is not None:
+        app.ctx.upload_memory.limit = upload_memory
+    server = make_server(app, config)
+    port = free_port()
+    server.listen(port, "127.0.0.1")
+    try:
+        yield app, port
+    finally:
+        server.stop()
+        app.ctx.executor.shutdown(wait=True)
 
 
 def _pieces(data, size=100_000):
@@ -157,11 +174,7 @@ def test_client_leaving_as_its_body_ends_never_shares_the_upload(tmp_path, monke
     config = ServerConfig(dir=str(tmp_path / "store"), read_cache_bytes=0)
 
     async def main():
-        app = make_app(config)
-        server = make_server(app, config)
-        port = free_port()
-        server.listen(port, "127.0.0.1")
-        try:
+        async with in_process_server(config) as (app, port):
             for i, delay in enumerate(delays):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(("PUT /files/leave/f%d?%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
@@ -175,9 +188,6 @@ def test_client_leaving_as_its_body_ends_never_shares_the_upload(tmp_path, monke
             await asyncio.sleep(1.5)   # a put() that took its upload finishes its commit
             assert app.ctx.upload_memory.held == 0   # every gathered byte released
             return [await app.ctx.run(app.ctx.store.get_record, "/leave/f%d" % i) for i in range(len(delays))]
-        finally:
-            server.stop()
-            app.ctx.executor.shutdown(wait=True)
 
     records = asyncio.run(main())
     assert violations == []
@@ -202,13 +212,8 @@ def test_uploads_past_the_memory_limit_write_each_piece(tmp_path, limit):
         write_pieces(upload, pieces, decoder)
 
     async def main():
-        app = make_app(config)
-        app.ctx.upload_memory.limit = limit
-        server = make_server(app, config)
-        port = free_port()
-        server.listen(port, "127.0.0.1")
         loop = asyncio.get_running_loop()
-        try:
+        async with in_process_server(config, upload_memory=limit) as (app, port):
             def put_all():
                 with requests.Session() as s:
                     return [s.put("http://127.0.0.1:%d/files/mem/f%d?%s" % (port, i, LM), data=body,
@@ -221,9 +226,6 @@ def test_uploads_past_the_memory_limit_write_each_piece(tmp_path, limit):
                 with f:
                     contents.append(f.read())
             return codes, held, contents
-        finally:
-            server.stop()
-            app.ctx.executor.shutdown(wait=True)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(upload_body, "_write_pieces", counted)
@@ -247,12 +249,8 @@ def test_gzip_bodies_are_inflated_off_the_event_loop(tmp_path):
         return feed(self, chunk)
 
     async def main():
-        app = make_app(config)
-        server = make_server(app, config)
-        port = free_port()
-        server.listen(port, "127.0.0.1")
         loop = asyncio.get_running_loop()
-        try:
+        async with in_process_server(config) as (app, port):
             def put():
                 return requests.put("http://127.0.0.1:%d/files/gz/f?%s" % (port, LM), data=_pieces(body),
                                     headers={"Content-Encoding": "gzip"}, timeout=30).status_code
@@ -261,9 +259,6 @@ def test_gzip_bodies_are_inflated_off_the_event_loop(tmp_path):
             with f:
                 stored = await app.ctx.run(f.read)
             return code, stored
-        finally:
-            server.stop()
-            app.ctx.executor.shutdown(wait=True)
 
     loop_thread = threading.get_ident()   # asyncio.run runs the loop in this thread
     with pytest.MonkeyPatch.context() as mp:
