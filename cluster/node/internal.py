@@ -178,10 +178,12 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
         if space is not None:
             # refuse before any byte is read when the announced size would eat the reserve
             length = self.request.headers.get("Content-Length", "")
-            try:
-                space.check(int(length) if length.isdigit() else 0)
-            except StoreFull as e:
-                raise HTTPFail(507, str(e))
+            incoming = int(length) if length.isdigit() else 0
+            if space.short_of(incoming):
+                try:   # in a disk thread: it may unlink retired blobs first
+                    await self.ctx.run(space.check, incoming)
+                except StoreFull as e:
+                    raise HTTPFail(507, str(e))
         await self.begin_streamed_upload(self.store)
 
     async def put(self, path_arg):

@@ -12,7 +12,9 @@ a failed attempt.  With ``--min-free-bytes R`` the node keeps ``R`` bytes free:
   it drops below ``R``.
 
 Records, tombstones and deletes are not refused: they are tiny, and a delete
-frees space.  The check is a ``statvfs`` (a few microseconds).
+frees space.  The check is a ``statvfs`` (a few microseconds), asked on the event
+loop (:meth:`SpaceGuard.short_of`); only when it fails does a disk thread free the
+replaced blobs kept for reads under way and decide (:meth:`SpaceGuard.check`).
 """
 
 import os
@@ -37,7 +39,16 @@ class SpaceGuard:
         st = os.statvfs(self.path)
         return st.f_bavail * st.f_frsize
 
+    def short_of(self, incoming=0):
+        """Whether ``incoming`` more bytes would touch the reserve as things stand: one
+        ``statvfs``, nothing freed, so an event loop may ask.  When it says yes, run
+        :meth:`check` in a disk thread: it may free retired blobs first (unlinks of big
+        files) and then decides."""
+        return self.min_free_bytes > 0 and self.free_bytes() - max(0, incoming) < self.min_free_bytes
+
     def check(self, incoming=0):
+        """Raise :class:`StoreFull` when ``incoming`` more bytes would touch the reserve even
+        after freeing the retired blobs.  Blocking (see :meth:`short_of`)."""
         if self.min_free_bytes <= 0:
             return
         free = self.free_bytes()

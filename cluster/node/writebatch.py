@@ -153,10 +153,11 @@ class StoreHandler(InternalHandler):
                 rows[i] = entry
                 continue
             wanted, data = entry
-            if space is not None:
-                # the check a PUT makes before reading its body, file by file
+            if space is not None and space.short_of(len(data)):
+                # the check a PUT makes before reading its body, file by file; in a disk
+                # thread, since it may unlink retired blobs first
                 try:
-                    space.check(len(data))
+                    await self.ctx.run(space.check, len(data))
                 except StoreFull as e:
                     rows[i] = ["error", 507, str(e)]
                     continue

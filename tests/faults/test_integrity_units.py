@@ -1,17 +1,25 @@
 """In-process checks of the integrity pieces on a real ObjectStore (no cluster):
-the verified-blob LRU and its key, single flight, quarantine, the reserve guard."""
+the verified-blob LRU and its key, single flight, quarantine, the reserve guard (and, with an
+in-process node, where the guard frees space)."""
 
+import asyncio
 import os
 import threading
 import time
 
+import msgpack
 import pytest
+import requests
 
+from cluster.node.app import make_app, make_server, shutdown
+from cluster.node.config import NodeConfig
 from cluster.node.integrity import BlobCorrupt, Integrity
 from cluster.node.space import ReservedSpaceStore, SpaceGuard
 from filetracker.storage import StoreFull
+from tests.cluster.conftest import SECRET
 from tests.faults.conftest import flip_byte
 from tests.faults.conftest import store_put as put
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -123,3 +131,37 @@ def test_large_blob_served_at_once_and_checked_in_background(node):
             flip_byte(node.store.blob_path(good))
             integ.check(good, f, force=True)                # the scrubber ignores the size limit
     integ.close()
+
+
+def test_a_node_frees_retired_blobs_on_a_disk_thread(tmp_path):
+    """Below the reserve a node unlinks the retired blobs before refusing an upload.  The check ran
+    in the handlers' prepare (a PUT) and per file of a batch, on the event loop, so unlinking
+    thousands of big files stalled every request of the node.  Now only the statvfs runs there."""
+    released = []
+
+    async def main():
+        config = NodeConfig(dir=str(tmp_path), node_id="http://127.0.0.1:1", cluster_secret=SECRET,
+                            background=False, min_free_bytes=1 << 60, replicas=1)
+        app = make_app(config)
+        app.node.space._release = lambda: released.append(threading.get_ident()) or 0
+        server = make_server(app, config)
+        port = free_port()
+        server.listen(port, "127.0.0.1")
+        url = "http://127.0.0.1:%d/_cluster/" % port
+        headers = {"X-Cluster-Secret": SECRET}
+
+        def requests_():
+            put = requests.put(url + "files/a?version=1", data=b"x" * 100, headers=headers, timeout=30)
+            batch = requests.post(url + "store", data=msgpack.packb([{"name": "/b", "version": 1, "data": b"y"}]),
+                                  headers=headers, timeout=30)
+            return put, msgpack.unpackb(batch.content)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, requests_)
+        finally:
+            server.stop()
+            shutdown(app)
+
+    put, rows = asyncio.run(main())
+    assert put.status_code == 507 and "--min-free-bytes" in put.headers["X-Exception"]
+    assert rows[0][:2] == ["error", 507]
+    assert len(released) == 2 and threading.get_ident() not in released   # not on the event loop's thread
