@@ -5,7 +5,8 @@ so callers can catch that one type.  Specific subclasses say what went wrong:
 
 - :class:`InvalidNameError` (also a :class:`ValueError`): a malformed file name;
 - :class:`NotFoundError`: the file (or the asked-for version) does not exist;
-- :class:`VersionConflictError`: a newer version (or a newer delete) wins;
+- :class:`VersionConflictError`: a newer version (or a newer delete) wins, or another
+  content of the same version;
 - :class:`RemoteError`: a server answered with an error status (``.status``).
 """
 
@@ -40,7 +41,8 @@ class NotFoundError(FiletrackerError):
 
 
 class VersionConflictError(FiletrackerError):
-    """The store holds a newer version (or a newer delete) than the request."""
+    """The store holds a newer version (or a newer delete) than the request, or another
+    content at the request's very version (an upload that lost the tie-break)."""
 
 
 class RemoteError(FiletrackerError):

@@ -220,7 +220,10 @@ class Client:
         both are used the server goes first and the cache keeps exactly the
         version the server stored (so cache and server agree); if the server
         kept a newer version, that version's name is returned and the cache is
-        left alone.  ``compress_hint=False`` uploads uncompressed.
+        left alone.  If it keeps another content at this very version (two
+        uploads in one second: equal versions go by content),
+        :class:`~filetracker.errors.VersionConflictError` is raised and the
+        cache is left alone.  ``compress_hint=False`` uploads uncompressed.
         """
         if not to_local_store and not to_remote_store:
             raise ValueError("Neither to_local_store nor to_remote_store set in a call to put_file")

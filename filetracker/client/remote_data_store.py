@@ -246,9 +246,9 @@ class RemoteDataStore(DataStore):
                         headers["Content-Encoding"] = "gzip"
                         headers["Logical-Size"] = str(size)
                         tmp.seek(0)
-                        return self._put(uname, version, tmp, headers, size, what)
+                        return self._put(uname, version, tmp, headers, size, what, digest)
                     f.seek(0)
-                    return self._put(uname, version, f, headers, size, what)
+                    return self._put(uname, version, f, headers, size, what, digest)
             return self._put(uname, version, f, headers, size, what)
 
     @staticmethod
@@ -269,7 +269,11 @@ class RemoteDataStore(DataStore):
                 gz.close()
         return sha.hexdigest()
 
-    def _put(self, uname, version, body, headers, logical_size, what):
+    def _put(self, uname, version, body, headers, logical_size, what, digest=None):
+        """PUT ``body``; the versioned name the server now holds.  With the content's
+        ``digest``, :class:`VersionConflictError` when the server answers that another
+        content of this very version is stored (the tie went the other way: ours was not
+        stored, and the returned name would name someone else's content)."""
         url, headers = self._with_version(self._file_url(uname), headers, version)
         progress = self._progress(logical_size, "put " + uname)
         try:
@@ -280,7 +284,14 @@ class RemoteDataStore(DataStore):
             progress.close()
         with response:
             raise_for_response(response, what)
-            return versioned_name(uname, self._last_modified(response))
+            stored = self._last_modified(response)
+            kept = response.headers.get("SHA256-Checksum", "").strip().lower()
+            if digest is not None and stored == version and kept and kept != digest:
+                raise VersionConflictError(
+                    "%s: another content of version %d is stored (equal versions keep one fixed "
+                    "content); this upload was not stored: upload it again with a later version"
+                    % (what, version))
+            return versioned_name(uname, stored)
 
     def add_stream(self, name, stream):
         """Upload from a stream (chunked transfer, no compression, no checksum)."""

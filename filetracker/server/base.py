@@ -209,8 +209,15 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def answer_put(self, winner, applied, version):
         """The 200 of a PUT of ``version``: the version now stored, and whether it is this
-        upload's.  The single server and the gateway answer alike through this."""
+        upload's.  The single server and the gateway answer alike through this.
+
+        ``SHA256-Checksum`` (an addition; 2.x clients ignore it) names the content now
+        stored, so a client that uploaded other content at the same version learns that its
+        upload lost the tie (the ``Last-Modified`` is its own version either way).
+        """
         self.set_header("Last-Modified", format_version(winner.version))
+        if not winner.deleted and winner.sha256:
+            self.set_header("SHA256-Checksum", winner.sha256)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         if applied:
             self.finish("stored\n")

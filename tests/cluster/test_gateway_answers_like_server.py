@@ -5,12 +5,17 @@ PUTs)."""
 
 import gzip
 import hashlib
+import os
+import subprocess
 
 import pytest
 import requests
 
+from filetracker.client import Client
+from filetracker.errors import VersionConflictError
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
 from tests.server.conftest import start_server
+from tests.support.procs import script
 
 V = BASE_VERSION
 BODY = b"parity\n" * 10
@@ -69,7 +74,7 @@ def systems(tmp_path_factory):
 def _answer(r, name):
     """What is compared of an answer (the name, one per system, shown as NAME)."""
     return (r.status_code, r.headers.get("Content-Type"), r.headers.get("Last-Modified"),
-            r.content.replace(name.encode(), b"NAME"), (r.headers.get("X-Exception") or "").replace(name, "NAME"))
+            r.headers.get("SHA256-Checksum"), r.content.replace(name.encode(), b"NAME"), (r.headers.get("X-Exception") or "").replace(name, "NAME"))
 
 
 @pytest.mark.parametrize("case", SEQUENCES, ids=[c[0] for c in SEQUENCES])
@@ -101,6 +106,30 @@ def test_losing_upload_of_an_equal_version_is_told_so(systems):
         assert (r.status_code, r.text) == (200, "another content of this version is stored (equal versions go "
                                                 "by content); not stored: upload again with a later version\n"), system
         assert requests.get(url + "/files" + name, timeout=30).content == b"\xffhigh"
+
+
+def test_the_client_that_loses_an_equal_version_tie_is_told(systems, tmp_path):
+    """Client.put_file of a content that lost the tie returned the name as if stored and cached the
+    loser's content under it, so that client kept reading its own bytes for a version that holds
+    another content.  The PUT answer now names the stored content (``SHA256-Checksum``): the
+    client raises VersionConflictError and caches nothing; the FUSE writer goes a version up."""
+    high, low = tmp_path / "high", tmp_path / "low"
+    high.write_bytes(b"\xffhigh")
+    low.write_bytes(b"\x00low")
+    for system, url in systems.items():
+        name = "/parity/%s/tie-client@%d" % (system, V)
+        winner = Client(cache_dir=str(tmp_path / system / "a"), remote_url=url)
+        loser = Client(cache_dir=str(tmp_path / system / "b"), remote_url=url)
+        assert winner.put_file(name, str(high)) == name
+        assert winner.put_file(name, str(high)) == name          # the same content again: stored
+        with pytest.raises(VersionConflictError, match="another content of version %d is stored" % V):
+            loser.put_file(name, str(low))
+        assert loser.list_local_files() == []
+        loser.get_file(name, str(tmp_path / system / "got"))
+        assert (tmp_path / system / "got").read_bytes() == b"\xffhigh", system
+        shell = subprocess.run([script("filetracker"), "-r", url, "put", str(low), name], capture_output=True,
+                               timeout=60, env=dict(os.environ, FILETRACKER_DIR=str(tmp_path / system / "c")))
+        assert shell.returncode == 1 and b"another content of version" in shell.stderr, (system, shell)
 
 
 @pytest.mark.parametrize("path", ["/version/", "/version", "/list/", "/list/parity", "/list/nothing-here"])
