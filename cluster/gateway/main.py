@@ -15,6 +15,7 @@ import sys
 from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.fastpath import serve_front
+from cluster.gateway.holders import poll_forever
 from cluster.gateway.procs import run_processes
 from cluster.peers import base_url_list
 from cluster.secret import SecretError, read_secret
@@ -62,8 +63,8 @@ def parse_args(argv):
                         "nodes in batches by default, cluster/gateway/smallput.py)")
     p.add_argument("--transition-reads", type=seconds, default=GatewayConfig.transition_reads, metavar="S",
                    help="seconds after a ring change during which reads of moved names also ask the "
-                        "previous owners; cover the time a rebalance takes (default 3600; 0: only when "
-                        "the new owners miss)")
+                        "previous owners (default 3600); reads ask the nodes that still hold a moved partition "
+                        "(polled every 5 s) in any case")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="gateway processes sharing the listening socket (one per CPU core helps on "
                         "multi-core hosts; see cluster/gateway/procs.py)")
@@ -113,6 +114,8 @@ async def serve(args, nodes, sockets=None):
         loop.add_signal_handler(sig, stop.set)
     # learn the ring early so the first request does not pay for it; nodes may still be starting
     asyncio.ensure_future(app.services.view.refresh())
+    # where data still waits to move (ring changes, hints): cluster/gateway/holders.py
+    app.services.spawn(poll_forever(app.services.view, app.services.client))
     await stop.wait()
     server.stop()
     app.services.close()

@@ -142,9 +142,11 @@ async def widen_read(services, read):
     writes not yet handed back) are asked at once.
 
     The same pair can hold an *older* version: the write reached W of the
-    previous owners, and a new owner has not received it yet.  So for
-    ``transition_reads`` seconds after a ring change that moved the name, its
-    owners under every ring replaced in that time are asked on every read
+    previous owners, and a new owner has not received it yet.  So while a node
+    holds the name's partition without owning it (the gateway polls the nodes:
+    :mod:`cluster.gateway.holders`), that node is asked on every read too; and
+    for ``transition_reads`` seconds after a ring change that moved the name, its
+    owners under every ring replaced in that time are asked as well
     (:meth:`ClusterView.transition_owners`: two changes in a row are covered).
 
     Returns ``read`` itself when nobody else has a newer record, else a
@@ -163,7 +165,7 @@ async def widen_read(services, read):
     owners = {n.url for n in placement.owners}
     extra, seen = [], set(read.answers) | {n.url for n in read.nodes}
     if missed:
-        others = list(placement.owners) + view.previous_owners(read.name) + \
+        others = list(placement.owners) + view.previous_owners(read.name) + view.transition_owners(read.name) + \
             list(placement.handoffs[:len(placement.owners)])
     for n in others:
         if n.url not in seen and view.is_live(n.url):

@@ -100,7 +100,9 @@ class StatusCollector:
             nodes.append(entry)
         doc = {"time": time.time(), "ring": None, "nodes": nodes,
                "write_quorum": config.write_quorum, "read_quorum": config.read_quorum,
-               "migration": bool(config.fallback_url)}
+               "migration": bool(config.fallback_url),
+               # partitions nodes hold without owning them, at the gateway's last poll (holders.py)
+               "foreign": view.holders.snapshot()}
         if ring is not None:
             doc["ring"] = {"epoch": int(ring.epoch), "partitions": int(ring.partitions),
                            "partition_power": int(ring.partition_power), "replicas": int(ring.n_replicas)}

@@ -19,6 +19,7 @@ import time
 
 import msgpack
 
+from cluster.gateway.holders import ForeignHolders
 from cluster.ring import Ring, partition_of
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class ClusterView:
         self._probes = {}    # url -> probe task
         self._refused = {}   # url -> monotonic time of its last 403 (the cluster secret refused)
         self._refusal_logged = {}  # url -> monotonic time of the last warning about it
+        #: which nodes hold partitions they do not own (polled: cluster/gateway/holders.py)
+        self.holders = ForeignHolders()
         self.client = None   # set by attach()
 
     def attach(self, client):
@@ -259,15 +262,53 @@ class ClusterView:
         return out
 
     def transition_owners(self, name):
-        """The owners of ``name`` under the rings replaced less than ``transition_reads`` seconds
-        ago when they are not all owners now ([] otherwise, and at once when no ring changed):
-        its reads ask them too."""
+        """The nodes besides its owners that a read of ``name`` asks too ([] at once in the
+        steady state): those that held its partition without owning it at the last poll
+        (:mod:`cluster.gateway.holders`), and its owners under the rings replaced less than
+        ``transition_reads`` seconds ago when they are not all owners now.
+
+        Both, not the poll alone: a poll is up to two cache periods old, and right after a
+        change a gateway that has not learnt the new ring yet still writes to the former
+        owners, after they answered the poll.
+        """
+        held = self.holders
         window = float(getattr(self._config, "transition_reads", 0.0))
-        if not self._replaced or time.monotonic() - self._replaced[0][1] >= window:
+        recent = bool(self._replaced) and time.monotonic() - self._replaced[0][1] < window
+        if not recent and not held.any_held():
             return []
-        previous = self.previous_owners(name, within=window)
         current = {n.url for n in self.placement(name).owners}
-        return previous if any(n.url not in current for n in previous) else []
+        out = [self._ref(url) for url in held.holders(partition_of(name, self._ring.partition_power))
+               if url not in current]
+        if recent:
+            previous = self.previous_owners(name, within=window)
+            if any(n.url not in current for n in previous):
+                seen = {n.url for n in out}
+                out += [n for n in previous if n.url not in seen]
+        return out
+
+    def nodes_to_poll(self):
+        """The URLs whose foreign partitions matter: the ring's members and the members of the
+        rings replaced less than ``transition_reads`` seconds ago (a removed node may still
+        hold data to hand off)."""
+        window = float(getattr(self._config, "transition_reads", 0.0))
+        now = time.monotonic()
+        urls = [n.url for n in self._nodes]
+        for ring, replaced_at in self._replaced:
+            if now - replaced_at >= window:
+                break
+            urls += [n.url for n in _ring_nodes(ring)]
+        return list(dict.fromkeys(urls))
+
+    def _ref(self, url):
+        """The :class:`NodeRef` of ``url`` from the current or a replaced ring."""
+        for n in self._nodes:
+            if n.url == url:
+                return n
+        for ring, _ in self._replaced:
+            for n in _ring_nodes(ring):
+                if n.url == url:
+                    return n
+        return NodeRef(url, url)
 
     # ---- liveness -------------------------------------------------------------
 

@@ -421,6 +421,17 @@ class StatusHandler(InternalHandler):
         self.finish_json(await self.ctx.run(self.node.status))
 
 
+class ForeignHandler(InternalHandler):
+    """``GET /_cluster/foreign``: msgpack ``{"epoch", "partitions"}``, the partitions held here
+    that this node does not own under its ring of that epoch (at most
+    :data:`~cluster.node.state.FOREIGN_CACHE_SECONDS` old).  Gateways poll it to know where
+    data still waits to move after a ring change (``cluster/gateway/holders.py``)."""
+
+    async def get(self):
+        epoch, partitions = await self.ctx.run(self.node.foreign_partitions)
+        self.finish_msgpack({"epoch": epoch, "partitions": partitions})
+
+
 class RunHandler(InternalHandler):
     """``POST /_cluster/run/<task>``: run one pass of a background task now (tests, admin)."""
 
@@ -472,6 +483,7 @@ def internal_routes(node, ctx):
         tornado.web.url(r"/_cluster/partition/([0-9]{1,7})", PartitionHandler, kw),
         tornado.web.url(r"/_cluster/partitions", PartitionsHandler, kw),
         tornado.web.url(r"/_cluster/status", StatusHandler, kw),
+        tornado.web.url(r"/_cluster/foreign", ForeignHandler, kw),
         tornado.web.url(r"/_cluster/run/([a-z_]+)", RunHandler, kw),
         tornado.web.url(r"/_cluster/verify", VerifyHandler, kw),
     ]

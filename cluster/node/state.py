@@ -27,6 +27,9 @@ from filetracker.storage.readcache import CachingStore, ReadCache
 log = logging.getLogger("cluster.node")
 
 RING_FILE = "ring.msgpack"
+#: seconds a node reuses its list of foreign partitions (``GET /_cluster/foreign``): gateways
+#: poll it, and each computation scans the store's partition index
+FOREIGN_CACHE_SECONDS = 5.0
 #: The digest of a partition with no record (sha256 of nothing), as the store computes it.
 EMPTY_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -239,6 +242,8 @@ class NodeState:
         self.hints_taken = 0     # hinted writes accepted since start
         self.batched_files = 0   # files stored through POST /_cluster/store since start
         self.started = time.time()
+        self._foreign_lock = threading.Lock()
+        self._foreign = None     # (epoch, monotonic time, partitions) of the last computation
 
     @property
     def ring(self):
@@ -246,6 +251,24 @@ class NodeState:
 
     def owns(self, partition):
         return self.ring.owns(self.id, partition)
+
+    def foreign_partitions(self, max_age=FOREIGN_CACHE_SECONDS):
+        """``(epoch, partitions)``: the partitions holding records here that this node does not
+        own under its ring of that epoch (data still to hand off: moved partitions, hints).
+
+        Recomputed when the ring changed or the last list is ``max_age`` seconds old, one
+        computation at a time (blocking: a scan of the partition index).  A gateway asks these
+        nodes too when it reads such a partition, until the list no longer has it.
+        """
+        with self._foreign_lock:
+            ring = self.ring
+            cached = self._foreign
+            if cached is not None and cached[0] == ring.epoch and time.monotonic() - cached[1] < max_age:
+                return cached[0], cached[2]
+            started = time.monotonic()
+            partitions = [p for p in self.store.partitions() if not ring.owns(self.id, p)]
+            self._foreign = (ring.epoch, started, partitions)
+            return ring.epoch, partitions
 
     def pending_handoff(self):
         """Records held here for partitions this node does not own (hints, moved partitions)."""

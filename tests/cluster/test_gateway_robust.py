@@ -85,27 +85,46 @@ def test_older_version_on_the_owners_asked_after_add_node(cluster_factory):
     gw = c.gateway_url
     assert requests.get(gw + "/files/tr/warmup", timeout=10).status_code == 404  # ring epoch 1 known
     assert "added" in admin(c, "add-node", c.urls[3]).stdout
-    ring = c.client.get_ring(c.urls[0])
-    names = []
-    for k in range(500):
-        name = "/tr/f%d" % k
-        asked = [c.urls.index(n.url) for n in ring.owners(name)[:2]]   # the R=2 a read asks
-        if 3 in asked:
-            names.append((name, [i for i in asked if i != 3][0]))
-        if len(names) == 3:
-            break
+    names = _lagging_names(c, "/tr/f")
     requests.get(gw + "/files/tr/warmup", timeout=10)   # the gateway learns epoch 2
     assert wait_until(lambda: _gw_epoch(c) == 2, 10)
     for name, lagging in names:
-        for i in range(3):
-            assert c.put(i, name, b"version one", V).status_code == 200
-        for i in range(3):   # the newer write reached the two other former owners: W=2
-            if i != lagging:
-                assert c.put(i, name, b"version two", V + 1).status_code == 200
+        _write_past(c, name, lagging)
         for method in ("GET", "HEAD"):
             r = requests.request(method, gw + "/files" + name, timeout=10)
             assert r.status_code == 200 and r.headers["Last-Modified"] == http_date(V + 1), (name, method)
         assert requests.get(gw + "/files" + name, timeout=10).content == b"version two"
+
+
+def test_a_gateway_started_after_add_node_asks_the_nodes_still_holding_the_data(cluster_factory):
+    """The case above, for a gateway started after the ring change and with no time window
+    (``--transition-reads 0``): it never saw the old ring, so it served the older version.  It
+    now learns from the nodes which partitions they hold without owning them (GET
+    /_cluster/foreign, polled) and asks those holders too, until the data has moved."""
+    c = cluster_factory(nodes=4, members=3, gateway_args=["--timeout", "3", "--transition-reads", "0"])
+    assert "added" in admin(c, "add-node", c.urls[3]).stdout
+    names = _lagging_names(c, "/late/f")
+    for name, lagging in names:
+        _write_past(c, name, lagging)
+    c.start_gateway()
+    gw = c.gateway_url
+
+    def settled():
+        doc = requests.get(gw + "/status", params={"format": "json"}, timeout=10).json()
+        return doc["foreign"]["settled_epoch"] == 2 and doc["foreign"]["partitions_held"]
+    assert wait_until(settled, 20)
+    for name, _ in names:
+        for method in ("GET", "HEAD"):
+            r = requests.request(method, gw + "/files" + name, timeout=10)
+            assert r.status_code == 200 and r.headers["Last-Modified"] == http_date(V + 1), (name, method)
+        assert requests.get(gw + "/files" + name, timeout=10).content == b"version two"
+    # once handed off, the former owners hold nothing of it and reads ask the owners alone
+    for i in range(4):
+        c.run(i, "handoff")
+
+    def held(i):   # the node reuses its list for up to 5 s
+        return msgpack.unpackb(requests.get(c.urls[i] + "/_cluster/foreign", headers=c.headers(), timeout=10).content)
+    assert wait_until(lambda: all(held(i) == {"epoch": 2, "partitions": []} for i in range(4)), 15)
 
 
 def test_older_version_after_two_ring_changes_in_a_row(cluster_factory):
@@ -143,6 +162,30 @@ def test_older_version_after_two_ring_changes_in_a_row(cluster_factory):
                 assert c.put(i, name, b"version two", V + 1).status_code == 200
         r = requests.get(gw + "/files" + name, timeout=10)
         assert r.status_code == 200 and r.content == b"version two", name
+
+
+def _lagging_names(c, prefix):
+    """Three ``(name, lagging)`` whose R=2 owners asked under the ring after add-node of node 3
+    are node 3 and ``lagging``, a former owner."""
+    ring = c.client.get_ring(c.urls[0])
+    names = []
+    for k in range(500):
+        name = prefix + str(k)
+        asked = [c.urls.index(n.url) for n in ring.owners(name)[:2]]   # the R=2 a read asks
+        if 3 in asked:
+            names.append((name, [i for i in asked if i != 3][0]))
+        if len(names) == 3:
+            return names
+    raise AssertionError("fewer than 3 such names")
+
+
+def _write_past(c, name, lagging):
+    """Version one on the 3 former owners, then version two on all but ``lagging`` (W=2)."""
+    for i in range(3):
+        assert c.put(i, name, b"version one", V).status_code == 200
+    for i in range(3):
+        if i != lagging:
+            assert c.put(i, name, b"version two", V + 1).status_code == 200
 
 
 def _gw_epoch(c):
