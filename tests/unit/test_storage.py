@@ -182,6 +182,7 @@ def test_iter_records_paginates_and_partitions(tmp_path):
         assert len(p0) + len(p1) == 2504
         assert all(len(r.name) % 2 == 0 for r in p0)
         assert s.partitions() == [0, 1]
+        assert s.partitions_holding([5, 1, 0, 1]) == [1, 0, 1] and s.partitions_holding([]) == []
     finally:
         s.close()
 
