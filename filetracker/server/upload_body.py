@@ -1,9 +1,9 @@
 """Receiving a streamed PUT body into an ObjectStore upload: one mixin for every handler.
 
 The public ``/files`` handler and the cluster node's ``/_cluster/files`` handler
-receive bodies the same way: pieces gathered as received up to
+receive bodies the same way: optional gzip decoding, plain pieces gathered up to
 :data:`WRITE_BATCH` bytes and written to the store's
-:class:`~filetracker.storage.Upload` in the executor (a gzip body inflated there), one batch while the next
+:class:`~filetracker.storage.Upload` in the executor, one batch while the next
 is received (a third waits for the first: the disk's pace holds Tornado's
 reading back), the first failure remembered for ``put()`` to answer, and the
 temp file dropped when the client goes away.
@@ -126,13 +126,17 @@ class StreamedUploadMixin:
             return  # not an upload, or already failed: drain and ignore
         self._busy = True
         try:
-            # gathered as received: a gzip body is inflated by the disk thread (_write_pieces)
+            pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
             memory = self.ctx.upload_memory
-            self._gathered.append(chunk)
-            self._gathered_bytes += len(chunk)
-            memory.held += len(chunk)
-            if self._gathered_bytes >= WRITE_BATCH or memory.full():
-                await self._write_gathered(wait=False)
+            for piece in pieces:
+                self._gathered.append(piece)
+                self._gathered_bytes += len(piece)
+                memory.held += len(piece)
+                # inside the loop: a gzip bomb stays bounded
+                if self._gathered_bytes >= WRITE_BATCH or memory.full():
+                    await self._write_gathered(wait=False)
+                    if self._disconnected:
+                        break
         except _WRITE_ERRORS as e:
             self._error = _write_error(e)
         finally:
@@ -159,7 +163,7 @@ class StreamedUploadMixin:
         self._gathered, self._gathered_bytes = [], 0
         if not pieces:
             return
-        job = asyncio.ensure_future(self.ctx.run(_write_pieces, self._upload, pieces, self._decoder))
+        job = asyncio.ensure_future(self.ctx.run(_write_pieces, self._upload, pieces))
         job.add_done_callback(lambda _: self.ctx.upload_memory.release(held))
         if wait:
             await job
@@ -181,9 +185,9 @@ class StreamedUploadMixin:
             self._taken = True
             self._busy = True
             try:
-                await self._write_gathered(wait=True)
                 if self._decoder is not None:
-                    self._decoder.close()   # after the last write: it inflated everything
+                    self._decoder.close()
+                await self._write_gathered(wait=True)
             except _WRITE_ERRORS as e:
                 self._error = _write_error(e)
             finally:
@@ -238,22 +242,11 @@ class StreamedUploadMixin:
 _WRITE_ERRORS = (ValueError, StorageError, OSError)
 
 
-def _write_pieces(upload, pieces, decoder=None):
+def _write_pieces(upload, pieces):
     """Blocking: ``upload.write`` each piece in order (through the upload's own ``write``, so a
-    wrapper such as the node's reserve guard sees every byte).
-
-    With a :class:`GzipDecoder` the pieces are the body as received and are inflated here, in
-    steps of at most ``MAX_INFLATE_STEP`` plain bytes (a gzip bomb stays bounded): on the event
-    loop, inflating every upload of a 2.x client (which gzips them) held up all the other
-    requests, and zlib lets go of the GIL while it inflates, so a disk thread does it alongside.
-    One write is in flight per upload at a time, so the decoder is used by one thread at a time.
-    """
+    wrapper such as the node's reserve guard sees every byte)."""
     for data in pieces:
-        if decoder is None:
-            upload.write(data)
-        else:
-            for plain in decoder.feed(data):
-                upload.write(plain)
+        upload.write(data)
 
 
 def _log_failed_drop(task):

@@ -29,7 +29,6 @@ import requests
 from filetracker.server import upload_body
 from filetracker.server.app import BODY_CHUNK, ServerConfig, make_app, make_server
 from filetracker.server.handlers import FileHandler
-from filetracker.server.streaming import GzipDecoder
 from filetracker.server.upload_body import WRITE_BATCH
 from filetracker.server.upload_body import _write_pieces as write_pieces
 from filetracker.storage.upload import Upload
@@ -153,9 +152,9 @@ def test_client_leaving_as_its_body_ends_never_shares_the_upload(tmp_path, monke
                 lock.release()
         return run
 
-    def slow_write(upload, pieces, decoder=None):
+    def slow_write(upload, pieces):
         time.sleep(0.6)
-        write_pieces(upload, pieces, decoder)
+        write_pieces(upload, pieces)
 
     monkeypatch.setattr(upload_body, "_write_pieces", exclusive(slow_write))
     monkeypatch.setattr(Upload, "abort", exclusive(Upload.abort))
@@ -207,9 +206,9 @@ def test_uploads_past_the_memory_limit_write_each_piece(tmp_path, limit):
     bodies = [os.urandom(3 * WRITE_BATCH + 777) for _ in range(3)]
     writes = []
 
-    def counted(upload, pieces, decoder=None):
+    def counted(upload, pieces):
         writes.append(sum(len(p) for p in pieces))
-        write_pieces(upload, pieces, decoder)
+        write_pieces(upload, pieces)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -234,35 +233,3 @@ def test_uploads_past_the_memory_limit_write_each_piece(tmp_path, limit):
     assert contents == bodies
     assert max(writes) <= limit + BODY_CHUNK < WRITE_BATCH  # never a whole batch: the limit and a piece
 
-
-def test_gzip_bodies_are_inflated_off_the_event_loop(tmp_path):
-    """Inflating ran in data_received, on the event loop: every upload of a 2.x client (it gzips
-    them) held up all other requests meanwhile.  Now the disk thread inflates what it writes."""
-    config = ServerConfig(dir=str(tmp_path / "store"), read_cache_bytes=0)
-    data = os.urandom(WRITE_BATCH) + bytes(5 * WRITE_BATCH)    # 6 MiB, most of it compressible
-    body = gzip.compress(data, compresslevel=1)
-    threads = []
-    feed = GzipDecoder.feed
-
-    def recorded_feed(self, chunk):
-        threads.append(threading.get_ident())
-        return feed(self, chunk)
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        async with in_process_server(config) as (app, port):
-            def put():
-                return requests.put("http://127.0.0.1:%d/files/gz/f?%s" % (port, LM), data=_pieces(body),
-                                    headers={"Content-Encoding": "gzip"}, timeout=30).status_code
-            code = await loop.run_in_executor(None, put)
-            record, f = await app.ctx.run(app.ctx.store.open_record, "/gz/f")
-            with f:
-                stored = await app.ctx.run(f.read)
-            return code, stored
-
-    loop_thread = threading.get_ident()   # asyncio.run runs the loop in this thread
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(GzipDecoder, "feed", recorded_feed)
-        code, stored = asyncio.run(main())
-    assert code == 200 and stored == data
-    assert threads and loop_thread not in threads
