@@ -171,6 +171,37 @@ def remove_quietly(path):
         pass
 
 
+def fsync_file(path):
+    """fsync the file at ``path``: its data and its inode (size, mtime)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def deepest_existing(path):
+    """``path`` or the nearest of its ancestors that exists."""
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def makedirs_durably(path):
+    """``os.makedirs(path, exist_ok=True)``, then fsync the parent of every folder it created,
+    so the new entries survive a crash (not only the last folder's content)."""
+    top = deepest_existing(path)
+    os.makedirs(path, exist_ok=True)
+    created = []
+    p = os.path.abspath(path)
+    while p != top and p.startswith(top):
+        created.append(p)
+        p = os.path.dirname(p)
+    for folder in reversed(created):   # parent first
+        fsync_dir(os.path.dirname(folder))
+
+
 def remove_empty_dirs(path, stop):
     """Remove empty folders from ``path`` upwards, never ``stop`` or above it."""
     stop = os.path.abspath(stop)

@@ -13,8 +13,11 @@ import os
 import time
 
 from filetracker.client._files import (
+    deepest_existing,
     fsync_dir,
+    fsync_file,
     link_or_copy,
+    makedirs_durably,
     new_temp_file,
     remove_empty_dirs,
     remove_quietly,
@@ -128,6 +131,10 @@ class LocalDataStore(DataStore):
             elif st is not None and _version_of(st) >= version:
                 return versioned_name(uname, _version_of(st))
             os.utime(staged, (version, version))
+            # The version is the mtime, and a linked stage (a download of ours) was never
+            # fsynced: without this a power cut could leave the name durable with the right
+            # version and none of the data, which the cache then serves as that version.
+            fsync_file(staged)
             self._rename_into(staged, path)
             staged = None
             return versioned_name(uname, version)
@@ -139,7 +146,7 @@ class LocalDataStore(DataStore):
         # Another process may remove an empty parent folder between our
         # makedirs and rename (delete_file prunes folders): retry a few times.
         for attempt in range(5):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            makedirs_durably(os.path.dirname(path))
             try:
                 os.replace(staged, path)
                 remove_quietly(staged)  # left behind when both were links of one inode
@@ -241,6 +248,7 @@ class LocalDataStore(DataStore):
             return
         remove_quietly(path)
         remove_empty_dirs(os.path.dirname(path), self.dir)
+        fsync_dir(deepest_existing(os.path.dirname(path)))   # or a power cut brings the file back
 
     def list_files(self):
         result = []

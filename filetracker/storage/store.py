@@ -530,6 +530,10 @@ class ObjectStore:
                         self._place_blob(job.src_path, record.sha256, dirs)
                     elif not self.has_blob(record.sha256):
                         raise BlobMissing("blob %s of %s is not present" % (record.sha256, record.name))
+                    else:
+                        # placed by an earlier write whose commit may have failed at its folder's
+                        # fsync: make the entry durable before a record references it
+                        dirs.add(os.path.dirname(self.blob_path(record.sha256)))
             except Exception as e:  # noqa: BLE001 - this job fails, the others go on
                 job.fail(_disk_error(e))
                 continue

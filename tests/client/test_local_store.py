@@ -7,6 +7,7 @@ import pytest
 
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.errors import InvalidNameError, NotFoundError
+from tests.support.stores import Fsyncs
 
 
 @pytest.fixture
@@ -103,3 +104,30 @@ def test_clean_temporary(store):
     # ctime is fresh too: a just-abandoned file survives, an old one goes
     assert store.clean_temporary(older_than=-10) == 1
     assert os.listdir(store.tmp_dir) == []
+
+
+def test_a_linked_download_is_fsynced_with_its_version_before_it_is_cached(store, tmp_path, monkeypatch):
+    """A download linked into the cache (Client.get_file) was never fsynced: after a power cut
+    the cache held the name, at the right version, with 0 bytes, and served them (found by an
+    strace + power-cut audit).  Now the file is fsynced after its version is set."""
+    downloaded = tmp_path / "downloaded"
+    downloaded.write_bytes(b"d" * 5000)
+    synced = Fsyncs(monkeypatch)
+    assert store.commit(store.stage_file(str(downloaded), link=True), "/dl/f@1234") == "/dl/f@1234"
+    st = os.stat(os.path.join(store.dir, "dl/f"))
+    assert (st.st_ino, 1234, 5000) in synced.files
+
+
+def test_new_folders_and_deletes_are_made_durable(store, tmp_path, monkeypatch):
+    """Only the last new folder was fsynced (the entries of the ones above it were not), and a
+    delete was not: a power cut could lose a cached file's folders, or bring a deleted file back."""
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    synced = Fsyncs(monkeypatch)
+    store.add_file("/a/b/c/f@5", str(src))
+    top = store.dir
+    for folder in (top, top + "/a", top + "/a/b", top + "/a/b/c"):
+        assert folder in synced.dirs, (folder, synced.dirs)
+    synced.dirs.clear()
+    store.delete_file("/a/b/c/f")
+    assert not os.path.exists(top + "/a") and synced.dirs == [top]

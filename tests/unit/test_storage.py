@@ -14,7 +14,7 @@ from filetracker.storage import (
     SizeMismatch,
     StoreFull,
 )
-from tests.support.stores import orphan_blob
+from tests.support.stores import Fsyncs, orphan_blob
 
 
 def sha(data):
@@ -301,3 +301,13 @@ def test_store_full_raises_and_keeps_nothing(store):
     with pytest.raises(StoreFull):
         up.write(b"x")
     assert os.listdir(store.tmp_dir) == []
+
+
+def test_a_record_of_a_blob_already_here_makes_its_folder_entry_durable(store, monkeypatch):
+    """A record whose blob was already present (replication of known content) was committed
+    without fsyncing the blob's folder: a blob left by a write whose commit failed at that
+    fsync could be referenced and then lost to a power cut (found by a durability audit)."""
+    path = orphan_blob(store.dir, b"known content")
+    synced = Fsyncs(monkeypatch)
+    store.apply_record(Record("/copy", 7, hashlib.sha256(b"known content").hexdigest(), 13, False))
+    assert os.path.dirname(path) in synced.dirs
