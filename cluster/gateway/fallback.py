@@ -134,7 +134,7 @@ class Fallback:
                      time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - best effort: a later read or the import copies it
             self.copies_failed += 1
-            log.warning("fallback copy of %s failed: %s", name, exc or type(exc).__name__)
+            log.warning("fallback copy of %s failed: %s", name, str(exc) or type(exc).__name__)
         finally:
             if fanout is not None:
                 fanout.abort()

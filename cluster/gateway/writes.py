@@ -112,9 +112,12 @@ class PutFanout:
                 await up.open()
                 early = await up.early_answer()
             except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
-                up.abort(str(exc))
-                self._s.view.node_failed(node.url, "PUT connect: %s" % (exc or type(exc).__name__))
-                self._failures.append((None, "%s: %s" % (node.url, exc or type(exc).__name__)))
+                # str(): a bare TimeoutError() (asyncio.wait_for) is truthy but reads as ""
+                reason = str(exc) or ("no answer in %gs" % self._s.config.timeout
+                                      if isinstance(exc, TimeoutError) else type(exc).__name__)
+                up.abort(reason)
+                self._s.view.node_failed(node.url, "PUT connect: %s" % reason)
+                self._failures.append((None, "%s: %s" % (node.url, reason)))
             else:
                 if early is None or early.code not in REFUSALS:
                     return up  # accepted (or an answer about the request itself: it is the result)
