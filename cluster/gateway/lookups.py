@@ -178,6 +178,8 @@ class _Batcher(PerNodeBatcher):
             self.no_endpoint(url)
             await self._each_alone(batch, lambda name: self.single(url, name))
             return
+        if reply.code is None:
+            batch = batch + self._take_waiting(url, "names")   # see FetchBatcher._send
         settle(self, url, reply, batch, answer_rows(msgpack_answer(reply), len(batch)))
 
 
@@ -298,6 +300,11 @@ class FetchBatcher(PerNodeBatcher):
                 for name, fut in items:
                     self._forward(self._kind(key).get(url, name), fut)
             return
+        if reply.code is None:
+            # unreachable or timed out (the client marked it down): what queued for it meanwhile
+            # fails with this batch, now, and its readers ask other replicas, instead of waiting
+            # for a second batch to time out (GETs took twice the timeout)
+            batch = {key: items + self._take_waiting(url, key) for key, items in batch.items()}
         answer = msgpack_answer(reply)
         for key, items in batch.items():
             if items:

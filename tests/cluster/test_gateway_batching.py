@@ -7,7 +7,7 @@ import os
 
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.lookups import FetchBatcher, LookupBatcher, ReadBatcher
-from cluster.gateway.nodes import NodeClient
+from cluster.gateway.nodes import NodeClient, NodeReply
 
 V = 1_700_000_000
 NAMES = ["/fb/small", "/fb/big", "/fb/gone", "/fb/never"] + ["/fb/n%d" % i for i in range(20)]
@@ -86,3 +86,36 @@ def test_lookups_and_reads_share_requests_and_old_nodes_answer_the_same(cluster_
     # the old node: one failed fetch, then the two older batch endpoints
     assert fallback.paths[0] == "/_cluster/fetch" and fallback.paths.count("/_cluster/fetch") == 1
     assert set(fallback.paths[1:]) == {"/_cluster/lookup", "/_cluster/read"}, fallback.paths
+
+
+class Silent:
+    """A node that takes a request and never answers: each request ends, after a while, as the
+    node client ends a timed-out exchange (code None); counts them."""
+
+    def __init__(self):
+        self.requests = 0
+        self.in_flight = asyncio.Event()
+
+    async def request(self, url, method, path, *args, **kwargs):
+        self.requests += 1
+        self.in_flight.set()
+        await asyncio.sleep(0.2)
+        return NodeReply(url, None, {}, b"", error="timed out")
+
+
+def test_what_queued_behind_a_timed_out_batch_fails_with_it():
+    """Lookups that queued while a batch to a silent node was in flight were sent to it as a new
+    batch once the first timed out, costing each GET a second timeout (found by a network-fault
+    exploration: GETs took 10 s with --timeout 5).  They now fail with the batch, at once."""
+
+    async def run():
+        client = Silent()
+        fetches = FetchBatcher(LookupBatcher(client), ReadBatcher(client, 1 << 20, 10.0))
+        first = fetches.lookup("http://n1", "/a")
+        await client.in_flight.wait()
+        queued = [fetches.lookup("http://n1", "/b"), fetches.read("http://n1", "/c")]
+        got = await asyncio.gather(first, *queued)
+        return [reply.code for reply, _ in got], client.requests
+
+    codes, requests_sent = asyncio.run(run())
+    assert codes == [None, None, None] and requests_sent == 1
