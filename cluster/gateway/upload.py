@@ -104,6 +104,7 @@ class ReplicaUpload:
         self._ended = False     # the end of the body was taken from the queue
         self._retried = False
         self.task = None
+        self.lagged = 0.0       # seconds this replica held the body back while W others took it
         self.failed = None      # reason when the upload is dead
         self.code = None        # the node's status code
         self.resp_headers = {}

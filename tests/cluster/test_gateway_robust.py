@@ -164,6 +164,28 @@ def test_older_version_after_two_ring_changes_in_a_row(cluster_factory):
         assert r.status_code == 200 and r.content == b"version two", name
 
 
+def test_a_stalled_replica_beyond_the_quorum_is_dropped_not_waited_for(cluster_factory):
+    """A node that takes the body slowly but never for --timeout at a stretch (a degraded link, a
+    failing disk) held every large upload to its pace (a 32 MiB PUT: 38.8 s with one node's link at
+    6 Mbit/s, found by a network-fault exploration).  Beyond the write quorum it may hold the body
+    back about 2 s (or half the upload's time); then it is dropped and repaired later.  Here it is
+    stopped outright under a 30 s timeout: the upload used to wait those 30 s."""
+    c = cluster_factory(nodes=3, gateway=True, gateway_args=["--timeout", "30"])
+    data = os.urandom(48 << 20)
+    assert gw_put(c.gateway_url, "/lag/warm", b"w", V).status_code == 200   # connections open
+    c.pause(2)
+    try:
+        r = requests.put(c.gateway_url + "/files/lag/big", params={"last_modified": http_date(V)}, data=data,
+                         timeout=20)
+        assert r.status_code == 200, (r.status_code, r.headers)
+    finally:
+        c.resume(2)
+    assert requests.get(c.gateway_url + "/files/lag/big", timeout=20).content == data
+    assert "fell behind the other replicas" in open(c.gateway.log_path).read()
+    c.run(2, "sync")   # the dropped replica gets the file from the others
+    assert c.content(2, "/lag/big") == data
+
+
 def _lagging_names(c, prefix):
     """Three ``(name, lagging)`` whose R=2 owners asked under the ring after add-node of node 3
     are node 3 and ``lagging``, a former owner."""
