@@ -314,12 +314,16 @@ class ListHandler(BaseHandler):
         nodes = view.all_nodes()
         # every record, not only those up to the bound: a replica that missed a newer version or a
         # delete must be outvoted by the merge, which a node-side bound would hide from it
-        replies = [await r for r in [self.services.spawn_request(
-            n.url, "GET", "/_cluster/list%s" % quote(folder, safe="/"))
-            for n in nodes if view.is_live(n.url)]]
-        answered = [r for r in replies if r.code == 200]
         quorum = min(self.services.config.write_quorum, int(view.ring.n_replicas))
         needed = max(1, len(nodes) - quorum + 1)
+        asked = [n for n in nodes if view.is_live(n.url)]
+        if len(asked) < needed:
+            # nodes marked down are asked too: a stale mark (a node just back) must not cost a
+            # certain 503, as reads do (quorum_read)
+            asked = nodes
+        replies = [await r for r in [self.services.spawn_request(
+            n.url, "GET", "/_cluster/list%s" % quote(folder, safe="/")) for n in asked]]
+        answered = [r for r in replies if r.code == 200]
         if len(answered) < needed:
             raise HTTPFail(503, "not enough replicas: %d of %d nodes answered the listing"
                                % (len(answered), len(nodes)))

@@ -6,6 +6,7 @@
 * a 503 "not enough replicas" caused by nodes' upload bound carries ``Retry-After``.
 """
 
+import asyncio
 import os
 import socket
 import threading
@@ -13,11 +14,15 @@ import time
 
 import msgpack
 import requests
+from tornado.httpserver import HTTPServer
 
+from cluster.gateway.app import make_app
+from cluster.gateway.config import GatewayConfig
 from cluster.ring import Ring
-from tests.cluster.conftest import NodeCluster
+from tests.cluster.conftest import SECRET, NodeCluster
 from tests.cluster.test_admin_support import admin
 from tests.cluster.test_e2e_support import BASE_VERSION, http_date, wait_until
+from tests.support.procs import free_port
 
 V = BASE_VERSION
 
@@ -184,6 +189,34 @@ def test_a_stalled_replica_beyond_the_quorum_is_dropped_not_waited_for(cluster_f
     assert "fell behind the other replicas" in open(c.gateway.log_path).read()
     c.run(2, "sync")   # the dropped replica gets the file from the others
     assert c.content(2, "/lag/big") == data
+
+
+def test_a_listing_asks_nodes_marked_down_when_too_few_are_live(cluster_factory):
+    """Nodes just back but still marked down (until a probe sees them, at least 2 s): a listing
+    asked only the live ones and answered 503 while reads got through (found by a network-fault
+    exploration).  Like reads, it now asks the marked ones too when too few are live."""
+    c = cluster_factory(nodes=3)
+    assert c.put(0, "/ls/f", b"x", V).status_code == 200
+
+    async def run():
+        config = GatewayConfig(nodes=tuple(c.urls), cluster_secret=SECRET)
+        app = make_app(config)
+        server = HTTPServer(app)
+        port = free_port()
+        server.listen(port, "127.0.0.1")
+        try:
+            await app.services.view.get_ring()
+            for url in c.urls[1:]:
+                app.services.view.node_failed(url, "a test marks it down")
+            assert not app.services.view.is_live(c.urls[1])
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: requests.get("http://127.0.0.1:%d/list/ls" % port, timeout=10))
+        finally:
+            server.stop()
+            app.services.close()
+
+    r = asyncio.run(run())
+    assert (r.status_code, r.text) == (200, "f\n")
 
 
 def _lagging_names(c, prefix):
