@@ -52,6 +52,8 @@ EXPECT_MIN_BYTES = 64 * 1024
 #: how long to wait for ``100 Continue`` before sending the body anyway (a busy node answers late)
 CONTINUE_WAIT = 1.0
 _END = object()
+#: what :meth:`ReplicaUpload.end` queues after the last chunk (for :meth:`ReplicaUpload.offer`)
+END_OF_BODY = _END
 
 
 def pieces(data, size=BODY_CHUNK):
@@ -105,6 +107,8 @@ class ReplicaUpload:
         self._retried = False
         self.task = None
         self.lagged = 0.0       # seconds this replica held the body back while W others took it
+        self.progressed = None  # loop time the node last took body bytes (or the upload started)
+        self._stuck_since = None  # loop time the pump began waiting for the node to take bytes
         self.failed = None      # reason when the upload is dead
         self.code = None        # the node's status code
         self.resp_headers = {}
@@ -181,8 +185,24 @@ class ReplicaUpload:
         return None
 
     def start(self):
+        self.progressed = asyncio.get_running_loop().time()
         self.task = asyncio.ensure_future(self._pump())
         return self.task
+
+    @property
+    def answered(self):
+        """The node answered already (before the end of the body: an error about the request)."""
+        return self._answer is not None and self._answer.done()
+
+    def taking(self, now, within):
+        """Whether the node is taking the body: not failed, not answered early, and either
+        caught up (nothing queued, the socket not full) or it took bytes within ``within``
+        seconds.  A node that froze with chunks queued or a full socket is not."""
+        if self.failed or self.answered:
+            return False
+        if self._queue.empty() and self._stuck_since is None:
+            return True
+        return self.progressed is not None and now - self.progressed < within
 
     async def feed(self, chunk):
         """Queue ``chunk`` for this node; False when the node is (now) out.
@@ -259,10 +279,16 @@ class ReplicaUpload:
                 transport.write(b"".join((head, b"%x\r\n" % len(chunk), chunk, b"\r\n")))
             else:
                 transport.write(head + chunk if head else chunk)
+            loop = asyncio.get_running_loop()
             if self._conn.paused():
-                await asyncio.wait_for(self._conn.drain(), self.timeout)
+                self._stuck_since = loop.time()
+                try:
+                    await asyncio.wait_for(self._conn.drain(), self.timeout)
+                finally:
+                    self._stuck_since = None
             elif self._conn.closed:
                 raise ConnectionFailed("connection closed while sending")
+            self.progressed = loop.time()
 
     async def _exchange(self):
         """Send the rest of the body and wait for the answer; None when cut off by :meth:`abort`."""

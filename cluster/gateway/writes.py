@@ -10,7 +10,7 @@ import logging
 
 from cluster.gateway.nodes import quote_name, record_from_headers
 from cluster.gateway.targets import TargetPicker
-from cluster.gateway.upload import EXPECT_MIN_BYTES, ReplicaUpload, pieces
+from cluster.gateway.upload import END_OF_BODY, EXPECT_MIN_BYTES, ReplicaUpload, pieces
 from filetracker.records import merge_all
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ PASSED_HEADERS = ("Content-Encoding", "Logical-Size", "SHA256-Checksum", "Conten
 #: at 6 Mbit/s and 0.1 s without.  A node slower by less than half is never dropped.
 LAG_GRACE = 2.0
 LAG_SHARE = 0.5
+#: a replica counts as taking the body when it is caught up or took bytes this recently: a node
+#: that froze (its socket full) must not count towards the W that let another be dropped
+PROGRESS_WINDOW = 1.0
 
 
 class WriteOutcome:
@@ -153,36 +156,50 @@ class PutFanout:
         for chunk in pieces(data):
             if self._copy is not None:
                 self._copy.append(bytes(chunk))
-            # common case without a task per chunk: every queue has room
-            waiting = [u for u in self.uploads if not u.failed and not u.offer(chunk)]
-            if not waiting:
-                continue
-            alive = sum(1 for u in self.uploads if not u.failed)
-            if alive - len(waiting) < self._quorum:   # the quorum itself waits: its pace is the client's
-                if len(waiting) == 1:
-                    await waiting[0].feed(chunk)
-                else:
-                    await asyncio.gather(*(u.feed(chunk) for u in waiting))
-            else:   # W others took it: these lag behind, each for a bounded time (LAG_GRACE)
-                await asyncio.gather(*(self._feed_lagging(u, chunk, loop) for u in waiting))
+            await self._deliver(chunk, loop)
+
+    async def _deliver(self, chunk, loop):
+        """Queue ``chunk`` (or the end of the body) for every replica still in."""
+        # common case without a task per chunk: every queue has room
+        # (one that answered already, before the end of the body, takes no more: not waited for)
+        waiting = [u for u in self.uploads if not u.failed and not u.offer(chunk) and not u.answered]
+        if not waiting:
+            return
+        if self._taking(loop.time(), exclude=waiting) < self._quorum:
+            # the quorum itself waits: its pace is the client's
+            if len(waiting) == 1:
+                await waiting[0].feed(chunk)
+            else:
+                await asyncio.gather(*(u.feed(chunk) for u in waiting))
+        else:   # W others take the body: these lag behind, each for a bounded time (LAG_GRACE)
+            await asyncio.gather(*(self._feed_lagging(u, chunk, loop) for u in waiting))
+
+    def _taking(self, now, exclude=()):
+        """How many replicas, besides ``exclude``, are taking the body (ReplicaUpload.taking)."""
+        return sum(1 for u in self.uploads if u not in exclude and u.taking(now, PROGRESS_WINDOW))
 
     async def _feed_lagging(self, up, chunk, loop):
         """Queue ``chunk`` for ``up``, a replica beyond the quorum, or drop it when it has held
-        the body back longer than it may (see :data:`LAG_GRACE`)."""
+        the body back longer than it may (see :data:`LAG_GRACE`) and W others still take the
+        body; when they no longer do, wait for it as for a quorum member."""
         started = loop.time()
-        allowed = max(LAG_GRACE, LAG_SHARE * (started - self._began)) - up.lagged
+        allowed = max(LAG_GRACE, LAG_SHARE * (started - (self._began or started))) - up.lagged
         try:
-            if allowed <= 0:
-                raise TimeoutError
-            await asyncio.wait_for(up.feed(chunk), allowed)
+            if allowed > 0:
+                await asyncio.wait_for(up.feed(chunk), allowed)
+                return
         except TimeoutError:
-            reason = "fell behind the other replicas (held the body back %.1fs of %.1fs)" % (
-                up.lagged + max(0.0, loop.time() - started), loop.time() - self._began)
-            log.warning("PUT %s: replica on %s dropped: %s; anti-entropy copies the file to it later",
-                        self.name, up.node.url, reason)
-            up.abort(reason)
+            pass
         finally:
             up.lagged += loop.time() - started
+        if self._taking(loop.time(), exclude=(up,)) < self._quorum:
+            await up.feed(chunk)   # the others stalled meanwhile: this one may be needed for W
+            return
+        reason = "fell behind the other replicas (held the body back %.1fs of %.1fs)" % (
+            up.lagged, loop.time() - (self._began or started))
+        log.warning("PUT %s: replica on %s dropped: %s; anti-entropy copies the file to it later",
+                    self.name, up.node.url, reason)
+        up.abort(reason)
 
     def abort(self):
         for u in self.uploads:
@@ -190,7 +207,7 @@ class PutFanout:
 
     async def finish(self):
         """End every body, wait until W nodes stored it (or all answered)."""
-        await asyncio.gather(*(u.end() for u in self.uploads))
+        await self._deliver(END_OF_BODY, asyncio.get_running_loop())   # a lagging replica: as for a chunk
         pending = {u.task for u in self.uploads}
         successes = []
         failures = []
