@@ -6,6 +6,7 @@ at :class:`FiletrackerError`.
 """
 
 from filetracker.errors import (
+    ContentConflictError,
     FiletrackerError,
     InvalidNameError,
     InvalidVersionError,
@@ -17,6 +18,7 @@ from filetracker.names import check_name, split_name, versioned_name
 
 __all__ = [
     "Client",
+    "ContentConflictError",
     "FiletrackerError",
     "InvalidNameError",
     "InvalidVersionError",

@@ -5,8 +5,8 @@ so callers can catch that one type.  Specific subclasses say what went wrong:
 
 - :class:`InvalidNameError` (also a :class:`ValueError`): a malformed file name;
 - :class:`NotFoundError`: the file (or the asked-for version) does not exist;
-- :class:`VersionConflictError`: a newer version (or a newer delete) wins, or another
-  content of the same version;
+- :class:`VersionConflictError`: a newer version (or a newer delete) wins, or
+  (:class:`ContentConflictError`) another content of the same version;
 - :class:`RemoteError`: a server answered with an error status (``.status``).
 """
 
@@ -43,6 +43,11 @@ class NotFoundError(FiletrackerError):
 class VersionConflictError(FiletrackerError):
     """The store holds a newer version (or a newer delete) than the request, or another
     content at the request's very version (an upload that lost the tie-break)."""
+
+
+class ContentConflictError(VersionConflictError):
+    """Another content is stored at the upload's very version (equal versions keep one fixed
+    content): this upload was not stored."""
 
 
 class RemoteError(FiletrackerError):

@@ -8,6 +8,7 @@ re-exported here.
 from filetracker.client.client import Client
 from filetracker.client.data_store import DataStore
 from filetracker.errors import (
+    ContentConflictError,
     FiletrackerError,
     InvalidNameError,
     NotFoundError,
@@ -17,6 +18,7 @@ from filetracker.errors import (
 
 __all__ = [
     "Client",
+    "ContentConflictError",
     "DataStore",
     "FiletrackerError",
     "InvalidNameError",

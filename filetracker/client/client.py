@@ -22,7 +22,7 @@ from filetracker.client.data_store import close_stream
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager, NoOpLockManager
 from filetracker.client.remote_data_store import RemoteDataStore
-from filetracker.errors import FiletrackerError, NotFoundError
+from filetracker.errors import ContentConflictError, FiletrackerError, NotFoundError
 from filetracker.names import check_name, versioned_name
 
 logger = logging.getLogger("filetracker")
@@ -221,9 +221,10 @@ class Client:
         version the server stored (so cache and server agree); if the server
         kept a newer version, that version's name is returned and the cache is
         left alone.  If it keeps another content at this very version (two
-        uploads in one second: equal versions go by content),
-        :class:`~filetracker.errors.VersionConflictError` is raised and the
-        cache is left alone.  ``compress_hint=False`` uploads uncompressed.
+        uploads in one second: equal versions go by content): with the version
+        given, :class:`~filetracker.errors.ContentConflictError` (a
+        VersionConflictError) is raised and the cache is left alone; without,
+        the upload is made again one second later, so the later upload wins.  ``compress_hint=False`` uploads uncompressed.
         """
         if not to_local_store and not to_remote_store:
             raise ValueError("Neither to_local_store nor to_remote_store set in a call to put_file")
@@ -240,10 +241,19 @@ class Client:
             # it (it may key objects by name and pick versions itself); what it kept is
             # then unknown, so nothing is cached.
             return self.remote_store.add_file(name, filename, compress_hint=compress_hint)
-        if version is None:
+        implicit = version is None
+        if implicit:
             version = int(time.time())
-        vname = self.remote_store.add_file(versioned_name(uname, version), filename,
-                                           compress_hint=compress_hint)
+        try:
+            vname = self.remote_store.add_file(versioned_name(uname, version), filename,
+                                               compress_hint=compress_hint)
+        except ContentConflictError:
+            if not implicit:
+                raise
+            # another content took this second: the next one, so the later upload wins (as 2.x)
+            version += 1
+            vname = self.remote_store.add_file(versioned_name(uname, version), filename,
+                                               compress_hint=compress_hint)
         if use_local and check_name(vname)[1] == version:
             self._add_file_to_cache(vname, filename, link=False)
         return vname

@@ -24,7 +24,7 @@ import requests
 
 from filetracker.client._files import CHUNK, atomic_write_stream
 from filetracker.client.data_store import DataStore
-from filetracker.errors import NotFoundError, RemoteError, VersionConflictError
+from filetracker.errors import ContentConflictError, NotFoundError, RemoteError, VersionConflictError
 from filetracker.httpdate import format_version, parse_version
 from filetracker.names import check_folder, check_name, versioned_name
 from filetracker.urls import safe_url, short_error
@@ -228,12 +228,21 @@ class RemoteDataStore(DataStore):
         """Upload ``filename`` as ``name``; returns the versioned name the server now holds.
 
         Without a version in ``name`` the current time is sent (as the 2.x
-        client does).  When the server holds a newer version, that one stays
-        and its versioned name is returned.
+        client does); if another content took that second, the next one (so the
+        later upload wins, as with 2.x).  When the server holds a newer version,
+        that one stays and its versioned name is returned.  With a version given,
+        another content at that version raises :class:`ContentConflictError`.
         """
         uname, version = check_name(name)
-        if version is None:
-            version = int(time.time())
+        if version is not None:
+            return self._add_file(uname, version, filename, compress_hint)
+        version = int(time.time())
+        try:
+            return self._add_file(uname, version, filename, compress_hint)
+        except ContentConflictError:
+            return self._add_file(uname, version + 1, filename, compress_hint)
+
+    def _add_file(self, uname, version, filename, compress_hint):
         what = "upload of %s" % uname
         headers = {}
         size = os.path.getsize(filename)
@@ -287,7 +296,7 @@ class RemoteDataStore(DataStore):
             stored = self._last_modified(response)
             kept = response.headers.get("SHA256-Checksum", "").strip().lower()
             if digest is not None and stored == version and kept and kept != digest:
-                raise VersionConflictError(
+                raise ContentConflictError(
                     "%s: another content of version %d is stored (equal versions keep one fixed "
                     "content); this upload was not stored: upload it again with a later version"
                     % (what, version))

@@ -7,12 +7,13 @@ import gzip
 import hashlib
 import os
 import subprocess
+import time
 
 import pytest
 import requests
 
 from filetracker.client import Client
-from filetracker.errors import VersionConflictError
+from filetracker.errors import ContentConflictError
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
 from tests.server.conftest import start_server
 from tests.support.procs import script
@@ -122,7 +123,7 @@ def test_the_client_that_loses_an_equal_version_tie_is_told(systems, tmp_path):
         loser = Client(cache_dir=str(tmp_path / system / "b"), remote_url=url)
         assert winner.put_file(name, str(high)) == name
         assert winner.put_file(name, str(high)) == name          # the same content again: stored
-        with pytest.raises(VersionConflictError, match="another content of version %d is stored" % V):
+        with pytest.raises(ContentConflictError, match="another content of version %d is stored" % V):
             loser.put_file(name, str(low))
         assert loser.list_local_files() == []
         loser.get_file(name, str(tmp_path / system / "got"))
@@ -130,6 +131,25 @@ def test_the_client_that_loses_an_equal_version_tie_is_told(systems, tmp_path):
         shell = subprocess.run([script("filetracker"), "-r", url, "put", str(low), name], capture_output=True,
                                timeout=60, env=dict(os.environ, FILETRACKER_DIR=str(tmp_path / system / "c")))
         assert shell.returncode == 1 and b"another content of version" in shell.stderr, (system, shell)
+
+
+def test_without_a_version_the_loser_of_the_tie_goes_a_second_later(systems, tmp_path, monkeypatch):
+    """A put without a version is "now" (2.x keeps the last upload of a second): losing the tie to
+    another content of that second must not raise, as no version was asked for (found by a review);
+    the upload is made again at the next second."""
+    high, low = tmp_path / "high", tmp_path / "low"
+    high.write_bytes(b"\xffhigh")
+    low.write_bytes(b"\x00low")
+    monkeypatch.setattr(time, "time", lambda: float(V))   # both uploads in the same second
+    for system, url in systems.items():
+        name = "/parity/%s/tie-implicit" % system
+        winner = Client(cache_dir=str(tmp_path / system / "a"), remote_url=url)
+        loser = Client(cache_dir=str(tmp_path / system / "b"), remote_url=url)
+        assert winner.put_file(name, str(high)) == "%s@%d" % (name, V)
+        assert loser.put_file(name, str(low)) == "%s@%d" % (name, V + 1)
+        assert loser.remote_store.add_file(name + "x", str(high)) == "%sx@%d" % (name, V)
+        assert loser.remote_store.add_file(name + "x", str(low)) == "%sx@%d" % (name, V + 1)
+        assert requests.get(url + "/files" + name, timeout=30).content == b"\x00low", system
 
 
 @pytest.mark.parametrize("path", ["/version/", "/version", "/list/", "/list/parity", "/list/nothing-here"])
