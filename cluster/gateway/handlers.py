@@ -5,6 +5,7 @@ Every handler gets the shared :class:`cluster.gateway.app.Services` through
 and a short plain-text body, never a traceback.
 """
 
+import asyncio
 import logging
 import time
 from urllib.parse import quote
@@ -316,14 +317,20 @@ class ListHandler(BaseHandler):
         # delete must be outvoted by the merge, which a node-side bound would hide from it
         quorum = min(self.services.config.write_quorum, int(view.ring.n_replicas))
         needed = max(1, len(nodes) - quorum + 1)
-        asked = [n for n in nodes if view.is_live(n.url)]
-        if len(asked) < needed:
-            # nodes marked down are asked too: a stale mark (a node just back) must not cost a
-            # certain 503, as reads do (quorum_read)
-            asked = nodes
-        replies = [await r for r in [self.services.spawn_request(
-            n.url, "GET", "/_cluster/list%s" % quote(folder, safe="/")) for n in asked]]
-        answered = [r for r in replies if r.code == 200]
+        path = "/_cluster/list%s" % quote(folder, safe="/")
+        live = [n for n in nodes if view.is_live(n.url)]
+        # too few live: the nodes marked down are asked too (a stale mark, a node just back, must
+        # not cost a certain 503, as reads do), but waited for only until enough answered
+        marked = [self.services.spawn_request(n.url, "GET", path) for n in nodes
+                  if len(live) < needed and not view.is_live(n.url)]
+        answered = [r for r in [await r for r in [self.services.spawn_request(n.url, "GET", path)
+                                                  for n in live]] if r.code == 200]
+        pending = set(marked)
+        while pending and len(answered) < needed:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            answered += [t.result() for t in done if t.result().code == 200]
+        for task in pending:
+            self.services.keep(task)   # answers nobody waits for any more
         if len(answered) < needed:
             raise HTTPFail(503, "not enough replicas: %d of %d nodes answered the listing"
                                % (len(answered), len(nodes)))

@@ -42,14 +42,22 @@ class ForeignHolders:
     """The last answer of every node polled, and the partitions -> holders map they make."""
 
     def __init__(self):
-        self._answers = {}       # url -> (epoch, partitions) of its last answer; None: no answer
+        self._answers = {}       # url -> (epoch, partitions) of its last answer; None: never answered
+        self._known = {}         # url -> its last answer that arrived
         self._by_partition = {}  # partition -> [url, ...] of nodes holding it without owning it
         self._settled_epoch = None
 
     def record_poll(self, epoch, answers):
         """Take the answers of one poll: ``{url: (epoch, partitions) or None}`` for every node
-        asked while the gateway's ring had ``epoch``."""
-        self._answers = dict(answers)
+        asked while the gateway's ring had ``epoch``.
+
+        A node that did not answer this time keeps its last answer (unknown counts as "still
+        holds": a busy node may be the only one with the newest version); a node no longer
+        asked is forgotten.
+        """
+        self._answers = {url: answer if answer is not None else self._known.get(url)
+                         for url, answer in answers.items()}
+        self._known = {url: a for url, a in self._answers.items() if a is not None}
         by_partition = {}
         for url, answer in sorted(self._answers.items()):
             if answer is None:

@@ -172,10 +172,14 @@ def remove_quietly(path):
 
 
 def fsync_file(path):
-    """fsync the file at ``path``: its data and its inode (size, mtime)."""
+    """fsync the file at ``path``: its data and its inode (size, mtime).  A filesystem that
+    cannot fsync (EINVAL, ENOTSUP: some FUSE ones) is let be; an I/O error is raised."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 

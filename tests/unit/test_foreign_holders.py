@@ -26,6 +26,10 @@ def test_poll_answers_make_the_holders_map():
     # a node that did not answer, or answered under another ring: not settled, the others still count
     h.record_poll(2, {A: (2, frozenset({9})), B: None, C: (1, frozenset({7}))})
     assert not h.settled(2) and h.holders(9) == [A] and h.holders(7) == [C]
+    # a node that misses a poll keeps what it last said (it may hold the only newest version)
+    h.record_poll(2, {A: None, B: (2, frozenset()), C: (2, frozenset())})
+    assert not h.settled(2) and h.holders(9) == [A] and h.holders(7) == ()
+    assert h.snapshot()["partitions_held"] == {A: 1, B: 0, C: 0}
     h.record_poll(3, {A: (3, frozenset()), B: (3, frozenset())})
     assert h.settled(3) and not h.any_held()
     h.record_poll(3, {})
