@@ -43,7 +43,6 @@ class ForeignHolders:
 
     def __init__(self):
         self._answers = {}       # url -> (epoch, partitions) of its last answer; None: never answered
-        self._known = {}         # url -> its last answer that arrived
         self._by_partition = {}  # partition -> [url, ...] of nodes holding it without owning it
         self._settled_epoch = None
 
@@ -55,9 +54,8 @@ class ForeignHolders:
         holds": a busy node may be the only one with the newest version); a node no longer
         asked is forgotten.
         """
-        self._answers = {url: answer if answer is not None else self._known.get(url)
+        self._answers = {url: answer if answer is not None else self._answers.get(url)
                          for url, answer in answers.items()}
-        self._known = {url: a for url, a in self._answers.items() if a is not None}
         by_partition = {}
         for url, answer in sorted(self._answers.items()):
             if answer is None:

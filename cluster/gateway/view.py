@@ -96,6 +96,7 @@ class ClusterView:
         self._previous_cache = {}    # (epoch, partition) -> owners under that replaced ring
         self._nodes = []
         self._placement_cache = {}
+        self._refs = {}      # url -> NodeRef (see _install)
         self._refreshing = None
         self._down = {}      # url -> monotonic time it was marked down
         self._probes = {}    # url -> probe task
@@ -195,6 +196,8 @@ class ClusterView:
         self._ring = ring
         self._nodes = _ring_nodes(ring)
         self._placement_cache = {}
+        # every node of the current and the replaced rings by URL (the current ring's first)
+        self._refs = {n.url: n for r in reversed([ring] + [r for r, _ in self._replaced]) for n in _ring_nodes(r)}
 
     # ---- the cluster secret ---------------------------------------------------
 
@@ -301,14 +304,7 @@ class ClusterView:
 
     def _ref(self, url):
         """The :class:`NodeRef` of ``url`` from the current or a replaced ring."""
-        for n in self._nodes:
-            if n.url == url:
-                return n
-        for ring, _ in self._replaced:
-            for n in _ring_nodes(ring):
-                if n.url == url:
-                    return n
-        return NodeRef(url, url)
+        return self._refs.get(url) or NodeRef(url, url)
 
     # ---- liveness -------------------------------------------------------------
 

@@ -266,15 +266,18 @@ class NodeState:
             if cached is not None and cached[0] == ring.epoch and time.monotonic() - cached[1] < max_age:
                 return cached[0], cached[2]
             started = time.monotonic()
-            partitions = self.store.partitions_holding(p for p in range(ring.partitions) if not ring.owns(self.id, p))
+            partitions = self.held_foreign(ring)
             self._foreign = (ring.epoch, started, partitions)
             return ring.epoch, partitions
 
+    def held_foreign(self, ring):
+        """The sorted partitions holding records here that this node does not own under ``ring``
+        (blocking: an index probe per partition not owned, whatever the store holds)."""
+        return self.store.partitions_holding(p for p in range(ring.partitions) if not ring.owns(self.id, p))
+
     def pending_handoff(self):
         """Records held here for partitions this node does not own (hints, moved partitions)."""
-        ring = self.ring
-        return sum(sum(1 for _ in self.store.iter_records(p)) for p in self.store.partitions()
-                   if not ring.owns(self.id, p))
+        return sum(self.store.count_records(p) for p in self.held_foreign(self.ring))
 
     def status(self):
         """The ``GET /_cluster/status`` document (blocking: run it in the executor)."""

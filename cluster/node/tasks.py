@@ -274,17 +274,10 @@ class Handoff(Task):
         self.client = client
         self.replicator = Replicator(node, client)
 
-    def pending(self):
-        """Number of records held here for partitions this node does not own."""
-        ring = self.node.ring
-        store = self.node.store
-        return sum(sum(1 for _ in store.iter_records(p)) for p in store.partitions()
-                   if not ring.owns(self.node.id, p))
-
     def _run(self):
         ring = self.node.ring
         store = self.node.store
-        foreign = [p for p in store.partitions() if not ring.owns(self.node.id, p)]
+        foreign = self.node.held_foreign(ring)
         summary = {"epoch": ring.epoch, "partitions": len(foreign), "pushed": 0, "dropped": 0, "kept": 0}
         down = set()
         groups = _cut(foreign, store.count_records, self.workers)

@@ -75,9 +75,8 @@ def temp_path_beside(path):
 
 def _file_in_the_way(folder):
     """The nearest existing one of ``folder`` and its parents, if it is not a folder; else None."""
-    while not os.path.lexists(folder):
-        folder = os.path.dirname(folder)
-    return None if os.path.isdir(folder) else folder
+    found = nearest_existing(folder)
+    return None if os.path.isdir(found) else found
 
 
 def special_destination(path):
@@ -184,10 +183,10 @@ def fsync_file(path):
         os.close(fd)
 
 
-def deepest_existing(path):
-    """``path`` or the nearest of its ancestors that exists."""
+def nearest_existing(path):
+    """``path`` or the nearest of its ancestors that exists (as an absolute path)."""
     path = os.path.abspath(path)
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     return path
 
@@ -195,7 +194,7 @@ def deepest_existing(path):
 def makedirs_durably(path):
     """``os.makedirs(path, exist_ok=True)``, then fsync the parent of every folder it created,
     so the new entries survive a crash (not only the last folder's content)."""
-    top = deepest_existing(path)
+    top = nearest_existing(path)
     os.makedirs(path, exist_ok=True)
     created = []
     p = os.path.abspath(path)

@@ -13,11 +13,11 @@ import os
 import time
 
 from filetracker.client._files import (
-    deepest_existing,
     fsync_dir,
     fsync_file,
     link_or_copy,
     makedirs_durably,
+    nearest_existing,
     new_temp_file,
     remove_empty_dirs,
     remove_quietly,
@@ -248,7 +248,7 @@ class LocalDataStore(DataStore):
             return
         remove_quietly(path)
         remove_empty_dirs(os.path.dirname(path), self.dir)
-        fsync_dir(deepest_existing(os.path.dirname(path)))   # or a power cut brings the file back
+        fsync_dir(nearest_existing(os.path.dirname(path)))   # or a power cut brings the file back
 
     def list_files(self):
         result = []
