@@ -36,10 +36,12 @@ class Services:
         self.view = ClusterView(config)
         self.client = NodeClient(config, self.view)
         # record lookups and small reads of concurrent GETs, batched per node (one request of both kinds)
+        latency = self.view.latency
         self.fetches = FetchBatcher(
-            LookupBatcher(self.client),
+            LookupBatcher(self.client, latency),
             ReadBatcher(self.client, config.range_size,
-                        config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S))
+                        config.timeout + config.range_size / SLOWEST_PIECE_BYTES_PER_S, latency),
+            latency)
         # small PUTs, batched per node (one POST /_cluster/store for every file waiting)
         self.stores = StoreBatcher(self.client, config.timeout)
         self.view.attach(self.client)

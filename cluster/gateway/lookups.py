@@ -51,8 +51,9 @@ class PerNodeBatcher:
 
     keys = ()
 
-    def __init__(self, client):
+    def __init__(self, client, latency=None):
         self._client = client
+        self._latency = latency  # a ReplicaLatency timing each answered batch, or None
         self._queues = {}      # url -> {key: [(name, future)]}
         self._running = set()  # urls with a request in flight
         self._no_endpoint = {}  # url -> when its 404 was seen (see lacks_endpoint)
@@ -113,6 +114,18 @@ class PerNodeBatcher:
         waiting, queues[key] = queues[key], []
         return waiting
 
+    async def _post(self, url, path, body):
+        """POST a msgpack ``body`` to ``url``.  The time to the answer's first byte is noted
+        (cluster/gateway/latency.py: reads ask a much slower node last); the body's transfer
+        is left out, as a batch carrying file bodies takes longer for no fault of the node."""
+        data = msgpack.packb(body)
+        started = time.monotonic()
+        reply = await self._client.request(url, "POST", path, body=data,
+                                           headers={"Content-Type": "application/msgpack"})
+        if self._latency is not None and reply.code is not None and reply.first_byte_at >= started:
+            self._latency.observe(url, reply.first_byte_at - started)
+        return reply
+
     def _resolve_failed(self, fut, exc):
         """Resolve ``fut``, whose batch failed with ``exc`` (by default: with that exception)."""
         fut.set_exception(exc)
@@ -171,8 +184,7 @@ class _Batcher(PerNodeBatcher):
 
     async def _send(self, url, batch):
         batch = batch["names"]
-        reply = await self._client.request(url, "POST", self.path, body=msgpack.packb([n for n, _ in batch]),
-                                           headers={"Content-Type": "application/msgpack"})
+        reply = await self._post(url, self.path, [n for n, _ in batch])
         if reply.code == 404:
             log.info("%s has no %s: one request per name", url, self.path)
             self.no_endpoint(url)
@@ -237,8 +249,8 @@ class ReadBatcher(_Batcher):
     path = "/_cluster/read"
     max_batch = 64
 
-    def __init__(self, client, first_bytes, timeout):
-        super().__init__(client)
+    def __init__(self, client, first_bytes, timeout, latency=None):
+        super().__init__(client, latency)
         self._first_bytes = first_bytes
         self._timeout = timeout
 
@@ -267,8 +279,8 @@ class FetchBatcher(PerNodeBatcher):
     path = "/_cluster/fetch"
     keys = ("lookup", "read")
 
-    def __init__(self, lookups, reads):
-        super().__init__(lookups._client)
+    def __init__(self, lookups, reads, latency=None):
+        super().__init__(lookups._client, latency)
         self._lookups = lookups   # a LookupBatcher: decodes lookup rows; the fallback
         self._reads = reads       # a ReadBatcher: decodes read rows; the fallback
 
@@ -290,9 +302,7 @@ class FetchBatcher(PerNodeBatcher):
         return self._enqueue(url, name, key)
 
     async def _send(self, url, batch):
-        body = {key: [n for n, _ in items] for key, items in batch.items() if items}
-        reply = await self._client.request(url, "POST", self.path, body=msgpack.packb(body),
-                                           headers={"Content-Type": "application/msgpack"})
+        reply = await self._post(url, self.path, {key: [n for n, _ in items] for key, items in batch.items() if items})
         if reply.code == 404:
             log.info("%s has no %s: lookups and reads go separately", url, self.path)
             self.no_endpoint(url)

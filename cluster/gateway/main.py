@@ -16,6 +16,7 @@ from cluster.gateway.app import make_app
 from cluster.gateway.config import GatewayConfig
 from cluster.gateway.fastpath import serve_front
 from cluster.gateway.holders import poll_forever
+from cluster.gateway.latency import probe_forever
 from cluster.gateway.procs import run_processes
 from cluster.peers import base_url_list
 from cluster.secret import SecretError, read_secret
@@ -116,6 +117,8 @@ async def serve(args, nodes, sockets=None):
     asyncio.ensure_future(app.services.view.refresh())
     # where data still waits to move (ring changes, hints): cluster/gateway/holders.py
     app.services.spawn(poll_forever(app.services.view, app.services.client))
+    # nodes much slower than the others are read last; this notices when they are fast again
+    app.services.spawn(probe_forever(app.services.view.latency, app.services.fetches.lookup))
     await stop.wait()
     server.stop()
     app.services.close()

@@ -37,16 +37,18 @@ def record_from_headers(name, headers):
 
 
 class NodeReply:
-    """One node's answer: ``code`` is None when no answer arrived (refused, timeout)."""
+    """One node's answer: ``code`` is None when no answer arrived (refused, timeout);
+    ``first_byte_at`` is the ``time.monotonic()`` its first byte arrived (0.0: unknown)."""
 
-    __slots__ = ("url", "code", "headers", "body", "error")
+    __slots__ = ("url", "code", "headers", "body", "error", "first_byte_at")
 
-    def __init__(self, url, code, headers, body, error=None):
+    def __init__(self, url, code, headers, body, error=None, first_byte_at=0.0):
         self.url = url
         self.code = code
         self.headers = headers
         self.body = body
         self.error = error
+        self.first_byte_at = first_byte_at
 
     @property
     def ok(self):
@@ -131,7 +133,8 @@ class NodeClient:
                 self._observer.epoch_seen(int(epoch), url)
             except ValueError:
                 pass
-        return NodeReply(url, resp.code, resp.headers, resp.body if resp.body is not None else b"")
+        return NodeReply(url, resp.code, resp.headers, resp.body if resp.body is not None else b"",
+                         first_byte_at=resp.first_byte_at)
 
     def failed(self, url, reason):
         """Report a node that failed in the middle of an exchange (a streamed body broke off)."""

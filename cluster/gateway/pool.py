@@ -51,12 +51,16 @@ class Headers(dict):
 
 
 class Response:
-    __slots__ = ("code", "headers", "body")
+    """``first_byte_at``: ``time.monotonic()`` when the answer's first byte arrived (its body's
+    transfer excluded: what a node's delay is judged by, cluster/gateway/latency.py)."""
 
-    def __init__(self, code, headers, body):
+    __slots__ = ("code", "headers", "body", "first_byte_at")
+
+    def __init__(self, code, headers, body, first_byte_at=0.0):
         self.code = code
         self.headers = headers
         self.body = body
+        self.first_byte_at = first_byte_at
 
 
 class BodyStream:
@@ -182,6 +186,7 @@ class _Conn(asyncio.Protocol):
         self._want = 0
         self._parts = []
         self.got_bytes = False
+        self.first_byte_at = 0.0
         self.timed_out = False
         self.keep_alive = True
         self.reused = False    # handed out again from the idle pool (the node may have just closed it)
@@ -198,7 +203,9 @@ class _Conn(asyncio.Protocol):
             # bytes nobody asked for: the connection cannot be trusted any more
             self.close()
             return
-        self.got_bytes = True
+        if not self.got_bytes:
+            self.got_bytes = True
+            self.first_byte_at = time.monotonic()
         if self._state == "stream" and not self._buf:
             self._feed(data)
             return
@@ -313,7 +320,7 @@ class _Conn(asyncio.Protocol):
         if self._buf:  # more than one answer: the connection is out of step
             self.keep_alive = False
         if w is not None and not w.done():
-            w.set_result(Response(self._code, self._headers, body))
+            w.set_result(Response(self._code, self._headers, body, self.first_byte_at))
 
     def _start_stream(self):
         """Answer the waiter now, with the body to come as a :class:`BodyStream`."""
@@ -321,7 +328,7 @@ class _Conn(asyncio.Protocol):
         self._body = BodyStream(self, self._want, self._streamed)
         w, self._waiter = self._waiter, None
         if w is not None and not w.done():
-            w.set_result(Response(self._code, self._headers, self._body))
+            w.set_result(Response(self._code, self._headers, self._body, self.first_byte_at))
         if self._buf:
             data = bytes(self._buf)
             self._buf.clear()

@@ -69,6 +69,9 @@ class DirectRead:
 async def direct_read(services, name, with_body):
     """Ask exactly R live owners at once; the first one also for the first piece of the body.
 
+    Owners much slower than the others come last (``view.latency``), so with
+    R < N a slow owner is not asked while enough others are live.
+
     Returns None when fewer than R owners are live or one of them did not
     answer with a record lookup (the caller falls back to :func:`quorum_read`).
     Replicas found stale are repaired in the background.
@@ -76,7 +79,10 @@ async def direct_read(services, name, with_body):
     view = services.view
     placement = view.placement(name)
     needed = min(services.config.read_quorum, len(placement.owners))
-    live = [n for n in placement.owners if view.is_live(n.url)][:needed]
+    live = [n for n in placement.owners if view.is_live(n.url)]
+    if view.latency.slow:  # a node far slower than the others is asked only when needed
+        live = view.latency.fast_first(live)
+    live = live[:needed]
     if needed < 1 or len(live) < needed:
         return None
     step = services.config.range_size
@@ -194,8 +200,13 @@ async def widen_read(services, read):
 
 
 def _live_first(services, holders):
-    """``holders`` with those marked down last, not never: they just answered the record lookup."""
-    live = [u for u in holders if services.view.is_live(u)]
+    """``holders`` with those marked down last, not never: they just answered the record lookup;
+    before those, the slow ones (cluster/gateway/latency.py)."""
+    view = services.view
+    live = [u for u in holders if view.is_live(u)]
+    slow = view.latency.slow
+    if slow:
+        live = [u for u in live if u not in slow] + [u for u in live if u in slow]
     return live + [u for u in holders if u not in live]
 
 

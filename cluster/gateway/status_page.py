@@ -1,8 +1,8 @@
 """``GET /status`` on the gateway: a plain HTML page for operators (no JavaScript).
 
 It shows the ring the gateway routes by (epoch, partitions, replicas,
-quorums), one row per node (up or DOWN, the gateway's own liveness mark,
-ring epoch, partitions owned, files, data size, free disk, records held for
+quorums), one row per node (up or DOWN, the gateway's own liveness mark
+and whether reads ask it last for being slow, ring epoch, partitions owned, files, data size, free disk, records held for
 other nodes, partitions that differed in its last anti-entropy pass) and the
 moves in progress (nodes handing data off, nodes on an older ring, members
 being removed - the nodes' ``/_cluster/draining`` list - and seed nodes that
@@ -87,6 +87,8 @@ class StatusCollector:
         for (node_id, url), reply, member in zip(members + others, replies,
                                                   [True] * len(members) + [False] * len(others), strict=True):
             entry = {"id": node_id, "url": url, "member": member, "routed": member and view.is_live(url),
+                     # much slower lookups than the others': reads ask it last (latency.py)
+                     "slow": url in view.latency.slow, "lookup_ms": _ms(view.latency.mean(url)),
                      "leaving": node_id in leaving_ids or url in leaving_ids,
                      "up": False, "error": None, "status": {}}
             if reply.code == 200:
@@ -209,7 +211,7 @@ def render(doc):
         out.append('<tr class="node %s" data-node="%s"><td>%s</td><td class="state">%s</td><td>%s</td>'
                    '<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
                        "up" if n["up"] else "down", e(n["url"]), e(name), state,
-                       "yes" if n["routed"] else "no", _cell(s.get("epoch")), _cell(s.get("partitions_owned")),
+                       e(_routed(n)), _cell(s.get("epoch")), _cell(s.get("partitions_owned")),
                        _cell(s.get("files")), e(human_bytes(s.get("bytes"))), e(human_bytes(s.get("free_bytes"))),
                        _cell(s.get("pending_handoff")), _cell(_sync(s).get("differing"))))
     out.append('</table>')
@@ -252,3 +254,16 @@ class StatusPageHandler(BaseHandler):
 def status_routes(services):
     """URL specs of the status page bound to ``services``."""
     return [(r"/status/?", StatusPageHandler, {"collector": StatusCollector(services)})]
+
+
+def _ms(seconds):
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _routed(node):
+    """The "routed" cell: no (marked down or not a member), yes, or last for a slow node."""
+    if not node["routed"]:
+        return "no"
+    if node.get("slow"):
+        return "last (slow: %s ms a lookup)" % node.get("lookup_ms")
+    return "yes"

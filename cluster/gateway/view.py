@@ -20,6 +20,7 @@ import time
 import msgpack
 
 from cluster.gateway.holders import ForeignHolders
+from cluster.gateway.latency import ReplicaLatency
 from cluster.ring import Ring, partition_of
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class ClusterView:
         self._refusal_logged = {}  # url -> monotonic time of the last warning about it
         #: which nodes hold partitions they do not own (polled: cluster/gateway/holders.py)
         self.holders = ForeignHolders()
+        #: lookup round trips per node: reads ask a much slower node last (cluster/gateway/latency.py)
+        self.latency = ReplicaLatency()
         self.client = None   # set by attach()
 
     def attach(self, client):
@@ -198,6 +201,7 @@ class ClusterView:
         self._placement_cache = {}
         # every node of the current and the replaced rings by URL (the current ring's first)
         self._refs = {n.url: n for r in reversed([ring] + [r for r, _ in self._replaced]) for n in _ring_nodes(r)}
+        self.latency.forget(self._refs)
 
     # ---- the cluster secret ---------------------------------------------------
 

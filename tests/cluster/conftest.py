@@ -46,6 +46,7 @@ class NodeCluster:
         self.dirs = [os.path.join(self.tmp, "node%d" % i) for i in range(nodes)]
         self.sync_interval = sync_interval
         self.node_args = list(node_args)
+        self.node_extra_args = {}   # node index -> arguments for that node only (e.g. --advertise)
         self.services = [None] * nodes
         # The initial ring's members: the first ``members`` nodes (default all).  A node
         # outside it starts with every URL as peers (it waits for a ring from the admin).
@@ -73,7 +74,7 @@ class NodeCluster:
             argv += ["--no-background"]
         else:
             argv += ["--sync-interval", str(self.sync_interval)]
-        return argv + self.node_args
+        return argv + self.node_args + list(self.node_extra_args.get(i, ()))
 
     def start_node(self, i):
         svc = Service(self.node_argv(i), os.path.join(self.tmp, "node%d.log" % i),
