@@ -54,14 +54,59 @@ def replace_into(tmp, path):
         raise IsADirectoryError(errno.EISDIR, "a folder is in the way of the file to write", path) from None
 
 
+def _temp_prefix(path):
+    return "." + os.path.basename(path)[:40] + "."
+
+
 def temp_path_beside(path):
     """A new, empty temporary file in the folder of ``path`` (created, so unique).
 
     An error names ``path``, the file the user asked for, not the temporary name."""
+    return _beside(path, lambda folder: new_temp_file(folder, _temp_prefix(path), ".ft-tmp"))
+
+
+def _unnamed_file_beside(path):
+    """An open descriptor of a new file without a name in the folder of ``path``
+    (``O_TMPFILE``), or None where that is not available (the filesystem, or no
+    ``/proc`` to give it a name later: :func:`_name_unnamed`).  A crash before it is
+    named leaves nothing behind.  Made with mode 0666 less the umask, as ``open`` does."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+
+    def open_unnamed(folder):
+        try:
+            return os.open(folder, flag | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                return None  # this filesystem (or kernel) has no unnamed files
+            raise
+    return _beside(path, open_unnamed)
+
+
+def _name_unnamed(fd, path):
+    """Give the unnamed file ``fd`` a temporary name beside ``path`` (a hard link through
+    ``/proc/self/fd``); the name, or None when the link failed (the caller copies)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(folder, "%s%s.ft-tmp" % (_temp_prefix(path), secrets.token_hex(6)))
+        try:
+            os.link("/proc/self/fd/%d" % fd, tmp, follow_symlinks=True)
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def _beside(path, make):
+    """``make(folder)`` for the folder of ``path``, made first if missing; an error names
+    ``path``, the file the user asked for, not a temporary name."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        return new_temp_file(folder, "." + os.path.basename(path)[:40] + ".", ".ft-tmp")
+        return make(folder)
     except (FileExistsError, NotADirectoryError):
         blocker = _file_in_the_way(folder)
         if blocker is None:
@@ -117,17 +162,22 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
     ``mtime`` (an int) is set on the file before it becomes visible, and the mode of a
     file it replaces is kept (as writing into it would).
     Returns the number of bytes written.  On failure nothing appears at ``path``.
+
+    The bytes go into a file without a name (``O_TMPFILE``) that is named only once
+    complete, just before the rename: a process killed mid-download (or a power cut)
+    leaves no ``.NAME.*.ft-tmp`` file in the user's folder.  Where unnamed files are not
+    available a named temporary file is used throughout.
     """
-    tmp = temp_path_beside(path)
+    fd = _unnamed_file_beside(path)
+    if fd is None:
+        return _write_through_named(path, stream, mtime, progress, fsync)
+    with os.fdopen(fd, "w+b") as f:
+        n = _fill(f, path, stream, mtime, progress, fsync)
+        tmp = _name_unnamed(f.fileno(), path)
+        if tmp is None:  # it cannot be named after all (rare): copy it into a named file
+            f.seek(0)
+            return _write_through_named(path, f, mtime, None, fsync)
     try:
-        _keep_mode(path, tmp)
-        with open(tmp, "wb") as f:
-            n = write_stream(f, stream, progress, fsync_follows=fsync)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        if mtime is not None:
-            os.utime(tmp, (mtime, mtime))
         replace_into(tmp, path)
     except BaseException:
         remove_quietly(tmp)
@@ -135,14 +185,40 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
     return n
 
 
-def _keep_mode(path, tmp):
-    """Give ``tmp`` the permission bits of the regular file at ``path``, if there is one."""
+def _write_through_named(path, stream, mtime, progress, fsync):
+    """:func:`atomic_write_stream` through a named temporary file beside ``path``."""
+    tmp = temp_path_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            n = _fill(f, path, stream, mtime, progress, fsync)
+        replace_into(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return n
+
+
+def _fill(f, path, stream, mtime, progress, fsync):
+    """Copy ``stream`` into the new file ``f`` with the mode of the file at ``path`` (if
+    any), set ``mtime`` and fsync it (with ``fsync``); the byte count."""
+    _keep_mode(path, f.fileno())
+    n = write_stream(f, stream, progress, fsync_follows=fsync)
+    f.flush()
+    if mtime is not None:
+        os.utime(f.fileno(), (mtime, mtime))
+    if fsync:  # after the utime: the version a get sets is durable with the bytes
+        os.fsync(f.fileno())
+    return n
+
+
+def _keep_mode(path, fd):
+    """Give the open file ``fd`` the permission bits of the regular file at ``path``, if there is one."""
     try:
         st = os.stat(path)
     except OSError:
         return
     if stat.S_ISREG(st.st_mode):
-        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
 
 
 def link_or_copy(src, dst_tmp):

@@ -13,6 +13,7 @@ import os
 import time
 
 from filetracker.client._files import (
+    atomic_write_stream,
     fsync_dir,
     fsync_file,
     link_or_copy,
@@ -199,16 +200,15 @@ class LocalDataStore(DataStore):
                         os.unlink(tmp)
                 except OSError:
                     pass
-                if not linked:
-                    with open(tmp, "wb") as fout:
-                        write_stream(fout, stream)
-                    os.utime(tmp, (version, version))
-                replace_into(tmp, filename)
-                # rename() between two links of one inode does nothing: drop ours.
-                remove_quietly(tmp)
+                if linked:
+                    replace_into(tmp, filename)
+                    # rename() between two links of one inode does nothing: drop ours.
+                    remove_quietly(tmp)
             except BaseException:
                 remove_quietly(tmp)
                 raise
+            if not linked:
+                atomic_write_stream(filename, stream, mtime=version, fsync=False)
         return vname
 
     def exists(self, name):
