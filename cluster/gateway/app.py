@@ -36,7 +36,7 @@ class Services:
         self.view = ClusterView(config)
         self.client = NodeClient(config, self.view)
         # record lookups and small reads of concurrent GETs, batched per node (one request of both kinds)
-        latency = self.view.latency
+        latency = self.view.latency if config.avoid_slow else None  # None: nothing timed, none slow
         self.fetches = FetchBatcher(
             LookupBatcher(self.client, latency),
             ReadBatcher(self.client, config.range_size,

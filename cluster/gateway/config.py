@@ -54,3 +54,6 @@ class GatewayConfig:
     #: send small PUTs to the nodes in batches, POST /_cluster/store
     #: (cluster/gateway/smallput.py); off: --no-batch-writes
     batch_writes: bool = True
+    #: time the nodes' answers and read a much slower node last (cluster/gateway/latency.py);
+    #: off: --no-avoid-slow
+    avoid_slow: bool = True

@@ -6,131 +6,180 @@ failing disk, a loaded machine) the pace of every read it was among: in a
 network-fault run, one node at 300-800 ms cut the gateway's read throughput
 about 20x, although two fast replicas of every file were there.
 
-So the gateway times its lookup batches per node (:class:`ReplicaLatency`:
-an exponentially weighted mean of their round trips; pure bookkeeping, no
-I/O) and calls a node *slow* when that mean is both above
-:data:`SLOW_FLOOR` and :data:`SLOW_FACTOR` times the fastest other node's.
-Reads then ask slow owners last (:meth:`ReplicaLatency.fast_first`): with
-R=2 of 3 a single slow owner is not asked at all.  Nothing else changes:
-writes still go to every owner, and a slow owner is asked whenever too few
-others are live.
+So the gateway times each node's answers to its fetch batches (record
+lookups and small reads, ``cluster/gateway/lookups.py``): the time to the
+answer's first byte, so the transfer of the bodies in it is left out, though
+the node's reading of them is not.  :class:`ReplicaLatency` (pure
+bookkeeping, no I/O) judges every answer against the *yardstick*, the median
+of the other nodes' weighted means (nodes judged slow and nodes without a
+recent answer left out):
 
-A node read from no more gets no new timings, so while a node is slow
-:func:`probe_forever` sends it a one-name lookup every :data:`PROBE_SECONDS`;
-once those come back fast its mean falls below the bar and reads return to
-it.  Nothing is slow while nodes answer alike, so the usual read costs one
-empty-set check.
+* *late*: above both :data:`SLOW_FLOOR` and :data:`SLOW_FACTOR` times the
+  yardstick; :data:`RUN` late answers in a row make the node *slow*;
+* *prompt*: under the floor or :data:`CLEAR_FACTOR` times the yardstick;
+  :data:`RUN` prompt answers in a row, and at least its hold time spent
+  slow, make it fast again.  The hold starts at :data:`HOLD_SECONDS` and
+  doubles (up to :data:`MAX_HOLD_SECONDS`) for a node judged slow again
+  within :data:`RELAPSE_SECONDS` of its return: a node slow only for some
+  requests (bodies on a failing disk) is not tried again every few seconds.
+
+Without a yardstick (no other node answered lately) an answer is prompt
+under the floor and otherwise counts for nothing, so a lone node is never
+slow and a slow one stays slow through a quiet spell.
+
+Reads ask slow owners last (:meth:`ReplicaLatency.fast_first`): with R=2 of 3
+a single slow owner is not asked.  Nothing else changes: writes still go to
+every owner, and a slow owner is asked whenever too few others are live.  A
+node read from no more gets no new answers to judge, so while a node is slow
+:func:`probe_forever` sends it a one-name lookup every :data:`PROBE_SECONDS`.
+Not covered: a node slow only in streaming large bodies (those are not
+batched, so not timed), and R = N (every owner is needed).
 """
 
 import asyncio
 import logging
+import statistics
 import time
 
 log = logging.getLogger(__name__)
 
-#: weight of the newest round trip in a node's mean
+#: weight of the newest answer in a node's mean (the yardstick, /status and /metrics)
 ALPHA = 0.3
-#: round trips a node must have answered before it can be called slow
-MIN_SAMPLES = 2
-#: seconds: a mean below this is never slow (loopback jitter, a busy moment)
+#: answers in a row that make a node slow (late ones), or fast again (prompt ones)
+RUN = 3
+#: seconds: an answer faster than this is never late (loopback jitter, a busy moment)
 SLOW_FLOOR = 0.05
-#: a node is slow when its mean is this many times the fastest other node's
+#: an answer is late above this many times the yardstick (and the floor)
 SLOW_FACTOR = 4.0
-#: seconds after which a node's mean no longer serves as the others' yardstick (no traffic)
+#: an answer is prompt under this many times the yardstick (or the floor)
+CLEAR_FACTOR = 2.0
+#: seconds a node stays slow at least, the first time
+HOLD_SECONDS = 2.0
+#: the longest hold, however often a node relapses
+MAX_HOLD_SECONDS = 60.0
+#: a node judged slow again within this many seconds of its return holds twice as long
+RELAPSE_SECONDS = 30.0
+#: seconds after which a node's mean no longer serves as a yardstick (no answers lately)
 STALE_SECONDS = 30.0
 #: seconds between two probes of each slow node
 PROBE_SECONDS = 1.0
-#: the name a probe looks up (any valid name; its record does not matter, the round trip does)
+#: the name a probe looks up (any valid name; its record does not matter, the time does)
 PROBE_NAME = "/.filetracker-latency-probe"
 
 
-class _Mean:
-    __slots__ = ("value", "samples", "at")
+class _Node:
+    __slots__ = ("mean", "at", "late", "prompt", "slow_since", "hold", "cleared_at")
 
     def __init__(self):
-        self.value = 0.0
-        self.samples = 0
-        self.at = 0.0
+        self.mean = None       # weighted mean of its answers' times (None before the first)
+        self.at = 0.0          # when its last answer came
+        self.late = 0          # late answers in a row
+        self.prompt = 0        # prompt answers in a row
+        self.slow_since = None
+        self.hold = HOLD_SECONDS
+        self.cleared_at = None
 
 
 class ReplicaLatency:
-    """Round-trip means per node URL, and the set of slow nodes they make.
+    """Answer times per node URL, and the set of slow nodes they make.
 
-    :meth:`observe` takes one round trip; :attr:`slow` is a frozenset, replaced
-    (never mutated) when it changes, so readers may keep it.
+    :meth:`observe` takes one answer's time; :attr:`slow` is a frozenset,
+    replaced (never mutated) when it changes, so readers may keep it.
     """
 
     def __init__(self, clock=time.monotonic):
         self._clock = clock
-        self._means = {}   # url -> _Mean
+        self._nodes = {}   # url -> _Node
         self.slow = frozenset()
 
     def observe(self, url, seconds):
-        """Take one round trip of ``seconds`` to ``url`` (a lookup or read batch it answered)."""
-        mean = self._means.get(url)
-        if mean is None:
-            mean = self._means[url] = _Mean()
-        mean.value = seconds if mean.samples == 0 else ALPHA * seconds + (1 - ALPHA) * mean.value
-        mean.samples += 1
-        mean.at = self._clock()
-        self._judge()
+        """Judge one answer of ``url`` that took ``seconds`` to its first byte."""
+        node = self._nodes.get(url)
+        if node is None:
+            node = self._nodes[url] = _Node()
+        now = self._clock()
+        bar = self.yardstick(url)
+        late = bar is not None and seconds > max(SLOW_FLOOR, SLOW_FACTOR * bar)
+        prompt = seconds <= SLOW_FLOOR or (bar is not None and seconds <= CLEAR_FACTOR * bar)
+        node.late = node.late + 1 if late else 0
+        node.prompt = node.prompt + 1 if prompt else 0
+        node.mean = seconds if node.mean is None else ALPHA * seconds + (1 - ALPHA) * node.mean
+        node.at = now
+        if url not in self.slow and node.late >= RUN:
+            relapse = node.cleared_at is not None and now - node.cleared_at < RELAPSE_SECONDS
+            node.hold = min(MAX_HOLD_SECONDS, node.hold * 2) if relapse else HOLD_SECONDS
+            node.slow_since = now
+            self.slow = self.slow | {url}
+            log.warning("node %s is slow (%d answers in a row over %.0f ms, the others' median %.0f ms): "
+                        "reads ask it last for at least %.0f s", url, node.late,
+                        max(SLOW_FLOOR, SLOW_FACTOR * bar) * 1000, bar * 1000, node.hold)
+        elif url in self.slow and node.prompt >= RUN and now - node.slow_since >= node.hold:
+            node.cleared_at = now
+            node.slow_since = None
+            self.slow = self.slow - {url}
+            log.info("node %s is no longer slow (%.0f ms): reads ask it again", url, seconds * 1000)
+
+    def yardstick(self, url):
+        """The median mean of the nodes other than ``url`` that answered lately and are not
+        slow, or None when there is none."""
+        now = self._clock()
+        means = [n.mean for u, n in self._nodes.items()
+                 if u != url and u not in self.slow and n.mean is not None and now - n.at < STALE_SECONDS]
+        return statistics.median(means) if means else None
 
     def forget(self, keep):
-        """Drop the means of nodes not in ``keep`` (URLs; after a ring change removed them)."""
+        """Drop all that is known of nodes not in ``keep`` (URLs: the ring's members)."""
         keep = set(keep)
-        for url in [u for u in self._means if u not in keep]:
-            del self._means[url]
-        self._judge()
+        for url in [u for u in self._nodes if u not in keep]:
+            del self._nodes[url]
+        if not self.slow <= keep:
+            self.slow = frozenset(self.slow & keep)
 
     def mean(self, url):
-        """The node's mean round trip in seconds, or None before its first."""
-        mean = self._means.get(url)
-        return None if mean is None or mean.samples == 0 else mean.value
+        """The node's weighted mean answer time in seconds, or None before its first."""
+        node = self._nodes.get(url)
+        return None if node is None else node.mean
 
-    def _judge(self):
-        now = self._clock()
-        fresh = {url: m.value for url, m in self._means.items()
-                 if m.samples > 0 and now - m.at < STALE_SECONDS}
-        slow = set()
-        for url, m in self._means.items():
-            if m.samples < MIN_SAMPLES or m.value <= SLOW_FLOOR:
-                continue
-            others = [v for u, v in fresh.items() if u != url]
-            if others and m.value > SLOW_FACTOR * min(others):
-                slow.add(url)
-        if slow != self.slow:
-            for url in sorted(slow - self.slow):
-                log.warning("node %s is slow (%.0f ms a lookup, the fastest other %.0f ms): reads ask it last",
-                            url, self._means[url].value * 1000,
-                            min(v for u, v in fresh.items() if u != url) * 1000)
-            for url in sorted(self.slow - slow):
-                log.info("node %s is no longer slow: reads ask it again", url)
-            self.slow = frozenset(slow)
+    def fast_first(self, items, key=None):
+        """``items`` with the slow nodes moved to the end, order otherwise kept;
+        ``items`` itself when none is slow.
 
-    def fast_first(self, nodes):
-        """``nodes`` (objects with ``.url``) with the slow ones moved to the end, order kept."""
+        ``key(item)`` gives an item's node URL; by default ``item.url``."""
         slow = self.slow
         if not slow:
-            return nodes
-        return [n for n in nodes if n.url not in slow] + [n for n in nodes if n.url in slow]
+            return items
+        url = key or _url
+        return [i for i in items if url(i) not in slow] + [i for i in items if url(i) in slow]
 
     def snapshot(self):
-        """``{url: {"ms": mean in ms, "slow": bool}}`` for the status page and metrics."""
-        return {url: {"ms": round(m.value * 1000, 2), "slow": url in self.slow}
-                for url, m in sorted(self._means.items()) if m.samples > 0}
+        """``{url: {"ms": mean in ms, "slow": bool}}``, for the status document."""
+        return {url: {"ms": round(n.mean * 1000, 2), "slow": url in self.slow}
+                for url, n in sorted(self._nodes.items()) if n.mean is not None}
+
+
+def _url(node):
+    return node.url
 
 
 async def probe_forever(latency, lookup, interval=PROBE_SECONDS):
-    """While nodes are slow, time a one-name lookup to each every ``interval`` seconds.
+    """While nodes are slow, send each a one-name lookup every ``interval`` seconds.
 
-    ``lookup(url, name)`` is the gateway's batched lookup (its round trip is
-    observed where every batch's is); a probe that fails is left to the
-    liveness marks.  Runs until cancelled.
+    ``lookup(url, name)`` is the gateway's batched lookup, whose answers are
+    timed like every batch's; a probe that fails is left to the liveness
+    marks.  A round waits at most ``interval`` for its probes (one hung node
+    does not hold the others' probes back).  Runs until cancelled.
     """
     while True:
         await asyncio.sleep(interval)
-        slow = latency.slow
-        if not slow:
-            continue
-        probes = [lookup(url, PROBE_NAME) for url in sorted(slow)]
-        await asyncio.gather(*probes, return_exceptions=True)
+        if latency.slow:
+            probes = [asyncio.ensure_future(lookup(url, PROBE_NAME)) for url in sorted(latency.slow)]
+            done, pending = await asyncio.wait(probes, timeout=interval)
+            for probe in done:
+                _ignore_outcome(probe)
+            for probe in pending:  # it ends with its batch (the node's timeout); only its outcome is dropped
+                probe.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(future):
+    if not future.cancelled():
+        future.exception()

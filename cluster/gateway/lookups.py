@@ -117,12 +117,13 @@ class PerNodeBatcher:
     async def _post(self, url, path, body):
         """POST a msgpack ``body`` to ``url``.  The time to the answer's first byte is noted
         (cluster/gateway/latency.py: reads ask a much slower node last); the body's transfer
-        is left out, as a batch carrying file bodies takes longer for no fault of the node."""
+        is left out, as a batch carrying file bodies takes longer for no fault of the node.
+        Only 200 answers are timed: a quick refusal says nothing of how fast the node serves."""
         data = msgpack.packb(body)
         started = time.monotonic()
         reply = await self._client.request(url, "POST", path, body=data,
                                            headers={"Content-Type": "application/msgpack"})
-        if self._latency is not None and reply.code is not None and reply.first_byte_at >= started:
+        if self._latency is not None and reply.code == 200 and reply.first_byte_at >= started:
             self._latency.observe(url, reply.first_byte_at - started)
         return reply
 

@@ -62,6 +62,9 @@ def parse_args(argv):
     p.add_argument("--no-batch-writes", action="store_true",
                    help="stream every PUT to each replica on its own (small PUTs are sent to the "
                         "nodes in batches by default, cluster/gateway/smallput.py)")
+    p.add_argument("--no-avoid-slow", action="store_true",
+                   help="read every owner in ring order, however slowly it answers (by default a node "
+                        "much slower than the others is asked last, cluster/gateway/latency.py)")
     p.add_argument("--transition-reads", type=seconds, default=GatewayConfig.transition_reads, metavar="S",
                    help="seconds after a ring change during which reads of moved names also ask the "
                         "previous owners (default 3600); reads ask the nodes that still hold a moved partition "
@@ -100,6 +103,7 @@ async def serve(args, nodes, sockets=None):
                            fallback_url=args.fallback_url, fallback_copy=not args.fallback_no_copy,
                            max_body_size=args.max_body_size, fast_reads=not args.no_fast_reads,
                            batch_writes=not args.no_batch_writes, transition_reads=args.transition_reads,
+                           avoid_slow=not args.no_avoid_slow,
                            **guard_config(args))
     app = make_app(config)
     server = make_server(serve_front(app, config), config)
@@ -118,7 +122,8 @@ async def serve(args, nodes, sockets=None):
     # where data still waits to move (ring changes, hints): cluster/gateway/holders.py
     app.services.spawn(poll_forever(app.services.view, app.services.client))
     # nodes much slower than the others are read last; this notices when they are fast again
-    app.services.spawn(probe_forever(app.services.view.latency, app.services.fetches.lookup))
+    if config.avoid_slow:
+        app.services.spawn(probe_forever(app.services.view.latency, app.services.fetches.lookup))
     await stop.wait()
     server.stop()
     app.services.close()

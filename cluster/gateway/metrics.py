@@ -42,10 +42,11 @@ class GatewayCollector:
             up.add_metric([n.url], 1 if live else 0)
         yield up
         yield _gauge("nodes_down", "Ring members currently marked down", down)
-        slow = GaugeMetricFamily(P + "node_slow", "1 while the node's lookups are much slower than the other "
-                                 "nodes' (reads ask it last)", labels=["node"])
-        lookup = GaugeMetricFamily(P + "node_lookup_seconds", "Mean time to the first byte of the node's "
-                                   "answers to lookup batches (exponentially weighted)", labels=["node"])
+        slow = GaugeMetricFamily(P + "node_slow", "1 while the node answers fetch batches much slower than the "
+                                 "other nodes (reads ask it last)", labels=["node"])
+        lookup = GaugeMetricFamily(P + "node_fetch_seconds", "Mean time to the first byte of the node's "
+                                   "answers to fetch batches: lookups and small reads (exponentially weighted)",
+                                   labels=["node"])
         for n in nodes:
             slow.add_metric([n.url], 1 if n.url in view.latency.slow else 0)
             mean = view.latency.mean(n.url)

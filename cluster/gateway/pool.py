@@ -52,7 +52,8 @@ class Headers(dict):
 
 class Response:
     """``first_byte_at``: ``time.monotonic()`` when the answer's first byte arrived (its body's
-    transfer excluded: what a node's delay is judged by, cluster/gateway/latency.py)."""
+    transfer excluded: what a node's delay is judged by, cluster/gateway/latency.py).  For a
+    request sent with ``Expect: 100-continue`` it is the interim 100 answer's arrival."""
 
     __slots__ = ("code", "headers", "body", "first_byte_at")
 

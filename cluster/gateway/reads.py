@@ -80,9 +80,7 @@ async def direct_read(services, name, with_body):
     placement = view.placement(name)
     needed = min(services.config.read_quorum, len(placement.owners))
     live = [n for n in placement.owners if view.is_live(n.url)]
-    if view.latency.slow:  # a node far slower than the others is asked only when needed
-        live = view.latency.fast_first(live)
-    live = live[:needed]
+    live = view.latency.fast_first(live)[:needed]  # a node far slower than the others only when needed
     if needed < 1 or len(live) < needed:
         return None
     step = services.config.range_size
@@ -204,10 +202,11 @@ def _live_first(services, holders):
     before those, the slow ones (cluster/gateway/latency.py)."""
     view = services.view
     live = [u for u in holders if view.is_live(u)]
-    slow = view.latency.slow
-    if slow:
-        live = [u for u in live if u not in slow] + [u for u in live if u in slow]
-    return live + [u for u in holders if u not in live]
+    return view.latency.fast_first(live, key=_same) + [u for u in holders if u not in live]
+
+
+def _same(url):
+    return url
 
 
 async def fetch_piece(services, holders, sha256, start, end):

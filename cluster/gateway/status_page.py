@@ -87,8 +87,8 @@ class StatusCollector:
         for (node_id, url), reply, member in zip(members + others, replies,
                                                   [True] * len(members) + [False] * len(others), strict=True):
             entry = {"id": node_id, "url": url, "member": member, "routed": member and view.is_live(url),
-                     # much slower lookups than the others': reads ask it last (latency.py)
-                     "slow": url in view.latency.slow, "lookup_ms": _ms(view.latency.mean(url)),
+                     # answers much slower than the others': reads ask it last (latency.py)
+                     "slow": url in view.latency.slow, "fetch_ms": _ms(view.latency.mean(url)),
                      "leaving": node_id in leaving_ids or url in leaving_ids,
                      "up": False, "error": None, "status": {}}
             if reply.code == 200:
@@ -104,7 +104,9 @@ class StatusCollector:
                "write_quorum": config.write_quorum, "read_quorum": config.read_quorum,
                "migration": bool(config.fallback_url),
                # partitions nodes hold without owning them, at the gateway's last poll (holders.py)
-               "foreign": view.holders.snapshot()}
+               "foreign": view.holders.snapshot(),
+               # each node's mean time to answer fetch batches, and whether reads ask it last (latency.py)
+               "latency": view.latency.snapshot()}
         if ring is not None:
             doc["ring"] = {"epoch": int(ring.epoch), "partitions": int(ring.partitions),
                            "partition_power": int(ring.partition_power), "replicas": int(ring.n_replicas)}
@@ -265,5 +267,5 @@ def _routed(node):
     if not node["routed"]:
         return "no"
     if node.get("slow"):
-        return "last (slow: %s ms a lookup)" % node.get("lookup_ms")
+        return "last (slow: %s ms to answer)" % node.get("fetch_ms")
     return "yes"

@@ -201,7 +201,7 @@ class ClusterView:
         self._placement_cache = {}
         # every node of the current and the replaced rings by URL (the current ring's first)
         self._refs = {n.url: n for r in reversed([ring] + [r for r, _ in self._replaced]) for n in _ring_nodes(r)}
-        self.latency.forget(self._refs)
+        self.latency.forget(n.url for n in self._nodes)  # a node that left is not judged on old answers
 
     # ---- the cluster secret ---------------------------------------------------
 
