@@ -44,16 +44,16 @@ class GatewayCollector:
         yield _gauge("nodes_down", "Ring members currently marked down", down)
         slow = GaugeMetricFamily(P + "node_slow", "1 while the node answers fetch batches much slower than the "
                                  "other nodes (reads ask it last)", labels=["node"])
-        lookup = GaugeMetricFamily(P + "node_fetch_seconds", "Mean time to the first byte of the node's "
+        fetch = GaugeMetricFamily(P + "node_fetch_seconds", "Mean time to the first byte of the node's "
                                    "answers to fetch batches: lookups and small reads (exponentially weighted)",
                                    labels=["node"])
         for n in nodes:
             slow.add_metric([n.url], 1 if n.url in view.latency.slow else 0)
             mean = view.latency.mean(n.url)
             if mean is not None:
-                lookup.add_metric([n.url], mean)
+                fetch.add_metric([n.url], mean)
         yield slow
-        yield lookup
+        yield fetch
         stores = getattr(self.services, "stores", None)
         if stores is not None:  # batched small PUTs (cluster/gateway/smallput.py)
             yield _counter("store_batches", "POST /_cluster/store requests sent to nodes", stores.batches)

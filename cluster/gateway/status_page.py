@@ -2,12 +2,12 @@
 
 It shows the ring the gateway routes by (epoch, partitions, replicas,
 quorums), one row per node (up or DOWN, the gateway's own liveness mark
-and whether reads ask it last for being slow, ring epoch, partitions owned, files, data size, free disk, records held for
-other nodes, partitions that differed in its last anti-entropy pass) and the
-moves in progress (nodes handing data off, nodes on an older ring, members
-being removed - the nodes' ``/_cluster/draining`` list - and seed nodes that
-are no longer ring members and still answer).  A refresh meta
-tag reloads it every ``REFRESH_SECONDS``.
+and whether reads ask it last for being slow, ring epoch, partitions owned,
+files, data size, free disk, records held for other nodes, partitions that
+differed in its last anti-entropy pass) and the moves in progress (nodes
+handing data off, nodes on an older ring, members being removed - the nodes'
+``/_cluster/draining`` list - and seed nodes that are no longer ring members
+and still answer).  A refresh meta tag reloads it every ``REFRESH_SECONDS``.
 
 Each node is asked ``GET /_cluster/status`` (with the cluster secret) with a
 short timeout, all at once; a node that does not answer is DOWN.  The result

@@ -105,7 +105,7 @@ class ClusterView:
         self._refusal_logged = {}  # url -> monotonic time of the last warning about it
         #: which nodes hold partitions they do not own (polled: cluster/gateway/holders.py)
         self.holders = ForeignHolders()
-        #: lookup round trips per node: reads ask a much slower node last (cluster/gateway/latency.py)
+        #: how fast each node answers fetch batches: reads ask a much slower node last (cluster/gateway/latency.py)
         self.latency = ReplicaLatency()
         self.client = None   # set by attach()
 
