@@ -18,7 +18,7 @@ import signal
 
 from tornado.netutil import bind_sockets
 
-from filetracker.server.forking import fork_worker
+from filetracker.server.forking import Workers, fork_worker
 
 
 def run_processes(n, port, host, serve_in_child):
@@ -29,24 +29,13 @@ def run_processes(n, port, host, serve_in_child):
     reaches every child forked so far (:func:`filetracker.server.forking.fork_worker`).
     """
     sockets = bind_sockets(port, address=host)
-    children = []
-    stopping = False
-
-    def forward(signum, _frame):
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    children = Workers()
+    signal.signal(signal.SIGTERM, children.stop)
+    signal.signal(signal.SIGINT, children.stop)
     for _ in range(n):
-        if stopping:
+        if children.stopping:
             break
-        fork_worker(lambda: serve_in_child(sockets), children.append)
+        fork_worker(lambda: serve_in_child(sockets), children.add)
     for sock in sockets:
         sock.close()  # only the children accept
     status = 0

@@ -27,7 +27,7 @@ import tornado.netutil
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
-from filetracker.server.forking import MAX_WORKERS, fork_worker
+from filetracker.server.forking import MAX_WORKERS, Workers, fork_worker
 from filetracker.storage import ObjectStore
 from filetracker.units import byte_count, timeout_seconds
 
@@ -299,8 +299,7 @@ def run_workers(sockets, config, workers):
     A child that dies unexpectedly is restarted; the parent exits when all
     children have exited after a shutdown signal.
     """
-    children = set()
-    stopping = False
+    children = Workers()
 
     def work(orphan_pass=False):
         try:
@@ -313,19 +312,13 @@ def run_workers(sockets, config, workers):
     def spawn(orphan_pass=False):
         fork_worker(functools.partial(work, orphan_pass), children.add)
 
-    def forward(signum, _frame):
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    def forward(_signum, _frame):
+        children.stop(signal.SIGTERM)  # SIGINT too: the workers stop the same way
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for k in range(workers):
-        if stopping:  # told to stop while starting: fork no more
+        if children.stopping:  # told to stop while starting: fork no more
             break
         spawn(orphan_pass=k == 0)   # one pass per start of the server is enough
     while children:
@@ -336,7 +329,7 @@ def run_workers(sockets, config, workers):
         except InterruptedError:
             continue
         children.discard(pid)
-        if not stopping:
+        if not children.stopping:
             log.warning("worker %d exited (status %d); restarting it", pid, status)
             spawn()
     return 0
