@@ -24,14 +24,22 @@ recent answer left out):
   requests (bodies on a failing disk) is not tried again every few seconds.
 
 Without a yardstick (no other node answered lately) an answer is prompt
-under the floor and otherwise counts for nothing, so a lone node is never
-slow and a slow one stays slow through a quiet spell.
+under the floor and otherwise only moves the node's mean, so a lone node is
+never slow and a slow one stays slow through a quiet spell.  Runs do not
+stretch across a silence: an answer :data:`STALE_SECONDS` after the node's
+previous one starts its runs afresh (the batches between got no answer:
+timeouts, the node down).  A flagged node answering between 2x and 4x the
+yardstick stays flagged (the band between the rules keeps a node at the
+edge from flapping); it is read only when needed until it answers promptly.
 
 Reads ask slow owners last (:meth:`ReplicaLatency.fast_first`): with R=2 of 3
 a single slow owner is not asked.  Nothing else changes: writes still go to
 every owner, and a slow owner is asked whenever too few others are live.  A
 node read from no more gets no new answers to judge, so while a node is slow
-:func:`probe_forever` sends it a one-name lookup every :data:`PROBE_SECONDS`.
+:func:`probe_forever` sends it a one-name lookup every :data:`PROBE_SECONDS`;
+it also probes a live member that has not answered for half of
+:data:`STALE_SECONDS` (with R=1, or reads of a few names, the other owners are
+not asked), so that the node serving has a yardstick.
 Not covered: a node slow only in streaming large bodies (those are not
 batched, so not timed), and R = N (every owner is needed).
 """
@@ -98,9 +106,15 @@ class ReplicaLatency:
         if node is None:
             node = self._nodes[url] = _Node()
         now = self._clock()
+        if node.mean is not None and now - node.at >= STALE_SECONDS:
+            node.late = node.prompt = 0  # a silence between: not "in a row"
         bar = self.yardstick(url)
+        if bar is None and seconds > SLOW_FLOOR:  # nothing to judge it by: only the mean moves
+            node.mean = seconds if node.mean is None else ALPHA * seconds + (1 - ALPHA) * node.mean
+            node.at = now
+            return
         late = bar is not None and seconds > max(SLOW_FLOOR, SLOW_FACTOR * bar)
-        prompt = seconds <= SLOW_FLOOR or (bar is not None and seconds <= CLEAR_FACTOR * bar)
+        prompt = seconds <= SLOW_FLOOR or seconds <= CLEAR_FACTOR * bar
         node.late = node.late + 1 if late else 0
         node.prompt = node.prompt + 1 if prompt else 0
         node.mean = seconds if node.mean is None else ALPHA * seconds + (1 - ALPHA) * node.mean
@@ -126,6 +140,13 @@ class ReplicaLatency:
         means = [n.mean for u, n in self._nodes.items()
                  if u != url and u not in self.slow and n.mean is not None and now - n.at < STALE_SECONDS]
         return statistics.median(means) if means else None
+
+    def quiet(self, urls):
+        """Those of ``urls`` with no answer for half of :data:`STALE_SECONDS` (or never):
+        soon no yardstick for the others."""
+        now = self._clock()
+        limit = STALE_SECONDS / 2
+        return [u for u in urls if u not in self._nodes or now - self._nodes[u].at >= limit]
 
     def forget(self, keep):
         """Drop all that is known of nodes not in ``keep`` (URLs: the ring's members)."""
@@ -161,18 +182,23 @@ def _url(node):
     return node.url
 
 
-async def probe_forever(latency, lookup, interval=PROBE_SECONDS):
-    """While nodes are slow, send each a one-name lookup every ``interval`` seconds.
+async def probe_forever(latency, lookup, live_members, interval=PROBE_SECONDS):
+    """Every ``interval`` seconds, send a one-name lookup to each live node that is slow,
+    and to each that has been quiet (:meth:`ReplicaLatency.quiet`).
 
     ``lookup(url, name)`` is the gateway's batched lookup, whose answers are
-    timed like every batch's; a probe that fails is left to the liveness
-    marks.  A round waits at most ``interval`` for its probes (one hung node
-    does not hold the others' probes back).  Runs until cancelled.
+    timed like every batch's; ``live_members()`` the URLs of the ring members
+    not marked down (a node marked down is the liveness probe's, and a probe
+    to it would only wait for the timeout).  A round waits at most ``interval``
+    for its probes (one hung node does not hold the next round back).  Runs
+    until cancelled.
     """
     while True:
         await asyncio.sleep(interval)
-        if latency.slow:
-            probes = [asyncio.ensure_future(lookup(url, PROBE_NAME)) for url in sorted(latency.slow)]
+        live = list(live_members())
+        targets = sorted(set(u for u in live if u in latency.slow) | set(latency.quiet(live)))
+        if targets:
+            probes = [asyncio.ensure_future(lookup(url, PROBE_NAME)) for url in targets]
             done, pending = await asyncio.wait(probes, timeout=interval)
             for probe in done:
                 _ignore_outcome(probe)

@@ -122,8 +122,10 @@ async def serve(args, nodes, sockets=None):
     # where data still waits to move (ring changes, hints): cluster/gateway/holders.py
     app.services.spawn(poll_forever(app.services.view, app.services.client))
     # nodes much slower than the others are read last; this notices when they are fast again
+    # (and keeps every live member's answer time fresh, the yardstick of the others)
     if config.avoid_slow:
-        app.services.spawn(probe_forever(app.services.view.latency, app.services.fetches.lookup))
+        view = app.services.view
+        app.services.spawn(probe_forever(view.latency, app.services.fetches.lookup, view.live_urls))
     await stop.wait()
     server.stop()
     app.services.close()

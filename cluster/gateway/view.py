@@ -201,7 +201,8 @@ class ClusterView:
         self._placement_cache = {}
         # every node of the current and the replaced rings by URL (the current ring's first)
         self._refs = {n.url: n for r in reversed([ring] + [r for r, _ in self._replaced]) for n in _ring_nodes(r)}
-        self.latency.forget(n.url for n in self._nodes)  # a node that left is not judged on old answers
+        # nodes no longer in any ring kept (widened reads may still ask those) are not judged on old answers
+        self.latency.forget(self._refs)
 
     # ---- the cluster secret ---------------------------------------------------
 
@@ -311,6 +312,10 @@ class ClusterView:
         return self._refs.get(url) or NodeRef(url, url)
 
     # ---- liveness -------------------------------------------------------------
+
+    def live_urls(self):
+        """The URLs of the ring members not marked down."""
+        return [n.url for n in self._nodes if n.url not in self._down]
 
     def is_live(self, url):
         return url not in self._down

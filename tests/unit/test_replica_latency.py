@@ -164,6 +164,29 @@ def test_a_relapse_within_30_s_doubles_the_hold_up_to_60_s():
     assert seconds_to_clear(t, clock) == 2.0
 
 
+def test_runs_do_not_stretch_across_a_silence():
+    t = ReplicaLatency(Clock())
+    rounds(t, 1, a=0.002, b=0.002)
+    rounds(t, 2, c=0.3)
+    t._clock.now += lat.STALE_SECONDS  # timeouts, the node down, restarted
+    rounds(t, 1, a=0.002, b=0.002)
+    t.observe("c", 0.3)
+    assert t.slow == frozenset()  # one late answer after the silence, not three in a row
+    rounds(t, 2, c=0.3)
+    assert t.slow == frozenset({"c"})
+
+
+def test_without_a_yardstick_an_answer_over_the_floor_only_moves_the_mean():
+    t, clock = slow_c()
+    clock.now += lat.STALE_SECONDS
+    rounds(t, 2, c=0.002)
+    before = t.mean("c")
+    t.observe("c", 0.06)  # not judged: the prompt run goes on
+    assert t.mean("c") == pytest.approx(0.3 * 0.06 + 0.7 * before)
+    t.observe("c", 0.002)  # the third prompt answer in a row (the hold is long over)
+    assert t.slow == frozenset()
+
+
 def test_without_a_recent_yardstick_a_slow_node_stays_slow_unless_under_the_floor():
     t, clock = slow_c()
     clock.now += lat.STALE_SECONDS  # a and b have not answered for 30 s
@@ -204,11 +227,11 @@ def test_snapshot_for_status():
     assert t.snapshot() == {"a": {"ms": 2.0, "slow": False}, "c": {"ms": 300.0, "slow": True}}
 
 
-def run_probes(t, lookup, seconds):
-    """Run :func:`probe_forever` (a round every 10 ms) for ``seconds``, then cancel it and
-    whatever probes it left hanging."""
+def run_probes(t, lookup, seconds, live=("a", "b", "c")):
+    """Run :func:`probe_forever` (a round every 10 ms, ``live`` the members not marked down)
+    for ``seconds``, then cancel it and whatever probes it left hanging."""
     async def run():
-        task = asyncio.ensure_future(probe_forever(t, lookup, interval=0.01))
+        task = asyncio.ensure_future(probe_forever(t, lookup, lambda: live, interval=0.01))
         await asyncio.sleep(seconds)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -232,6 +255,26 @@ def test_probes_go_only_to_slow_nodes_and_their_failures_do_not_stop_the_loop():
     run_probes(t, lookup, 0.1)
     assert len(asked) >= 3
     assert set(asked) == {("c", lat.PROBE_NAME)}
+    asked.clear()
+    run_probes(t, lookup, 0.1, live=("a", "b"))  # c marked down: the liveness probe's
+    assert asked == []
+
+
+def test_quiet_live_members_are_probed_so_there_is_a_yardstick():
+    clock = Clock()
+    t = ReplicaLatency(clock)
+    rounds(t, 1, a=0.002, b=0.002)
+    clock.now += lat.STALE_SECONDS / 2 - 0.5
+    t.observe("b", 0.002)
+    clock.now += 0.5
+    assert t.quiet(["a", "b", "c"]) == ["a", "c"]  # a: 15 s without an answer; c: never
+    asked = []
+
+    async def lookup(url, name):
+        asked.append(url)
+
+    run_probes(t, lookup, 0.05)
+    assert set(asked) == {"a", "c"}
 
 
 def test_a_hung_probe_does_not_hold_back_the_next_rounds():
