@@ -14,11 +14,10 @@ exit code tells the supervisor (systemd, the test harness) what happened.
 """
 
 import os
-import signal
 
 from tornado.netutil import bind_sockets
 
-from filetracker.server.forking import Workers, fork_worker
+from filetracker.server.forking import Workers
 
 
 def run_processes(n, port, host, serve_in_child):
@@ -26,21 +25,20 @@ def run_processes(n, port, host, serve_in_child):
     wait for them; returns the first non-zero exit status (0 when all ended cleanly).
 
     A stop signal while the children are being forked stops the forking and
-    reaches every child forked so far (:func:`filetracker.server.forking.fork_worker`).
+    reaches every child forked so far (:class:`filetracker.server.forking.Workers`).
     """
     sockets = bind_sockets(port, address=host)
     children = Workers()
-    signal.signal(signal.SIGTERM, children.stop)
-    signal.signal(signal.SIGINT, children.stop)
-    for _ in range(n):
-        if children.stopping:
-            break
-        fork_worker(lambda: serve_in_child(sockets), children.add)
-    for sock in sockets:
-        sock.close()  # only the children accept
+    children.install()
+    try:
+        children.start(lambda: serve_in_child(sockets) for _ in range(n))
+    finally:
+        for sock in sockets:
+            sock.close()  # only the children accept
     status = 0
     for pid in children:
         _, st = os.waitpid(pid, 0)
+        children.discard(pid)  # reaped: a later stop must not signal its pid (it may be reused)
         code = os.waitstatus_to_exitcode(st)
         if code and not status:
             status = code if code > 0 else 128 - code

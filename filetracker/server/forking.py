@@ -1,21 +1,19 @@
 """Forking worker processes so that a stop signal is never lost between forks.
 
 A parent that forks N workers and forwards SIGTERM/SIGINT to them must know
-every child's pid when a stop signal arrives: a signal handled after
-``os.fork()`` returned but before the pid was recorded would miss that child,
-which then serves on, orphaned, after the parent is gone.  :func:`fork_worker`
-holds the stop signals back from just before the fork until the caller has
-recorded the pid; a signal that came meanwhile is handled right after, with
-the new child known.  The child starts with the default handlers (a stop
-signal sent to it before it installs its own ends it).
+every child's pid when a stop signal arrives: a child forked after the
+handler ran, or before its pid was recorded, would never be told, would serve
+on after the parent is gone, and the parent would wait for it for good.
 
-Blocking is not quite enough: Python runs a signal's handler some bytecodes
-after the signal arrived, so a SIGTERM that came just *before* the block may
-have its handler run after ``os.fork()`` returned and before the pid was
-recorded.  :class:`Workers` closes that gap: a worker recorded after a stop
-gets the stop signal at once.  (Seen in CI: a server with ``--workers 64``
-stopped while forking, and one child never told, so the parent waited on it
-for good.)
+:class:`Workers` keeps the pids and the stop; :meth:`Workers.fork` blocks the
+stop signals, checks for a stop *with them blocked*, forks and records the
+pid, then unblocks them: a stop signal handled before the block (Python runs
+a pending handler at the latest inside the blocking call) means no fork, one
+that comes later is handled after the pid is recorded.  (Seen in CI, before:
+a server with ``--workers 64`` stopped while forking; the handler ran between
+the loop's "stopping?" check and the next fork, which then forked a child
+nobody would ever signal.)  The child starts with the default handlers (a
+stop signal sent to it before it installs its own ends it).
 """
 
 import os
@@ -29,36 +27,79 @@ MAX_WORKERS = 256
 
 
 class Workers:
-    """The pids of the workers forked so far, and the stop signal they are to get.
+    """The pids of the workers forked and not yet reaped, and the stop signal.
 
-    Install :meth:`stop` as the stop signals' handler and pass :meth:`add` to
-    :func:`fork_worker`: :meth:`stop` sends the signal to every worker known,
-    and a worker added after it gets it at once, whatever the order in which
-    the handler and the registration ran.
+    :meth:`install` makes :meth:`stop` the stop signals' handler; :meth:`start`
+    and :meth:`fork` fork workers, none after a stop.
     """
 
     def __init__(self):
         self._pids = {}   # pid -> None: an ordered set
-        self.stop_signal = None
+        self.stop_signal = None  # the signal that asked for the stop, passed on to the workers
 
     @property
     def stopping(self):
         """True once a stop signal was received."""
         return self.stop_signal is not None
 
+    def install(self):
+        """Handle the stop signals with :meth:`stop` from now on."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.stop)
+
+    def stop(self, signum, _frame=None):
+        """A signal handler: pass ``signum`` on to every worker, now and later."""
+        self.stop_signal = signum   # first the stop, then the pids; add() does the reverse
+        for pid in list(self._pids):
+            _send(pid, signum)
+
+    def start(self, bodies):
+        """Fork a worker for each callable of ``bodies`` (:meth:`fork`), fewer after a stop.
+
+        If a fork fails, the workers forked so far are stopped and reaped before the
+        error is raised: none is left serving without a parent."""
+        try:
+            for body in bodies:
+                if self.fork(body) is None:
+                    break
+        except OSError:
+            self.stop(signal.SIGTERM)
+            for pid in self:
+                _reap(pid)
+                self.discard(pid)
+            raise
+
+    def fork(self, body):
+        """Fork a worker that runs ``body()`` and exits with its return value (0 for None,
+        1 if it raised); its pid, or None when a stop came first (nothing forked)."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if self.stopping:   # a handler pending before the block has run by now
+                return None
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    for signum in STOP_SIGNALS:
+                        signal.signal(signum, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                    code = body() or 0
+                finally:
+                    os._exit(code)  # a child never returns into the parent's code
+            self.add(pid)
+            return pid
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop signal that came meanwhile: handled now
+
     def add(self, pid):
-        self._pids[pid] = None
+        """Record a worker; one recorded after a stop gets the stop signal at once."""
+        self._pids[pid] = None   # first the pid, then the stop: stop() may interrupt either way
         if self.stop_signal is not None:
             _send(pid, self.stop_signal)
 
     def discard(self, pid):
+        """Forget a worker that has been reaped (its pid may be reused by another process)."""
         self._pids.pop(pid, None)
-
-    def stop(self, signum, _frame=None):
-        """A signal handler: pass ``signum`` on to every worker, now and later."""
-        self.stop_signal = signum
-        for pid in list(self._pids):
-            _send(pid, signum)
 
     def __iter__(self):
         return iter(list(self._pids))
@@ -74,22 +115,8 @@ def _send(pid, signum):
         pass  # it has exited already; its status is collected by the wait
 
 
-def fork_worker(body, register):
-    """Fork a child that runs ``body()`` and exits with its return value (0 for None,
-    1 if it raised); in the parent, call ``register(pid)`` with stop signals held, then return the pid."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+def _reap(pid):
     try:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for signum in STOP_SIGNALS:
-                    signal.signal(signum, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                code = body() or 0
-            finally:
-                os._exit(code)  # a child never returns into the parent's code
-        register(pid)
-        return pid
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop signal that came meanwhile: handled now
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

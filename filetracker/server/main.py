@@ -27,7 +27,7 @@ import tornado.netutil
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
-from filetracker.server.forking import MAX_WORKERS, Workers, fork_worker
+from filetracker.server.forking import MAX_WORKERS, Workers
 from filetracker.storage import ObjectStore
 from filetracker.units import byte_count, timeout_seconds
 
@@ -309,18 +309,9 @@ def run_workers(sockets, config, workers):
             return 1
         return 0
 
-    def spawn(orphan_pass=False):
-        fork_worker(functools.partial(work, orphan_pass), children.add)
-
-    def forward(_signum, _frame):
-        children.stop(signal.SIGTERM)  # SIGINT too: the workers stop the same way
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for k in range(workers):
-        if children.stopping:  # told to stop while starting: fork no more
-            break
-        spawn(orphan_pass=k == 0)   # one pass per start of the server is enough
+    children.install()  # a stop while forking: no more forks, every child forked gets it
+    # one orphan pass per start of the server is enough
+    children.start(functools.partial(work, k == 0) for k in range(workers))
     while children:
         try:
             pid, status = os.wait()
@@ -331,7 +322,10 @@ def run_workers(sockets, config, workers):
         children.discard(pid)
         if not children.stopping:
             log.warning("worker %d exited (status %d); restarting it", pid, status)
-            spawn()
+            try:
+                children.fork(work)
+            except OSError as e:  # the others serve on
+                log.error("cannot restart the worker: %s", e)
     return 0
 
 

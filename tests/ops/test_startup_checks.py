@@ -111,6 +111,29 @@ def test_second_server_on_a_live_folder_exits_2_workers_keep_the_lock(tmp_path, 
         again.stop()
 
 
+def test_a_dead_worker_is_restarted_and_a_stop_then_ends_every_one(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    server = _server(tmp_path, data, port, "server", "--workers", "2").start()
+    try:
+        first = child_pids(server.pid)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while len(set(child_pids(server.pid)) - {first[0]}) < 2:  # its replacement is forked
+            assert time.monotonic() < deadline, child_pids(server.pid)
+            time.sleep(0.05)
+        assert first[0] not in child_pids(server.pid)
+        for i in range(4):  # served whichever worker takes the connection
+            assert _put(url, "/r/f%d" % i, b"x").status_code == 200
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert group_pids(server.pid) == []
+    finally:
+        server.stop()
+
+
 def test_server_workers_hold_the_lock_without_their_parent(tmp_path):
     """SIGKILL of the parent leaves its workers serving the folder: they still hold the lock."""
     data = tmp_path / "data"

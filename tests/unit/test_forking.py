@@ -6,7 +6,9 @@ import signal
 import subprocess
 import time
 
-from filetracker.server.forking import Workers, fork_worker
+import pytest
+
+from filetracker.server.forking import Workers
 
 
 def sleeper():
@@ -45,26 +47,74 @@ def test_stop_passes_the_signal_it_got_to_every_worker_known():
             c.wait()
 
 
-def test_fork_worker_when_the_stop_handler_runs_between_the_fork_and_the_registration():
-    """The race CI hit: the SIGTERM arrived just before fork_worker blocked it, so Python ran
-    its handler after os.fork() returned in the parent and before the pid was recorded."""
+def test_no_fork_after_a_stop():
+    """The race CI hit: the stop's handler ran between the loop's check and the next fork (at the
+    latest inside the call that blocks the signals), so the child forked next was never told."""
     workers = Workers()
+    workers.stop(signal.SIGTERM)
+    assert workers.fork(lambda: time.sleep(60)) is None
+    assert len(workers) == 0
 
-    def register_after_the_handler(pid):
-        workers.stop(signal.SIGTERM)   # the pending handler: it does not know the pid yet
-        workers.add(pid)
 
-    pid = fork_worker(lambda: time.sleep(60), register_after_the_handler)
+def test_start_forks_until_a_stop():
+    workers = Workers()
+    started = []
+
+    def bodies():
+        for k in range(5):
+            if k == 2:
+                workers.stop(signal.SIGTERM)   # as if the signal came while forking the third
+            started.append(k)
+            yield lambda: time.sleep(60)
+
+    workers.start(bodies())
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            assert time.monotonic() < deadline, "the worker was never told to stop"
-            time.sleep(0.01)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        assert started == [0, 1, 2] and len(workers) == 2
+        for pid in workers:
+            assert wait_for_exit(pid) == -signal.SIGTERM
     finally:
+        kill_all(workers)
+
+
+def test_a_failed_fork_stops_and_reaps_the_workers_forked_so_far(monkeypatch):
+    workers = Workers()
+    real_fork = os.fork
+    forked = []
+
+    def fork_twice():
+        if len(forked) == 2:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_twice)
+    try:
+        with pytest.raises(BlockingIOError):
+            workers.start(lambda: time.sleep(60) for _ in range(4))
+        monkeypatch.undo()
+        assert len(forked) == 2 and len(workers) == 0
+        for pid in forked:   # reaped already: no such child any more
+            with pytest.raises(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+    finally:
+        kill_all(forked)
+
+
+def wait_for_exit(pid, timeout=10):
+    """The child's exit code (-N: killed by signal N); fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        assert time.monotonic() < deadline, "the worker was never told to stop"
+        time.sleep(0.01)
+
+
+def kill_all(pids):
+    for pid in list(pids):
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
