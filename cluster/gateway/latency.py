@@ -109,16 +109,14 @@ class ReplicaLatency:
         if node.mean is not None and now - node.at >= STALE_SECONDS:
             node.late = node.prompt = 0  # a silence between: not "in a row"
         bar = self.yardstick(url)
+        node.mean = seconds if node.mean is None else ALPHA * seconds + (1 - ALPHA) * node.mean
+        node.at = now
         if bar is None and seconds > SLOW_FLOOR:  # nothing to judge it by: only the mean moves
-            node.mean = seconds if node.mean is None else ALPHA * seconds + (1 - ALPHA) * node.mean
-            node.at = now
             return
         late = bar is not None and seconds > max(SLOW_FLOOR, SLOW_FACTOR * bar)
         prompt = seconds <= SLOW_FLOOR or seconds <= CLEAR_FACTOR * bar
         node.late = node.late + 1 if late else 0
         node.prompt = node.prompt + 1 if prompt else 0
-        node.mean = seconds if node.mean is None else ALPHA * seconds + (1 - ALPHA) * node.mean
-        node.at = now
         if url not in self.slow and node.late >= RUN:
             relapse = node.cleared_at is not None and now - node.cleared_at < RELAPSE_SECONDS
             node.hold = min(MAX_HOLD_SECONDS, node.hold * 2) if relapse else HOLD_SECONDS
@@ -196,7 +194,7 @@ async def probe_forever(latency, lookup, live_members, interval=PROBE_SECONDS):
     while True:
         await asyncio.sleep(interval)
         live = list(live_members())
-        targets = sorted(set(u for u in live if u in latency.slow) | set(latency.quiet(live)))
+        targets = sorted(latency.slow.intersection(live).union(latency.quiet(live)))
         if targets:
             probes = [asyncio.ensure_future(lookup(url, PROBE_NAME)) for url in targets]
             done, pending = await asyncio.wait(probes, timeout=interval)
