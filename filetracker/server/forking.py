@@ -14,6 +14,13 @@ a server with ``--workers 64`` stopped while forking; the handler ran between
 the loop's "stopping?" check and the next fork, which then forked a child
 nobody would ever signal.)  The child starts with the default handlers (a
 stop signal sent to it before it installs its own ends it).
+
+Each worker is signalled through a pidfd (Linux >= 5.3) opened when it is
+recorded: a pid number is free for reuse as soon as the parent's wait reaps
+the child, and a stop arriving between that wait and :meth:`Workers.discard`
+would otherwise signal whatever process had been given the number since; a
+pidfd keeps naming the reaped child, and signalling it is a no-op.  Without
+pidfds, plain pids are signalled (the window is a few bytecodes).
 """
 
 import os
@@ -34,7 +41,7 @@ class Workers:
     """
 
     def __init__(self):
-        self._pids = {}   # pid -> None: an ordered set
+        self._pids = {}   # pid -> its pidfd, or None where pidfds are missing
         self.stop_signal = None  # the signal that asked for the stop, passed on to the workers
 
     @property
@@ -50,8 +57,8 @@ class Workers:
     def stop(self, signum, _frame=None):
         """A signal handler: pass ``signum`` on to every worker, now and later."""
         self.stop_signal = signum   # first the stop, then the pids; add() does the reverse
-        for pid in list(self._pids):
-            _send(pid, signum)
+        for pid, pidfd in list(self._pids.items()):
+            _send(pid, pidfd, signum)
 
     def start(self, bodies):
         """Fork a worker for each callable of ``bodies`` (:meth:`fork`), fewer after a stop.
@@ -82,6 +89,7 @@ class Workers:
                 try:
                     for signum in STOP_SIGNALS:
                         signal.signal(signum, signal.SIG_DFL)
+                    self._close_pidfds()   # the siblings' are the parent's business
                     signal.pthread_sigmask(signal.SIG_SETMASK, held)
                     code = body() or 0
                 finally:
@@ -92,14 +100,23 @@ class Workers:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop signal that came meanwhile: handled now
 
     def add(self, pid):
-        """Record a worker; one recorded after a stop gets the stop signal at once."""
-        self._pids[pid] = None   # first the pid, then the stop: stop() may interrupt either way
+        """Record a worker (a child not yet reaped); one recorded after a stop gets the stop
+        signal at once."""
+        pidfd = _pidfd(pid)
+        self._pids[pid] = pidfd   # first the pid, then the stop: stop() may interrupt either way
         if self.stop_signal is not None:
-            _send(pid, self.stop_signal)
+            _send(pid, pidfd, self.stop_signal)
 
     def discard(self, pid):
         """Forget a worker that has been reaped (its pid may be reused by another process)."""
-        self._pids.pop(pid, None)
+        pidfd = self._pids.pop(pid, None)
+        if pidfd is not None:
+            os.close(pidfd)
+
+    def _close_pidfds(self):
+        for pidfd in self._pids.values():
+            if pidfd is not None:
+                os.close(pidfd)
 
     def __iter__(self):
         return iter(list(self._pids))
@@ -108,9 +125,20 @@ class Workers:
         return len(self._pids)
 
 
-def _send(pid, signum):
+def _pidfd(pid):
+    """A pidfd of the child ``pid`` (not reaped yet, so the number is still its own), or None."""
     try:
-        os.kill(pid, signum)
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):   # no pidfds (old kernel or libc, seccomp): plain pids
+        return None
+
+
+def _send(pid, pidfd, signum):
+    try:
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signum)
+        else:
+            os.kill(pid, signum)
     except ProcessLookupError:
         pass  # it has exited already; its status is collected by the wait
 

@@ -120,3 +120,44 @@ def kill_all(pids):
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+def spawn_with_pid(pid):
+    """A ``sleep 60`` given the number ``pid`` (the kernel hands out ns_last_pid + 1 next, so this
+    needs root); None when another process took the number first."""
+    with open(NS_LAST_PID, "w") as f:
+        f.write(str(pid - 1))
+    child = sleeper()
+    if child.pid == pid:
+        return child
+    child.kill()
+    child.wait()
+    return None
+
+
+@pytest.mark.skipif(not os.access(NS_LAST_PID, os.W_OK), reason="setting the next pid needs root")
+def test_a_stop_after_the_wait_does_not_signal_the_reaped_workers_reused_pid():
+    """Between ``os.wait()`` reaping a worker and ``discard`` forgetting it, the pid is free: a stop
+    in that window signalled whatever process the kernel had given the number to since."""
+    for _attempt in range(20):   # another process on the machine may take the number first
+        workers = Workers()
+        worker = sleeper()
+        workers.add(worker.pid)
+        worker.kill()
+        worker.wait()   # reaped, not discarded yet
+        stranger = spawn_with_pid(worker.pid)
+        if stranger is not None:
+            break
+    else:
+        pytest.fail("could not get a pid reused in 20 attempts")
+    try:
+        workers.stop(signal.SIGTERM)
+        stranger.kill()   # a SIGTERM delivered first would have decided its end already
+        assert stranger.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stranger.kill()
+        stranger.wait()
+        workers.discard(worker.pid)
