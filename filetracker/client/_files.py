@@ -67,29 +67,33 @@ def temp_path_beside(path):
 
 def _unnamed_file_beside(path):
     """An open descriptor of a new file without a name in the folder of ``path``
-    (``O_TMPFILE``), or None where that is not available (the filesystem, or no
-    ``/proc`` to give it a name later: :func:`_name_unnamed`).  A crash before it is
-    named leaves nothing behind.  Made with mode 0666 less the umask, as ``open`` does."""
+    (:func:`unnamed_file_in`, the folder made first if missing), or None where that is
+    not available."""
+    return _beside(path, unnamed_file_in)
+
+
+def unnamed_file_in(folder):
+    """An open descriptor (read-write) of a new file without a name in ``folder``
+    (``O_TMPFILE``), or None where that is not available (the filesystem, or no ``/proc``
+    to give it a name later: :func:`name_unnamed`).  A crash before it is named leaves
+    nothing behind.  Made with mode 0666 less the umask, as ``open`` does."""
     flag = getattr(os, "O_TMPFILE", None)
     if flag is None or not os.path.isdir("/proc/self/fd"):
         return None
-
-    def open_unnamed(folder):
-        try:
-            return os.open(folder, flag | os.O_RDWR | os.O_CLOEXEC, 0o666)
-        except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
-                return None  # this filesystem (or kernel) has no unnamed files
-            raise
-    return _beside(path, open_unnamed)
+    try:
+        return os.open(folder, flag | os.O_RDWR | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None  # this filesystem (or kernel) has no unnamed files
+        raise
 
 
-def _name_unnamed(fd, path):
-    """Give the unnamed file ``fd`` a temporary name beside ``path`` (a hard link through
-    ``/proc/self/fd``); the name, or None when the link failed (the caller copies)."""
-    folder = os.path.dirname(os.path.abspath(path))
+def name_unnamed(fd, folder, prefix, suffix=""):
+    """Give the unnamed file ``fd`` a new random name ``<prefix><hex><suffix>`` in ``folder``
+    (a hard link through ``/proc/self/fd``); the path, or None when the link failed (the
+    caller copies instead)."""
     for _ in range(100):
-        tmp = os.path.join(folder, "%s%s.ft-tmp" % (_temp_prefix(path), secrets.token_hex(6)))
+        tmp = os.path.join(folder, "%s%s%s" % (prefix, secrets.token_hex(6), suffix))
         try:
             os.link("/proc/self/fd/%d" % fd, tmp, follow_symlinks=True)
             return tmp
@@ -98,6 +102,11 @@ def _name_unnamed(fd, path):
         except OSError:
             return None
     return None
+
+
+def _name_unnamed(fd, path):
+    """:func:`name_unnamed` beside ``path``, under the name a named temporary would have."""
+    return name_unnamed(fd, os.path.dirname(os.path.abspath(path)), _temp_prefix(path), ".ft-tmp")
 
 
 def _beside(path, make):

@@ -2,7 +2,8 @@
 
 Layout under ``dir``: ``files/<name>`` holds the newest cached version of each
 name, and the file's modification time *is* its version.  ``tmp/`` holds
-files being written; they become visible with one ``rename`` into ``files/``,
+staged files (a download gets a name there only once complete, see
+:meth:`LocalDataStore.stage_stream`); they become visible with one ``rename`` into ``files/``,
 so a reader never sees a torn file, even without locks.  What locks (see
 :mod:`filetracker.client.lock_manager`) add on top is ordering: with the
 exclusive lock held around :meth:`LocalDataStore.commit`, an older version
@@ -18,17 +19,25 @@ from filetracker.client._files import (
     fsync_file,
     link_or_copy,
     makedirs_durably,
+    name_unnamed,
     nearest_existing,
     new_temp_file,
     remove_empty_dirs,
     remove_quietly,
     replace_into,
     temp_path_beside,
+    unnamed_file_in,
     write_stream,
 )
 from filetracker.client.data_store import DataStore
 from filetracker.errors import NotFoundError
 from filetracker.names import check_name, versioned_name
+
+
+def _write_durably(f, stream, progress=None):
+    write_stream(f, stream, progress, fsync_follows=True)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _version_of(st):
@@ -70,14 +79,28 @@ class LocalDataStore(DataStore):
     def stage_stream(self, stream, progress=None):
         """Write ``stream`` to a new temporary file here (fsynced); return its path.
 
-        Pass the path to :meth:`commit` or :meth:`discard`.
+        Pass the path to :meth:`commit` or :meth:`discard`.  The bytes go into a file
+        without a name (``O_TMPFILE``) that is named in ``tmp/`` only once complete: a
+        download killed midway leaves nothing in the cache (a named ``tmp/stage.*`` stayed
+        until the cache cleaner's hour had passed).  Where unnamed files are not available
+        a named temporary file is used throughout.
         """
+        fd = unnamed_file_in(self.tmp_dir)
+        if fd is None:
+            return self._stage_named(stream, progress)
+        with os.fdopen(fd, "w+b") as f:
+            _write_durably(f, stream, progress)
+            tmp = name_unnamed(f.fileno(), self.tmp_dir, "stage.")
+            if tmp is None:  # it cannot be named after all (rare): copy it into a named file
+                f.seek(0)
+                return self._stage_named(f)
+        return tmp
+
+    def _stage_named(self, stream, progress=None):
         tmp = self._new_temp()
         try:
             with open(tmp, "wb") as f:
-                write_stream(f, stream, progress, fsync_follows=True)
-                f.flush()
-                os.fsync(f.fileno())
+                _write_durably(f, stream, progress)
         except BaseException:
             remove_quietly(tmp)
             raise
@@ -88,27 +111,19 @@ class LocalDataStore(DataStore):
 
         Linking is cheap but shares the inode: whoever later modifies
         ``filename`` in place modifies the cache too.  The client links only
-        files it wrote itself.
+        files it wrote itself.  A copy is made as :meth:`stage_stream` makes one.
         """
+        if not link:
+            with open(filename, "rb") as fin:
+                return self.stage_stream(fin)
         tmp = self._new_temp()
         try:
-            if link:
-                os.unlink(tmp)
-                link_or_copy(filename, tmp)
-            else:
-                with open(filename, "rb") as fin:
-                    self._copy_into(fin, tmp)
+            os.unlink(tmp)
+            link_or_copy(filename, tmp)
         except BaseException:
             remove_quietly(tmp)
             raise
         return tmp
-
-    @staticmethod
-    def _copy_into(fin, tmp):
-        with open(tmp, "wb") as fout:
-            write_stream(fout, fin, fsync_follows=True)
-            fout.flush()
-            os.fsync(fout.fileno())
 
     def discard(self, staged):
         remove_quietly(staged)
