@@ -6,6 +6,8 @@
     local_cluster.py stop        SIGTERM every service (SIGKILL after 10 s); data is kept
     local_cluster.py kill NAME   SIGKILL one service (node2, gateway, ...): a crash, for the tour
     local_cluster.py add-node    start one more, empty node (not yet in the ring); print its URL
+    local_cluster.py remove-node NAME   stop and forget a node the ring no longer has (after
+                                 ``filetracker-admin remove-node URL``; refused while it is a member)
     local_cluster.py url         print the gateway URL
 
 Everything lives under one folder (``--dir``, ``$FILETRACKER_LOCAL_DIR``,
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,10 +38,14 @@ import time
 import urllib.error
 import urllib.request
 
+from cluster.secret import SECRET_HEADER, read_secret
 from filetracker.units import timeout_seconds
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 INITIAL_NODES = 3
+#: where the cluster lives when neither --dir nor $FILETRACKER_LOCAL_DIR says (local-cluster.sh
+#: runs this from the repository's root)
+DEFAULT_FOLDER = os.path.abspath("local-cluster")
 SYNC_INTERVAL = 5  # seconds: a local cluster heals quickly after a node comes back
 
 
@@ -132,6 +139,8 @@ def write_env(lay, state):
         f.write("export FILETRACKER_ADMIN_URL=%s\n" % gw)
         f.write("export FILETRACKER_CLUSTER_SECRET_FILE=%s\n" % lay.secret)
         f.write("export FILETRACKER_DIR=%s\n" % os.path.join(lay.root, "client-cache"))
+        # the launcher's commands (stop, kill, add-node) find this cluster from any shell that read this
+        f.write("export FILETRACKER_LOCAL_DIR=%s\n" % lay.root)
         f.write('export PATH="%s:$PATH"\n' % BIN)
 
 
@@ -254,11 +263,17 @@ def start(lay, args):
     print("  filetracker ls /docs")
     print("  python -c 'from filetracker.client import Client; print(Client().file_version(\"/docs/readme.md\"))'")
     print("  filetracker-admin status\n")
-    launcher = os.environ.get("FILETRACKER_LOCAL_SCRIPT") or "deploy/local-cluster.sh"
-    # the same folder for stop as for start: a --dir given here must be given there too
-    where = " --dir %s" % rel if args.dir_given else ""
-    print("Stop it:  %s stop%s      (logs: %s/logs/)" % (launcher, where, rel))
+    print("Stop it:  %s      (logs: %s/logs/)" % (_launcher("stop", lay, args), rel))
     return 0
+
+
+def _launcher(command, lay, args):
+    """How to run the launcher's ``command`` on this cluster from the user's folder: with ``--dir``
+    whenever the folder is not the default (an environment variable set in this shell is gone
+    in the next one)."""
+    launcher = os.environ.get("FILETRACKER_LOCAL_SCRIPT") or "deploy/local-cluster.sh"
+    where = " --dir %s" % _shown(lay.root) if args.dir != DEFAULT_FOLDER else ""
+    return "%s %s%s" % (launcher, command, where)
 
 
 def status(lay, args):
@@ -286,8 +301,8 @@ def _signal(pid, sig):
 def stop(lay, args):
     state = load_state(lay)
     if not state:
-        print("no cluster recorded in %s" % lay.root)
-        return 0
+        print("no cluster recorded in %s: nothing stopped" % lay.root, file=sys.stderr)
+        return 1
     pids = {}
     for name, _ in reversed(services(state)):
         pid = running_pid(lay, name)
@@ -324,7 +339,7 @@ def kill(lay, args):
     deadline = time.monotonic() + 5
     while running_pid(lay, args.name) == pid and time.monotonic() < deadline:
         time.sleep(0.05)
-    print("killed %s (SIGKILL); 'deploy/local-cluster.sh start' starts it again" % args.name, file=sys.stderr)
+    print("killed %s (SIGKILL); '%s' starts it again" % (args.name, _launcher("start", lay, args)), file=sys.stderr)
     return 0
 
 
@@ -348,6 +363,59 @@ def add_node(lay, args):
     return 0
 
 
+def remove_node(lay, args):
+    """Stop a node the ring no longer has, and forget it: its data, configuration, log and pid file."""
+    state = load_state(lay)
+    nodes = state["nodes"] if state else []
+    if args.name not in nodes:
+        print("no node %r (known: %s)" % (args.name, ", ".join(nodes) or "none"), file=sys.stderr)
+        return 1
+    url = node_url(state, args.name)
+    others = [node_url(state, n) for n in nodes if n != args.name]
+    ring = next((r for r in (_cluster_status(lay, u) for u in others) if r is not None), None)
+    if ring is None:
+        print("no other node answers: cannot check that %s has left the ring" % args.name, file=sys.stderr)
+        return 1
+    if url in ring["nodes"]:
+        print("%s (%s) is still in the ring (epoch %d): run 'filetracker-admin remove-node %s' first; it "
+              "hands the node's data to the others" % (args.name, url, ring["epoch"], url), file=sys.stderr)
+        return 1
+    own = _cluster_status(lay, url)
+    if own is not None and own["partitions_held"]:
+        print("%s still holds %d partitions it is handing over: wait for 'filetracker-admin remove-node %s' "
+              "to finish" % (args.name, own["partitions_held"], url), file=sys.stderr)
+        return 1
+    pid = running_pid(lay, args.name)
+    if pid is not None:
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while running_pid(lay, args.name) == pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running_pid(lay, args.name) == pid:
+            _signal(pid, signal.SIGKILL)
+    state["nodes"].remove(args.name)
+    save_state(lay, state)
+    shutil.rmtree(os.path.join(lay.data, args.name), ignore_errors=True)
+    for path in (lay.conf(args.name), lay.log(args.name), lay.pidfile(args.name)):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+    print("stopped and forgot %s (%s)" % (args.name, url), file=sys.stderr)
+    return 0
+
+
+def _cluster_status(lay, url):
+    """A node's ``/_cluster/status`` document (its ring's members and what it holds), or None
+    when it does not answer."""
+    request = urllib.request.Request(url + "/_cluster/status", headers={SECRET_HEADER: read_secret(lay.secret)})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.load(answer)
+    except (OSError, ValueError):
+        return None
+
+
 def url(lay, args):
     state = load_state(lay)
     if not state:
@@ -357,7 +425,8 @@ def url(lay, args):
     return 0
 
 
-COMMANDS = {"start": start, "status": status, "stop": stop, "kill": kill, "add-node": add_node, "url": url}
+COMMANDS = {"start": start, "status": status, "stop": stop, "kill": kill, "add-node": add_node,
+            "remove-node": remove_node, "url": url}
 
 
 #: the highest gateway port: node K listens on port + K
@@ -381,7 +450,7 @@ def cluster_folder(given):
     folder the user named is taken from the folder they ran the launcher in, as a shell would."""
     given = given or os.environ.get("FILETRACKER_LOCAL_DIR", "").strip()
     if not given:
-        return os.path.abspath("local-cluster")
+        return DEFAULT_FOLDER
     return os.path.join(os.environ.get("FILETRACKER_LOCAL_CALLER_DIR") or os.getcwd(), os.path.expanduser(given))
 
 
@@ -389,7 +458,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="local-cluster.sh",
                                      description="Run a local filetracker cluster (3 nodes + gateway).")
     parser.add_argument("command", choices=list(COMMANDS))
-    parser.add_argument("name", nargs="?", help="for kill: the service (node1, node2, ..., gateway)")
+    parser.add_argument("name", nargs="?", help="for kill: the service (node1, node2, ..., gateway); for "
+                        "remove-node: a node the ring no longer has (after filetracker-admin remove-node)")
     parser.add_argument("--dir", default=None,
                         help="data, logs, configuration and pid files (default $FILETRACKER_LOCAL_DIR "
                              "or local-cluster in the repository); a relative folder is taken from "
@@ -399,7 +469,6 @@ def main(argv=None):
                              "used when the cluster is first created)")
     parser.add_argument("--timeout", type=timeout_seconds, default=30.0, help="seconds to wait for the services")
     args = parser.parse_args(argv)
-    args.dir_given = args.dir is not None
     args.dir = cluster_folder(args.dir)
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         parser.error("%s is not a folder (the cluster's data, logs and configuration go in one)" % args.dir)
@@ -412,6 +481,8 @@ def main(argv=None):
             parser.error("FILETRACKER_LOCAL_PORT=%s: %s" % (env, e))
     if args.command == "kill" and not args.name:
         parser.error("kill needs a service name (node1, node2, ..., gateway)")
+    if args.command == "remove-node" and not args.name:
+        parser.error("remove-node needs a node's name (node4, ...)")
     return COMMANDS[args.command](Layout(args.dir), args)
 
 

@@ -18,7 +18,8 @@ Rules:
   a list gives a repeatable option once per item and joins the items with
   commas for any other option (``nodes = ["http://a:1", "http://b:2"]``);
   ``true``/``false`` turn a flag (an option without a value) on/off;
-* options given on the command line override the file;
+* options given on the command line override the file (a repeatable option
+  too: ``--peers`` on the command line replaces the file's ``peers``);
 * everything is validated before the service starts: an unknown key, a
   nested table, or a value the option refuses prints ONE line naming the
   file and the key on standard error and exits with status 2, as does a
@@ -30,6 +31,7 @@ Implemented once, here: a service calls :func:`parse_args` instead of
 
 import argparse
 import os
+import re
 import sys
 import tomllib
 
@@ -98,9 +100,12 @@ def _kind(value):
 def file_arguments(parser, path):
     """The command-line arguments equivalent to the TOML file at ``path`` (validated).
 
-    Returns ``(argv, keys)``: ``argv`` to put before the real command line
+    Returns ``(argv, keys, appended)``: ``argv`` to put before the real command line
     (so real flags override), ``keys`` maps each option string set (and each
-    value text of 3+ characters) to the key that set it.  Raises :class:`ConfigError` with a one-line message.
+    value text of 3+ characters) to the key that set it, ``appended`` maps the
+    ``dest`` of each repeatable option set to the number of values the file gave it
+    (:func:`parse_args` drops them when the command line gives the option too).
+    Raises :class:`ConfigError` with a one-line message.
     """
     try:
         with open(path, "rb") as f:
@@ -116,6 +121,7 @@ def file_arguments(parser, path):
     argv = []
     keys = {}
     values = {}
+    appended = {}
     for raw_key, value in data.items():
         key = raw_key.replace("_", "-")
         action, opt = options.get(key, (None, None))
@@ -145,24 +151,31 @@ def file_arguments(parser, path):
                 values.setdefault(text, raw_key)
         if isinstance(action, argparse._AppendAction):
             argv += [opt + "=" + text for text in texts]
+            appended[action.dest] = len(texts)
         elif action.nargs in ("*", "+"):
             argv += [opt] + texts
         else:
             argv += [opt + "=" + texts[0]]
     keys.update(values)   # a later error quoting a value from the file (e.g. a path) names its key
-    return argv, keys
+    return argv, keys, appended
 
 
 def _one_line_errors(parser, path, keys):
     """Make ``parser.error`` print one line that names the file (and the key, when it set one)."""
     def error(message):
-        named = [k for opt, k in keys.items() if opt.startswith("-") and opt in message] or \
+        named = [k for opt, k in keys.items() if opt.startswith("-") and _names_option(message, opt)] or \
             [k for text, k in keys.items() if not text.startswith("-") and text in message]
         where = "%s: key '%s'" % (path, named[0]) if named else path
         sys.stderr.write("%s: error: %s (config %s)\n" % (parser.prog, message, where))
         sys.exit(2)
 
     parser.error = error
+
+
+def _names_option(message, opt):
+    """True when ``message`` names the option ``opt`` as a whole word (``-p`` is not named
+    by ``--peer-timeout``)."""
+    return re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(opt), message) is not None
 
 
 def parse_args(parser, argv=None):
@@ -181,9 +194,21 @@ def parse_args(parser, argv=None):
         return parser.parse_args(argv)
     path = os.path.expanduser(known.config)
     try:
-        extra, keys = file_arguments(parser, path)
+        extra, keys, appended = file_arguments(parser, path)
     except ConfigError as e:
         sys.stderr.write("%s: error: config %s: %s\n" % (parser.prog, path, e))
         sys.exit(2)
     _one_line_errors(parser, path, keys)
-    return parser.parse_args(extra + argv)
+    args = parser.parse_args(extra + argv)
+    for dest, from_file in appended.items():
+        _command_line_replaces(parser, args, dest, from_file)
+    return args
+
+
+def _command_line_replaces(parser, args, dest, from_file):
+    """Drop the ``from_file`` values a file gave the repeatable option ``dest`` when the
+    command line gave it values too: they follow the default's and the file's, in order."""
+    default = parser.get_default(dest) or []
+    values = getattr(args, dest)
+    if len(values) > len(default) + from_file:
+        setattr(args, dest, list(default) + values[len(default) + from_file:])

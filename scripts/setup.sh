@@ -27,21 +27,41 @@ if [ "$mode" != "--runtime" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   fi
 fi
 
+# pip's output only when it fails (a successful editable install prints a setuptools banner)
+quiet() {
+  local out
+  if ! out=$("$@" 2>&1); then
+    printf '%s\n' "$out" >&2
+    log "that step failed (output above); checking what is installed"
+  fi
+}
+
 PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+  # Debian's python3 makes venvs only with python3-venv installed
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing system package: python3-venv"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else
+    log "$PY cannot make a virtual environment: install Debian's python3-venv (as root: apt-get install python3-venv)"
+    exit 1
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$mode" = "--runtime" ]; then
-  .venv/bin/python -m pip install -q -e '.[fuse]' 2>&1 | grep -v '^WARNING' || true
+  quiet .venv/bin/python -m pip install -q -e '.[fuse]'
 else
-  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING' || true
+  quiet .venv/bin/python -m pip install -q -e '.[dev]'
   if [ ! -x .venv-ft2/bin/python ]; then
     log "creating .venv-ft2 (published filetracker 2.x client, for interop tests only)"
     "$PY" -m venv .venv-ft2
-    .venv-ft2/bin/python -m pip install -q requests six 2>&1 | grep -v '^WARNING' || true
-    .venv-ft2/bin/python -m pip install -q --no-deps 'filetracker==2.3.3' 2>&1 | grep -v '^WARNING' || true
+    quiet .venv-ft2/bin/python -m pip install -q requests six
+    quiet .venv-ft2/bin/python -m pip install -q --no-deps 'filetracker==2.3.3'
   fi
 fi
 .venv/bin/python -c 'import filetracker, cluster' || { log "install failed"; exit 1; }

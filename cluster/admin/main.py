@@ -50,7 +50,8 @@ def _drain_option(p):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="filetracker-admin", description="Operate a filetracker cluster.")
-    p.add_argument("--cluster", metavar="URL", help="any storage node (comma-separated list allowed); "
+    p.add_argument("--cluster", metavar="URL", help="any storage node or a gateway (comma-separated list allowed; import and "
+                   "compare need the gateway); "
                    "default $%s" % ENV_URL)
     p.add_argument("--cluster-secret-file", metavar="F", help="file with the cluster secret; default $%s" % ENV_SECRET)
     p.add_argument("--timeout", type=_positive(timeout_seconds), default=10.0, metavar="S",

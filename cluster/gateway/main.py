@@ -24,7 +24,13 @@ from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
 from filetracker.server.forking import MAX_WORKERS
-from filetracker.server.main import add_guard_arguments, check_guard_arguments, guard_config, port_number
+from filetracker.server.main import (
+    add_guard_arguments,
+    check_guard_arguments,
+    guard_config,
+    open_access_warning,
+    port_number,
+)
 from filetracker.units import byte_count, seconds, timeout_seconds
 
 
@@ -33,7 +39,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="filetracker-gateway",
                                 description="Stateless router of a filetracker cluster (public protocol).")
     p.add_argument("--port", type=port_number, required=True, help="TCP port to listen on")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--nodes", type=base_url_list, required=True, metavar="URL[,URL...]",
                    help="comma-separated node URLs, http://HOST:PORT (any of them serves the ring)")
     # --nodes are seeds (any one serves the ring), so a quorum is checked against a name's
@@ -43,10 +49,11 @@ def parse_args(argv):
     p.add_argument("--read-quorum", type=int, default=2, metavar="R",
                    help="replicas a read asks (default 2; at most a name's replicas)")
     p.add_argument("--timeout", type=timeout_seconds, default=5.0, metavar="S",
-                   help="seconds a node may take for one exchange before it counts as down")
-    p.add_argument("--cluster-secret-file", metavar="F")
+                   help="seconds a node may take for one exchange before it counts as down (default 5)")
+    p.add_argument("--cluster-secret-file", metavar="F",
+                   help="file with the shared secret of the nodes' internal API (as given to the nodes)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="default INFO")
     observe.add_logging_options(p)  # --log-format text|json
     p.add_argument("--fallback-url", metavar="URL",
                    help="migration mode: serve names the cluster does not hold from this old filetracker "
@@ -70,8 +77,8 @@ def parse_args(argv):
                         "previous owners (default 3600); reads ask the nodes that still hold a moved partition "
                         "(polled every 5 s) in any case")
     p.add_argument("--processes", type=int, default=1, metavar="N",
-                   help="gateway processes sharing the listening socket (one per CPU core helps on "
-                        "multi-core hosts; see cluster/gateway/procs.py)")
+                   help="gateway processes sharing the listening socket (default 1; one per CPU core helps "
+                        "on multi-core hosts; see cluster/gateway/procs.py)")
     args = configfile.parse_args(p, argv)  # --config FILE, then the flags
     if args.fallback_url and not args.fallback_url.startswith(("http://", "https://")):
         p.error("--fallback-url must be an http:// or https:// URL")
@@ -139,6 +146,9 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     observe.setup_logging(args.log_format)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    warning = open_access_warning("filetracker-gateway", args.host, args.port, args.auth_file, "reads and writes")
+    if warning:
+        logging.getLogger("cluster.gateway").warning(warning)
     try:
         if args.processes > 1:
             return run_processes(args.processes, args.port, args.host,

@@ -36,6 +36,7 @@ from filetracker.server.main import (
     check_guard_arguments,
     guard_config,
     lock_data_folder_or_exit,
+    open_access_warning,
     port_number,
 )
 from filetracker.units import byte_count, seconds, timeout_seconds
@@ -58,7 +59,8 @@ def build_parser():
                    help="accept PUT/DELETE of the public protocol directly (default: read-only)")
     p.add_argument("--sync-interval", type=seconds, default=30.0,
                    help="seconds between anti-entropy and handoff passes (default 30)")
-    p.add_argument("--reclaim-interval", type=seconds, default=3600.0)
+    p.add_argument("--reclaim-interval", type=seconds, default=3600.0,
+                   help="seconds between passes reclaiming tombstones older than --tombstone-ttl (default 3600)")
     p.add_argument("--tombstone-ttl", type=seconds, default=7 * 24 * 3600.0,
                    help="age in seconds after which tombstones are reclaimed (default 7 days)")
     p.add_argument("--sync-bandwidth", type=byte_count, default=NodeConfig.sync_bandwidth, metavar="BYTES",
@@ -80,11 +82,13 @@ def build_parser():
     p.add_argument("--verify-reads-max-bytes", type=byte_count, default=256 << 20,
                    help="larger blobs are served at once and hashed in the background (default 256M; 0: no limit)")
     p.add_argument("--quarantine-keep", type=seconds, default=NodeConfig.quarantine_keep,
-                   help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: delete at once)")
+                   help="seconds a repaired blob's quarantined copy is kept (default 604800; 0: removed at the "
+                        "next repair or scrub pass)")
     p.add_argument("--quarantine-max-bytes", type=byte_count, default=NodeConfig.quarantine_max_bytes,
                    help="delete the oldest repaired quarantined copies above this total (default 0: no cap)")
     p.add_argument("--keep-replaced", type=seconds, default=NodeConfig.keep_replaced, metavar="SECONDS",
-                   help="seconds a blob stays readable after its file was overwritten or deleted, so reads "
+                   help="seconds a blob stays readable after its file was overwritten, deleted or handed off, "
+                        "so reads "
                         "under way finish (default 60; 0: unlinked at once)")
     p.add_argument("--read-cache-bytes", type=byte_count, default=NodeConfig.read_cache_bytes,
                    help="memory for recently read records and small verified bodies, answered without a "
@@ -93,7 +97,7 @@ def build_parser():
                    help="answer the gateways' batched reads (POST /_cluster/fetch) through the ordinary "
                         "handlers instead of the node's front (for comparison)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="default INFO")
     observe.add_logging_options(p)  # --log-format text|json
     add_guard_arguments(p, NodeConfig)  # --auth-file, --max-uploads, timeouts, size limits
     p.add_argument("--max-body-size", type=byte_count, default=NodeConfig.max_body_size, metavar="BYTES",
@@ -109,8 +113,9 @@ def config_from_args(parser, args):
         parser.error("--partition-power must be in 0..%d" % MAX_PARTITION_POWER)
     if args.sync_concurrency < 1:
         parser.error("--sync-concurrency must be at least 1")
-    if args.sync_interval <= 0:
-        parser.error("--sync-interval must be positive")
+    for option in ("sync_interval", "reclaim_interval", "peer_timeout"):
+        if getattr(args, option) <= 0:   # 0 would spin a background loop, or time out at once
+            parser.error("--%s must be positive" % option.replace("_", "-"))
     check_guard_arguments(parser, args)
     secret = None
     if args.cluster_secret_file:
@@ -123,8 +128,8 @@ def config_from_args(parser, args):
     return NodeConfig(dir=args.dir, node_id=node_id, peers=peers, host=args.host, port=args.port,
                       replicas=args.replicas, partition_power=args.partition_power, cluster_secret=secret,
                       allow_public_writes=args.allow_public_writes, sync_interval=args.sync_interval,
-                      reclaim_interval=args.reclaim_interval or 3600.0, tombstone_ttl=args.tombstone_ttl,
-                      sync_bandwidth=args.sync_bandwidth, peer_timeout=args.peer_timeout or 10.0,
+                      reclaim_interval=args.reclaim_interval, tombstone_ttl=args.tombstone_ttl,
+                      sync_bandwidth=args.sync_bandwidth, peer_timeout=args.peer_timeout,
                       sync_concurrency=args.sync_concurrency,
                       min_free_bytes=args.min_free_bytes, scrub_rate=args.scrub_rate,
                       scrub_interval=args.scrub_interval, verify_reads=not args.no_verify_reads,
@@ -175,6 +180,11 @@ def main(argv=None):
     if args.log_level != "DEBUG":
         # One line per request costs real throughput; errors are still logged by the handlers.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    # a node serves the public protocol too: reached around the gateways, it is as open as one
+    warning = open_access_warning("filetracker-node", args.host, args.port, args.auth_file,
+                                  "reads and writes" if args.allow_public_writes else "reads")
+    if warning:
+        log.warning("%s; give the nodes the gateways' token file, or let only the gateways reach them", warning)
     try:
         eventloop.run(serve(config))
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ import asyncio
 import errno
 import fcntl
 import functools
+import ipaddress
 import logging
 import os
 import signal
@@ -145,6 +146,24 @@ def check_guard_arguments(p, args):
             TokenTable.load(args.auth_file)
         except AuthFileError as e:
             p.error(str(e))
+
+
+def open_access_warning(program, host, port, auth_file, access):
+    """The warning to log when ``program`` listens beyond loopback without a token file (anyone
+    who can reach the port has ``access``, e.g. "reads and writes"), or None."""
+    if auth_file or _loopback_only(host):
+        return None
+    return ("%s listens on %s:%d without --auth-file: anyone who can reach that port %s every file "
+            "(--auth-file turns access control on; docs/SECURITY.md)" % (program, host or "*", port, access))
+
+
+def _loopback_only(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:   # a host name (or "" / "0.0.0.0" handled above as addresses): assume reachable
+        return False
 
 
 def guard_config(args):
@@ -342,6 +361,10 @@ def main(argv=None):
     except OSError as e:
         parser.error("cannot open log file %s: %s" % (args.log, e.strerror or e))
     observe.setup_logging(args.log_format, with_pid=True)
+    warning = open_access_warning("filetracker-server", args.host, args.port, args.auth_file,
+                                  "reads" if args.read_only else "reads and writes")
+    if warning:
+        log.warning(warning)
     config = ServerConfig(dir=data_dir, host=args.host, port=args.port,
                           allow_writes=not args.read_only, fallback_url=args.fallback_url,
                           fallback_copy=not args.fallback_no_copy,

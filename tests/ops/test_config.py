@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import requests
 
-from filetracker.configfile import ConfigError, file_arguments
+from filetracker.configfile import ConfigError, file_arguments, parse_args
 from tests.support.procs import ROOT, Service, free_port, script
 
 PROGRAMS = {"node": "filetracker-node", "gateway": "filetracker-gateway", "server": "filetracker-server"}
@@ -43,6 +43,8 @@ BAD = [
     ("gateway", 'port = 9400\nnodes = "http://127.0.0.1:1"\ntimeout = nan\n', "timeout"),  # hung every GET
     ("node", 'dir = "d"\nport = 9401\nsync-interval = nan\n', "sync-interval"),         # spun at 100 % CPU
     ("node", 'dir = "d"\nport = 9401\nreclaim-interval = inf\n', "reclaim-interval"),   # killed its thread
+    ("node", 'dir = "d"\nport = 9401\nreclaim-interval = 0\n', "reclaim-interval"),     # was 3600, silently
+    ("node", 'dir = "d"\nport = 9401\npeer-timeout = 0\n', "peer-timeout"),             # was 10, silently
     ("server", 'dir = "d"\nbody-idle-timeout = nan\n', "body-idle-timeout"),            # 408 on every PUT
     ("server", 'dir = "d"\nworkers = 0\n', "workers"),
     ("server", 'dir = "d"\nport = [1, 2]\n', "port"),
@@ -149,15 +151,27 @@ def _parser():
 def test_file_arguments_exact(tmp_path):
     path = write(tmp_path, 'dir = "/srv/x"\nport = 9401\npeers = ["http://a:1", "http://b:2"]\n'
                            'nodes = ["http://c:3", "http://d:4"]\nfast = true\nlevel = "B"\nhost = "::"\n')
-    argv, keys = file_arguments(_parser(), path)
+    argv, keys, appended = file_arguments(_parser(), path)
+    assert appended == {"peers": 2}
     assert argv == ["--dir=/srv/x", "--port=9401", "--peers=http://a:1", "--peers=http://b:2",
                     "--nodes=http://c:3,http://d:4", "--fast", "--level=B", "--host=::"]
     assert keys["--port"] == "port" and keys["-d"] == "dir" and keys["--listen-on"] == "host"
     args = _parser().parse_args(argv + ["--port", "1"])
     assert args.port == 1 and args.peers == ["http://a:1", "http://b:2"] and args.fast and args.host == "::"
     # false leaves a flag off
-    argv, _ = file_arguments(_parser(), write(tmp_path, "fast = false\n", "f.toml"))
+    argv, _, _ = file_arguments(_parser(), write(tmp_path, "fast = false\n", "f.toml"))
     assert argv == []
+
+
+def test_a_repeatable_option_on_the_command_line_replaces_the_files(tmp_path):
+    """The command line overrides the file for every option; ``--peers`` was added to the file's
+    list instead (peers = [a, b] plus --peers c gave [a, b, c])."""
+    path = write(tmp_path, 'peers = ["http://a:1", "http://b:2"]\nport = 9401\n', "p.toml")
+    parse = lambda *argv: parse_args(_parser(), ["--config", path, *argv])  # noqa: E731
+    assert parse().peers == ["http://a:1", "http://b:2"]
+    assert parse("--peers", "http://c:3").peers == ["http://c:3"]
+    assert parse("--peers=http://c:3", "--peers", "http://d:4", "--port", "1").peers == ["http://c:3", "http://d:4"]
+    assert parse_args(_parser(), ["--peers", "http://e:5"]).peers == ["http://e:5"]   # no file
 
 
 @pytest.mark.parametrize("text,message", [

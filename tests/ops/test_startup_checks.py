@@ -290,7 +290,14 @@ def test_local_cluster_folder_and_port_as_a_user_expects(tmp_path):
         assert ("mine was created with the gateway on port %d; port %d is used only when a cluster is first "
                 "created" % (port, port + 1)) in proc.stderr
         assert "http://127.0.0.1:%d" % port in proc.stdout
-        assert "Stop it:  %s stop      (logs: mine/logs/)" % launcher in proc.stdout
+        # the folder is in the hint even when it came from the environment: a new shell lacks it
+        assert "Stop it:  %s stop --dir mine      (logs: mine/logs/)" % launcher in proc.stdout
+        # and env.sh gives a new shell the folder, so the launcher's commands find the cluster
+        assert "export FILETRACKER_LOCAL_DIR=%s\n" % (tmp_path / "mine") in (tmp_path / "mine" / "env.sh").read_text()
+        proc = subprocess.run(["bash", "-c", ". mine/env.sh && %s status" % launcher], cwd=str(tmp_path),
+                              env={k: v for k, v in env.items() if not k.startswith("FILETRACKER_LOCAL")},
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0 and proc.stdout.count(" up\n") == 4, proc.stdout + proc.stderr
 
         # a folder given with --dir is in the stop hint too (stop without it found no cluster)
         no_env = {k: v for k, v in env.items() if k not in ("FILETRACKER_LOCAL_DIR", "FILETRACKER_LOCAL_PORT")}
@@ -304,9 +311,53 @@ def test_local_cluster_folder_and_port_as_a_user_expects(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.splitlines()[-1].endswith("mine/cluster.json is not a folder (the cluster's data, logs "
                                                      "and configuration go in one)"), proc.stderr
+        # stop where there is no cluster says so and fails (it printed a note and exited 0)
+        proc = subprocess.run([launcher, "stop", "--dir", "elsewhere"], env=no_env, cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1 and "nothing stopped" in proc.stderr, proc.stdout + proc.stderr
     finally:
         subprocess.run([launcher, "stop"], env=env, cwd=str(tmp_path), capture_output=True, timeout=60,
                        stdin=subprocess.DEVNULL)
+
+
+def test_local_cluster_forgets_a_node_only_once_the_ring_has_let_it_go(tmp_path):
+    """A node removed with filetracker-admin stayed in the launcher's cluster: every start
+    restarted it and said "4 nodes"."""
+    launcher = os.path.join(ROOT, "deploy", "local-cluster.sh")
+    env = dict(os.environ, FILETRACKER_LOCAL_DIR=str(tmp_path / "lc"), FILETRACKER_LOCAL_PORT=str(free_port_range(6)))
+
+    def launch(*argv):
+        return subprocess.run([launcher, *argv], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+
+    def admin(*argv):
+        return subprocess.run(["bash", "-c", '. lc/env.sh && filetracker-admin "$@"', "admin", *argv], env=env,
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    try:
+        assert launch("start").returncode == 0
+        added = launch("add-node")
+        assert added.returncode == 0, added.stderr
+        url = added.stdout.strip()
+        assert admin("add-node", url).returncode == 0
+        refused = launch("remove-node", "node4")
+        assert refused.returncode == 1 and "is still in the ring" in refused.stderr, refused.stderr
+        assert "filetracker-admin remove-node %s" % url in refused.stderr
+        assert launch("status").stdout.count(" up\n") == 5
+        removed = admin("remove-node", url)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        done = launch("remove-node", "node4")
+        assert done.returncode == 0 and "stopped and forgot node4" in done.stderr, done.stderr
+        assert not (tmp_path / "lc" / "data" / "node4").exists()
+        assert not (tmp_path / "lc" / "config" / "node4.toml").exists()
+        status = launch("status")
+        assert status.returncode == 0 and "node4" not in status.stdout and status.stdout.count(" up\n") == 4
+        again = launch("start")
+        assert "3 nodes + gateway (already running)" in again.stdout, again.stdout
+        unknown = launch("remove-node", "node9")
+        assert unknown.returncode == 1 and "no node 'node9'" in unknown.stderr
+    finally:
+        launch("stop")
 
 
 # ---------------------------------------------------------------- size options

@@ -235,3 +235,34 @@ def test_node_with_auth_file_guards_its_public_api_only(tokens, tmp_path):
         assert r.status_code == 403  # a token is no cluster secret
     finally:
         c.stop()
+
+
+def test_the_deploy_examples_cluster_every_port_asks_for_a_token(tokens, tmp_path):
+    """deploy/example: nodes and gateway given the same token file.  Nodes answer the public
+    protocol too, so without the file every node served every file to anyone (the example's
+    nodes had none); with it the cluster works as before through the gateway (small and
+    streamed PUTs, reads, the admin's status over the internal API)."""
+    c = NodeCluster(tmp_path, node_args=["--auth-file", tokens["path"]], gateway=True,
+                    gateway_args=["--auth-file", tokens["path"]]).start()
+    try:
+        gateway = c.gateway_url.replace("http://", "http://w:%s@" % tokens["w"])
+        client = Client(remote_url=gateway, cache_dir=str(tmp_path / "cache"))
+        small, large = b"s" * 1000, b"L" * (3 << 20)
+        client.put_file("/deploy/small", _write(tmp_path / "small", small))
+        client.put_file("/deploy/large", _write(tmp_path / "large", large))
+        for name, data in (("/deploy/small", small), ("/deploy/large", large)):
+            assert requests.get(c.gateway_url + "/files" + name, auth=("r", tokens["r"]), timeout=30).content == data
+            assert requests.get(c.gateway_url + "/files" + name, timeout=10).status_code == 401
+            for url in c.urls:   # around the gateway: a token is asked for too
+                assert requests.get(url + "/files" + name, timeout=10).status_code == 401
+                assert requests.get(url + "/files" + name, auth=("r", tokens["r"]), timeout=30).content == data
+        status = subprocess.run([script("filetracker-admin"), "--cluster", c.urls[0], "--cluster-secret-file",
+                                 c.secret_file, "status"], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "all nodes up" in status.stdout, status.stdout + status.stderr
+    finally:
+        c.stop()
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return str(path)
