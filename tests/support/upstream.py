@@ -25,6 +25,12 @@ import os
 from tests.support.procs import ROOT, Service, free_port
 
 DEFAULT_VENV = os.path.join(ROOT, ".venv-ft2server")
+#: seconds a 2.x server whose data nobody reads afterwards gets to stop before SIGKILL: its
+#: ``filetracker-server -D`` often does not exit on SIGTERM (its gunicorn workers do), so
+#: such a stop waited out the full 10 s of :meth:`Service.stop`.  A server whose folder is
+#: read after the stop (the migration tests' offline imports) keeps the 10 s, so that its
+#: workers close their Berkeley DB files first.
+STOP_TIMEOUT = 1.0
 
 
 def server_venv():
