@@ -186,6 +186,22 @@ class Mount:
     def p(self, *parts):
         return os.path.join(self.path, *[x.lstrip("/") for x in parts])
 
+    def staged_writes(self):
+        """The write buffers the mount holds: one ``fuse.*`` file in the cache's tmp/ per file open
+        for writing, removed by the last release after its upload (if any) is over."""
+        try:
+            return [n for n in os.listdir(os.path.join(self.cache_dir, "tmp")) if n.startswith("fuse.")]
+        except FileNotFoundError:
+            return []
+
+    def wait_writers_released(self, timeout=10.0):
+        """Wait until every file opened for writing has been released (release runs after
+        ``close`` returned): from then on, what was not uploaded never will be."""
+        deadline = time.monotonic() + timeout
+        while self.staged_writes():
+            assert time.monotonic() < deadline, "still open for writing: %s" % self.staged_writes()
+            time.sleep(0.02)
+
     def peak_rss_kib(self):
         return self.service.peak_rss_kib() if self.service else None
 

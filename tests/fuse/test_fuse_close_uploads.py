@@ -50,7 +50,7 @@ def test_overwrite_stores_no_empty_version_first(server, mount_factory, tmp_path
         proc.kill()
         proc.wait(timeout=10)
         proc.stderr.close()
-    time.sleep(0.5)  # release is asynchronous
+    m.wait_writers_released()  # release comes after the kill; nothing is uploaded at it
     assert remote(server, "/o/conf.txt") == b"new content\n"
     # Emptying a file on purpose still stores the empty file (at release).
     assert sh(": > %s" % f).returncode == 0
@@ -98,7 +98,7 @@ def test_loop_of_children_uploads_once(server, mount_factory):
         m = mount_factory(proxy.url)
         assert sh("for i in $(seq 20); do /bin/echo line $i; done > %s" % m.p("loop.log")).returncode == 0
         assert remote(server, "/loop.log") == b"".join(b"line %d\n" % i for i in range(1, 21))
-        time.sleep(0.3)  # release is asynchronous: it must not upload again either
+        m.wait_writers_released()  # the last release must not upload again either
         puts = [t for method, t in proxy.requests if method == "PUT" and t.startswith("/files/loop.log")]
         assert len(puts) == 1, puts
     finally:
@@ -135,7 +135,7 @@ def test_a_child_killed_after_the_opener_closed_stores_nothing(server, mount_fac
     finally:
         child.kill()
         child.wait(timeout=10)
-    time.sleep(1)  # the last close (release) comes after the child's exit
+    m.wait_writers_released()  # the last close (release) comes after the child's exit
     assert remote(server, "/k/log.txt") == b"old complete\n"
 
 

@@ -140,7 +140,7 @@ def test_killed_writer_uploads_nothing(server, mount_factory, tmp_path):
         proc.kill()
         proc.wait(timeout=10)
         proc.stdout.close()
-    time.sleep(0.5)  # release is asynchronous
+    m.wait_writers_released()  # release is asynchronous
     assert remote(server, "/k/file.bin") == b"old version\n"
     assert remote(server, "/k/new.bin") is None
 
