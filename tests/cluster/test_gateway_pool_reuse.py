@@ -29,7 +29,10 @@ def _put(gw, name, data, version):
 
 
 def test_restarted_node_is_not_marked_down(tmp_path):
-    c = TestCluster(tmp_path, nodes=3).start()
+    # --no-avoid-slow: the slow-replica probes (one-name lookups to nodes not asked for a while)
+    # may hit node 1 while it is stopped and rightly mark it down (seen under load); this test
+    # is about the pooled connections the restart closed, which only the PUTs and GETs reuse
+    c = TestCluster(tmp_path, nodes=3, gateway_args=["--no-avoid-slow"]).start()
     try:
         big = b"B" * (EXPECT_MIN_BYTES * 2)  # asks first (Expect: 100-continue)
         for i in range(6):
