@@ -178,8 +178,8 @@ class Ring:
         urls = sorted({u.rstrip("/") for u in member_urls})
         return cls([Node(u, u, 1) for u in urls], epoch=1, replicas=replicas, partition_power=partition_power)
 
-    def with_changes(self, add=(), remove=(), weights=None):
-        """A new ring (epoch + 1) with nodes added/removed/reweighted (for the admin)."""
+    def with_changes(self, add=(), remove=(), weights=None, epoch=None):
+        """A new ring (``epoch``, default epoch + 1) with nodes added/removed/reweighted (for the admin)."""
         weights = dict(weights or {})
         kept = [n for n in self.nodes if n.id not in set(remove)]
         nodes = [Node(n.id, n.url, int(weights.get(n.id, n.weight))) for n in kept]
@@ -189,7 +189,8 @@ class Ring:
             if a.id not in known:
                 nodes.append(a)
                 known.add(a.id)
-        return Ring(nodes, epoch=self.epoch + 1, replicas=self.replicas, partition_power=self.partition_power)
+        return Ring(nodes, epoch=self.epoch + 1 if epoch is None else epoch, replicas=self.replicas,
+                    partition_power=self.partition_power)
 
     def same_layout(self, other):
         """True when both rings describe the same members, N and P (epochs may differ)."""

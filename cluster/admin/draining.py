@@ -19,6 +19,19 @@ restarted afterwards (the admin half-way, a node), a plain re-run of
    and holds nothing, drops it from the document (:func:`forget_drained`).
 
 ``status`` shows leaving members with ``(leaving)`` without any option.
+
+The document also serialises membership changes (``add-node``, ``remove-node``
+and a resumed removal): each first *claims* its change with a new version of the
+document carrying ``"change": {"what", "epoch"}`` (the ring epoch it is about to
+write), installed on a coordinator first, the reachable member of the current
+ring with the lowest id, and only then on the others (:func:`claim`).  Two
+commands started together read the same version, so the coordinator refuses
+the second (an equal version with other contents) before it writes anything;
+a command started after another's claim reads it and takes a higher epoch, so
+no two different rings ever share an epoch (each epoch is claimed once), and the
+highest epoch, which every node adopts, is one command's ring.  Before this, two
+``remove-node`` at once wrote two different rings of one epoch, half the nodes
+each, which no command could mend.
 """
 
 import msgpack
@@ -28,6 +41,8 @@ from cluster.peers import PeerError, unpack
 
 PATH = "/_cluster/draining"
 EMPTY = {"version": 0, "members": []}
+#: what :func:`write` says of a node that holds a newer (or another) document of that version
+REFUSED = "refused: it holds a newer list"
 
 
 def _get(access, url):
@@ -61,35 +76,63 @@ def write(access, doc, urls):
 
     out = {}
     for url, ok, err in access.map(put, list(dict.fromkeys(urls))):
-        out[url] = describe_error(err) if err is not None else (None if ok else "refused: it holds a newer list")
+        out[url] = describe_error(err) if err is not None else (None if ok else REFUSED)
     return out
 
 
-def changed(doc, add=(), remove=()):
-    """A new document (version + 1) with members ``add`` (ring Nodes) added and ids ``remove`` removed."""
+def changed(doc, add=(), remove=(), change=None):
+    """A new document (version + 1) with members ``add`` (ring Nodes) added and ids ``remove`` removed,
+    keeping the last claimed ``change`` unless a new one is given."""
     members = {m["id"]: m for m in doc["members"] if m["id"] not in set(remove)}
     for node in add:
         members[node.id] = {"id": node.id, "url": node.url}
-    return {"version": doc["version"] + 1, "members": [members[k] for k in sorted(members)]}
+    new = {"version": doc["version"] + 1, "members": [members[k] for k in sorted(members)]}
+    if change is not None or doc.get("change") is not None:
+        new["change"] = change if change is not None else doc["change"]
+    return new
+
+
+def claimed_epoch(doc):
+    """The ring epoch the last claimed membership change took (0: none)."""
+    return (doc.get("change") or {}).get("epoch", 0)
+
+
+def next_epoch(doc, *rings):
+    """The epoch for a new ring: above every ring given and every epoch claimed before."""
+    return max([claimed_epoch(doc)] + [r.epoch for r in rings]) + 1
+
+
+def claim(access, out, doc, ring, what, epoch, add=(), remove=(), also=()):
+    """Claim the membership change ``what`` (ring ``epoch``; ``add``/``remove`` leaving members)
+    with a new version of ``doc``: on the coordinator first (the reachable member of ``ring``
+    with the lowest id), then on the other members and ``also``.  Returns the new document.
+
+    Raises :class:`AdminError`, with nothing written, when the coordinator refuses (another
+    change claimed this version first) or no member answers."""
+    new = changed(doc, add=add, remove=remove, change={"what": what, "epoch": epoch})
+    order = [n.url for n in sorted(ring.nodes, key=lambda n: n.id)]
+    reasons = []
+    for first in order:
+        err = write(access, new, [first])[first]
+        if err is None:
+            break
+        if err == REFUSED:
+            raise AdminError("another membership change got there first (%s holds a newer list of leaving nodes "
+                             "than this command read): nothing changed; see `filetracker-admin status`, then run "
+                             "this again" % first)
+        reasons.append("%s: %s" % (first, err))
+    else:
+        raise AdminError("no member of ring epoch %d took the change (%s): nothing changed"
+                         % (ring.epoch, "; ".join(reasons)))
+    for url, err in write(access, new, [u for u in order + list(also) if u != first]).items():
+        if err:
+            out.write("warning: %s did not record the change: %s\n" % (url, err))
+    return new
 
 
 def find(doc, url_or_id):
     key = url_or_id.rstrip("/")
     return next((m for m in doc["members"] if m["id"] == key or m["url"] == key), None)
-
-
-def record(access, out, doc, node, ring):
-    """Add ring member ``node`` to the leaving members on every member and on itself.
-
-    Raises :class:`AdminError` when no member took it (the removal would not be resumable)."""
-    new = changed(doc, add=[node])
-    results = write(access, new, [n.url for n in ring.nodes])
-    for url, err in results.items():
-        if err:
-            out.write("warning: %s did not record %s as leaving: %s\n" % (url, node.id, err))
-    if all(results.values()):
-        raise AdminError("no node recorded %s as leaving; nothing changed" % node.id)
-    return new
 
 
 def spread(access, doc, docs):
@@ -100,7 +143,7 @@ def spread(access, doc, docs):
     return lagging
 
 
-def resume(access, out, ring, rings, extra=(), apply=True):
+def resume(access, out, ring, rings, extra=(), apply=True, allow_fewer_replicas=False):
     """Steps 1-3 of the module docstring; returns ``(ring, leaving URLs, document)``.
 
     ``ring``/``rings`` come from ``access.discover``.  The returned ring is the
@@ -121,11 +164,18 @@ def resume(access, out, ring, rings, extra=(), apply=True):
     if still:
         if len(still) >= len(ring.nodes):
             raise AdminError("every member is marked leaving; add nodes first")
-        new = ring.with_changes(remove=[n.id for n in still])
+        names = ", ".join(n.id for n in still)
+        new = ring.with_changes(remove=[n.id for n in still], epoch=next_epoch(doc, ring))
+        if len(new.nodes) < ring.replicas and not allow_fewer_replicas:
+            raise AdminError("finishing the interrupted removal of %s would leave %d nodes for N=%d: add a node "
+                             "first (`filetracker-admin add-node URL`), or finish it anyway with "
+                             "`filetracker-admin remove-node URL --allow-fewer-replicas`"
+                             % (names, len(new.nodes), ring.replicas))
         if not apply:
             out.write("would finish the interrupted removal of %s: ring epoch %d, %d nodes\n"
-                      % (", ".join(n.id for n in still), new.epoch, len(new.nodes)))
+                      % (names, new.epoch, len(new.nodes)))
             return new, [m["url"] for m in doc["members"]], doc
+        doc = claim(access, out, doc, ring, "finish the removal of %s" % names, new.epoch)
         failed = [u for g in ([n.url for n in new.nodes], [n.url for n in still])
                   for u, err in access.put_ring(new, g).items() if err]
         out.write("finished the interrupted removal of %s: ring epoch %d, %d nodes%s\n"

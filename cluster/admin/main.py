@@ -187,7 +187,9 @@ def main(argv=None):
         print("filetracker-admin: error: %s" % e, file=sys.stderr)
         return 2
     try:
-        return args.func(args, access)
+        status = args.func(args, access)
+        sys.stdout.flush()   # here, where a reader gone away is caught, not at the exit
+        return status
     except AdminError as e:
         sys.stdout.flush()
         print("filetracker-admin: %s" % e, file=sys.stderr)
@@ -195,6 +197,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("filetracker-admin: interrupted (run the command again to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`... | head -1`): stop quietly, as a shell tool does;
+        # standard output points at /dev/null so that the exit's flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # 128 + SIGPIPE
     finally:
         access.close()
 

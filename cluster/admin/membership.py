@@ -43,14 +43,24 @@ def _require_agreed(ring, rings):
 
 
 def _write(access, out, ring, urls):
-    """Install ``ring`` on ``urls`` in that order of groups; returns the URLs that failed."""
-    failed = []
+    """Install ``ring`` on ``urls`` in that order of groups; returns ``{url: error}`` of those that
+    did not take it."""
+    failed = {}
     for group in urls:
         for url, err in access.put_ring(ring, group).items():
             if err:
-                failed.append(url)
+                failed[url] = err
                 out.write("warning: %s did not take ring epoch %d: %s\n" % (url, ring.epoch, err))
     return failed
+
+
+def _superseded(out, failed):
+    """True (and says so) when a node refused the ring: a later membership change wrote a newer one."""
+    refused = sorted(u for u, err in failed.items() if err.startswith("refused"))
+    if refused:
+        out.write("another membership change replaced this one (%s hold a newer ring): see "
+                  "`filetracker-admin status`\n" % ", ".join(refused))
+    return bool(refused)
 
 
 def _require_same_secret_rule(access, url, members):
@@ -77,6 +87,27 @@ def _require_same_secret_rule(access, url, members):
         return
 
 
+def _require_no_other_cluster(url, node_id, status, its_ring, ring, returning):
+    """AdminError when the node at ``url`` belongs to another cluster or holds files of its own.
+
+    A node whose ring names other members, none of them ours, is a member of another
+    cluster: once added, its peers adopt our ring from it (a newer epoch) and hand
+    everything they hold to our nodes, where last-writer-wins merges it into our files.
+    A node alone in its ring that holds files would merge them the same way.  A node
+    this cluster removed before (``returning``) or that knows our members is ours."""
+    others = [n.id for n in its_ring.nodes if n.id != node_id and n.url != url]
+    if others and not any(ring.node(i) is not None for i in others) and not returning:
+        raise AdminError("%s is a member of another cluster (its ring epoch %d names %s, none of them ours): "
+                         "adding it would pull that cluster's nodes and files into this one; give this cluster "
+                         "an empty node (to merge files, use `filetracker-admin import`)"
+                         % (url, its_ring.epoch, ", ".join(sorted(others))))
+    held = int(status.get("files", 0)) + int(status.get("tombstones", 0))
+    if not others and held and not returning:
+        raise AdminError("%s holds %d files and tombstones of its own: added, they would merge into this "
+                         "cluster's files (the newer version of a name wins); give this cluster an empty node "
+                         "(to merge files, use `filetracker-admin import`)" % (url, held))
+
+
 def add_node(access, out, url, weight=1):
     """Add the running node at ``url``; returns the exit status."""
     url = url.rstrip("/")
@@ -93,18 +124,23 @@ def add_node(access, out, url, weight=1):
         raise AdminError("%s is already a member of ring epoch %d" % (url, ring.epoch))
     doc, _ = draining.read(access, [n.url for n in ring.nodes])
     gone = draining.find(doc, node_id) or draining.find(doc, url)
-    if gone is not None:
-        # it was removed before and comes back: it must not be removed again by a resumed drain
-        draining.write(access, draining.changed(doc, remove=[gone["id"]]), [n.url for n in ring.nodes] + [url])
+    _require_no_other_cluster(url, node_id, status, its_ring, ring, returning=gone is not None)
     if its_ring.partition_power != ring.partition_power:
         raise AdminError("%s was started with partition power %d, the cluster uses %d"
                          % (url, its_ring.partition_power, ring.partition_power))
     try:
-        new = Ring(list(ring.nodes) + [Node(node_id, url, int(weight))], epoch=max(ring.epoch, its_ring.epoch) + 1,
+        new = Ring(list(ring.nodes) + [Node(node_id, url, int(weight))],
+                   epoch=draining.next_epoch(doc, ring, its_ring),
                    replicas=ring.replicas, partition_power=ring.partition_power)
     except RingError as e:
         raise AdminError(str(e)) from None
+    # the claim (coordinator first) before any ring is written; a node removed before and
+    # coming back leaves the leaving list with it, so a resumed drain does not remove it again
+    draining.claim(access, out, doc, ring, "add-node %s" % node_id, new.epoch,
+                   remove=[gone["id"]] if gone is not None else (), also=[url])
     failed = _write(access, out, new, [[url], [n.url for n in ring.nodes]])
+    if _superseded(out, failed):
+        return 1
     out.write("ring epoch %d: added %s (weight %d); %d nodes, N=%d\n"
               % (new.epoch, node_id, weight, len(new.nodes), new.n_replicas))
     out.write("fraction of replica copies that move: %.4f (ideal for equal weights %.4f)\n"
@@ -142,26 +178,34 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         out.write("%s is already leaving (ring epoch %d): resuming its drain\n" % (url, ring.epoch))
         if not wait:
             return 0
-        return rebalance(access, out, timeout=timeout, down_timeout=down_timeout, tty=tty)
+        return rebalance(access, out, timeout=timeout, down_timeout=down_timeout, tty=tty,
+                         allow_fewer_replicas=allow_fewer_replicas)
     if node is None:
         raise AdminError("%s is not a member of ring epoch %d (members: %s)"
                          % (url, ring.epoch, ", ".join(n.id for n in ring.nodes)))
     if len(ring.nodes) == 1:
         raise AdminError("cannot remove the last node of the cluster")
-    new = ring.with_changes(remove=[node.id])
-    if len(new.nodes) < ring.replicas:
+    new = ring.with_changes(remove=[node.id], epoch=draining.next_epoch(doc, ring))
+    # members already leaving (another removal under way) are gone as well once drained
+    others_leaving = sorted(m["id"] for m in doc["members"] if m["id"] != node.id and new.node(m["id"]))
+    staying = len(new.nodes) - len(others_leaving)
+    if staying < ring.replicas:
+        also = " (%s leaving already)" % ", ".join(others_leaving) if others_leaving else ""
         if not allow_fewer_replicas:
             (err or sys.stderr).write(
-                "filetracker-admin: refusing to remove %s: %d nodes would be left for N=%d, so the cluster would "
-                "keep only %s of each file; add a node first (`filetracker-admin add-node URL`), or pass "
+                "filetracker-admin: refusing to remove %s: %d nodes would be left%s for N=%d, so the cluster "
+                "would keep only %s of each file; add a node first (`filetracker-admin add-node URL`), or pass "
                 "--allow-fewer-replicas to remove it anyway\n"
-                % (node.id, len(new.nodes), ring.replicas, _copies(new.n_replicas)))
+                % (node.id, staying, also, ring.replicas, _copies(min(staying, ring.replicas))))
             return 2
-        out.write("warning: %d nodes left for N=%d: the cluster keeps only %s of each file "
-                  "(--allow-fewer-replicas)\n" % (len(new.nodes), ring.replicas, _copies(new.n_replicas)))
-    draining.record(access, out, doc, node, ring)   # first: a re-run then knows what was going on
+        out.write("warning: %d nodes left%s for N=%d: the cluster keeps only %s of each file "
+                  "(--allow-fewer-replicas)\n" % (staying, also, ring.replicas, _copies(min(staying, ring.replicas))))
+    # first the claim, which lists the node as leaving: a re-run then knows what was going on
+    draining.claim(access, out, doc, ring, "remove-node %s" % node.id, new.epoch, add=[node])
     failed = _write(access, out, new, [[n.url for n in new.nodes]])
     leaving = _write(access, out, new, [[node.url]])
+    if _superseded(out, {**failed, **leaving}):
+        return 1
     out.write("ring epoch %d: removed %s; %d nodes, N=%d; fraction of replica copies that move: %.4f\n"
               % (new.epoch, node.id, len(new.nodes), new.n_replicas, moved_fraction(ring, new)))
     if leaving:
@@ -171,5 +215,5 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         out.write("draining %s in the background; watch it with `filetracker-admin rebalance`\n" % node.id)
         return 1 if failed else 0
     status = rebalance(access, out, drain=[] if leaving else [node.url], timeout=timeout,
-                       down_timeout=down_timeout, tty=tty)
+                       down_timeout=down_timeout, tty=tty, allow_fewer_replicas=allow_fewer_replicas)
     return 1 if failed else status

@@ -109,17 +109,21 @@ def copies_in_place(views):
     return max(total, 0)
 
 
-def pending(views):
-    """``(records held by non-owners, estimated bytes of them)`` from the nodes' status."""
-    files = size = 0
+def pending(views, last_known=None):
+    """``(records held by non-owners, estimated bytes of them)`` from the nodes' status.
+
+    With ``last_known`` (a dict kept across snapshots) a node that is down counts with
+    what it held when last seen: its backlog has not moved anywhere (a drained node
+    killed midway had all of it counted as handed off)."""
+    per_node = {} if last_known is None else last_known
     for v in views:
         if v.up and v.status:
             s = v.status
             n = int(s.get("pending_handoff", 0))
-            files += n
-            if s.get("files"):
-                size += n * s.get("bytes", 0) / max(1, s["files"])
-    return files, int(size)
+            per_node[v.url] = (n, n * s.get("bytes", 0) / max(1, s["files"]) if s.get("files") else 0)
+        elif last_known is None:
+            per_node.pop(v.url, None)
+    return sum(n for n, _ in per_node.values()), int(sum(b for _, b in per_node.values()))
 
 
 def print_plan(out, ring, analysis, problems, views):
@@ -175,10 +179,12 @@ def current_ring(access, ring, drain):
 
 
 def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down_timeout=60.0,
-              poll=1.0, tty=None):
-    """Run the command; returns the exit status (0 balanced, 1 not)."""
+              poll=1.0, tty=None, allow_fewer_replicas=False):
+    """Run the command; returns the exit status (0 balanced, 1 not).  ``allow_fewer_replicas``:
+    an interrupted removal may be finished even if fewer nodes than N are left."""
     newest, rings = access.discover(extra=drain)
-    resumed, leaving, _doc = draining.resume(access, out, newest, rings, extra=drain, apply=not dry_run)
+    resumed, leaving, _doc = draining.resume(access, out, newest, rings, extra=drain, apply=not dry_run,
+                                             allow_fewer_replicas=allow_fewer_replicas)
     drain = list(dict.fromkeys(list(drain) + leaving))
     if leaving and not dry_run:
         newest, rings = access.discover(extra=drain)
@@ -212,7 +218,8 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
     driver = PassDriver(access, [v.url for v in views]).start()
     progress = Progress(out, unit="file", tty=tty)
     t0 = time.monotonic()
-    first_files, _ = pending(views)
+    last_known = {}
+    first_files, _ = pending(views, last_known)
     first_parts = max(1, len(analysis.moves))
     moved_peak = 0
     prev_problems = None
@@ -221,7 +228,7 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
     snap_seconds = 0.0
     try:
         while True:
-            left_files, left_bytes = pending(views)
+            left_files, left_bytes = pending(views, last_known)
             moved_peak = max(moved_peak, first_files - left_files)
             total = max(first_files, moved_peak + left_files)
             progress.update(moved_peak, total, "partitions left %d/%d, ~%s left to hand off"
@@ -269,8 +276,12 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
     finally:
         driver.stop()
     progress.close()
-    out.write("balanced: every file is on exactly its %d owners (ring epoch %d); %d records handed off in %.1fs\n"
-              % (ring.n_replicas, ring.epoch, moved_peak, time.monotonic() - t0))
+    stranded = sum(n for url, (n, _) in last_known.items()
+                   if any(v.url == url and not v.up for v in views))
+    out.write("balanced: every file is on exactly its %d owners (ring epoch %d); %d records handed off in %.1fs%s\n"
+              % (ring.n_replicas, ring.epoch, moved_peak, time.monotonic() - t0,
+                 "; %d more were on nodes that went down (rebuilt from the other replicas)" % stranded
+                 if stranded else ""))
     if drain:
         final = access.snapshot(ring, extra=drain)
         _report_drained(out, final)

@@ -108,8 +108,10 @@ def _save_atomic(path, obj):
 
 
 def check_draining(doc):
-    """Validate a draining document ``{"version": int >= 0, "members": [{"id": str, "url": str}]}``;
-    returns it normalised (members sorted by id, no duplicate id).  ValueError when malformed."""
+    """Validate a draining document ``{"version": int >= 0, "members": [{"id": str, "url": str}]}``
+    with an optional ``"change": {"what": str, "epoch": int}`` (the membership change that wrote
+    this version, and the ring epoch it claimed: see ``cluster/admin/draining.py``); returns it
+    normalised (members sorted by id, no duplicate id).  ValueError when malformed."""
     if not isinstance(doc, dict):
         raise ValueError("a draining document is a map")
     version = doc.get("version")
@@ -124,7 +126,15 @@ def check_draining(doc):
                 and m["id"] and m["url"].startswith(("http://", "https://"))):
             raise ValueError("each member needs an id and an http(s) url: %r" % (m,))
         out[m["id"]] = {"id": m["id"], "url": m["url"].rstrip("/")}
-    return {"version": version, "members": [out[k] for k in sorted(out)]}
+    checked = {"version": version, "members": [out[k] for k in sorted(out)]}
+    change = doc.get("change")
+    if change is not None:
+        if not (isinstance(change, dict) and isinstance(change.get("what"), str)
+                and isinstance(change.get("epoch"), int) and not isinstance(change.get("epoch"), bool)
+                and change["epoch"] >= 0):
+            raise ValueError("change needs a text 'what' and a non-negative integer 'epoch': %r" % (change,))
+        checked["change"] = {"what": change["what"], "epoch": change["epoch"]}
+    return checked
 
 
 class DrainingList:

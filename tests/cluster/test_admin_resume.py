@@ -106,15 +106,19 @@ def test_interrupted_remove_node_resumes_without_drain_option(four):
           "finished the drain in %.1fs; %d files at 3 replicas on 3 nodes" % (held_by_leaving, at_kill, took, FILES))
 
     # 5. killed between recording the leaving member and writing the ring: the intent alone is
-    # enough, a plain rebalance writes the ring without it and drains it
+    # enough, but finishing it here would leave 2 nodes for N=3: a plain rebalance refuses
+    # (it wrote that ring without asking), remove-node --allow-fewer-replicas finishes it
     c.stop_node(3)
     doc = {"version": draining_doc(c, 0)["version"] + 1,
            "members": [{"id": c.urls[2], "url": c.urls[2]}]}
     for i in range(3):
         c.client.request("PUT", c.urls[i], "/_cluster/draining", data=msgpack.packb(doc))
     r = admin(c, "rebalance")
+    assert r.returncode == 1 and "would leave 2 nodes for N=3" in r.stderr, (r.stdout, r.stderr)
+    assert node_ring(c, 0) == removed
+    r = admin(c, "remove-node", c.urls[2], "--allow-fewer-replicas")
     assert r.returncode == 0, r.stderr
-    assert "finished the interrupted removal" in r.stdout and "no longer listed as leaving" in r.stdout
+    assert "warning: 2 nodes left for N=3" in r.stdout and "no longer listed as leaving" in r.stdout, r.stdout
     final = node_ring(c, 0)
     assert isinstance(final, Ring) and [n.url for n in final.nodes] == sorted(c.urls[:2])
     assert final.epoch == removed.epoch + 1 and node_ring(c, 2) == final

@@ -2,9 +2,9 @@
 
 import pytest
 
-from cluster.admin.draining import changed, find
+from cluster.admin.draining import changed, claimed_epoch, find, next_epoch
 from cluster.node.state import DrainingList, RingConflict, check_draining
-from cluster.ring import Node
+from cluster.ring import Node, Ring
 
 A = {"id": "a", "url": "http://127.0.0.1:1"}
 B = {"id": "b", "url": "http://127.0.0.1:2"}
@@ -19,6 +19,10 @@ def test_check_draining_normalises():
     [], {"members": []}, {"version": -1, "members": []}, {"version": True, "members": []},
     {"version": 1, "members": {}}, {"version": 1, "members": [{"id": "", "url": "http://x"}]},
     {"version": 1, "members": [{"id": "a", "url": "ftp://x"}]}, {"version": 1, "members": ["a"]},
+    {"version": 1, "members": [], "change": "add"}, {"version": 1, "members": [], "change": {"what": "x"}},
+    {"version": 1, "members": [], "change": {"what": "x", "epoch": -1}},
+    {"version": 1, "members": [], "change": {"what": 1, "epoch": 2}},
+    {"version": 1, "members": [], "change": {"what": "x", "epoch": True}},
 ])
 def test_check_draining_rejects(bad):
     with pytest.raises(ValueError):
@@ -46,3 +50,23 @@ def test_changed_and_find():
     assert new == {"version": 5, "members": [A, B]}
     assert changed(new, remove=["b"]) == {"version": 6, "members": [A]}
     assert find(new, "a") == A and find(new, "http://127.0.0.1:2/") == B and find(new, "c") is None
+
+
+def test_a_claimed_change_is_kept_checked_and_decides_the_next_epoch(tmp_path):
+    """Two claims of one version differ in their change: the second is refused (serialised
+    membership changes, cluster/admin/draining.py)."""
+    claim_a = check_draining({"version": 2, "members": [A], "change": {"what": "remove-node a", "epoch": 7},
+                              "extra": 1})
+    assert claim_a == {"version": 2, "members": [A], "change": {"what": "remove-node a", "epoch": 7}}
+    d = DrainingList(str(tmp_path))
+    assert d.install(claim_a) is True
+    with pytest.raises(RingConflict):
+        d.install({"version": 2, "members": [A], "change": {"what": "remove-node b", "epoch": 7}})
+    assert DrainingList(str(tmp_path)).doc == claim_a
+    # later edits keep the last claim; the next ring's epoch is above it and above every ring
+    assert changed(claim_a, remove=["a"]) == {"version": 3, "members": [], "change": claim_a["change"]}
+    assert claimed_epoch(claim_a) == 7 and claimed_epoch({"version": 0, "members": []}) == 0
+    ring5 = Ring([Node("a", A["url"], 1)], epoch=5, replicas=1, partition_power=2)
+    ring9 = Ring([Node("a", A["url"], 1)], epoch=9, replicas=1, partition_power=2)
+    assert next_epoch(claim_a, ring5) == 8 and next_epoch(claim_a, ring5, ring9) == 10
+    assert next_epoch({"version": 0, "members": []}, ring5) == 6

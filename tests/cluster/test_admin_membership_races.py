@@ -1,0 +1,134 @@
+"""Membership changes from an operator review (a helper drove real clusters with real admins):
+
+* two ``remove-node`` (or ``add-node``) at once wrote two different rings of one epoch, half
+  the nodes each, which no command could mend; a resumed removal then went below N;
+* ``add-node`` of a node from another cluster pulled that cluster's nodes and files in;
+* a drain whose leaving node died counted its whole backlog as handed off.
+
+Changes are now claimed on a coordinator first (``cluster/admin/draining.py``: ``claim``):
+the second of two commands that read the same list is refused before it writes anything.
+"""
+
+import subprocess
+
+import msgpack
+import pytest
+
+from cluster.admin.access import AdminError, ClusterAccess, NodeView
+from cluster.admin.draining import claim, read
+from cluster.admin.rebalance import pending
+from tests.cluster.test_admin_support import admin, node_ring
+from tests.support.procs import script
+
+pytestmark = [pytest.mark.slow]
+
+
+def rings(c, indexes):
+    return [node_ring(c, i) for i in indexes]
+
+
+def draining_doc(c, i):
+    return msgpack.unpackb(c.client.request("GET", c.urls[i], "/_cluster/draining").content, raw=False)
+
+
+def admin_argv(c, *args):
+    return [script("filetracker-admin"), "--cluster", c.urls[0], "--cluster-secret-file", c.secret_file, *args]
+
+
+def test_a_claim_read_by_two_commands_is_taken_once_and_the_second_writes_nothing(cluster_factory):
+    """The race itself, made deterministic: two commands read the same list, then claim."""
+    c = cluster_factory(nodes=3)
+    access = ClusterAccess(c.urls[:1], secret=c.secret)
+    try:
+        ring, _ = access.discover()
+        doc, _ = read(access, c.urls)
+        out = []
+        writer = type("Out", (), {"write": lambda self, text: out.append(text)})()
+        first = claim(access, writer, doc, ring, "remove-node A", 2)
+        with pytest.raises(AdminError, match="another membership change got there first"):
+            claim(access, writer, doc, ring, "remove-node B", 2)
+        assert out == []
+        # the first claim is on every node, the second on none
+        assert [draining_doc(c, i) for i in range(3)] == [first] * 3
+        assert first["change"] == {"what": "remove-node A", "epoch": 2} and first["version"] == doc["version"] + 1
+        # a command that reads the list after the claim takes a higher epoch
+        later, _ = read(access, c.urls)
+        assert later == first
+    finally:
+        access.close()
+
+
+@pytest.mark.parametrize("command", ["remove-node", "add-node"])
+def test_two_membership_commands_at_once_leave_one_agreed_ring(cluster_factory, command):
+    c = cluster_factory(nodes=4 if command == "remove-node" else 5, members=4)   # N = 3
+    targets = c.urls[2:4] if command == "remove-node" else c.urls[4:5] + c.urls[3:4]
+    if command == "add-node":   # a second outsider: remove node 3 first (it is empty), to add both back
+        assert admin(c, "remove-node", c.urls[3], "--allow-fewer-replicas").returncode == 0
+    before = node_ring(c, 0).epoch
+    procs = [subprocess.Popen(admin_argv(c, command, url, *(["--no-wait"] if command == "remove-node" else [])),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for url in targets]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    print(results)
+    everyone = rings(c, range(len(c.urls)))
+    newest = max(r.epoch for r in everyone)
+    holders = [r for r in everyone if r.epoch == newest]
+    assert newest > before
+    assert all(r.same_layout(holders[0]) for r in holders), everyone   # never two rings of one epoch
+    members = [n.url for n in holders[0].nodes]
+    assert all(node_ring(c, c.urls.index(u)).epoch == newest for u in members), everyone
+    assert len(members) >= 3, members   # never below N without --allow-fewer-replicas
+    ok = [r for r in results if r[2] == 0]
+    assert 1 <= len(ok) <= len(targets), results
+    for out, err, rc in results:
+        if rc:
+            assert ("another membership change" in out + err or "refusing to remove" in err), (out, err)
+    status = admin(c, "status")
+    assert "not agreed" not in status.stdout + status.stderr
+
+
+def test_add_node_refuses_a_node_of_another_cluster_and_a_node_with_files(cluster_factory):
+    a = cluster_factory(nodes=3)
+    b = cluster_factory(nodes=2, replicas=2)   # the same secret: the other cluster's nodes answer
+    assert b.put(0, "/theirs/f", b"of cluster b", 1700000000).status_code == 200
+    r = admin(a, "add-node", b.urls[0])
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "is a member of another cluster" in r.stderr and b.urls[1] in r.stderr
+    assert node_ring(a, 0).epoch == 1 and len(node_ring(a, 0).nodes) == 3
+    assert [node_ring(b, i).epoch for i in range(2)] == [1, 1]
+    lone = cluster_factory(nodes=1, replicas=1)
+    assert lone.put(0, "/own/f", b"a file", 1700000000).status_code == 200
+    r = admin(a, "add-node", lone.urls[0])
+    assert r.returncode == 1 and "holds 1 files and tombstones of its own" in r.stderr, (r.stdout, r.stderr)
+    assert node_ring(a, 0).epoch == 1
+    # an empty node of its own is added as before
+    empty = cluster_factory(nodes=1, replicas=1)
+    r = admin(a, "add-node", empty.urls[0])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert len(node_ring(a, 0).nodes) == 4
+
+
+def test_a_node_down_keeps_its_backlog_in_the_count():
+    """``pending`` with the last-known counts: a drained node killed midway held 5,209 records
+    and the drain said all of them had been handed off."""
+    def view(url, up, pending_handoff=0, files=0, size=0):
+        status = {"pending_handoff": pending_handoff, "files": files, "bytes": size} if up else None
+        return NodeView(id=url, url=url, member=False, up=up, status=status)
+
+    last = {}
+    assert pending([view("a", True, 100, 200, 2000), view("b", True, 10, 10, 100)], last) == (110, 1100)
+    assert pending([view("a", False), view("b", True, 0, 0, 0)], last) == (100, 1000)   # a: as last seen
+    assert pending([view("a", True, 40, 40, 400), view("b", True)], last) == (40, 400)
+    assert pending([view("a", False), view("b", True, 5, 5, 50)]) == (5, 50)   # without memory: up nodes only
+
+
+def test_output_to_a_reader_gone_away_is_no_traceback(cluster_factory):
+    """``filetracker-admin add-node URL | head -1`` ended in a BrokenPipeError traceback."""
+    c = cluster_factory(nodes=4, members=3)
+    proc = subprocess.Popen(admin_argv(c, "add-node", c.urls[3]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()   # the reader is gone before the command writes its first line
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert len(node_ring(c, 0).nodes) == 4   # the change itself was made
