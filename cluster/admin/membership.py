@@ -149,6 +149,16 @@ def add_node(access, out, url, weight=1):
     return 1 if failed else 0
 
 
+def _member_known_as(access, ring, url):
+    """The member that answers at ``url`` under another spelling (``localhost`` for ``127.0.0.1``),
+    by the id its status gives (as ``add-node`` finds it); None when it does not answer or is none."""
+    try:
+        node_id = access.client.status(url).get("id")
+    except (PeerError, ValueError, AttributeError):
+        return None
+    return ring.node(node_id) if node_id else None
+
+
 def _copies(n):
     return "1 copy" if n == 1 else "%d copies" % n
 
@@ -163,7 +173,7 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
     url = url.rstrip("/")
     ring, rings = access.discover()
     _require_agreed(ring, rings)
-    node = ring.node(url) or next((n for n in ring.nodes if n.url == url), None)
+    node = ring.node(url) or next((n for n in ring.nodes if n.url == url), None) or _member_known_as(access, ring, url)
     doc, _ = draining.read(access, [n.url for n in ring.nodes])
     entry = draining.find(doc, url) if node is None else None
     if entry is not None:

@@ -132,3 +132,15 @@ def test_output_to_a_reader_gone_away_is_no_traceback(cluster_factory):
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert len(node_ring(c, 0).nodes) == 4   # the change itself was made
+
+
+def test_remove_node_finds_a_member_under_another_spelling(cluster_factory):
+    """``remove-node http://localhost:P`` said "not a member" for the member http://127.0.0.1:P
+    (add-node already knew it by the id its status gives)."""
+    c = cluster_factory(nodes=4)
+    other = c.urls[3].replace("127.0.0.1", "localhost")
+    r = admin(c, "remove-node", other, "--no-wait")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert [n.url for n in node_ring(c, 0).nodes] == sorted(c.urls[:3])
+    r = admin(c, "remove-node", "http://localhost:1")   # nothing answers there: not a member, as before
+    assert r.returncode == 1 and "is not a member" in r.stderr, r.stderr
