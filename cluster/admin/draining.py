@@ -22,17 +22,37 @@ restarted afterwards (the admin half-way, a node), a plain re-run of
 
 The document also serialises membership changes (``add-node``, ``remove-node``
 and a resumed removal): each first *claims* its change with a new version of the
-document carrying ``"change": {"what", "epoch"}`` (the ring epoch it is about to
-write), installed on a coordinator first, the reachable member of the current
-ring with the lowest id, and only then on the others (:func:`claim`).  Two
-commands started together read the same version, so the coordinator refuses
-the second (an equal version with other contents) before it writes anything;
-a command started after another's claim reads it and takes a higher epoch, so
-no two different rings ever share an epoch (each epoch is claimed once), and the
-highest epoch, which every node adopts, is one command's ring.  Before this, two
-``remove-node`` at once wrote two different rings of one epoch, half the nodes
-each, which no command could mend.
+document carrying ``"change": {"what", "epoch", "nodes"}`` (the ring epoch it is
+about to write and the URLs it writes that ring to), installed on a coordinator
+first, the reachable member of the current ring with the lowest id, then on the
+other members (:func:`claim`).  A node keeps one document per version, so of two
+commands that read the same version only one claim is taken:
+
+* both reach the coordinator: it refuses the second before anything is written;
+* they reached different coordinators (the lowest one was down for the first
+  and back for the second): a member refuses the second claim, which then fails
+  without writing a ring and *withdraws* itself (the winner's list is written
+  one version up over the nodes that took the loser's), see :func:`commit`.
+
+A command that reads a claim whose ring it has not seen (the claimed epoch is
+above the ring it found: the other command is between its claim and its ring
+writes, or was interrupted there) looks for that ring on the nodes the claim
+names, waits up to ``SETTLE_SECONDS`` for it (:func:`current`) and plans on it,
+so it cannot write a ring without the other change's node; a ring that never
+shows up is taken for an interrupted change and the next epoch is taken above it
+(``rebalance`` re-issues the ring unchanged above it, :func:`retire`, so that later
+commands stop waiting for it).
+So no two different rings share an epoch (each epoch is claimed once), and the
+highest epoch, which every node adopts, is one command's ring that includes every
+earlier change.  Before this, two ``remove-node`` at once wrote two different
+rings of one epoch, half the nodes each, which no command could mend.
+
+What the claim cannot order is two commands each reaching only its own part of
+a split network: both are warned that fewer than half of the members took the
+claim (``remove-node`` of dead nodes needs that), see ``docs/ARCHITECTURE.md``.
 """
+
+import time
 
 import msgpack
 
@@ -43,6 +63,9 @@ PATH = "/_cluster/draining"
 EMPTY = {"version": 0, "members": []}
 #: what :func:`write` says of a node that holds a newer (or another) document of that version
 REFUSED = "refused: it holds a newer list"
+#: How long a membership change waits for the ring of another change claimed before it
+#: (between its claim and its ring writes: a few round trips, more with a member timing out).
+SETTLE_SECONDS = 15.0
 
 
 def _get(access, url):
@@ -54,15 +77,29 @@ def _get(access, url):
         raise
 
 
+def newest(docs):
+    """The document of the highest version among ``docs`` (a list); of different documents of
+    that version (a claim that lost, not yet withdrawn), the one most nodes hold, then the
+    lowest in encoded order, so that every reader picks the same one."""
+    docs = [d for d in docs if isinstance(d, dict)]
+    top = max([d.get("version", 0) for d in docs], default=0)
+    if not top:
+        return dict(EMPTY)
+    counts = {}
+    for d in docs:
+        if d.get("version", 0) == top:
+            key = msgpack.packb(d)
+            counts[key] = counts.get(key, 0) + 1
+    best = min(counts, key=lambda k: (-counts[k], k))
+    return msgpack.unpackb(best, raw=False)
+
+
 def read(access, urls):
     """``(newest document, {url: document or exception})`` from ``urls`` (unreachable ones are skipped)."""
     docs = {}
-    newest = dict(EMPTY)
     for url, doc, err in access.map(lambda u: _get(access, u), list(dict.fromkeys(urls))):
         docs[url] = doc if err is None else err
-        if err is None and isinstance(doc, dict) and doc.get("version", 0) > newest["version"]:
-            newest = doc
-    return newest, docs
+    return newest(list(docs.values())), docs
 
 
 def write(access, doc, urls):
@@ -97,19 +134,77 @@ def claimed_epoch(doc):
     return (doc.get("change") or {}).get("epoch", 0)
 
 
+def claimed_nodes(doc):
+    """The URLs the last claimed membership change writes its ring to (its new node among them)."""
+    return list((doc.get("change") or {}).get("nodes", ()))
+
+
+def pending_claim(doc, ring):
+    """True when ``doc`` claims a ring epoch above ``ring``'s: that change has not written its
+    ring where ``ring`` was read (it is between its claim and its ring writes, or was interrupted)."""
+    return claimed_epoch(doc) > ring.epoch
+
+
+def current(access, out, extra=(), wait=SETTLE_SECONDS, poll=0.2):
+    """``(ring, {url: Ring or exception}, document)``: the newest ring (``access.discover``, with
+    ``extra`` URLs) and then the newest leaving-members document of its members.
+
+    When the document claims a ring epoch above that ring, the ring is looked for on the nodes
+    the claim names (an ``add-node`` writes to its new node first) and waited for up to ``wait``
+    seconds; a claim whose ring never shows up is reported on ``out`` and taken for interrupted
+    (:func:`next_epoch` still goes above it)."""
+    deadline = time.monotonic() + wait
+    extra = [u.rstrip("/") for u in extra]
+    while True:
+        ring, rings = access.discover(extra=extra)
+        doc, _ = read(access, [n.url for n in ring.nodes] + extra)
+        if not pending_claim(doc, ring):
+            return ring, rings, doc
+        named = [u for u in claimed_nodes(doc) if u not in rings]
+        if named:
+            extra = list(dict.fromkeys(extra + named))
+            continue   # its ring may be on a node outside ours (the node being added)
+        if time.monotonic() >= deadline:
+            if out is not None:
+                out.write("warning: %s claimed ring epoch %d, which no reachable node holds: taken for "
+                          "interrupted\n" % (doc["change"]["what"], claimed_epoch(doc)))
+            return ring, rings, doc
+        time.sleep(poll)
+
+
 def next_epoch(doc, *rings):
     """The epoch for a new ring: above every ring given and every epoch claimed before."""
     return max([claimed_epoch(doc)] + [r.epoch for r in rings]) + 1
 
 
-def claim(access, out, doc, ring, what, epoch, add=(), remove=(), also=()):
-    """Claim the membership change ``what`` (ring ``epoch``; ``add``/``remove`` leaving members)
-    with a new version of ``doc``: on the coordinator first (the reachable member of ``ring``
-    with the lowest id), then on the other members and ``also``.  Returns the new document.
+def claim(access, out, doc, ring, what, epoch, add=(), remove=(), also=(), nodes=()):
+    """Claim the membership change ``what`` (ring ``epoch``, written to ``nodes``; ``add``/``remove``
+    leaving members) with a new version of ``doc`` on the members of ``ring`` and on ``also``
+    (see :func:`commit`).  Returns the new document.
 
-    Raises :class:`AdminError`, with nothing written, when the coordinator refuses (another
-    change claimed this version first) or no member answers."""
-    new = changed(doc, add=add, remove=remove, change={"what": what, "epoch": epoch})
+    Raises :class:`AdminError`, with no ring written, when another change claimed this version
+    first or no member answers."""
+    change = {"what": what, "epoch": epoch}
+    if nodes:
+        change["nodes"] = sorted(dict.fromkeys(u.rstrip("/") for u in nodes))
+    new = changed(doc, add=add, remove=remove, change=change)
+    refused = commit(access, out, new, ring, also=also)
+    if refused:
+        raise AdminError("another membership change got there first (%s hold%s a newer list of leaving nodes "
+                         "than this command read): nothing changed; see `filetracker-admin status`, then run "
+                         "this again" % (", ".join(refused), "s" if len(refused) == 1 else ""))
+    return new
+
+
+def commit(access, out, new, ring, also=()):
+    """Install the document ``new`` (one version above the one read) on the members of ``ring``,
+    the coordinator first (the reachable member with the lowest id), then the others and ``also``.
+
+    Returns the members that refused it (they hold another document of that version or a newer
+    one: another command's), ``[]`` when taken.  Refused by the coordinator, it is written
+    nowhere; refused by another member, it is withdrawn: the document that member holds is written
+    one version up on every member, so that readers do not take this one for the winner.
+    :class:`AdminError` when no member answers."""
     order = [n.url for n in sorted(ring.nodes, key=lambda n: n.id)]
     reasons = []
     for first in order:
@@ -117,16 +212,45 @@ def claim(access, out, doc, ring, what, epoch, add=(), remove=(), also=()):
         if err is None:
             break
         if err == REFUSED:
-            raise AdminError("another membership change got there first (%s holds a newer list of leaving nodes "
-                             "than this command read): nothing changed; see `filetracker-admin status`, then run "
-                             "this again" % first)
+            return [first]
         reasons.append("%s: %s" % (first, err))
     else:
         raise AdminError("no member of ring epoch %d took the change (%s): nothing changed"
                          % (ring.epoch, "; ".join(reasons)))
-    for url, err in write(access, new, [u for u in order + list(also) if u != first]).items():
+    results = write(access, new, [u for u in order if u != first])
+    refused = sorted(u for u, err in results.items() if err == REFUSED)
+    if refused:
+        _withdraw(access, new, refused, order)
+        return refused
+    took = 1 + sum(1 for err in results.values() if err is None)
+    if 2 * took <= len(order):
+        out.write("warning: only %d of %d members took the change: a change made at the same time where only "
+                  "the others are reachable could take the same ring epoch\n" % (took, len(order)))
+    for url, err in list(results.items()) + list(write(access, new, [u for u in also if u not in order]).items()):
         if err:
             out.write("warning: %s did not record the change: %s\n" % (url, err))
+    return []
+
+
+def _withdraw(access, lost, refused, urls):
+    """Write the winner of ``lost``'s version (what ``refused`` hold) one version up on ``urls``
+    (best effort: a node that took another document meanwhile keeps it)."""
+    won, _ = read(access, refused)
+    if won["version"] != lost["version"]:
+        return   # they hold a newer one, which readers take anyway
+    write(access, dict(won, version=won["version"] + 1), urls)
+
+
+def retire(access, out, ring, doc):
+    """Re-issue ``ring`` unchanged above the epoch an interrupted change claimed (``doc``) and never
+    wrote, so that later commands stop waiting for it; returns the ring now current."""
+    new = ring.with_changes(epoch=next_epoch(doc, ring))
+    what = doc["change"]["what"]
+    claim(access, out, doc, ring, "re-issue the ring after the interrupted %s" % what, new.epoch,
+          nodes=[n.url for n in ring.nodes])
+    failed = sorted(u for u, err in access.put_ring(new, [n.url for n in ring.nodes]).items() if err)
+    out.write("ring epoch %d re-issued unchanged as epoch %d, above the interrupted %s%s\n"
+              % (ring.epoch, new.epoch, what, " (not taken by %s)" % ", ".join(failed) if failed else ""))
     return new
 
 
@@ -175,7 +299,8 @@ def resume(access, out, ring, rings, extra=(), apply=True, allow_fewer_replicas=
             out.write("would finish the interrupted removal of %s: ring epoch %d, %d nodes\n"
                       % (names, new.epoch, len(new.nodes)))
             return new, [m["url"] for m in doc["members"]], doc
-        doc = claim(access, out, doc, ring, "finish the removal of %s" % names, new.epoch)
+        doc = claim(access, out, doc, ring, "finish the removal of %s" % names, new.epoch,
+                    nodes=[n.url for n in ring.nodes])
         failed = [u for g in ([n.url for n in new.nodes], [n.url for n in still])
                   for u, err in access.put_ring(new, g).items() if err]
         out.write("finished the interrupted removal of %s: ring epoch %d, %d nodes%s\n"
@@ -212,10 +337,13 @@ def forget_drained(access, out, ring, views):
     if not done:
         return doc
     new = changed(doc, remove=done)
-    results = write(access, new, urls)
-    if all(results.values()):
-        out.write("warning: could not record that %s left: %s\n" % (", ".join(done), "; ".join(
-            "%s: %s" % kv for kv in results.items())))
+    try:
+        refused = commit(access, out, new, ring, also=[v.url for v in views if not v.member])
+        why = "%s took another change meanwhile; run `filetracker-admin rebalance` again" % ", ".join(refused)
+    except AdminError as e:
+        refused, why = True, str(e)
+    if refused:
+        out.write("warning: could not record that %s left: %s\n" % (", ".join(done), why))
         return doc
     out.write("%s drained: no longer listed as leaving\n" % ", ".join(done))
     return new

@@ -58,8 +58,8 @@ def _superseded(out, failed):
     """True (and says so) when a node refused the ring: a later membership change wrote a newer one."""
     refused = sorted(u for u, err in failed.items() if err.startswith("refused"))
     if refused:
-        out.write("another membership change replaced this one (%s hold a newer ring): see "
-                  "`filetracker-admin status`\n" % ", ".join(refused))
+        out.write("another membership change replaced this one (%s hold a newer ring, or another ring of this "
+                  "epoch): see `filetracker-admin status`\n" % ", ".join(refused))
     return bool(refused)
 
 
@@ -108,10 +108,11 @@ def _require_no_other_cluster(url, node_id, status, its_ring, ring, returning):
                          "(to merge files, use `filetracker-admin import`)" % (url, held))
 
 
-def add_node(access, out, url, weight=1):
-    """Add the running node at ``url``; returns the exit status."""
+def add_node(access, out, url, weight=1, settle=draining.SETTLE_SECONDS):
+    """Add the running node at ``url``; returns the exit status.  ``settle``: how long to wait
+    for the ring of another membership change claimed but not written yet."""
     url = url.rstrip("/")
-    ring, rings = access.discover()
+    ring, rings, doc = draining.current(access, out, wait=settle)
     _require_agreed(ring, rings)
     try:
         status = access.client.status(url)
@@ -122,7 +123,6 @@ def add_node(access, out, url, weight=1):
     _require_same_secret_rule(access, url, [n.url for n in ring.nodes if isinstance(rings.get(n.url), Ring)])
     if ring.node(node_id) is not None or any(n.url == url for n in ring.nodes):
         raise AdminError("%s is already a member of ring epoch %d" % (url, ring.epoch))
-    doc, _ = draining.read(access, [n.url for n in ring.nodes])
     gone = draining.find(doc, node_id) or draining.find(doc, url)
     _require_no_other_cluster(url, node_id, status, its_ring, ring, returning=gone is not None)
     if its_ring.partition_power != ring.partition_power:
@@ -137,7 +137,7 @@ def add_node(access, out, url, weight=1):
     # the claim (coordinator first) before any ring is written; a node removed before and
     # coming back leaves the leaving list with it, so a resumed drain does not remove it again
     draining.claim(access, out, doc, ring, "add-node %s" % node_id, new.epoch,
-                   remove=[gone["id"]] if gone is not None else (), also=[url])
+                   remove=[gone["id"]] if gone is not None else (), also=[url], nodes=[n.url for n in new.nodes])
     failed = _write(access, out, new, [[url], [n.url for n in ring.nodes]])
     if _superseded(out, failed):
         return 1
@@ -164,24 +164,26 @@ def _copies(n):
 
 
 def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty=None,
-                allow_fewer_replicas=False, err=None):
+                allow_fewer_replicas=False, err=None, settle=draining.SETTLE_SECONDS):
     """Remove the member at ``url`` (or with that id) and drain it; returns the exit status.
 
     Refused (exit status 2, one line on ``err``, nothing changed) when fewer
     nodes than the ring's N would be left, so that each file would keep fewer
-    copies, unless ``allow_fewer_replicas`` (``--allow-fewer-replicas``)."""
+    copies, unless ``allow_fewer_replicas`` (``--allow-fewer-replicas``).  ``settle``:
+    see :func:`add_node`."""
     url = url.rstrip("/")
-    ring, rings = access.discover()
+    ring, rings, doc = draining.current(access, out, wait=settle)
     _require_agreed(ring, rings)
     node = ring.node(url) or next((n for n in ring.nodes if n.url == url), None) or _member_known_as(access, ring, url)
-    doc, _ = draining.read(access, [n.url for n in ring.nodes])
     entry = draining.find(doc, url) if node is None else None
     if entry is not None:
         try:
             access.client.status(entry["url"])
         except PeerError as e:
             # gone for good: stop waiting for it (the owners rebuild its partitions from the other replicas)
-            draining.write(access, draining.changed(doc, remove=[entry["id"]]), [n.url for n in ring.nodes])
+            if draining.commit(access, out, draining.changed(doc, remove=[entry["id"]]), ring):
+                raise AdminError("another membership change got there first: nothing changed; see "
+                                 "`filetracker-admin status`, then run this again") from None
             out.write("%s is leaving and unreachable (%s): no longer listed as leaving; its data is rebuilt "
                       "from the other replicas by `filetracker-admin rebalance`\n" % (entry["id"], describe_error(e)))
             return 0
@@ -189,7 +191,7 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         if not wait:
             return 0
         return rebalance(access, out, timeout=timeout, down_timeout=down_timeout, tty=tty,
-                         allow_fewer_replicas=allow_fewer_replicas)
+                         allow_fewer_replicas=allow_fewer_replicas, settle=settle)
     if node is None:
         raise AdminError("%s is not a member of ring epoch %d (members: %s)"
                          % (url, ring.epoch, ", ".join(n.id for n in ring.nodes)))
@@ -211,7 +213,8 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         out.write("warning: %d nodes left%s for N=%d: the cluster keeps only %s of each file "
                   "(--allow-fewer-replicas)\n" % (staying, also, ring.replicas, _copies(min(staying, ring.replicas))))
     # first the claim, which lists the node as leaving: a re-run then knows what was going on
-    draining.claim(access, out, doc, ring, "remove-node %s" % node.id, new.epoch, add=[node])
+    draining.claim(access, out, doc, ring, "remove-node %s" % node.id, new.epoch, add=[node],
+                   nodes=[n.url for n in ring.nodes])
     failed = _write(access, out, new, [[n.url for n in new.nodes]])
     leaving = _write(access, out, new, [[node.url]])
     if _superseded(out, {**failed, **leaving}):
@@ -225,5 +228,6 @@ def remove_node(access, out, url, wait=True, timeout=0.0, down_timeout=60.0, tty
         out.write("draining %s in the background; watch it with `filetracker-admin rebalance`\n" % node.id)
         return 1 if failed else 0
     status = rebalance(access, out, drain=[] if leaving else [node.url], timeout=timeout,
-                       down_timeout=down_timeout, tty=tty, allow_fewer_replicas=allow_fewer_replicas)
+                       down_timeout=down_timeout, tty=tty, allow_fewer_replicas=allow_fewer_replicas,
+                       settle=settle)
     return 1 if failed else status

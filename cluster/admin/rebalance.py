@@ -179,15 +179,23 @@ def current_ring(access, ring, drain):
 
 
 def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down_timeout=60.0,
-              poll=1.0, tty=None, allow_fewer_replicas=False):
+              poll=1.0, tty=None, allow_fewer_replicas=False, settle=draining.SETTLE_SECONDS):
     """Run the command; returns the exit status (0 balanced, 1 not).  ``allow_fewer_replicas``:
-    an interrupted removal may be finished even if fewer nodes than N are left."""
-    newest, rings = access.discover(extra=drain)
+    an interrupted removal may be finished even if fewer nodes than N are left.  ``settle``: how
+    long to wait for the ring of a membership change claimed but not written yet."""
+    # the ring of an add-node interrupted after writing to its new node only is found there
+    # (the claim names it) and spread below: that finishes the addition
+    newest, rings, doc = draining.current(access, out, extra=drain, wait=settle)
+    look = list(drain) + draining.claimed_nodes(doc)
+    if draining.pending_claim(doc, newest) and not dry_run:
+        # interrupted before any ring write: without this, every command would wait for it
+        draining.retire(access, out, newest, doc)
+        newest, rings = access.discover(extra=look)
     resumed, leaving, _doc = draining.resume(access, out, newest, rings, extra=drain, apply=not dry_run,
                                              allow_fewer_replicas=allow_fewer_replicas)
     drain = list(dict.fromkeys(list(drain) + leaving))
     if leaving and not dry_run:
-        newest, rings = access.discover(extra=drain)
+        newest, rings = access.discover(extra=drain + look)
     lagging = access.spread_ring(newest, rings)   # an agreed ring only (never the dry run's)
     if newest.epoch < resumed.epoch:
         newest = resumed   # a dry run judges the ring it would write

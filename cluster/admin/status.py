@@ -17,8 +17,7 @@ COLUMNS = ("NODE", "STATE", "EPOCH", "OWNED", "FILES", "BYTES", "FREE", "PENDING
 
 def collect(access, drain=()):
     """``(document, exit_status)``: the JSON-able status of the cluster."""
-    ring, _ = access.discover(extra=drain)
-    doc, _ = draining.read(access, [n.url for n in ring.nodes] + list(drain))
+    ring, _, doc = draining.current(access, None, extra=drain, wait=0)
     leaving = {m["id"] for m in doc["members"]} | {m["url"] for m in doc["members"]}
     drain = list(dict.fromkeys(list(drain) + [m["url"] for m in doc["members"]]))
     views = access.snapshot(ring, extra=drain)

@@ -109,9 +109,10 @@ def _save_atomic(path, obj):
 
 def check_draining(doc):
     """Validate a draining document ``{"version": int >= 0, "members": [{"id": str, "url": str}]}``
-    with an optional ``"change": {"what": str, "epoch": int}`` (the membership change that wrote
-    this version, and the ring epoch it claimed: see ``cluster/admin/draining.py``); returns it
-    normalised (members sorted by id, no duplicate id).  ValueError when malformed."""
+    with an optional ``"change": {"what": str, "epoch": int, "nodes": [url]}`` (the membership
+    change that wrote this version, the ring epoch it claimed and, optionally, the URLs it writes
+    that ring to: see ``cluster/admin/draining.py``); returns it normalised (members sorted by id,
+    no duplicate id).  ValueError when malformed."""
     if not isinstance(doc, dict):
         raise ValueError("a draining document is a map")
     version = doc.get("version")
@@ -134,6 +135,12 @@ def check_draining(doc):
                 and change["epoch"] >= 0):
             raise ValueError("change needs a text 'what' and a non-negative integer 'epoch': %r" % (change,))
         checked["change"] = {"what": change["what"], "epoch": change["epoch"]}
+        nodes = change.get("nodes")
+        if nodes is not None:
+            if not (isinstance(nodes, list) and all(isinstance(u, str) and u.startswith(("http://", "https://"))
+                                                    for u in nodes)):
+                raise ValueError("change nodes must be a list of http(s) urls: %r" % (nodes,))
+            checked["change"]["nodes"] = [u.rstrip("/") for u in nodes]
     return checked
 
 

@@ -7,16 +7,25 @@
 
 Changes are now claimed on a coordinator first (``cluster/admin/draining.py``: ``claim``):
 the second of two commands that read the same list is refused before it writes anything.
+
+A second review found three ways round that claim, each tested here: a coordinator down for
+one command and back for the other (two claims of one version, two rings of one epoch); a
+command that read a claim but found the ring before it, and wrote its ring without the other
+change's node (an ``add-node`` that said "added" and was not); an ``add-node`` interrupted
+after writing its new node's ring, which ``status`` called agreed.
 """
 
+import contextlib
 import subprocess
 
 import msgpack
 import pytest
 
 from cluster.admin.access import AdminError, ClusterAccess, NodeView
-from cluster.admin.draining import claim, read
-from cluster.admin.rebalance import pending
+from cluster.admin.draining import claim, pending_claim, read
+from cluster.admin.membership import remove_node
+from cluster.admin.rebalance import pending, rebalance
+from cluster.ring import Node, Ring
 from tests.cluster.test_admin_support import admin, node_ring
 from tests.support.procs import script
 
@@ -31,6 +40,18 @@ def draining_doc(c, i):
     return msgpack.unpackb(c.client.request("GET", c.urls[i], "/_cluster/draining").content, raw=False)
 
 
+@contextlib.contextmanager
+def opened(c, seeds=None):
+    """``(access, ring, leaving-members document)`` as a command reads them first."""
+    access = ClusterAccess(seeds or c.urls[:1], secret=c.secret)
+    try:
+        ring, _ = access.discover()
+        doc, _ = read(access, c.urls)
+        yield access, ring, doc
+    finally:
+        access.close()
+
+
 def admin_argv(c, *args):
     return [script("filetracker-admin"), "--cluster", c.urls[0], "--cluster-secret-file", c.secret_file, *args]
 
@@ -38,24 +59,125 @@ def admin_argv(c, *args):
 def test_a_claim_read_by_two_commands_is_taken_once_and_the_second_writes_nothing(cluster_factory):
     """The race itself, made deterministic: two commands read the same list, then claim."""
     c = cluster_factory(nodes=3)
-    access = ClusterAccess(c.urls[:1], secret=c.secret)
-    try:
-        ring, _ = access.discover()
-        doc, _ = read(access, c.urls)
-        out = []
-        writer = type("Out", (), {"write": lambda self, text: out.append(text)})()
-        first = claim(access, writer, doc, ring, "remove-node A", 2)
+    with opened(c) as (access, ring, doc):
+        out = Lines()
+        first = claim(access, out, doc, ring, "remove-node A", 2)
         with pytest.raises(AdminError, match="another membership change got there first"):
-            claim(access, writer, doc, ring, "remove-node B", 2)
-        assert out == []
+            claim(access, out, doc, ring, "remove-node B", 2)
+        assert str(out) == ""
         # the first claim is on every node, the second on none
         assert [draining_doc(c, i) for i in range(3)] == [first] * 3
         assert first["change"] == {"what": "remove-node A", "epoch": 2} and first["version"] == doc["version"] + 1
         # a command that reads the list after the claim takes a higher epoch
         later, _ = read(access, c.urls)
         assert later == first
-    finally:
-        access.close()
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, text):
+        self.lines.append(text)
+
+    def __str__(self):
+        return "".join(self.lines)
+
+
+def test_a_claim_taken_by_another_coordinator_is_refused_and_withdrawn(cluster_factory):
+    """The lowest member is down for the first command, which claims on the next one, and back for
+    the second, which used to take the same version there: two rings of one epoch."""
+    c = cluster_factory(nodes=3)
+    with opened(c, seeds=c.urls) as (access, ring, doc):
+        lowest = c.urls.index(min(ring.nodes, key=lambda n: n.id).url)
+        c.stop_node(lowest)
+        out = Lines()
+        first = claim(access, out, doc, ring, "remove-node A", 2)
+        assert "did not record the change" in str(out)
+        c.restart(lowest)   # it comes back with the list it had: the version both commands read
+        with pytest.raises(AdminError, match="another membership change got there first"):
+            claim(access, Lines(), doc, ring, "remove-node B", 2)
+        # the second claim, taken by the restarted node alone, was withdrawn: the first one's list,
+        # one version up, is on every node, and it is what every reader takes
+        held = [draining_doc(c, i) for i in range(3)]
+        assert held == [dict(first, version=first["version"] + 1)] * 3, held
+        assert read(access, c.urls)[0]["change"]["what"] == "remove-node A"
+
+
+def interrupted_add(c, access, index):
+    """An ``add-node`` of node ``index`` killed after its claim and its first ring write (the new node's)."""
+    ring, _ = access.discover()
+    doc, _ = read(access, [n.url for n in ring.nodes])
+    node_id = access.client.status(c.urls[index])["id"]
+    new = Ring(list(ring.nodes) + [Node(node_id, c.urls[index], 1)], epoch=ring.epoch + 1,
+               replicas=ring.replicas, partition_power=ring.partition_power)
+    claim(access, Lines(), doc, ring, "add-node %s" % node_id, new.epoch, also=[c.urls[index]],
+          nodes=[n.url for n in new.nodes])
+    assert access.put_ring(new, [c.urls[index]]) == {c.urls[index]: None}
+    return new
+
+
+@pytest.mark.parametrize("then", ["rebalance", "add-node"])
+def test_a_change_claimed_and_not_written_everywhere_is_built_on_not_dropped(cluster_factory, then):
+    c = cluster_factory(nodes=5, members=3)
+    with opened(c) as (access, _, _):
+        added = interrupted_add(c, access, 3)
+    status = admin(c, "status")
+    assert status.returncode == 1 and c.urls[3] in status.stdout, status.stdout   # it said agreed
+    if then == "rebalance":   # finishes the addition: the ring the new node holds goes to every member
+        r = admin(c, "rebalance")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert all(node_ring(c, i) == added for i in range(4))
+        assert admin(c, "status").returncode == 0
+    else:   # the next change plans on that ring: the old code wrote epoch 3 without node 3
+        r = admin(c, "add-node", c.urls[4])
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        final = node_ring(c, 0)
+        assert final.epoch == added.epoch + 1 and sorted(n.url for n in final.nodes) == sorted(c.urls), final
+        assert all(node_ring(c, i) == final for i in range(5))
+
+
+def test_a_claim_whose_ring_never_shows_up_is_taken_for_interrupted(cluster_factory):
+    c = cluster_factory(nodes=4)
+    with opened(c) as (access, ring, doc):
+        claim(access, Lines(), doc, ring, "remove-node gone", ring.epoch + 1)   # killed before any ring write
+        out = Lines()
+        assert remove_node(access, out, c.urls[3], wait=False, settle=0.5) == 0
+        assert "remove-node gone claimed ring epoch 2, which no reachable node holds: taken for interrupted" \
+            in str(out), str(out)
+        # above the claimed epoch: the interrupted command, if it ever writes its ring, is refused
+        assert node_ring(c, 0).epoch == 3 and len(node_ring(c, 0).nodes) == 3
+        # rebalance re-issues the ring above such a claim, so later commands do not wait for it
+        doc, _ = read(access, c.urls)
+        claim(access, Lines(), doc, node_ring(c, 0), "add-node gone", 4)
+        out = Lines()
+        assert rebalance(access, out, settle=0.5, timeout=60) == 0
+        assert "ring epoch 3 re-issued unchanged as epoch 5, above the interrupted add-node gone" in str(out)
+        assert [node_ring(c, i).epoch for i in range(3)] == [5, 5, 5]
+        assert not pending_claim(read(access, c.urls)[0], node_ring(c, 0))
+
+
+def test_an_add_and_a_remove_at_once_lose_neither_change_they_report(cluster_factory):
+    """A remove-node that read the add-node's claim but found the ring before it wrote its ring
+    without the added node (the add-node had printed 'added': 2 of 4 runs)."""
+    c = cluster_factory(nodes=5, members=4)
+    procs = [subprocess.Popen(admin_argv(c, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in (("add-node", c.urls[4]), ("remove-node", c.urls[3], "--no-wait"))]
+    (add_out, add_err, add_rc), (rm_out, rm_err, rm_rc) = [p.communicate(timeout=120) + (p.returncode,)
+                                                           for p in procs]
+    print(add_out, add_err, rm_out, rm_err)
+    everyone = rings(c, range(5))
+    final = max(everyone, key=lambda r: r.epoch)
+    assert all(r.same_layout(final) for r in everyone if r.epoch == final.epoch), everyone
+    members = [n.url for n in final.nodes]
+    assert add_rc == 0 or rm_rc == 0
+    if add_rc == 0:
+        assert c.urls[4] in members, (final, add_out)
+    if rm_rc == 0:
+        assert c.urls[3] not in members, (final, rm_out)
+    for out, err, rc in ((add_out, add_err, add_rc), (rm_out, rm_err, rm_rc)):
+        if rc:
+            assert "another membership change" in out + err, (out, err)
 
 
 @pytest.mark.parametrize("command", ["remove-node", "add-node"])

@@ -2,7 +2,15 @@
 
 import pytest
 
-from cluster.admin.draining import changed, claimed_epoch, find, next_epoch
+from cluster.admin.draining import (
+    changed,
+    claimed_epoch,
+    claimed_nodes,
+    find,
+    newest,
+    next_epoch,
+    pending_claim,
+)
 from cluster.node.state import DrainingList, RingConflict, check_draining
 from cluster.ring import Node, Ring
 
@@ -70,3 +78,26 @@ def test_a_claimed_change_is_kept_checked_and_decides_the_next_epoch(tmp_path):
     ring9 = Ring([Node("a", A["url"], 1)], epoch=9, replicas=1, partition_power=2)
     assert next_epoch(claim_a, ring5) == 8 and next_epoch(claim_a, ring5, ring9) == 10
     assert next_epoch({"version": 0, "members": []}, ring5) == 6
+
+
+def test_a_claim_names_the_nodes_its_ring_goes_to():
+    doc = check_draining({"version": 1, "members": [], "change": {"what": "add-node c", "epoch": 4,
+                                                                  "nodes": ["http://127.0.0.1:3/", B["url"]]}})
+    assert claimed_nodes(doc) == ["http://127.0.0.1:3", B["url"]] and claimed_nodes({"version": 0}) == []
+    ring3 = Ring([Node("a", A["url"], 1)], epoch=3, replicas=1, partition_power=2)
+    ring4 = Ring([Node("a", A["url"], 1)], epoch=4, replicas=1, partition_power=2)
+    assert pending_claim(doc, ring3) and not pending_claim(doc, ring4)
+    with pytest.raises(ValueError):
+        check_draining({"version": 1, "members": [], "change": {"what": "x", "epoch": 1, "nodes": ["ftp://x"]}})
+
+
+def test_the_newest_document_of_a_split_version_is_the_one_most_nodes_hold():
+    """A claim that lost (taken by one node, refused by the others) is not the newest for readers,
+    whatever order the nodes answer in."""
+    won = {"version": 3, "members": [A], "change": {"what": "remove-node a", "epoch": 2}}
+    lost = {"version": 3, "members": [B], "change": {"what": "remove-node b", "epoch": 2}}
+    older = {"version": 2, "members": []}
+    assert newest([lost, won, won, older]) == won and newest([won, older, lost, won]) == won
+    assert newest([older, RuntimeError("down")]) == older and newest([]) == {"version": 0, "members": []}
+    # a tie is broken the same way for every reader (the lower encoding): here the list with member a
+    assert newest([won, lost]) == newest([lost, won]) == won
