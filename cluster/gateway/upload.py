@@ -109,6 +109,7 @@ class ReplicaUpload:
         self.lagged = 0.0       # seconds this replica held the body back while W others took it
         self.progressed = None  # loop time the node last took body bytes (or the upload started)
         self._stuck_since = None  # loop time the pump began waiting for the node to take bytes
+        self._caught_up_at = None  # loop time a chunk last found nothing waiting for this node
         self.failed = None      # reason when the upload is dead
         self.code = None        # the node's status code
         self.resp_headers = {}
@@ -196,13 +197,18 @@ class ReplicaUpload:
 
     def taking(self, now, within):
         """Whether the node is taking the body: not failed, not answered early, and either
-        caught up (nothing queued, the socket not full) or it took bytes within ``within``
-        seconds.  A node that froze with chunks queued or a full socket is not."""
+        caught up (nothing queued, the socket not full), or caught up when a chunk was last
+        queued for it, or it took bytes, within ``within`` seconds.  A node that froze with
+        chunks queued or a full socket is not."""
         if self.failed or self.answered:
             return False
         if self._queue.empty() and self._stuck_since is None:
             return True
-        return self.progressed is not None and now - self.progressed < within
+        # a chunk queued just now is not a backlog: the node was caught up when it came, and
+        # the fast replicas are checked right after the delivery that a slow one held back, so
+        # their last progress is as old as the slow one's pace (a slow node was never dropped)
+        last = max((t for t in (self.progressed, self._caught_up_at) if t is not None), default=None)
+        return last is not None and now - last < within
 
     async def feed(self, chunk):
         """Queue ``chunk`` for this node; False when the node is (now) out.
@@ -212,8 +218,7 @@ class ReplicaUpload:
         """
         if self.failed:
             return False
-        if not self._queue.full():
-            self._queue.put_nowait(chunk)
+        if self.offer(chunk):
             return True
         try:
             await asyncio.wait_for(self._queue.put(chunk), self.timeout)
@@ -227,6 +232,8 @@ class ReplicaUpload:
         """Queue ``chunk`` if there is room right now; False when :meth:`feed` must wait."""
         if self._queue.full():
             return False
+        if self._queue.empty() and self._stuck_since is None:
+            self._caught_up_at = asyncio.get_running_loop().time()
         self._queue.put_nowait(chunk)
         return True
 

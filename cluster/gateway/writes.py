@@ -27,8 +27,9 @@ PASSED_HEADERS = ("Content-Encoding", "Logical-Size", "SHA256-Checksum", "Conten
 #: at 6 Mbit/s and 0.1 s without.  A node slower by less than half is never dropped.
 LAG_GRACE = 2.0
 LAG_SHARE = 0.5
-#: a replica counts as taking the body when it is caught up or took bytes this recently: a node
-#: that froze (its socket full) must not count towards the W that let another be dropped
+#: a replica counts as taking the body when it is caught up, or was when a chunk last came for
+#: it, or took bytes this recently: a node that froze (its socket full) must not count towards
+#: the W that let another be dropped
 PROGRESS_WINDOW = 1.0
 
 

@@ -99,6 +99,17 @@ def test_a_slow_replica_beyond_the_quorum_is_dropped():
     assert c.failed.startswith("fell behind the other replicas")
 
 
+def test_a_replica_slower_than_the_progress_window_is_dropped():
+    """The fast replicas are checked right after the delivery the slow one held back: each had
+    just been given a chunk, and had last taken bytes one slow-node pace ago.  At a pace slower
+    than PROGRESS_WINDOW they did not count as taking the body, so the slower a node the surer
+    it was kept (and the CI run at a pace equal to the window failed by a millisecond)."""
+    a, b, c = FakeNode("a", 0.001), FakeNode("b", 0.001), FakeNode("c", 0.25)
+    run([a, b, c], chunks=20)
+    assert (a.failed, b.failed) == (None, None) and a.ended and b.ended
+    assert c.failed.startswith("fell behind the other replicas")
+
+
 def test_a_slow_replica_is_kept_when_another_froze_and_it_is_needed_for_w():
     """A frozen node's queue still had room, so it counted as taking the body and the slow one
     was dropped; then the frozen one timed out too and the PUT had 1 replica of W=2 (found by a
