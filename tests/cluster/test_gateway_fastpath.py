@@ -112,7 +112,7 @@ def test_fast_answers_are_counted_and_logged(cluster):
     assert after[sent] == before.get(sent, 0) + len(text) + 3 * len(SMALL)  # the first /metrics too
     log_path = c.gateways[c.gateway_urls.index(logged)].log_path
     line = "GET /files/fp/small 200 in=0 out=%d " % len(SMALL)
-    assert wait_until(lambda: open(log_path).read().count(line) >= 3, 5)
+    assert wait_until(lambda: open(log_path).read().count(line) >= 3, 15)
     assert "HEAD /files/fp/small 200 in=0 out=0 " in open(log_path).read()
 
 

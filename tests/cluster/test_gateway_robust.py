@@ -358,7 +358,7 @@ def test_busy_nodes_503_carries_retry_after(tmp_path):
     held = []
     try:
         held = [hold_upload_slot(c, i) for i in (0, 1)]
-        time.sleep(0.3)
+        time.sleep(1.0)   # each node has read the held request's head (taken its slot): ms, unless busy
         for size in (300_000, 1_000):
             r = gw_put(c.gateway_url, "/busy/f%d" % size, os.urandom(size), V)
             assert r.status_code == 503, (size, r.headers)

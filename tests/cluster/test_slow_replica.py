@@ -12,9 +12,11 @@ names, and each of those GETs waited for it.  A second gateway started with
 
 import json
 import os
+import time
 
 import requests
 
+from cluster.gateway.latency import PROBE_SECONDS
 from tests.cluster.conftest import NodeCluster
 from tests.support.delayproxy import DelayProxy
 from tests.support.procs import Service, free_port, script
@@ -72,10 +74,14 @@ def test_reads_go_to_fast_replicas_while_one_node_is_slow(tmp_path):
         assert "last (slow:" in status
 
         proxy.reset_counts()
+        began = time.monotonic()
         for _ in range(3):
             read_all()   # 72 GETs, each needing 2 replicas: node 0 and node 1 are enough
-        # what still reaches node 2 is the probe, about one lookup a second
-        assert proxy.count(FETCH) <= 6, proxy.count(FETCH)
+        took = time.monotonic() - began
+        # what still reaches node 2 is the probe, at most one lookup a second (PROBE_SECONDS): the
+        # bound grows with the time the reads took (a busy machine), asking node 2 for its share of
+        # the 72 GETs would be dozens more (each costing DELAY, which this bound allows per second)
+        assert proxy.count(FETCH) <= max(6, 3 + took / PROBE_SECONDS), (proxy.count(FETCH), took)
         assert _status(gw)["latency"][proxy.url]["slow"] is True
 
         # the escape hatch: a gateway that reads owners in ring order asks node 2 for most names

@@ -150,7 +150,7 @@ def test_written_files_land_in_the_cache_readable_by_others(server, mount_factor
     with open(m.p("perm/w.txt"), "w") as f:
         f.write("shared\n")
     cached = os.path.join(m.cache_dir, "files", "perm", "w.txt")
-    deadline = time.monotonic() + 5  # handed to the cache at release, after close returned
+    deadline = time.monotonic() + 15  # handed to the cache at release, after close returned
     while not os.path.exists(cached):
         assert time.monotonic() < deadline, "not cached"
         time.sleep(0.05)

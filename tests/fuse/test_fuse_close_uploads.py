@@ -73,13 +73,21 @@ def test_child_killed_by_signal_keeps_the_parents_output(server, mount_factory):
 
 def test_closes_by_children_and_readers_publish_nothing(server, mount_factory):
     m = mount_factory(server.url)
-    # A child (/bin/true) exiting while the shell still writes: nothing published yet.
-    writer = subprocess.Popen(["bash", "-c", "{ echo part1; /bin/true; sleep 2; echo part2; } > %s" % m.p("p2.txt")])
+    # A child (/bin/true) exiting while the shell still writes: nothing published yet.  The shell
+    # writes part2 only when told (a fixed 2 s sleep could end before the check on a busy machine);
+    # it says when /bin/true is over through another child (a builtin's >&2 would make the shell
+    # itself, the opener, save and close its standard output: a close that uploads)
+    writer = subprocess.Popen(["bash", "-c", "{ echo part1; /bin/true; /bin/echo child-done >&2; read go; echo part2; } > %s"
+                               % m.p("p2.txt")], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.2)
+        assert writer.stderr.readline().strip() == b"child-done"
+        time.sleep(1.2)   # a close at the child's exit would have uploaded by now
         assert remote(server, "/p2.txt") is None
     finally:
+        writer.stdin.write(b"go\n")
+        writer.stdin.close()
         writer.wait(timeout=20)
+        writer.stderr.close()
     assert remote(server, "/p2.txt") == b"part1\npart2\n"
     # A reader's close of a file being written does not publish the writer's partial buffer.
     with open(m.p("r.txt"), "w") as out:

@@ -35,7 +35,7 @@ def test_dead_mount_is_reported_as_broken(server, mount_factory):
         os.kill(pid, signal.SIGKILL)
     os.kill(m.service.pid, signal.SIGKILL)
     m.service.proc.wait(timeout=10)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while True:
         try:
             os.stat(m.path)

@@ -36,7 +36,7 @@ def sh(cmd, **kw):
     return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, **kw)
 
 
-def eventually(fn, timeout=5.0):
+def eventually(fn, timeout=15.0):
     """Poll ``fn()`` until it is truthy (``release``, which may upload, runs after ``close`` returned)."""
     deadline = time.monotonic() + timeout
     while not fn():

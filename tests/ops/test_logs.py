@@ -38,7 +38,7 @@ def test_json_access_lines_and_no_secrets(ops_cluster):
         return [d for d in _json_lines(path) if d.get("logger") == "filetracker.access" and predicate(d)]
 
     gw_log = c.gateway.log_path
-    assert wait_until(lambda: access(gw_log, lambda d: d["status"] == 404), 5)
+    assert wait_until(lambda: access(gw_log, lambda d: d["status"] == 404), 15)
     put = access(gw_log, lambda d: d["method"] == "PUT" and d["status"] == 200)[-1]
     assert put["name"] == "/logs/one.bin" and put["path"] == "/files/logs/one.bin"
     assert put["bytes_in"] == len(body) and put["duration_ms"] > 0 and put["remote"] == "127.0.0.1"

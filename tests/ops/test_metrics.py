@@ -136,7 +136,7 @@ def test_single_server_metrics(tmp_path):
             - sample(before, "filetracker_http_sent_bytes_total", method="GET") == 5 + len(big) + before.body_bytes
         assert ("filetracker_store_free_bytes", ()) in after
         # the access line of the PUT (text format, the default)
-        assert wait_until(lambda: "PUT /files/m/one 200 in=5" in svc.log_tail(), 5), svc.log_tail()
+        assert wait_until(lambda: "PUT /files/m/one 200 in=5" in svc.log_tail(), 15), svc.log_tail()
     finally:
         svc.stop()
 

@@ -84,7 +84,7 @@ def test_front_answers_are_counted_and_logged(servers):
     assert after[ok] == before[ok] + 3
     assert after[sent] == before[sent] + len(text) + 3 * len(small)
     line = "GET /files/f/small 200 in=0 out=%d " % len(small)
-    assert wait_until(lambda: fast.service.log_tail(200000).count(line) >= 4, 5)
+    assert wait_until(lambda: fast.service.log_tail(200000).count(line) >= 4, 15)
 
 
 def test_writes_are_seen_at_once_through_the_front(servers):

@@ -128,7 +128,7 @@ def test_at_least_22_cases():
     assert len(CASES) >= 22
 
 
-def _wait_until(pred, timeout=5.0):
+def _wait_until(pred, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
