@@ -107,9 +107,10 @@ class ReplicaUpload:
         self._retried = False
         self.task = None
         self.lagged = 0.0       # seconds this replica held the body back while W others took it
-        self.progressed = None  # loop time the node last took body bytes (or the upload started)
+        # loop time the node was last seen keeping up: it took body bytes, or a chunk came with
+        # nothing waiting for it (or the upload started)
+        self.progressed = None
         self._stuck_since = None  # loop time the pump began waiting for the node to take bytes
-        self._caught_up_at = None  # loop time a chunk last found nothing waiting for this node
         self.failed = None      # reason when the upload is dead
         self.code = None        # the node's status code
         self.resp_headers = {}
@@ -204,11 +205,7 @@ class ReplicaUpload:
             return False
         if self._queue.empty() and self._stuck_since is None:
             return True
-        # a chunk queued just now is not a backlog: the node was caught up when it came, and
-        # the fast replicas are checked right after the delivery that a slow one held back, so
-        # their last progress is as old as the slow one's pace (a slow node was never dropped)
-        last = max((t for t in (self.progressed, self._caught_up_at) if t is not None), default=None)
-        return last is not None and now - last < within
+        return self.progressed is not None and now - self.progressed < within
 
     async def feed(self, chunk):
         """Queue ``chunk`` for this node; False when the node is (now) out.
@@ -233,7 +230,10 @@ class ReplicaUpload:
         if self._queue.full():
             return False
         if self._queue.empty() and self._stuck_since is None:
-            self._caught_up_at = asyncio.get_running_loop().time()
+            # a chunk queued just now is not a backlog: the fast replicas are checked right after
+            # the delivery a slow one held back, when their last bytes taken are as old as the
+            # slow one's pace (so a node slower than PROGRESS_WINDOW was never dropped)
+            self.progressed = asyncio.get_running_loop().time()
         self._queue.put_nowait(chunk)
         return True
 
