@@ -20,7 +20,9 @@ BIG = os.urandom((4 << 20) + 12345)  # beyond the first piece (4 MiB): handed ov
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = TestCluster(tmp_path_factory.mktemp("fastpath"), nodes=3).start()
+    # --no-avoid-slow: the slow-node watch probes quiet nodes with batched lookups of its own
+    # (cluster/gateway/latency.py), which test_handed_over_requests_reuse_the_read would count
+    c = TestCluster(tmp_path_factory.mktemp("fastpath"), nodes=3, gateway_args=["--no-avoid-slow"]).start()
     try:
         full = c.start_gateway(["--no-fast-reads"])
         logged = c.start_gateway(["--log-level", "INFO"])
