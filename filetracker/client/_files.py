@@ -8,6 +8,7 @@ a torn one (a download into a FIFO or a device is written into it instead:
 
 import errno
 import os
+import re
 import secrets
 import stat
 
@@ -131,6 +132,30 @@ def _file_in_the_way(folder):
     """The nearest existing one of ``folder`` and its parents, if it is not a folder; else None."""
     found = nearest_existing(folder)
     return None if os.path.isdir(found) else found
+
+
+#: the names of a process's own descriptors (``/proc/<pid>/fd`` is matched against our pid)
+_DESCRIPTOR_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)$")
+
+
+def own_descriptor(path):
+    """The descriptor number when ``path`` names one of this process's open descriptors
+    (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``, or a link to
+    one), else None.
+
+    A download to such a name is written into that descriptor, as ``cat`` writes to its
+    output: reopening the name would truncate a file the shell opened for appending
+    (``>> log``), and replacing it by a rename would cut it off from its writers."""
+    path = os.path.abspath(path)
+    for _ in range(8):  # /dev/stdout -> /proc/self/fd/1; a user's link to it: one more
+        found = _DESCRIPTOR_PATH.match(path)
+        if found:
+            pid, fd = found.groups()
+            return int(fd) if pid is None or int(pid) == os.getpid() else None
+        if path.startswith("/proc/") or not os.path.islink(path):
+            return None  # /proc's own links point at the files themselves
+        path = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+    return None
 
 
 def special_destination(path):

@@ -17,12 +17,12 @@ import logging
 import os
 import time
 
-from filetracker.client._files import special_destination, write_stream
+from filetracker.client._files import own_descriptor, special_destination, write_stream
 from filetracker.client.data_store import close_stream
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager, NoOpLockManager
 from filetracker.client.remote_data_store import RemoteDataStore
-from filetracker.errors import ContentConflictError, FiletrackerError, NotFoundError
+from filetracker.errors import FiletrackerError, NotFoundError, VersionConflictError
 from filetracker.names import check_name, versioned_name
 
 logger = logging.getLogger("filetracker")
@@ -81,27 +81,33 @@ class Client:
         return self.local_store is not None and (
             self.remote_store is None or (version is not None and not force_refresh))
 
-    def _commit_to_cache(self, staged, vname):
+    def _commit_to_cache(self, staged, vname, replace_equal=False):
         """Move a staged file into the cache under the name's exclusive lock.
 
+        ``replace_equal``: the staged bytes are what the server holds at ``vname``
+        (just uploaded and confirmed, or downloaded on a forced refresh), so they replace
+        a cached copy of the same version, which may be another content: two uploads
+        within one second store one of them (equal versions go by content).  Other
+        downloads leave an equal version alone (no rewrite and fsync of a cached file
+        on every unversioned get).
         A failure only costs the cache entry (logged), never the caller's result.
         """
         try:
             with self.lock_manager.lock_for(vname) as lock:
                 lock.lock_exclusive()
-                return self.local_store.commit(staged, vname)
+                return self.local_store.commit(staged, vname, replace_equal=replace_equal)
         except Exception as e:
             self.local_store.discard(staged)
             _cache_failed(vname, e)
             return None
 
-    def _add_file_to_cache(self, vname, filename, link):
+    def _add_file_to_cache(self, vname, filename, link, replace_equal=False):
         try:
             staged = self.local_store.stage_file(filename, link=link)
         except Exception as e:
             _cache_failed(vname, e)
             return None
-        return self._commit_to_cache(staged, vname)
+        return self._commit_to_cache(staged, vname, replace_equal)
 
     # -- reads -------------------------------------------------------------------
 
@@ -110,19 +116,25 @@ class Client:
 
         A versioned name is served from the cache when it is there (unless
         ``force_refresh``); otherwise the file comes from the server and, with
-        ``add_to_cache``, is added to the cache.  ``save_to`` may be a hard
+        ``add_to_cache``, is added to the cache (on ``force_refresh`` replacing
+        the cached copy of that version).  ``save_to`` may be a hard
         link to the cached copy: replace it, never modify it in place.
 
         ``save_to`` is replaced whole by a rename (nobody sees it half written), except
         that a symbolic link is followed (its target is replaced, the link stays) and an
-        existing ``save_to`` that is not a regular file (a FIFO, ``/dev/stdout``) is
-        written into, as the 2.x client wrote into any destination.
+        existing ``save_to`` that is not a regular file (a FIFO, a terminal) is
+        written into, as the 2.x client wrote into any destination; a name of
+        one of this process's descriptors (``/dev/stdout``, ``/dev/fd/N``) is
+        written into that descriptor at its offset, even when it is a regular file.
         """
         uname, version = check_name(name)
-        if special_destination(save_to):
+        descriptor = own_descriptor(save_to)
+        if descriptor is not None or special_destination(save_to):
             stream, vname = self.get_stream(name, force_refresh=force_refresh, serve_from_cache=add_to_cache)
             try:
-                with open(save_to, "wb") as out:
+                # /dev/stdout and the like: into the open descriptor, at its offset (``>>`` appends)
+                out = os.fdopen(os.dup(descriptor), "wb") if descriptor is not None else open(save_to, "wb")
+                with out:
                     write_stream(out, stream)
             finally:
                 close_stream(stream)
@@ -144,7 +156,7 @@ class Client:
             vname = self.remote_store.get_file(name, save_to)
             if add_to_cache and self.local_store is not None:
                 # save_to is a file we just created: linking it into the cache is safe.
-                self._add_file_to_cache(vname, save_to, link=True)
+                self._add_file_to_cache(vname, save_to, link=True, replace_equal=force_refresh)
             return vname
         finally:
             logger.debug("get_file %s took %.3fs", name, time.monotonic() - t)
@@ -179,7 +191,7 @@ class Client:
                 staged = self.local_store.stage_stream(stream)
             finally:
                 close_stream(stream)
-            self._commit_to_cache(staged, vname)
+            self._commit_to_cache(staged, vname, replace_equal=force_refresh)
             name = vname
         with self.lock_manager.lock_for(uname) as lock:
             lock.lock_shared()
@@ -221,10 +233,12 @@ class Client:
         version the server stored (so cache and server agree); if the server
         kept a newer version, that version's name is returned and the cache is
         left alone.  If it keeps another content at this very version (two
-        uploads in one second: equal versions go by content): with the version
-        given, :class:`~filetracker.errors.ContentConflictError` (a
-        VersionConflictError) is raised and the cache is left alone; without,
-        the upload is made again one second later, so the later upload wins.  ``compress_hint=False`` uploads uncompressed.
+        uploads in one second: equal versions go by content), or the name was
+        deleted at this second: with the version given,
+        :class:`~filetracker.errors.ContentConflictError` (a
+        VersionConflictError), or VersionConflictError, is raised and the cache
+        is left alone; without, the upload is made again one second later, so
+        the later upload wins.  ``compress_hint=False`` uploads uncompressed.
         """
         if not to_local_store and not to_remote_store:
             raise ValueError("Neither to_local_store nor to_remote_store set in a call to put_file")
@@ -247,15 +261,17 @@ class Client:
         try:
             vname = self.remote_store.add_file(versioned_name(uname, version), filename,
                                                compress_hint=compress_hint)
-        except ContentConflictError:
+        except VersionConflictError:
             if not implicit:
                 raise
-            # another content took this second: the next one, so the later upload wins (as 2.x)
+            # another content took this second, or a delete did (its tombstone is not older than
+            # this upload): the next second, so the later upload wins, as with 2.x
             version += 1
             vname = self.remote_store.add_file(versioned_name(uname, version), filename,
                                                compress_hint=compress_hint)
         if use_local and check_name(vname)[1] == version:
-            self._add_file_to_cache(vname, filename, link=False)
+            # the server kept these bytes at this version (another content raised above)
+            self._add_file_to_cache(vname, filename, link=False, replace_equal=True)
         return vname
 
     def delete_file(self, name):

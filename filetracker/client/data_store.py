@@ -111,9 +111,13 @@ class DataStore:
             raise
         return _Staged(path, temporary=True)
 
-    def commit(self, staged, name):
+    def commit(self, staged, name, replace_equal=False):
         """Store what was staged as ``name`` (as :meth:`add_file`); return the versioned name
-        the store now holds.  The staged file is consumed either way."""
+        the store now holds.  The staged file is consumed either way.
+
+        ``replace_equal``: the staged bytes are the server's at this version, so they should
+        replace what the store holds at an equal version (:class:`LocalDataStore` does);
+        :meth:`add_file` decides here."""
         try:
             return self.add_file(name, staged.path)
         finally:

@@ -11,6 +11,7 @@ never replaces a newer one.
 """
 
 import os
+import stat
 import time
 
 from filetracker.client._files import (
@@ -71,6 +72,14 @@ class LocalDataStore(DataStore):
         except FileNotFoundError:
             return None
 
+    def _file_stat(self, path):
+        """``_stat`` of a cached file; None for a folder or a name below a file."""
+        try:
+            st = self._stat(path)
+        except NotADirectoryError:
+            return None
+        return st if st is not None and stat.S_ISREG(st.st_mode) else None
+
     # -- staging and committing ----------------------------------------------
 
     def _new_temp(self):
@@ -128,11 +137,13 @@ class LocalDataStore(DataStore):
     def discard(self, staged):
         remove_quietly(staged)
 
-    def commit(self, staged, name):
+    def commit(self, staged, name, replace_equal=False):
         """Make the staged file the cached ``name``; return the versioned name now cached.
 
         With a version in ``name``: kept only when newer than the cached one
-        (an equal or newer cached version stays).  Without: a new version,
+        (an equal or newer cached version stays), or, with ``replace_equal``,
+        not older (for bytes the server just gave or confirmed: two contents
+        of one version can exist, and the server's is the one to keep).  Without: a new version,
         ``max(now, cached + 1)``, always replaces.  The staged file is consumed
         either way.  Callers that share the cache hold the name's exclusive
         lock around this call.
@@ -144,7 +155,8 @@ class LocalDataStore(DataStore):
                 version = int(time.time())
                 if st is not None:
                     version = max(version, _version_of(st) + 1)
-            elif st is not None and _version_of(st) >= version:
+            elif st is not None and (_version_of(st) > version
+                                     or (_version_of(st) == version and not replace_equal)):
                 return versioned_name(uname, _version_of(st))
             os.utime(staged, (version, version))
             # The version is the mtime, and a linked stage (a download of ours) was never
@@ -228,21 +240,21 @@ class LocalDataStore(DataStore):
 
     def exists(self, name):
         path, _, version = self._parse(name)
-        st = self._stat(path)
-        if st is None or not os.path.isfile(path):
+        st = self._file_stat(path)
+        if st is None:
             return False
         return version is None or _version_of(st) == version
 
     def file_version(self, name):
         path, uname, _ = self._parse(name)
-        st = self._stat(path)
+        st = self._file_stat(path)
         if st is None:
             raise NotFoundError("file not in the local store: %s" % uname)
         return _version_of(st)
 
     def file_size(self, name):
         path, uname, version = self._parse(name)
-        st = self._stat(path)
+        st = self._file_stat(path)
         if st is None:
             raise NotFoundError("file not in the local store: %s" % uname)
         if version is not None and _version_of(st) != version:
@@ -256,7 +268,7 @@ class LocalDataStore(DataStore):
         cache hold the name's exclusive lock.
         """
         path, _, version = self._parse(name)
-        st = self._stat(path)
+        st = self._file_stat(path)
         if st is None:
             return
         if version is not None and _version_of(st) > version:

@@ -79,11 +79,24 @@ class _ReadWithProgress:
         return os.fstat(self._f.fileno()).st_size - self._f.tell()
 
 
+def _decoded_length(headers):
+    """The body's length once decoded, from the answer's headers; None when they do not say."""
+    encoding = headers.get("Content-Encoding", "").strip().lower()
+    value = headers.get("Logical-Size") if encoding == "gzip" else None if encoding else headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class ResponseStream:
     """A read-only binary file over a streamed HTTP response body (decoded).
 
     ``read(n)`` returns at most ``n`` bytes; ``read()`` the rest.  Closing it
-    releases the connection.  A truncated body raises :class:`RemoteError`.
+    releases the connection.  A truncated body raises :class:`RemoteError`,
+    also one that ends with its connection (no ``Content-Length``, as a proxy
+    may send it): the decoded bytes are counted against ``Logical-Size`` (gzip)
+    or ``Content-Length`` (plain), as a cut gzip stream decodes without error.
     """
 
     def __init__(self, response, what):
@@ -91,15 +104,23 @@ class ResponseStream:
         self._iter = response.iter_content(CHUNK)
         self._buf = b""
         self._what = what
+        self._expected = _decoded_length(response.headers)
+        self._received = 0
         self.closed = False
 
     def _next_chunk(self):
         try:
-            return next(self._iter)
+            chunk = next(self._iter)
         except StopIteration:
+            if self._expected is not None and self._received != self._expected:
+                expected, self._expected = self._expected, None   # said once
+                raise RemoteError("%s: transfer cut short: %d of %d bytes"
+                                  % (self._what, self._received, expected)) from None
             return b""
         except requests.RequestException as e:
             raise RemoteError("%s: transfer failed: %s" % (self._what, e)) from None
+        self._received += len(chunk)
+        return chunk
 
     def read(self, n=-1):
         if n is None or n < 0:
@@ -143,6 +164,12 @@ class ResponseStream:
 class RemoteDataStore(DataStore):
     """The protocol client; thread-safe (one pooled ``requests.Session``).
 
+    Safe across ``fork()`` too: a child process (a multiprocessing or Celery
+    worker) makes its own session on its first request instead of using the
+    parent's pooled connections, over which both would read each other's
+    answers.  A ``session`` given by the caller is used as it is: keep one
+    per process.
+
     ``timeout``: seconds to wait for a connection or for the next bytes of an
     answer (``None``: wait forever, as the 2.x client does).
     ``on_negotiated(protocol)``: called once when the protocol is settled.
@@ -154,6 +181,8 @@ class RemoteDataStore(DataStore):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
+        self._own_session = session is None
+        self._session_pid = os.getpid()
         self.on_negotiated = on_negotiated
         self.progress_factory = progress_factory
         self._protocol = None
@@ -166,6 +195,11 @@ class RemoteDataStore(DataStore):
 
     def _request(self, method, url, what, **kwargs):
         kwargs.setdefault("timeout", self.timeout)
+        if self._own_session and self._session_pid != os.getpid():
+            # forked: the pooled connections are sockets the parent holds too; the child opens
+            # its own (the old ones close in this process only, the parent's stay open)
+            self.session = requests.Session()
+            self._session_pid = os.getpid()
         try:
             return self.session.request(method, url, **kwargs)
         except requests.RequestException as e:
@@ -228,8 +262,8 @@ class RemoteDataStore(DataStore):
         """Upload ``filename`` as ``name``; returns the versioned name the server now holds.
 
         Without a version in ``name`` the current time is sent (as the 2.x
-        client does); if another content took that second, the next one (so the
-        later upload wins, as with 2.x).  When the server holds a newer version,
+        client does); if another content or a delete took that second, the next
+        one (so the later upload wins, as with 2.x).  When the server holds a newer version,
         that one stays and its versioned name is returned.  With a version given,
         another content at that version raises :class:`ContentConflictError`.
         """
@@ -239,7 +273,7 @@ class RemoteDataStore(DataStore):
         version = int(time.time())
         try:
             return self._add_file(uname, version, filename, compress_hint)
-        except ContentConflictError:
+        except VersionConflictError:
             return self._add_file(uname, version + 1, filename, compress_hint)
 
     def _add_file(self, uname, version, filename, compress_hint):
