@@ -205,6 +205,7 @@ class WriteBuffer:
         self.unlinked = False
         self.abandoned = False
         self.uploaded = None  # versioned name of the last upload
+        self.kept = False  # the last upload's bytes are what the server keeps (not a newer version)
         self.refs = 0
         self.lock = threading.RLock()
 

@@ -183,8 +183,12 @@ class WritingOps:
         self._raise_floor(writer.path, got)
         writer.dirty = writer.generation != generation
         writer.uploaded = vname
+        # a newer version stored meanwhile (another machine) stays: vname names its bytes, not ours
+        writer.kept = got == version
         writer.base_version = got
         self._note_exists(writer.path, Attr(tree.FILE, writer.size(), got))
+        if not writer.kept:
+            self.attrs.pop(writer.path)   # its size is not ours: the next lookup asks the server
         return vname
 
     @staticmethod
@@ -229,14 +233,16 @@ class WritingOps:
 
     def _finalize_writer(self, writer):
         """After the last close: hand an uploaded staged file to the Client's cache."""
-        if writer.uploaded and not writer.dirty and not writer.unlinked:
+        if writer.uploaded and writer.kept and not writer.dirty and not writer.unlinked:
             try:
                 os.fsync(writer.fd)  # the cache must never hold a torn file after a crash
                 writer.close_fd()
                 staged = self.store.stage_file(writer.tmp_path, link=True)
                 with self.locks.lock_for(writer.uploaded) as lock:
                     lock.lock_exclusive()
-                    self.store.commit(staged, writer.uploaded)
+                    # the server confirmed these bytes at this version: they replace another
+                    # content of the same version a cache user may have put there
+                    self.store.commit(staged, writer.uploaded, replace_equal=True)
             except Exception:
                 logger.warning("could not cache %s", writer.uploaded, exc_info=True)
         writer.remove()  # closes the descriptor too

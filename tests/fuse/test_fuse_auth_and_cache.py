@@ -155,3 +155,34 @@ def test_written_files_land_in_the_cache_readable_by_others(server, mount_factor
         assert time.monotonic() < deadline, "not cached"
         time.sleep(0.05)
     assert os.stat(cached).st_mode & 0o777 == 0o644
+
+
+def test_an_upload_a_newer_version_beat_is_not_cached_as_that_version(server, mount_factory, tmp_path):
+    """A write whose upload the server answers with a newer version (stored meanwhile from
+    elsewhere: the server keeps the newer one) is not cached under that version: the cache
+    would then serve this mount's bytes as the other writer's (found by a client review)."""
+    m = mount_factory(server.url, args=["--attr-timeout", "60"])
+    os.makedirs(m.p("race"))
+    with open(m.p("race/f"), "wb") as f:
+        f.write(b"ours 1")
+    cached = os.path.join(m.cache_dir, "files", "race", "f")
+    deadline = time.monotonic() + 15  # handed to the cache at release, after close returned
+    while not os.path.exists(cached):
+        assert time.monotonic() < deadline, "not cached"
+        time.sleep(0.05)
+    newer = int(os.stat(cached).st_mtime) + 100
+    theirs = tmp_path / "theirs"
+    theirs.write_bytes(b"theirs")
+    Client(cache_dir="", remote_url=server.url).put_file("/race/f@%d" % newer, str(theirs))
+    with open(m.p("race/f"), "wb") as f:   # the mount still holds the first version's attributes
+        f.write(b"ours 2, longer than theirs")
+    m.wait_writers_released()
+    out = str(tmp_path / "out")
+    reader = Client(cache_dir=m.cache_dir, remote_url=server.url)
+    assert reader.get_file("/race/f@%d" % newer, out) == "/race/f@%d" % newer
+    with open(out, "rb") as f:
+        assert f.read() == b"theirs"
+    # and the mount shows the version kept, at its own size (not the size this mount wrote)
+    assert os.stat(m.p("race/f")).st_size == len(b"theirs")
+    with open(m.p("race/f"), "rb") as f:
+        assert f.read() == b"theirs"
