@@ -34,6 +34,9 @@ from cluster.secret import SECRET_HEADER
 from filetracker.records import Record
 
 EPOCH_HEADER = "X-Ring-Epoch"
+#: a node's answer to a streamed replica PUT: the SHA-256 of the content it received (the
+#: gateway tells "stored" from "another content of this version is stored" by it)
+UPLOAD_SHA256_HEADER = "X-Upload-Sha256"
 CHUNK = 256 * 1024
 #: largest blob sent inside a record list (and the largest body ``POST /_cluster/read`` returns)
 INLINE_BLOB_MAX = 64 * 1024

@@ -35,6 +35,7 @@ from filetracker.server.base import (
 )
 from filetracker.server.front import take_prefetched
 from filetracker.server.observe import count_sent
+from filetracker.server.upload_body import check_body_headers
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class FilesHandler(BaseHandler):
         self.request.connection.set_max_body_size(MAX_BODY_SIZE)
         name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
         self._target = (name, request_version(self, path_version))  # of the PUT
+        # refused as the server refuses them, before any byte is asked for (Expect: 100-continue)
+        check_body_headers(self.request.headers)
         await self.ring()
         if self.services.config.batch_writes and batchable(self.request.headers, self._target[1]):
             self._small = []  # received whole (Tornado holds it to Content-Length), stored in batches
@@ -117,10 +120,10 @@ class FilesHandler(BaseHandler):
         if winner.deleted:
             raise deleted_since(self._target[0], winner.version, version)
         # at an equal version the replicas' winner may be another upload's (a larger SHA-256):
-        # told apart by the checksum the client announced (the 2.x client always does; the
-        # gateway does not hash bodies itself, so without one that case reads "stored")
-        announced = self.request.headers.get("SHA256-Checksum", "").strip().lower()
-        self.answer_put(winner, winner.version == version and announced in ("", winner.sha256), version)
+        # told apart by this upload's checksum, announced by the client or else found by the
+        # nodes (or the gateway, for a small body); "" only from nodes too old to say it
+        ours = self.request.headers.get("SHA256-Checksum", "").strip().lower() or outcome.sent_sha256
+        self.answer_put(winner, winner.version == version and ours in ("", winner.sha256), version)
 
     async def _put_small(self, raw):
         """The outcome of a small PUT whose body (as sent) is ``raw``: batched to the replicas,
@@ -340,13 +343,15 @@ class ListHandler(BaseHandler):
                 rec = Record(name=name, version=int(version), sha256=sha256 or "", size=int(size or 0),
                              deleted=bool(deleted))
                 merged[name] = merge(merged.get(name), rec)
-        if self.services.fallback is not None:
+        fallback = self.services.fallback
+        migrating = fallback is not None and fallback.wanted(self.request)   # not with X-No-Fallback
+        if migrating:
             # migration mode: the old server's names too, unless the cluster has a record
             # (a newer file or a tombstone) for them
-            for name in await self.services.fallback.list_names(folder, max_version):
+            for name in await fallback.list_names(folder, max_version):
                 if name not in merged:
                     merged[name] = Record(name=name, version=0, sha256="", size=0, deleted=False)
-        details = listing.wants_details(self, migrating=self.services.fallback is not None)
+        details = listing.wants_details(self, migrating=migrating)
         body, headers = await listing.answer(self.services, merged, folder, max_version, details)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         for key, value in headers.items():

@@ -22,6 +22,7 @@ version) gets the file as a plain ``PUT`` from then on.
 """
 
 import asyncio
+import hashlib
 import logging
 
 import msgpack
@@ -277,4 +278,7 @@ async def batched_put(services, name, version, body):
             node, hint_for = sub
 
     successes = await first_successes(services, picker, quorum, one)
-    return judge(successes, failures, quorum, "file", longest_retry_after(retry_after))
+    outcome = judge(successes, failures, quorum, "file", longest_retry_after(retry_after))
+    # whether the winner is this upload: the body is at most SMALL_PUT_MAX, hashed at once
+    outcome.sent_sha256 = body.sha256 or hashlib.sha256(body.data).hexdigest()
+    return outcome

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from cluster.gateway.nodes import EPOCH_HEADER, quote_name, record_from_headers
 from cluster.gateway.pool import ConnectionFailed
+from cluster.peers import UPLOAD_SHA256_HEADER
 from filetracker.server.app import BODY_CHUNK
 from filetracker.server.futures import mark_retrieved
 
@@ -115,6 +116,7 @@ class ReplicaUpload:
         self.code = None        # the node's status code
         self.resp_headers = {}
         self.record = None      # the winner the node reports
+        self.sent_sha256 = ""   # the SHA-256 of the body as the node received it ("": not said)
 
     # ---- request side -----------------------------------------------------------
 
@@ -360,6 +362,7 @@ class ReplicaUpload:
                 pass
         if self.code == 200:
             self.record = record_from_headers(self.name, resp.headers)
+            self.sent_sha256 = resp.headers.get(UPLOAD_SHA256_HEADER, "").strip().lower()
 
     @property
     def ok(self):

@@ -37,14 +37,17 @@ class WriteOutcome:
     """The result of a quorum write, as the public handler answers it.
 
     ``status`` 200 with ``record`` (the winner the replicas report), or an
-    error ``status`` with a one-line ``message``.
+    error ``status`` with a one-line ``message``.  ``sent_sha256``: the SHA-256
+    of the content this write carried, when known ("" otherwise): whether
+    ``record`` is this upload's or another's of the same version.
     """
 
-    def __init__(self, status, record=None, message="", headers=None):
+    def __init__(self, status, record=None, message="", headers=None, sent_sha256=""):
         self.status = status
         self.record = record
         self.message = message
         self.headers = headers or {}
+        self.sent_sha256 = sent_sha256
 
 
 def node_message(reason):
@@ -212,6 +215,7 @@ class PutFanout:
         pending = {u.task for u in self.uploads}
         successes = []
         failures = []
+        sent = ""
         while pending and len(successes) < self._quorum:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -220,6 +224,7 @@ class PutFanout:
                     continue  # a resend found no node to go to (its failures are recorded)
                 if up.ok:
                     successes.append(up.record)
+                    sent = sent or up.sent_sha256
                     continue
                 if up.code in REFUSALS and up.resp_headers.get("Retry-After"):
                     self._retry_after.append(up.resp_headers["Retry-After"])
@@ -231,7 +236,9 @@ class PutFanout:
         for task in pending:
             self._s.keep(task)  # the slower replicas finish in the background
         # self._failures: connect failures and refusals of open() and of the resends
-        return judge(successes, self._failures + failures, self._quorum, "file", self.retry_after())
+        outcome = judge(successes, self._failures + failures, self._quorum, "file", self.retry_after())
+        outcome.sent_sha256 = sent
+        return outcome
 
     async def _resend(self, node, hint_for):
         """Send the kept copy of a small body to ``node`` (a handoff for a refusing owner)."""

@@ -29,12 +29,13 @@ can satisfy) is answered 200 with the empty body, not 416.
 """
 
 import asyncio
+import hashlib
 
 import tornado.web
 
 from cluster.node.integrity import BlobCorrupt
 from cluster.node.internal import FileHandler, InternalHandler
-from cluster.peers import INLINE_BATCH_COUNT, INLINE_BLOB_MAX, record_headers
+from cluster.peers import INLINE_BATCH_COUNT, INLINE_BLOB_MAX, UPLOAD_SHA256_HEADER, record_headers
 from filetracker.errors import InvalidNameError
 from filetracker.names import check_name
 from filetracker.ranges import RangeNotSatisfiable, content_range, parse_range
@@ -235,6 +236,8 @@ class FastFileHandler(FileHandler):
             self.node.hints_taken += 1
         self.send_record_headers(winner)
         self.set_header("X-Applied", "1" if applied else "0")
+        # the content received (a checksum sent was checked against it): see FileHandler.put
+        self.set_header(UPLOAD_SHA256_HEADER, self.expected_sha256 or hashlib.sha256(body).hexdigest())
         self.finish()
 
     async def get(self, path_arg):

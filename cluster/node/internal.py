@@ -18,7 +18,13 @@ import tornado.web
 from cluster.node.batches import store_many
 from cluster.node.integrity import BlobCorrupt
 from cluster.node.state import RingConflict, check_draining
-from cluster.peers import INLINE_BATCH_BYTES, INLINE_BLOB_MAX, MAX_PARTITIONS_PER_REQUEST, record_headers
+from cluster.peers import (
+    INLINE_BATCH_BYTES,
+    INLINE_BLOB_MAX,
+    MAX_PARTITIONS_PER_REQUEST,
+    UPLOAD_SHA256_HEADER,
+    record_headers,
+)
 from cluster.ring import Ring, RingError
 from cluster.secret import SECRET_HEADER, secret_ok
 from filetracker.errors import InvalidNameError
@@ -198,6 +204,7 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
             self.node.hints_taken += 1
         self.send_record_headers(winner)
         self.set_header("X-Applied", "1" if applied else "0")
+        self.set_header(UPLOAD_SHA256_HEADER, upload.sha256)
         self.finish()
 
     async def delete(self, path_arg):

@@ -49,6 +49,22 @@ def logical_size_header(text):
         raise ValueError("malformed Logical-Size header")
     return int(text)
 
+
+def check_body_headers(headers):
+    """``(gzip, sha256 or None, logical size or None)`` of a PUT's headers, judged as every
+    server judges them: 415 for an encoding other than gzip or identity, 400 for a malformed
+    ``SHA256-Checksum`` or ``Logical-Size`` (before any body byte is asked for)."""
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity"):
+        raise HTTPFail(415, "unsupported Content-Encoding: %s" % encoding)
+    sha, size = headers.get("SHA256-Checksum"), headers.get("Logical-Size")
+    try:
+        sha = None if sha is None else sha256_header(sha)
+        size = None if size is None else logical_size_header(size)
+    except ValueError as e:
+        raise HTTPFail(400, str(e))
+    return encoding == "gzip", sha, size
+
 #: plain body bytes gathered in memory before one write to the upload (per request)
 WRITE_BATCH = 1 << 20
 #: body bytes the uploads of one application may hold gathered or being written; above it
@@ -91,29 +107,16 @@ class StreamedUploadMixin:
     _taken = False       # put() has begun taking the upload: a disconnection no longer drops it
 
     def parse_body_headers(self):
-        """Set up gzip decoding; return the normalised ``SHA256-Checksum`` or None (400 if malformed)."""
-        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding == "gzip":
+        """Check the body headers (:func:`check_body_headers`) and set up gzip decoding;
+        return the normalised ``SHA256-Checksum`` or None."""
+        gzipped, sha, _ = check_body_headers(self.request.headers)
+        if gzipped:
             self._decoder = GzipDecoder()
-        elif encoding != "identity":
-            raise HTTPFail(415, "unsupported Content-Encoding: %s" % encoding)
-        sha = self.request.headers.get("SHA256-Checksum")
-        if sha is None:
-            return None
-        try:
-            return sha256_header(sha)
-        except ValueError as e:
-            raise HTTPFail(400, str(e))
+        return sha
 
     def parse_logical_size(self):
         """The ``Logical-Size`` header (uncompressed size) as an int, or None; 400 if malformed."""
-        text = self.request.headers.get("Logical-Size")
-        if text is None:
-            return None
-        try:
-            return logical_size_header(text)
-        except ValueError as e:
-            raise HTTPFail(400, str(e))
+        return check_body_headers(self.request.headers)[2]
 
     async def begin_streamed_upload(self, store):
         self._gathered = []

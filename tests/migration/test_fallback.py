@@ -141,6 +141,17 @@ def test_listing_includes_old_names_but_not_deleted_ones(setup):
     r = requests.get(url + "/list/", params={"last_modified": email.utils.formatdate(V + 2)})
     assert r.text.splitlines() == ["fb/a.txt", "fb/deep/b.bin"]
     assert requests.get(url + "/list/nothing-here").text == ""
+    # X-No-Fallback: the cluster's names only, as for GET and HEAD (and as the server answers);
+    # the gateway listed the old server's names too, and without the details asked for
+    dataset.put(requests.Session(), old.url, "/fb/old-only", b"never read here", V + 10)
+    assert "old-only" in requests.get(url + "/list/fb").text.splitlines()
+    r = requests.get(url + "/list/fb", headers={"X-No-Fallback": "1"})
+    assert r.status_code == 200 and "new-in-cluster" in r.text.splitlines(), r.text
+    assert "old-only" not in r.text.splitlines(), r.text
+    r = requests.get(url + "/list/fb", params={"details": "1"}, headers={"X-No-Fallback": "1"})
+    assert r.headers.get("X-List-Format") == "details", r.headers
+    assert [line.split("\t")[0] for line in r.text.splitlines() if line.startswith("new-in-cluster")] \
+        == ["new-in-cluster"], r.text
 
 
 def test_old_server_down_is_502_not_500(setup, tmp_path):
