@@ -24,9 +24,15 @@ def split_name(name):
     base, sep, version = name.rpartition("@")
     if not sep:
         return name, None
-    if not version.isdigit() or not version.isascii():
-        raise InvalidNameError("invalid version in file name %r" % name)
+    # more than 19 significant digits is beyond any version (and int() refuses over 4300)
+    if not version.isdigit() or not version.isascii() or len(version.lstrip("0")) > 19:
+        raise InvalidNameError("invalid version in file name %r" % _shortened(name))
     return base, int(version)
+
+
+def _shortened(text, limit=200):
+    """``text`` cut to ``limit`` characters for a message (a name may be 16 KiB of URL)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def versioned_name(unversioned_name, version):

@@ -20,6 +20,17 @@ def _digits(text):
     return text.isascii() and text.isdigit()
 
 
+#: a byte position no body reaches (any number of more than 19 digits is read as this)
+_BEYOND = 10 ** 19
+
+
+def _number(digits):
+    """The value of a string of ASCII digits; :data:`_BEYOND` for one beyond any size
+    (int() refuses more than 4300 digits: a 500 before)."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 19 else _BEYOND
+
+
 def parse_range(header, size):
     """Parse ``header`` (the Range value or None) for a body of ``size`` bytes."""
     if header is None:
@@ -38,14 +49,14 @@ def parse_range(header, size):
         # Suffix range: the last N bytes.
         if not _digits(last):
             return None
-        length = int(last)
+        length = _number(last)
         if length == 0 or size == 0:
             raise RangeNotSatisfiable("range %r selects nothing of %d bytes" % (header, size))
         return max(0, size - length), size - 1
     if not _digits(first) or (last and not _digits(last)):
         return None
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _number(first)
+    end = _number(last) if last else size - 1
     if last and end < start:
         return None  # invalid per the RFC: ignore
     if start >= size:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 
 from cluster.node.app import make_app, make_server, shutdown, start_background
@@ -39,6 +40,7 @@ from filetracker.server.main import (
     open_access_warning,
     port_number,
 )
+from filetracker.storage import StorageError
 from filetracker.units import byte_count, seconds, timeout_seconds
 
 log = logging.getLogger("cluster.node")
@@ -142,7 +144,10 @@ def config_from_args(parser, args):
 
 
 async def serve(config):
-    app = make_app(config)
+    try:
+        app = make_app(config)
+    except (sqlite3.Error, StorageError) as e:   # e.g. a records file that is no database
+        raise SystemExit("filetracker-node: cannot open the store in %s: %s" % (config.dir, e))
     server = make_server(app, config)
     try:
         server.listen(config.port, config.host)

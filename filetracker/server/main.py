@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 
@@ -29,7 +30,7 @@ from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
 from filetracker.server.forking import MAX_WORKERS, Workers
-from filetracker.storage import ObjectStore
+from filetracker.storage import ObjectStore, StorageError
 from filetracker.units import byte_count, timeout_seconds
 
 log = logging.getLogger("filetracker.server")
@@ -379,6 +380,9 @@ def main(argv=None):
         sockets = tornado.netutil.bind_sockets(config.port, config.host)
     except OSError as e:
         print("filetracker-server: %s" % e, file=sys.stderr)
+        return 1
+    except (sqlite3.Error, StorageError) as e:   # e.g. a records file that is no database
+        print("filetracker-server: cannot open the store in %s: %s" % (config.dir, e), file=sys.stderr)
         return 1
     config.clear_tmp = False
     if args.workers > 1:

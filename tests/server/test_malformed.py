@@ -57,6 +57,10 @@ CASES = [
     ("huger-version-suffix", "DELETE", "/files/ok/f@%d" % 2 ** 70, None, {}, 400),
     # no HTTP date after year 9999: stored, such a version could never be answered (a 500 on every GET)
     ("version-after-year-9999", "PUT", "/files/ok/f@253402300800", BODY, {}, 400),
+    # int() refuses over 4300 digits: a 500 (PUT, DELETE) or no answer at all (GET, fast path)
+    ("version-suffix-5000-digits", "PUT", "/files/ok/f@" + "1" * 5000, BODY, {}, 400),
+    ("delete-version-suffix-5000-digits", "DELETE", "/files/ok/f@" + "1" * 5000, None, {}, 400),
+    ("get-version-suffix-5000-digits", "GET", "/files/ok/f@" + "1" * 5000, None, {}, 400),
     ("invalid-utf8", "PUT", "/files/a%ffb?" + LM, BODY, {}, 400),
     ("component-too-long", "PUT", "/files/" + "x" * 300 + "?" + LM, BODY, {}, 400),
     ("name-too-long", "PUT", "/files/" + "/".join(["y" * 200] * 6) + "?" + LM, BODY, {}, 400),
@@ -92,6 +96,7 @@ CASES = [
     ("unknown-path", "GET", "/nothing/here", None, {}, 404),
     ("get-missing", "GET", "/files/ok/missing", None, {}, 404),
     ("range-past-end", "GET", "/files/ok/existing", None, {"Range": "bytes=9999-"}, 416),
+    ("range-start-5000-digits", "GET", "/files/ok/existing", None, {"Range": "bytes=%s-" % ("1" * 5000)}, 416),
 ]
 
 

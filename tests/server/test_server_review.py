@@ -1,0 +1,59 @@
+"""Server bugs found by a review that drove real servers (each test failed on the code before):
+ranges of 5000 digits (a 500 and a traceback), a metric series per made-up HTTP method (kept for
+good), and a records file that is no database (a traceback at start)."""
+
+import os
+import subprocess
+
+import requests
+
+from tests.client.servers import start_server
+from tests.support.procs import free_port, script
+
+
+def test_ranges_of_5000_digits_are_read_as_beyond_any_size(shared_server):
+    url = shared_server.url + "/files/review/range"
+    assert requests.put(url + "@1700000000", data=b"0123456789", timeout=10).status_code == 200
+    for header, status, body in (("bytes=0-" + "9" * 5000, 206, b"0123456789"),
+                                 ("bytes=-" + "9" * 5000, 206, b"0123456789"),
+                                 ("bytes=" + "0" * 5000 + "3-4", 206, b"34"),   # leading zeros: a small number
+                                 ("bytes=" + "1" * 5000 + "-", 416, None)):
+        r = requests.get(url, headers={"Range": header}, timeout=10)
+        assert r.status_code == status, (header[:20], r.status_code, r.headers.get("X-Exception"))
+        if body is not None:
+            assert r.content == body
+
+
+def test_made_up_methods_share_one_metric_label(shared_server):
+    for i in range(30):
+        requests.request("M%05d" % i, shared_server.url + "/files/review/x", timeout=10)
+    text = requests.get(shared_server.url + "/metrics", timeout=10).text
+    assert 'method="M0' not in text
+    assert 'filetracker_http_requests_total{method="other",route="files",status="405"}' in text
+
+
+def test_a_records_file_that_is_no_database_is_one_line_at_start(tmp_path):
+    server = start_server(tmp_path)   # makes the layout
+    server.stop()
+    records = [n for n in os.listdir(server.dir) if n.startswith("records")]
+    assert records, os.listdir(server.dir)
+    for name in records:
+        os.remove(os.path.join(server.dir, name))
+    with open(os.path.join(server.dir, "records.sqlite3"), "wb") as f:
+        f.write(b"garbage, not a database\n" * 100)
+    r = subprocess.run([script("filetracker-server"), "-d", server.dir, "-p", str(server.port), "-D"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1, r
+    assert b"Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert b"cannot open the store in" in r.stderr, r.stderr
+
+
+def test_a_node_whose_records_file_is_no_database_says_so_in_one_line(tmp_path):
+    """The same at a storage node's start (its store is the server's)."""
+    folder = tmp_path / "node"
+    folder.mkdir()
+    (folder / "records.sqlite3").write_bytes(b"garbage, not a database\n" * 100)
+    r = subprocess.run([script("filetracker-node"), "--dir", str(folder), "--port", str(free_port()), "--peers", "",
+                        "--no-background"], capture_output=True, timeout=60)
+    assert r.returncode == 1, r
+    assert b"Traceback" not in r.stderr and b"cannot open the store in" in r.stderr, r.stderr
