@@ -33,6 +33,27 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 MAX_WORKERS = 256
 
 
+#: a worker that exits within this many seconds of its start failed to start (a quick exit)
+QUICK_EXIT_SECONDS = 10.0
+#: the longest wait before restarting a worker that keeps exiting at once
+MAX_RESTART_DELAY = 30.0
+
+
+def restart_delay(quick_exits):
+    """Seconds to wait before restarting a worker after ``quick_exits`` quick exits in a row:
+    0 after a worker that ran a while, then 0.5, 1, 2, ... up to :data:`MAX_RESTART_DELAY`
+    (a worker that cannot start, e.g. its auth file broken since, is not forked in a loop)."""
+    if quick_exits <= 0:
+        return 0.0
+    return min(MAX_RESTART_DELAY, 0.5 * 2 ** min(quick_exits - 1, 16))
+
+
+def describe_exit(status):
+    """A wait status in words: ``exit code 1``, ``signal 9``."""
+    code = os.waitstatus_to_exitcode(status)
+    return "signal %d" % -code if code < 0 else "exit code %d" % code
+
+
 class Workers:
     """The pids of the workers forked and not yet reaped, and the stop signal.
 

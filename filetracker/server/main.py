@@ -23,13 +23,14 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 
 import tornado.netutil
 
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
-from filetracker.server.forking import MAX_WORKERS, Workers
+from filetracker.server.forking import MAX_WORKERS, QUICK_EXIT_SECONDS, Workers, describe_exit, restart_delay
 from filetracker.storage import ObjectStore, StorageError
 from filetracker.units import byte_count, timeout_seconds
 
@@ -332,6 +333,8 @@ def run_workers(sockets, config, workers):
     children.install()  # a stop while forking: no more forks, every child forked gets it
     # one orphan pass per start of the server is enough
     children.start(functools.partial(work, k == 0) for k in range(workers))
+    born = dict.fromkeys(children, time.monotonic())
+    quick_exits = 0
     while children:
         try:
             pid, status = os.wait()
@@ -340,12 +343,23 @@ def run_workers(sockets, config, workers):
         except InterruptedError:
             continue
         children.discard(pid)
-        if not children.stopping:
-            log.warning("worker %d exited (status %d); restarting it", pid, status)
-            try:
-                children.fork(work)
-            except OSError as e:  # the others serve on
-                log.error("cannot restart the worker: %s", e)
+        if children.stopping:
+            continue
+        lived = time.monotonic() - born.pop(pid, 0.0)
+        quick_exits = quick_exits + 1 if lived < QUICK_EXIT_SECONDS else 0
+        delay = restart_delay(quick_exits)
+        log.warning("worker %d exited (%s) after %.1f s; restarting it%s", pid, describe_exit(status), lived,
+                    " in %.1f s (%d quick exits in a row)" % (delay, quick_exits) if delay else "")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not children.stopping:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        try:
+            new = children.fork(work)   # None after a stop
+        except OSError as e:  # the others serve on
+            log.error("cannot restart the worker: %s", e)
+            continue
+        if new is not None:
+            born[new] = time.monotonic()
     return 0
 
 

@@ -161,3 +161,10 @@ def test_a_stop_after_the_wait_does_not_signal_the_reaped_workers_reused_pid():
         stranger.kill()
         stranger.wait()
         workers.discard(worker.pid)
+
+
+def test_restart_delays_grow_after_quick_exits_and_reset_after_a_long_life():
+    from filetracker.server.forking import describe_exit, restart_delay
+    assert [restart_delay(n) for n in range(9)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert restart_delay(10 ** 6) == 30.0
+    assert describe_exit(1 << 8) == "exit code 1" and describe_exit(9) == "signal 9"
