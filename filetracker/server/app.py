@@ -1,6 +1,8 @@
 """The single-node server: configuration, ``make_app(config)``, ``make_server``."""
 
+import asyncio
 import os
+import time
 from dataclasses import dataclass
 
 import tornado.httpserver
@@ -8,7 +10,7 @@ import tornado.web
 
 from filetracker.auth import TokenFile
 from filetracker.server import observe
-from filetracker.server.base import NotFoundHandler
+from filetracker.server.base import ACTIVITY_SETTING, Activity, NotFoundHandler
 from filetracker.server.fallback import ServerFallback
 from filetracker.server.front import FastFront
 from filetracker.server.guard import Limits, guard_settings
@@ -100,6 +102,7 @@ def make_app(config, store=None, executor=None):
         default_handler_args={"max_header_bytes": config.max_header_size},
         compress_response=False,
         **guard_of(config),
+        **{ACTIVITY_SETTING: Activity()},   # what a stop lets end (HTTPServer.drain)
     )
     app.ctx = ctx
     # GET /metrics, request metrics and access lines (filetracker.server.observe)
@@ -139,6 +142,24 @@ class HTTPServer(tornado.httpserver.HTTPServer):
         stream.set_nodelay(True)
         stream.set_nodelay = _nodelay_stays_on
         super().handle_stream(stream, address)
+
+    async def drain(self, activity, timeout):
+        """After :meth:`stop`: wait up to ``timeout`` seconds for the requests in progress
+        (``activity``, a :class:`~filetracker.server.base.Activity`) to end and for their
+        answers to leave the sockets, then close every connection.  Returns how many
+        requests were still in progress then (0: all ended)."""
+        deadline = time.monotonic() + timeout
+        ended = await activity.wait_idle(timeout)
+        # a finished answer may still sit in its connection's buffer (Tornado's close drops it);
+        # _connections: the server's open connections (Tornado keeps them there to close them)
+        while ended and any(c.stream.writing() for c in self._connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = activity.count
+        await self.close_all_connections()
+        # the uploads those closes dropped hand their clean-up to the disk threads on the next
+        # turns of the loop: let them, before the caller shuts those threads down
+        await asyncio.sleep(0.05)
+        return left
 
 
 def _nodelay_stays_on(value):

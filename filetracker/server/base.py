@@ -7,6 +7,7 @@ a short ``text/plain`` body, never a traceback.  Handlers raise
 :func:`status_for` maps) and :class:`BaseHandler.write_error` does the rest.
 """
 
+import asyncio
 import logging
 
 import tornado.web
@@ -150,6 +151,37 @@ def deleted_since(name, deleted_version, version):
                     headers={"Last-Modified": format_version(deleted_version)})
 
 
+#: the application setting holding its :class:`Activity` (requests in progress), if counted
+ACTIVITY_SETTING = "ft_activity"
+
+
+class Activity:
+    """The requests a process has in progress, so that a stop can let them end: begun in
+    :meth:`BaseHandler.prepare`, ended when the answer is finished or the client goes away."""
+
+    def __init__(self):
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self):
+        self.count += 1
+        self._idle.clear()
+
+    def end(self):
+        self.count = max(0, self.count - 1)
+        if not self.count:
+            self._idle.set()
+
+    async def wait_idle(self, timeout):
+        """True once no request is in progress; False when ``timeout`` seconds pass first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """Errors as status + X-Exception + short text; request header size checked.
 
@@ -162,12 +194,17 @@ class BaseHandler(tornado.web.RequestHandler):
 
     max_header_bytes = DEFAULT_MAX_HEADER_BYTES
     _guarded = None
+    _activity = None   # the application's Activity while this request counts in it
 
     def initialize(self, **kwargs):
         for key, value in kwargs.items():
             setattr(self, key, value)
 
     def prepare(self):
+        activity = self.settings.get(ACTIVITY_SETTING)
+        if activity is not None and self._activity is None:
+            self._activity = activity
+            activity.begin()
         guard = self.settings.get(_guard.SETTING)
         limit = self.max_header_bytes
         if guard is not None and guard.limits.max_header_bytes is not None:
@@ -179,14 +216,21 @@ class BaseHandler(tornado.web.RequestHandler):
             self._guarded = _guard.GuardedRequest(guard, self)
             self._guarded.admit()
 
+    def _ended(self):
+        activity, self._activity = self._activity, None
+        if activity is not None:
+            activity.end()
+
     def on_finish(self):
         if self._guarded is not None:
             self._guarded.release()
+        self._ended()
         super().on_finish()
 
     def on_connection_close(self):
         if self._guarded is not None:
             self._guarded.release()
+        self._ended()
         super().on_connection_close()
 
     def flush(self, include_footers=False):

@@ -30,6 +30,7 @@ import tornado.netutil
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
+from filetracker.server.base import ACTIVITY_SETTING
 from filetracker.server.forking import MAX_WORKERS, QUICK_EXIT_SECONDS, Workers, describe_exit, restart_delay
 from filetracker.storage import ObjectStore, StorageError
 from filetracker.units import byte_count, timeout_seconds
@@ -303,11 +304,10 @@ async def serve(sockets, config, orphan_pass=True):
     stopping.set()
     if orphans is not None:
         orphans.cancel()
-    server.stop()
-    try:
-        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
-    except TimeoutError:
-        log.warning("some connections did not finish within %ss", SHUTDOWN_GRACE)
+    server.stop()   # no new connections; the requests in progress may end, for SHUTDOWN_GRACE at most
+    left = await server.drain(app.settings[ACTIVITY_SETTING], SHUTDOWN_GRACE)
+    if left:
+        log.warning("%d requests did not finish within %ss; their connections were closed", left, SHUTDOWN_GRACE)
     if app.ctx.fallback is not None:
         app.ctx.fallback.close()
     app.ctx.executor.shutdown(wait=True)

@@ -3,7 +3,11 @@ ranges of 5000 digits (a 500 and a traceback), a metric series per made-up HTTP 
 good), and a records file that is no database (a traceback at start)."""
 
 import os
+import signal
+import socket
 import subprocess
+import time
+from urllib.parse import urlsplit
 
 import requests
 
@@ -57,3 +61,58 @@ def test_a_node_whose_records_file_is_no_database_says_so_in_one_line(tmp_path):
                         "--no-background"], capture_output=True, timeout=60)
     assert r.returncode == 1, r
     assert b"Traceback" not in r.stderr and b"cannot open the store in" in r.stderr, r.stderr
+
+
+def _upload_head(url, name, length):
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=20)
+    sock.sendall(b"PUT /files%s?last_modified=Tue%%2C%%2014%%20Nov%%202023%%2022%%3A13%%3A20%%20GMT HTTP/1.1\r\n"
+                 b"Host: x\r\nContent-Length: %d\r\n\r\n" % (name.encode(), length))
+    return sock
+
+
+def _answer(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def test_sigterm_lets_a_request_in_progress_end(tmp_path):
+    """SIGTERM closed every connection at once (a deploy's restart cut uploads and downloads
+    short); the requests in progress now end first (SHUTDOWN_GRACE, 5 s at most), then the
+    server exits; no new connection is taken meanwhile."""
+    server = start_server(tmp_path)
+    sock = _upload_head(server.url, "/drain/f", 20)
+    try:
+        sock.sendall(b"0123456789")
+        time.sleep(0.3)   # the request is in progress (its handler has the first half)
+        server.service.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(b"abcdefghij")
+        assert _answer(sock) == b"HTTP/1.1 200 OK"
+    finally:
+        sock.close()
+    assert server.service.proc.wait(timeout=15) == 0
+    from filetracker.storage import ObjectStore
+    with ObjectStore(server.dir) as store:
+        assert store.get_record("/drain/f").size == 20
+
+
+def test_sigterm_gives_up_on_a_request_that_does_not_end(tmp_path):
+    server = start_server(tmp_path)
+    sock = _upload_head(server.url, "/drain/stuck", 20)
+    try:
+        sock.sendall(b"0123456789")   # and never the rest
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.service.signal(signal.SIGTERM)
+        assert server.service.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 20
+    finally:
+        sock.close()
+    log = open(server.log_path).read()
+    assert "1 requests did not finish within 5.0s" in log and "abandoned upload failed" not in log, log
