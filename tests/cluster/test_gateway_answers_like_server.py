@@ -19,6 +19,7 @@ from filetracker.errors import ContentConflictError
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date
 from tests.server.conftest import start_server
 from tests.support.procs import script
+from tests.support.rawhttp import status_line
 
 V = BASE_VERSION
 BODY = b"parity\n" * 10
@@ -180,13 +181,7 @@ def _first_answer(url, head, timeout=10):
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
         sock.sendall(head)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return data.split(b"\r\n", 1)[0].decode("latin-1")
+        return status_line(sock)
 
 
 @pytest.mark.parametrize("headers,status", [

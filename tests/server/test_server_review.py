@@ -13,6 +13,7 @@ import requests
 
 from tests.client.servers import start_server
 from tests.support.procs import free_port, script
+from tests.support.rawhttp import status_line
 
 
 def test_ranges_of_5000_digits_are_read_as_beyond_any_size(shared_server):
@@ -71,16 +72,6 @@ def _upload_head(url, name, length):
     return sock
 
 
-def _answer(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\r\n", 1)[0]
-
-
 def test_sigterm_lets_a_request_in_progress_end(tmp_path):
     """SIGTERM closed every connection at once (a deploy's restart cut uploads and downloads
     short); the requests in progress now end first (SHUTDOWN_GRACE, 5 s at most), then the
@@ -93,7 +84,7 @@ def test_sigterm_lets_a_request_in_progress_end(tmp_path):
         server.service.signal(signal.SIGTERM)
         time.sleep(0.5)
         sock.sendall(b"abcdefghij")
-        assert _answer(sock) == b"HTTP/1.1 200 OK"
+        assert status_line(sock) == "HTTP/1.1 200 OK"
     finally:
         sock.close()
     assert server.service.proc.wait(timeout=15) == 0
