@@ -235,10 +235,11 @@ class Client:
         left alone.  If it keeps another content at this very version (two
         uploads in one second: equal versions go by content), or the name was
         deleted at this second: with the version given,
-        :class:`~filetracker.errors.ContentConflictError` (a
-        VersionConflictError), or VersionConflictError, is raised and the cache
-        is left alone; without, the upload is made again one second later, so
-        the later upload wins.  ``compress_hint=False`` uploads uncompressed.
+        :class:`~filetracker.errors.ContentConflictError` (another content) or
+        :class:`~filetracker.errors.VersionConflictError` (the delete; the former
+        is a kind of the latter) is raised and the cache is left alone; without,
+        the upload is made again one second later, so the later upload wins.
+        ``compress_hint=False`` uploads uncompressed.
         """
         if not to_local_store and not to_remote_store:
             raise ValueError("Neither to_local_store nor to_remote_store set in a call to put_file")

@@ -141,10 +141,10 @@ class LocalDataStore(DataStore):
         """Make the staged file the cached ``name``; return the versioned name now cached.
 
         With a version in ``name``: kept only when newer than the cached one
-        (an equal or newer cached version stays), or, with ``replace_equal``,
-        not older (for bytes the server just gave or confirmed: two contents
-        of one version can exist, and the server's is the one to keep).  Without: a new version,
-        ``max(now, cached + 1)``, always replaces.  The staged file is consumed
+        (an equal or newer cached version stays); with ``replace_equal`` also
+        when equal (bytes the server just gave or confirmed: two contents of one
+        version can exist, and the server's is the one to keep).  Without: a new
+        version, ``max(now, cached + 1)``, always replaces.  The staged file is consumed
         either way.  Callers that share the cache hold the name's exclusive
         lock around this call.
         """

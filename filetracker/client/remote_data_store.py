@@ -82,7 +82,12 @@ class _ReadWithProgress:
 def _decoded_length(headers):
     """The body's length once decoded, from the answer's headers; None when they do not say."""
     encoding = headers.get("Content-Encoding", "").strip().lower()
-    value = headers.get("Logical-Size") if encoding == "gzip" else None if encoding else headers.get("Content-Length")
+    if encoding == "gzip":
+        value = headers.get("Logical-Size")
+    elif not encoding:
+        value = headers.get("Content-Length")
+    else:
+        return None   # another encoding: its decoded length is not said
     try:
         return int(value) if value is not None else None
     except ValueError:
