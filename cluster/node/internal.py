@@ -177,8 +177,8 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
             return
         self.name, _ = name_from_path(self.path_args[0], allow_version=False)
         self.version = int_arg(self, "version", maximum=MAX_VERSION)
-        self.expected_sha256 = self.parse_body_headers()
-        self.expected_size = self.parse_logical_size()  # checked at commit, like the public PUT
+        # the size is checked at commit, like the public PUT
+        self.expected_sha256, self.expected_size = self.parse_body_headers()
         self.hint_for = self.request.headers.get("X-Hint-For")
         space = getattr(self.node, "space", None)
         if space is not None:

@@ -120,8 +120,7 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         self.require_writes()
         self.name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
         self.version = request_version(self, path_version)
-        self.expected_sha256 = self.parse_body_headers()
-        self.expected_size = self.parse_logical_size()
+        self.expected_sha256, self.expected_size = self.parse_body_headers()
         await self.begin_streamed_upload(self.ctx.store)
 
     async def put(self, path_arg):

@@ -108,15 +108,11 @@ class StreamedUploadMixin:
 
     def parse_body_headers(self):
         """Check the body headers (:func:`check_body_headers`) and set up gzip decoding;
-        return the normalised ``SHA256-Checksum`` or None."""
-        gzipped, sha, _ = check_body_headers(self.request.headers)
+        return ``(SHA256-Checksum normalised, Logical-Size as an int)``, each None when absent."""
+        gzipped, sha, size = check_body_headers(self.request.headers)
         if gzipped:
             self._decoder = GzipDecoder()
-        return sha
-
-    def parse_logical_size(self):
-        """The ``Logical-Size`` header (uncompressed size) as an int, or None; 400 if malformed."""
-        return check_body_headers(self.request.headers)[2]
+        return sha, size
 
     async def begin_streamed_upload(self, store):
         self._gathered = []
