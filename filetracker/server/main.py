@@ -32,7 +32,7 @@ from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import ServerConfig, make_app, make_server, serve_front
 from filetracker.server.base import ACTIVITY_SETTING
 from filetracker.server.forking import MAX_WORKERS, QUICK_EXIT_SECONDS, Workers, describe_exit, restart_delay
-from filetracker.storage import ObjectStore, StorageError
+from filetracker.storage import ObjectStore, StorageError, clear_uploads_of
 from filetracker.units import byte_count, timeout_seconds
 
 log = logging.getLogger("filetracker.server")
@@ -314,6 +314,18 @@ async def serve(sockets, config, orphan_pass=True):
     app.ctx.store.close()
 
 
+def _clear_uploads_of(data_dir, pid):
+    """Remove what the exited worker ``pid`` left of unfinished uploads (logged, never raised:
+    the other workers serve on)."""
+    try:
+        count = clear_uploads_of(data_dir, pid)
+    except OSError as e:
+        log.warning("cannot remove the unfinished uploads of worker %d: %s", pid, e)
+        return
+    if count:
+        log.info("removed %d unfinished uploads of worker %d", count, pid)
+
+
 def run_workers(sockets, config, workers):
     """Fork ``workers`` children serving ``sockets``; forward SIGTERM/SIGINT to them.
 
@@ -343,6 +355,7 @@ def run_workers(sockets, config, workers):
         except InterruptedError:
             continue
         children.discard(pid)
+        _clear_uploads_of(config.dir, pid)
         if children.stopping:
             continue
         lived = time.monotonic() - born.pop(pid, 0.0)

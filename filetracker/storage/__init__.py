@@ -11,10 +11,10 @@ from filetracker.storage.errors import (
     StorageError,
     StoreFull,
 )
-from filetracker.storage.store import ObjectStore, VerifyReport, fsync_dir, hash_file
+from filetracker.storage.store import ObjectStore, VerifyReport, clear_uploads_of, fsync_dir, hash_file
 from filetracker.storage.upload import Upload
 
 __all__ = [
     "BlobMissing", "ChecksumMismatch", "ObjectStore", "SizeMismatch", "StorageError", "StoreFull",
-    "Upload", "VerifyReport", "fsync_dir", "hash_file",
+    "Upload", "VerifyReport", "clear_uploads_of", "fsync_dir", "hash_file",
 ]

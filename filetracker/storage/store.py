@@ -5,7 +5,8 @@ Layout under ``dir``::
     blobs/<sha[:2]>/<sha>   plain bytes, named by their SHA-256 (stored once)
     retired/<sha>           blobs no record references any more, kept readable for
                             ``keep_replaced`` seconds (cluster nodes; see retired.py)
-    tmp/                    uploads in progress (cleared when the store opens)
+    tmp/                    uploads in progress, named ``<pid>-<random>`` (cleared when the store
+                            opens; a dead worker's by :func:`clear_uploads_of`)
     records.sqlite3         WAL, synchronous=FULL: the table ``records``
     store.lock              the store lock (flock), see below
     service.lock            held for life by the one server or node serving the folder (not by
@@ -142,6 +143,21 @@ class VerifyReport:
     @property
     def ok(self):
         return not self.missing and not self.corrupt
+
+
+def clear_uploads_of(dir, pid):
+    """Remove the temporary files of uploads that process ``pid`` (now dead) left in the store
+    folder ``dir``: the number removed.  A ``--workers`` parent calls it for a worker that died,
+    whose files would otherwise stay until the next full start (which clears ``tmp/``)."""
+    tmp_dir = os.path.join(os.path.abspath(dir), "tmp")
+    prefix = "%d-" % pid
+    try:
+        leftovers = [base for base in os.listdir(tmp_dir) if base.startswith(prefix)]
+    except FileNotFoundError:
+        return 0
+    for base in leftovers:
+        discard(os.path.join(tmp_dir, base))
+    return len(leftovers)
 
 
 class ObjectStore:
@@ -373,7 +389,9 @@ class ObjectStore:
     def begin_upload(self):
         """A new :class:`Upload` (temporary file in ``tmp/``)."""
         try:
-            return Upload(os.path.join(self.tmp_dir, uuid.uuid4().hex))
+            # the writer's pid in the name: a worker that dies mid-upload leaves files its
+            # parent can tell apart from the live workers' (clear_uploads_of)
+            return Upload(os.path.join(self.tmp_dir, "%d-%s" % (os.getpid(), uuid.uuid4().hex)))
         except OSError as e:
             if is_disk_full(e):
                 raise StoreFull("no space left on the store's disk") from None

@@ -15,6 +15,7 @@ import requests
 
 from tests.cluster.conftest import SECRET
 from tests.support.procs import ROOT, Service, child_pids, free_port, free_port_range, group_pids, script
+from tests.support.rawhttp import status_line
 
 NOW = 1795550400
 
@@ -452,6 +453,66 @@ def test_admin_says_the_given_secret_was_refused(cluster_factory, tmp_path):
                           "status"])
     assert code == 0, err
 
+
+
+def test_a_dead_workers_unfinished_uploads_are_removed_when_it_is_replaced(tmp_path):
+    """Uploads in progress in workers killed with SIGKILL: their temporary files in tmp/ stayed
+    until the next full start of the server; now the parent removes them when it reaps the
+    worker, and leaves the live workers' alone."""
+    import email.utils
+    import socket
+    import urllib.parse
+
+    when = urllib.parse.quote(email.utils.formatdate(NOW, usegmt=True)).encode()
+    data = tmp_path / "data"
+    port = free_port()
+    server = _server(tmp_path, data, port, "server", "--workers", "2").start()
+    tmp_dir = data / "tmp"
+    socks = []
+    try:
+        first = child_pids(server.pid)
+        assert len(first) == 2
+        for i in range(6):   # several connections: both workers get some
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(sock)
+            sock.sendall(b"PUT /files/half/f%d?last_modified=%s HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 10000000\r\n\r\n" % (i, when) + b"x" * 300_000)
+        deadline = time.monotonic() + 20
+        while len(os.listdir(tmp_dir)) < 6:
+            assert time.monotonic() < deadline, os.listdir(tmp_dir)
+            time.sleep(0.05)
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        while len(set(child_pids(server.pid)) - set(first)) < 2:   # both replaced
+            assert time.monotonic() < deadline, child_pids(server.pid)
+            time.sleep(0.05)
+        while os.listdir(tmp_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.listdir(tmp_dir) == []
+        # an upload in progress in a live worker keeps its file when another worker dies
+        live = socket.create_connection(("127.0.0.1", port), timeout=10)
+        socks.append(live)
+        live.sendall(b"PUT /files/half/live?last_modified=%s HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 1000\r\n\r\n" % when + b"y" * 500)
+        while not os.listdir(tmp_dir):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        held = os.listdir(tmp_dir)[0]
+        holder = int(held.split("-")[0])
+        other = [pid for pid in child_pids(server.pid) if pid != holder]
+        os.kill(other[0], signal.SIGKILL)
+        while other[0] in child_pids(server.pid) or len(child_pids(server.pid)) < 2:
+            assert time.monotonic() < deadline, child_pids(server.pid)
+            time.sleep(0.05)
+        assert os.listdir(tmp_dir) == [held]
+        live.sendall(b"y" * 500)
+        assert status_line(live) == "HTTP/1.1 200 OK"
+        assert requests.get("http://127.0.0.1:%d/files/half/live" % port, timeout=10).content == b"y" * 1000
+        assert "unfinished uploads of worker" in open(tmp_path / "server.log").read()
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
 
 
 def test_a_worker_that_cannot_start_is_restarted_ever_more_slowly(tmp_path):
