@@ -46,13 +46,16 @@ def new_temp_file(folder, prefix, suffix=""):
     raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
 
 
+_FOLDER_IN_THE_WAY = "a folder is in the way of the file to write"
+
+
 def replace_into(tmp, path):
     """``os.replace(tmp, path)``, whose error names ``path`` alone when a folder is in the way
     (the user gave a folder as the file to write; the temporary name means nothing to them)."""
     try:
         os.replace(tmp, path)
     except IsADirectoryError:
-        raise IsADirectoryError(errno.EISDIR, "a folder is in the way of the file to write", path) from None
+        raise IsADirectoryError(errno.EISDIR, _FOLDER_IN_THE_WAY, path) from None
 
 
 def _temp_prefix(path):
@@ -112,7 +115,12 @@ def _name_unnamed(fd, path):
 
 def _beside(path, make):
     """``make(folder)`` for the folder of ``path``, made first if missing; an error names
-    ``path``, the file the user asked for, not a temporary name."""
+    ``path``, the file the user asked for, not a temporary name.
+
+    A ``path`` that is a folder, or ends in ``/`` (a folder, existing or not), is refused
+    before anything is made or written."""
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, _FOLDER_IN_THE_WAY, path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)

@@ -108,19 +108,23 @@ def test_files_and_folders_get_the_umask_modes(shared_server, tmp_path, env, uma
 
 
 @pytest.mark.parametrize("cache", ["with-cache", "no-cache"])
-def test_get_into_a_folder_names_the_folder(shared_server, tmp_path, env, cache):
-    """``get NAME FOLDER``: one line naming the folder, not the temporary file beside it."""
+@pytest.mark.parametrize("dest", ["a-folder", "a-folder/", "missing-folder/"])
+def test_get_into_a_folder_names_the_folder(shared_server, tmp_path, env, cache, dest):
+    """``get NAME FOLDER`` (or ``FOLDER/``, existing or not): one line naming the folder, not
+    the temporary file beside it ("Not a directory: '.../..a1b2.ft-tmp' -> 'missing-folder/'")."""
     src = tmp_path / "in.txt"
     src.write_bytes(b"x")
-    folder = tmp_path / "a-folder"
-    folder.mkdir()
+    (tmp_path / "a-folder").mkdir()
+    target = str(tmp_path) + "/" + dest
     run_env = dict(env, FILETRACKER_URL=shared_server.url)
     assert ft("put", str(src), "/intofolder/f", env=run_env).returncode == 0
-    args = ["get", "/intofolder/f", str(folder)] + (["--no-cache"] if cache == "no-cache" else [])
+    args = ["get", "/intofolder/f", target] + (["--no-cache"] if cache == "no-cache" else [])
     r = ft(*args, env=run_env)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
-    assert str(folder).encode() in r.stderr and b"ft-tmp" not in r.stderr, r.stderr
+    assert r.stderr == b"filetracker: error: [Errno 21] a folder is in the way of the file to write: '%s'\n" \
+        % target.encode(), r.stderr
     assert os.listdir(tmp_path / "a-folder") == [] and not [n for n in os.listdir(tmp_path) if "ft-tmp" in n]
+    assert not (tmp_path / "missing-folder").exists()
 
 
 @pytest.mark.parametrize("under", ["sub", "sub/deeper"])
