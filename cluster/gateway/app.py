@@ -18,7 +18,7 @@ from cluster.gateway.status_page import status_routes
 from cluster.gateway.view import ClusterView
 from filetracker.server import observe
 from filetracker.server.app import guard_of
-from filetracker.server.base import NotFoundHandler
+from filetracker.server.base import ACTIVITY_SETTING, Activity, NotFoundHandler
 from filetracker.server.handlers import VersionHandler  # the same answer as the single server
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def make_app(config):
         (r"/list/(.*)", ListHandler, deps),
         (r"/_cluster/ring", RingHandler, deps),
     ] + status_routes(services), default_handler_class=NotFoundHandler, compress_response=False,
+       **{ACTIVITY_SETTING: Activity()},   # what a stop lets end (HTTPServer.drain)
        **guard_of(config))  # --auth-file and request limits (filetracker/server/guard.py)
     app.services = services
     # GET /metrics, request metrics and access lines (filetracker.server.observe)

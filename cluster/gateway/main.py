@@ -23,8 +23,10 @@ from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
 from filetracker.server.app import make_server
+from filetracker.server.base import ACTIVITY_SETTING
 from filetracker.server.forking import MAX_WORKERS
 from filetracker.server.main import (
+    SHUTDOWN_GRACE,
     add_guard_arguments,
     check_guard_arguments,
     guard_config,
@@ -134,7 +136,12 @@ async def serve(args, nodes, sockets=None):
         view = app.services.view
         app.services.spawn(probe_forever(view.latency, app.services.fetches.lookup, view.live_urls))
     await stop.wait()
-    server.stop()
+    log = logging.getLogger("filetracker.gateway")
+    log.info("shutting down")
+    server.stop()   # no new connections; the requests in progress may end, for SHUTDOWN_GRACE at most
+    left = await server.drain(app.settings[ACTIVITY_SETTING], SHUTDOWN_GRACE)
+    if left:
+        log.warning("%d requests did not finish within %ss; their connections were closed", left, SHUTDOWN_GRACE)
     app.services.close()
 
 

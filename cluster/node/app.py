@@ -33,7 +33,7 @@ from filetracker.server import (
     public_routes,
 )
 from filetracker.server.app import BODY_CHUNK, MAX_BUFFERED_BODY, HTTPServer, guard_of
-from filetracker.server.base import NO_PUBLIC_WRITES
+from filetracker.server.base import ACTIVITY_SETTING, NO_PUBLIC_WRITES, Activity
 from filetracker.server.offload import DiskExecutor
 
 
@@ -92,6 +92,7 @@ def make_app(config):
         default_handler_class=NotFoundHandler,
         default_handler_args={"max_header_bytes": config.max_header_size},
         transforms=[_epoch_transform(node)],
+        **{ACTIVITY_SETTING: Activity()},   # what a stop lets end (HTTPServer.drain)
         **guard_of(config),  # --auth-file and request limits (filetracker/server/guard.py)
     )
     app.node = node

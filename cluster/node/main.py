@@ -32,7 +32,9 @@ from cluster.ring import MAX_PARTITION_POWER
 from cluster.secret import SecretError, read_secret
 from filetracker import configfile
 from filetracker.server import eventloop, fdlimit, observe
+from filetracker.server.base import ACTIVITY_SETTING
 from filetracker.server.main import (
+    SHUTDOWN_GRACE,
     add_guard_arguments,
     check_guard_arguments,
     guard_config,
@@ -163,11 +165,10 @@ async def serve(config):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    server.stop()
-    try:
-        await asyncio.wait_for(server.close_all_connections(), timeout=5)
-    except TimeoutError:
-        pass
+    server.stop()   # no new connections; the requests in progress may end, for SHUTDOWN_GRACE at most
+    left = await server.drain(app.settings[ACTIVITY_SETTING], SHUTDOWN_GRACE)
+    if left:
+        log.warning("%d requests did not finish within %ss; their connections were closed", left, SHUTDOWN_GRACE)
     await loop.run_in_executor(None, shutdown, app)
 
 

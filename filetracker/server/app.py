@@ -1,6 +1,7 @@
 """The single-node server: configuration, ``make_app(config)``, ``make_server``."""
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from filetracker.server.handlers import CachedReads, FilesContext, public_routes
 from filetracker.server.offload import DiskExecutor
 from filetracker.storage import ObjectStore
 from filetracker.storage.readcache import CachingStore, ReadCache
+
+log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 #: Largest body of a request that is not streamed (held in memory by Tornado).
@@ -129,6 +132,10 @@ def serve_front(app, config):
 BODY_CHUNK = 256 * 1024
 
 
+#: seconds :meth:`HTTPServer.drain` waits for the connections it closes to end
+CLOSE_TIMEOUT = 5.0
+
+
 class HTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's HTTPServer with ``TCP_NODELAY`` on for the whole connection.
 
@@ -155,7 +162,10 @@ class HTTPServer(tornado.httpserver.HTTPServer):
         while ended and any(c.stream.writing() for c in self._connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         left = activity.count
-        await self.close_all_connections()
+        try:   # bounded: a connection's close waits for its request loop to end
+            await asyncio.wait_for(self.close_all_connections(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("connections still open %.0f s after they were closed; exiting anyway", CLOSE_TIMEOUT)
         # the uploads those closes dropped hand their clean-up to the disk threads on the next
         # turns of the loop: let them, before the caller shuts those threads down
         await asyncio.sleep(0.05)

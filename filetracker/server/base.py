@@ -156,19 +156,22 @@ ACTIVITY_SETTING = "ft_activity"
 
 
 class Activity:
-    """The requests a process has in progress, so that a stop can let them end: begun in
-    :meth:`BaseHandler.prepare`, ended when the answer is finished or the client goes away."""
+    """The requests a process has in progress, so that a stop can let them end: held from
+    :meth:`BaseHandler.prepare` (or from the moment a fast front takes a request,
+    :mod:`filetracker.server.front`) until the answer is finished or the client goes away."""
 
     def __init__(self):
         self.count = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def begin(self):
+    def hold(self):
+        """Count one more request in progress, until the :class:`Held` returned is ended."""
         self.count += 1
         self._idle.clear()
+        return Held(self)
 
-    def end(self):
+    def _end(self):
         self.count = max(0, self.count - 1)
         if not self.count:
             self._idle.set()
@@ -180,6 +183,45 @@ class Activity:
         except TimeoutError:
             return False
         return True
+
+
+class Held:
+    """One request counted in an :class:`Activity`; :meth:`end` (idempotent) stops counting it.
+
+    A fast front that takes a request holds one from the start and, when it hands the request
+    over to the application, leaves it on the connection (:func:`leave_held`) for the handler's
+    ``prepare`` to take (:func:`take_held`): the count never drops to zero in between, which
+    would let a stop close the connection of a request still in progress."""
+
+    __slots__ = ("_activity",)
+
+    def __init__(self, activity):
+        self._activity = activity
+
+    def end(self):
+        activity, self._activity = self._activity, None
+        if activity is not None:
+            activity._end()
+
+
+#: attribute of a connection carrying the Held of a request a front handed over
+_HELD_ATTR = "ft_held"
+
+
+def leave_held(conn, held):
+    """Leave ``held`` on Tornado's connection ``conn`` for the handler :func:`take_held`; one
+    left there before and never taken (a request the application answered without a
+    :class:`BaseHandler`) is ended."""
+    stale = conn.__dict__.pop(_HELD_ATTR, None)
+    if stale is not None:
+        stale.end()
+    if held is not None:
+        setattr(conn, _HELD_ATTR, held)
+
+
+def take_held(conn):
+    """The Held :func:`leave_held` left on ``conn`` (removed), or None."""
+    return conn.__dict__.pop(_HELD_ATTR, None) if conn is not None else None
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -194,7 +236,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     max_header_bytes = DEFAULT_MAX_HEADER_BYTES
     _guarded = None
-    _activity = None   # the application's Activity while this request counts in it
+    _held = None   # this request's count in the application's Activity, while it counts
 
     def initialize(self, **kwargs):
         for key, value in kwargs.items():
@@ -202,9 +244,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self):
         activity = self.settings.get(ACTIVITY_SETTING)
-        if activity is not None and self._activity is None:
-            self._activity = activity
-            activity.begin()
+        if activity is not None and self._held is None:
+            self._held = take_held(self.request.connection) or activity.hold()
         guard = self.settings.get(_guard.SETTING)
         limit = self.max_header_bytes
         if guard is not None and guard.limits.max_header_bytes is not None:
@@ -217,9 +258,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self._guarded.admit()
 
     def _ended(self):
-        activity, self._activity = self._activity, None
-        if activity is not None:
-            activity.end()
+        held, self._held = self._held, None
+        if held is not None:
+            held.end()
 
     def on_finish(self):
         if self._guarded is not None:

@@ -35,7 +35,7 @@ from filetracker.errors import InvalidNameError
 from filetracker.httpdate import format_version
 from filetracker.names import check_name
 from filetracker.server import guard as _guard
-from filetracker.server.base import DEFAULT_MAX_HEADER_BYTES, header_bytes
+from filetracker.server.base import ACTIVITY_SETTING, DEFAULT_MAX_HEADER_BYTES, header_bytes, leave_held
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class FastFront(httputil.HTTPServerConnectionDelegate):
         self.max_header = limits.max_header_bytes if limits.max_header_bytes is not None \
             else DEFAULT_MAX_HEADER_BYTES
         self.send_timeout = limits.send_timeout
+        # requests in progress, which a stop lets end (HTTPServer.drain); None: not counted
+        self.activity = app.settings.get(ACTIVITY_SETTING)
         self._date = (0, "")
         self._hosts = {}  # Host header value -> accepted by Tornado (host_ok)
 
@@ -182,7 +184,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     """
 
     __slots__ = ("front", "server_conn", "conn", "inner", "start_line", "headers", "target", "started",
-                 "answered", "_chunks", "body")
+                 "answered", "_chunks", "body", "held")
 
     def __init__(self, front, server_conn, request_conn):
         self.front = front
@@ -192,6 +194,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.answered = False  # the answer was sent whole
         self._chunks = None  # the body's pieces, for a front that takes bodies
         self.body = b""
+        self.held = None  # this request's count in the front's Activity, while the front has it
 
     @property
     def name(self):
@@ -202,10 +205,13 @@ class Exchange(httputil.HTTPMessageDelegate):
         return self.start_line.method == "GET"
 
     def headers_received(self, start_line, headers):
+        leave_held(self.conn, None)   # a count an earlier request left and no handler took ends
         target = self.front.select(start_line, headers)
         if target is None:
             self.inner = self.front.app.start_request(self.server_conn, self.conn)
             return self.inner.headers_received(start_line, headers)
+        if self.front.activity is not None:
+            self.held = self.front.activity.hold()
         self.started = time.time()
         self.start_line, self.headers, self.target = start_line, headers, target
         return None
@@ -232,6 +238,14 @@ class Exchange(httputil.HTTPMessageDelegate):
     def on_connection_close(self):
         if self.inner is not None:
             self.inner.on_connection_close()
+            leave_held(self.conn, None)   # handed over, but the handler never began
+        self._release()
+
+    def _release(self):
+        """Stop counting this request as in progress (idempotent)."""
+        held, self.held = self.held, None
+        if held is not None:
+            held.end()
 
     def closed(self):
         """True when the client went away (Tornado has then ended this connection)."""
@@ -243,6 +257,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         log.exception("%s %s failed", self.start_line.method, self.start_line.path)
         if not self.answered:
             self.conn.close()
+        self._release()
 
     def send_whole(self, version, size, body):
         """Answer 200 with the file's headers and ``body`` (its ``size`` bytes; ignored for HEAD)."""
@@ -255,6 +270,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         """Answer 200 with ``Server`` and ``Date`` as Tornado sends them, then ``fields`` (a dict,
         ``Content-Length`` among them) and ``body`` (bytes or None)."""
         if self.closed():
+            self._release()
             return
         front, conn = self.front, self.conn
         headers = httputil.HTTPHeaders()
@@ -265,6 +281,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         sent = conn.write_headers(_OK, headers, body or None)
         conn.finish()
         self.answered = True
+        self._release()   # the answer is written (a stop's drain waits for it to leave the socket)
         if front.send_timeout and not sent.done():
             # a client that stops reading must not hold the connection and the body for ever
             _guard.bound_send(sent, conn, front.send_timeout,
@@ -280,7 +297,11 @@ class Exchange(httputil.HTTPMessageDelegate):
         the only kind a front hands a body to today).  ``prefetched`` (any value) reaches the
         handler through :func:`take_prefetched`."""
         if self.closed():
+            self._release()
             return
+        # the handler's prepare takes the count over: it never drops to zero in between
+        held, self.held = self.held, None
+        leave_held(self.conn, held)
         if prefetched is not None:
             setattr(self.conn, _PREFETCHED, Prefetched(self.headers, prefetched, self.started))
         inner = self.inner = self.front.app.start_request(self.server_conn, self.conn)

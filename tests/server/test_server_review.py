@@ -4,16 +4,14 @@ good), and a records file that is no database (a traceback at start)."""
 
 import os
 import signal
-import socket
 import subprocess
 import time
-from urllib.parse import urlsplit
 
 import requests
 
 from tests.client.servers import start_server
 from tests.support.procs import free_port, script
-from tests.support.rawhttp import status_line
+from tests.support.rawhttp import status_line, stop_with_an_upload_stuck, upload_head
 
 
 def test_ranges_of_5000_digits_are_read_as_beyond_any_size(shared_server):
@@ -64,20 +62,12 @@ def test_a_node_whose_records_file_is_no_database_says_so_in_one_line(tmp_path):
     assert b"Traceback" not in r.stderr and b"cannot open the store in" in r.stderr, r.stderr
 
 
-def _upload_head(url, name, length):
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=20)
-    sock.sendall(b"PUT /files%s?last_modified=Tue%%2C%%2014%%20Nov%%202023%%2022%%3A13%%3A20%%20GMT HTTP/1.1\r\n"
-                 b"Host: x\r\nContent-Length: %d\r\n\r\n" % (name.encode(), length))
-    return sock
-
-
 def test_sigterm_lets_a_request_in_progress_end(tmp_path):
     """SIGTERM closed every connection at once (a deploy's restart cut uploads and downloads
     short); the requests in progress now end first (SHUTDOWN_GRACE, 5 s at most), then the
     server exits; no new connection is taken meanwhile."""
     server = start_server(tmp_path)
-    sock = _upload_head(server.url, "/drain/f", 20)
+    sock = upload_head(server.url, "/drain/f", 20)
     try:
         sock.sendall(b"0123456789")
         time.sleep(0.3)   # the request is in progress (its handler has the first half)
@@ -95,15 +85,6 @@ def test_sigterm_lets_a_request_in_progress_end(tmp_path):
 
 def test_sigterm_gives_up_on_a_request_that_does_not_end(tmp_path):
     server = start_server(tmp_path)
-    sock = _upload_head(server.url, "/drain/stuck", 20)
-    try:
-        sock.sendall(b"0123456789")   # and never the rest
-        time.sleep(0.3)
-        started = time.monotonic()
-        server.service.signal(signal.SIGTERM)
-        assert server.service.proc.wait(timeout=30) == 0
-        assert time.monotonic() - started < 20
-    finally:
-        sock.close()
+    stop_with_an_upload_stuck(server.service, server.url, "/drain/stuck")
     log = open(server.log_path).read()
     assert "1 requests did not finish within 5.0s" in log and "abandoned upload failed" not in log, log
