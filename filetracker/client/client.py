@@ -117,8 +117,8 @@ class Client:
         A versioned name is served from the cache when it is there (unless
         ``force_refresh``); otherwise the file comes from the server and, with
         ``add_to_cache``, is added to the cache (on ``force_refresh`` replacing
-        the cached copy of that version).  ``save_to`` may be a hard
-        link to the cached copy: replace it, never modify it in place.
+        the cached copy of that version).  ``save_to`` is a file of its own, never
+        linked to the cache: it may be edited.
 
         ``save_to`` is replaced whole by a rename (nobody sees it half written), except
         that a symbolic link is followed (its target is replaced, the link stays) and an
@@ -155,8 +155,8 @@ class Client:
                 raise NotFoundError("file not available: %s" % name)
             vname = self.remote_store.get_file(name, save_to)
             if add_to_cache and self.local_store is not None:
-                # save_to is a file we just created: linking it into the cache is safe.
-                self._add_file_to_cache(vname, save_to, link=True, replace_equal=force_refresh)
+                # a copy: the user may edit save_to, which must not change the cache's file
+                self._add_file_to_cache(vname, save_to, link=False, replace_equal=force_refresh)
             return vname
         finally:
             logger.debug("get_file %s took %.3fs", name, time.monotonic() - t)

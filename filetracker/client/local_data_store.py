@@ -25,8 +25,6 @@ from filetracker.client._files import (
     new_temp_file,
     remove_empty_dirs,
     remove_quietly,
-    replace_into,
-    temp_path_beside,
     unnamed_file_in,
     write_stream,
 )
@@ -206,36 +204,18 @@ class LocalDataStore(DataStore):
         return f, versioned_name(uname, have)
 
     def get_file(self, name, filename):
-        """Save the cached file as ``filename``: a hard link where possible, else a copy.
+        """Save a copy of the cached file as ``filename`` (its mtime the version), replaced
+        whole by a rename.
 
-        Do not modify ``filename`` in place afterwards: a hard link shares the
-        cache's copy (replace it with a new file instead).
+        A copy, not a hard link: users edit the files they get (2.x wrote copies), and an
+        edit made through a link changed the cache's copy, and its mtime, which is its
+        version, so the cache served the edit as the store's file and a refresh could not
+        replace it (it looked newer).
         """
         stream, vname = self.get_stream(name)
         with stream:
-            uname, version = check_name(vname)
-            tmp = temp_path_beside(filename)
-            os.unlink(tmp)  # link() needs a free name; the name stays ours by its random part
-            try:
-                # Link by path, then check it is the inode we opened (a newer
-                # version may have been renamed in since); else copy the open file.
-                linked = False
-                try:
-                    os.link(self.dir + uname, tmp)
-                    linked = os.stat(tmp).st_ino == os.fstat(stream.fileno()).st_ino
-                    if not linked:
-                        os.unlink(tmp)
-                except OSError:
-                    pass
-                if linked:
-                    replace_into(tmp, filename)
-                    # rename() between two links of one inode does nothing: drop ours.
-                    remove_quietly(tmp)
-            except BaseException:
-                remove_quietly(tmp)
-                raise
-            if not linked:
-                atomic_write_stream(filename, stream, mtime=version, fsync=False)
+            _uname, version = check_name(vname)
+            atomic_write_stream(filename, stream, mtime=version, fsync=False)
         return vname
 
     def exists(self, name):

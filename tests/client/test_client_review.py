@@ -223,3 +223,24 @@ def test_a_cache_folder_is_not_a_file(tmp_path):
             c.file_size(name)
     c.delete_file("/dir")   # nothing to delete: the file below stays
     assert c.file_version("/dir/inner") == T
+
+
+@pytest.mark.parametrize("from_cache", [False, True])
+def test_editing_a_file_got_leaves_the_cache_alone(shared_server, tmp_path, from_cache):
+    """``get`` hard-linked the destination to the cache's file: a user's edit (2.x wrote a
+    copy) changed the cached file and its mtime, its version, so the cache served the edit as
+    the store's file and ``get -f`` could not replace it (it looked newer)."""
+    name = "/review/edit-%d" % from_cache
+    c = Client(cache_dir=str(tmp_path / "c"), remote_url=shared_server.url)
+    vname = c.put_file(name + "@1700000000", write(tmp_path / "src", b"hello\n"), to_local_store=from_cache)
+    mine = str(tmp_path / "mine.txt")
+    assert c.get_file(vname, mine) == vname   # versioned: from the cache when it is there
+    assert os.stat(mine).st_nlink == 1
+    with open(mine, "ab") as f:
+        f.write(b"local edit\n")
+    offline = Client(cache_dir=str(tmp_path / "c"), remote_url=None)
+    stream, got = offline.get_stream(name)
+    with stream:
+        assert (stream.read(), got) == (b"hello\n", vname)
+    assert c.get_file(name, str(tmp_path / "other.txt")) == vname
+    assert read(tmp_path / "other.txt") == b"hello\n"

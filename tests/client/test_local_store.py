@@ -51,7 +51,7 @@ def test_unversioned_add_gets_a_fresh_version(store):
     assert v.startswith("/w@") and int(v.split("@")[1]) > 1700000000
 
 
-def test_get_file_hardlinks_and_is_atomic(store, tmp_path):
+def test_get_file_copies_and_is_atomic(store, tmp_path):
     src = write(tmp_path / "src", b"content")
     store.add_file("/f@50", src)
     # add_file copies: the user's file is not tied to the cache
@@ -59,8 +59,13 @@ def test_get_file_hardlinks_and_is_atomic(store, tmp_path):
     out = str(tmp_path / "out" / "dest")
     assert store.get_file("/f@50", out) == "/f@50"
     assert open(out, "rb").read() == b"content"
-    assert os.stat(out).st_ino == os.stat(os.path.join(store.dir, "f")).st_ino
-    # again onto the same link: nothing left behind
+    # a copy: an edit of ``out`` leaves the cache's file (and its mtime, the version) alone
+    assert os.stat(out).st_ino != os.stat(os.path.join(store.dir, "f")).st_ino
+    assert os.stat(out).st_mtime == 50
+    with open(out, "ab") as f:
+        f.write(b" edited")
+    assert store.get_stream("/f")[1] == "/f@50" and open(os.path.join(store.dir, "f"), "rb").read() == b"content"
+    # again onto the same file: nothing left behind
     store.get_file("/f", out)
     assert sorted(os.listdir(tmp_path / "out")) == ["dest"]
     with pytest.raises(NotFoundError):
