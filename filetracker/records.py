@@ -71,3 +71,17 @@ def merge_all(records):
 def beats(a, b):
     """True when ``a`` strictly wins over ``b`` (``b`` may be None)."""
     return order_key(a) > order_key(b)
+
+
+def worth_copying(record, held, expired_before):
+    """True when ``record`` should be copied to a replica holding ``held`` (its record of the
+    name, or None): it wins (:func:`beats`), unless it is a tombstone whose version is older
+    than ``expired_before`` and the replica has no record of the name at all.
+
+    Such a replica has nothing to delete, and it may be one that has just reclaimed that
+    tombstone (reclaim passes run on every node at their own times): copying it back undid
+    the reclaim, with a fresh local age, so tombstones bounced between nodes for ever.
+    A replica that still holds the data gets the tombstone, however old it is."""
+    if not beats(record, held):
+        return False
+    return not (held is None and record.deleted and record.version < expired_before)

@@ -30,7 +30,7 @@ from cluster.secret import SECRET_HEADER, secret_ok
 from filetracker.errors import InvalidNameError
 from filetracker.httpdate import MAX_VERSION
 from filetracker.names import check_name
-from filetracker.records import Record, beats
+from filetracker.records import Record, worth_copying
 from filetracker.server import BaseHandler, HTTPFail, folder_from_path, name_from_path
 from filetracker.server.streaming import select_range, send_file
 from filetracker.server.upload_body import StreamedUploadMixin
@@ -314,7 +314,7 @@ class RecordsHandler(InternalHandler):
             raise HTTPFail(400, "expected a msgpack list of at most %d record dicts" % MAX_RECORDS_POSTED)
         try:
             records = [(Record.from_dict(d), d.get("data")) for d in items]
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise HTTPFail(400, "malformed record: %s" % e)
         inline_bytes, taken = 0, []
         for r, data in records:
@@ -338,14 +338,16 @@ class RecordsHandler(InternalHandler):
                 inline_bytes += len(data)
         if inline_bytes > INLINE_BATCH_BYTES:
             raise HTTPFail(413, "at most %d bytes of content in one request" % INLINE_BATCH_BYTES)
-        self.finish_msgpack(await self.ctx.run(merge_records, self.store, taken))
+        self.finish_msgpack(await self.ctx.run(merge_records, self.store, taken, self.node.expired_before()))
 
 
-def merge_records(store, records):
-    """Blocking: the answer of ``POST /_cluster/records`` for ``[(record, data or None)]``."""
+def merge_records(store, records, expired_before=0):
+    """Blocking: the answer of ``POST /_cluster/records`` for ``[(record, data or None)]``.
+    A tombstone older than ``expired_before`` of a name with no record here is not taken
+    (:func:`~filetracker.records.worth_copying`: this node may have reclaimed it just now)."""
     missing, applied, contents = [], 0, []
     for r, data in records:
-        if not beats(r, store.get_record(r.name)):
+        if not worth_copying(r, store.get_record(r.name), expired_before):
             continue
         if r.deleted or store.has_blob(r.sha256):
             try:

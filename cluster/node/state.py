@@ -266,6 +266,11 @@ class NodeState:
     def ring(self):
         return self.rings.ring
 
+    def expired_before(self):
+        """The version below which a tombstone is past ``tombstone_ttl``: it is not copied to a
+        replica without a record of the name (:func:`filetracker.records.worth_copying`)."""
+        return time.time() - getattr(self.config, "tombstone_ttl", 7 * 24 * 3600.0)
+
     def owns(self, partition):
         return self.ring.owns(self.id, partition)
 

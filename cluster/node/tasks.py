@@ -42,7 +42,7 @@ from cluster.node.replicator import Replicator
 from cluster.node.scrub import Scrubber
 from cluster.node.state import EMPTY_DIGEST
 from cluster.peers import PeerClient, PeerError, RateLimiter
-from filetracker.records import beats
+from filetracker.records import worth_copying
 
 log = logging.getLogger("cluster.node.tasks")
 
@@ -254,13 +254,14 @@ class AntiEntropy(Task):
         """Exchange the differing records of ``partitions`` with one peer: ``(pulled, pushed)``.
         Their record lists come many to a request, and the records to move travel together."""
         pulled = pushed = 0
+        expired = self.node.expired_before()
         for listed in self.replicator.iter_partition_records(url, partitions):
             pull, push = [], []
             for p, records in listed.items():
                 theirs = _by_name(records)
                 mine = _by_name(self.node.store.iter_records(p))
-                pull += [r for name, r in theirs.items() if beats(r, mine.get(name))]
-                push += [r for name, r in mine.items() if beats(r, theirs.get(name))]
+                pull += [r for name, r in theirs.items() if worth_copying(r, mine.get(name), expired)]
+                push += [r for name, r in mine.items() if worth_copying(r, theirs.get(name), expired)]
             pulled += self.replicator.pull(url, pull) if pull else 0
             pushed += self.replicator.push(url, push) if push else 0
         return pulled, pushed
@@ -336,16 +337,18 @@ class Handoff(Task):
         """Push what owner ``url`` lacks of ``mine`` in ``parts``; add ``url`` to ``held_by[name]``
         of each record it then holds (at least as new).  Returns the count pushed."""
         pushed = 0
+        expired = self.node.expired_before()
         for listed in self.replicator.iter_partition_records(url, parts):
             theirs = {r.name: r for records in listed.values() for r in records}
-            need = [r for p in listed for r in mine[p] if beats(r, theirs.get(r.name))]
+            need = [r for p in listed for r in mine[p] if worth_copying(r, theirs.get(r.name), expired)]
             if need:
                 pushed += self.replicator.push(url, need)
                 again = self.replicator.partition_records(url, list(listed))
                 theirs = {r.name: r for records in again.values() for r in records}
             for p in listed:
                 for r in mine[p]:
-                    if not beats(r, theirs.get(r.name)):
+                    # held: as new there, or an expired tombstone of a name it has no record of
+                    if not worth_copying(r, theirs.get(r.name), expired):
                         held_by[r.name].add(url)
         return pushed
 

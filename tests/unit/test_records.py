@@ -71,3 +71,16 @@ def test_dict_round_trip():
     assert Record.from_dict(t.to_dict()) == t
     assert t.sha256 == "" and t.size == 0 and t.deleted
     assert r.with_name("/other").name == "/other"
+
+
+def test_worth_copying_keeps_expired_tombstones_from_replicas_without_the_name():
+    from filetracker.records import worth_copying
+    tomb = Record.tombstone("/t", 100)
+    live = Record("/t", 50, "a" * 64, 3)
+    newer = Record("/t", 200, "b" * 64, 3)
+    assert worth_copying(tomb, None, 100) is True          # not expired (version not below the cutoff)
+    assert worth_copying(tomb, None, 101) is False         # expired, and nothing there to delete
+    assert worth_copying(tomb, live, 10 ** 9) is True      # the data there is deleted however old
+    assert worth_copying(tomb, newer, 0) is False          # a newer record wins, as with beats
+    assert worth_copying(tomb, tomb, 0) is False
+    assert worth_copying(live, None, 10 ** 9) is True      # data is always copied
