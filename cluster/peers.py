@@ -247,7 +247,7 @@ class PeerClient:
             raise PeerError("POST %s/_cluster/partitions: not the partitions asked for" % url, url=url, status=502)
         try:
             return {p: [Record.from_dict(d) for d in answer[p]] for p in parts if p in answer}
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise PeerError("POST %s/_cluster/partitions: malformed record: %s" % (url, e), url=url,
                             status=502) from None
 

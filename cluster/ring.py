@@ -22,6 +22,7 @@ equal weights; a different weight changes every node's point count).
 
 import hashlib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from uhashring import HashRing
 
@@ -59,10 +60,27 @@ class Node:
 
     @classmethod
     def from_dict(cls, d):
+        """A node from its description (``to_dict``'s, or a bare URL); RingError unless its
+        URL is ``http(s)://HOST[:PORT]`` (a node without one could never be reached)."""
         if isinstance(d, str):
-            return cls(id=d, url=d, weight=1)
-        url = str(d.get("url") or d["id"])
-        return cls(id=str(d["id"]), url=url.rstrip("/"), weight=int(d.get("weight", 1)))
+            return cls(id=d, url=_checked_url(d), weight=1)
+        url = d.get("url") or d["id"]
+        if not isinstance(url, str):
+            raise RingError("node URL must be a string: %r" % (d,))
+        return cls(id=str(d["id"]), url=_checked_url(url), weight=int(d.get("weight", 1)))
+
+
+def _checked_url(url):
+    """``url`` without a trailing ``/``; RingError unless it is ``http(s)://HOST[:PORT]``."""
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    try:
+        parts.port   # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError:
+        raise RingError("node URL has an invalid port: %r" % url) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RingError("node URL must be http(s)://HOST:PORT: %r" % url)
+    return url
 
 
 class RingError(ValueError):
@@ -102,6 +120,15 @@ class Ring:
         self._by_id = {n.id: n for n in nodes}
         self._prefs = self._compute_preferences()
         n = self.n_replicas
+        short = sum(1 for pl in self._prefs if len(pl) < n)
+        if short:
+            # ketama gives a node points in proportion to its share of the total weight: a node
+            # with too small a share gets none and is nobody's owner, so partitions end up with
+            # fewer than N owners (one copy of every file, while N was asked for)
+            raise RingError("these weights leave %d of %d partitions with fewer than %d owners (a node "
+                            "with too small a share of the total weight gets no place on the ring): %s"
+                            % (short, len(self._prefs), n,
+                               ", ".join("%s weight %d" % (node.id, node.weight) for node in nodes)))
         self._owned = {node.id: frozenset(p for p, pl in enumerate(self._prefs) if node in pl[:n])
                        for node in nodes}
 
@@ -169,7 +196,9 @@ class Ring:
             return cls(nodes=[Node.from_dict(n) for n in d["nodes"]], epoch=int(d["epoch"]),
                        replicas=int(d.get("replicas", DEFAULT_REPLICAS)),
                        partition_power=int(d.get("partition_power", DEFAULT_PARTITION_POWER)))
-        except (KeyError, TypeError, AttributeError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as e:
+            if isinstance(e, RingError):
+                raise
             raise RingError("malformed ring description: %s" % e) from None
 
     @classmethod

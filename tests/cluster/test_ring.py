@@ -119,3 +119,24 @@ def test_with_changes_bumps_epoch():
     assert back.epoch == 3 and back.same_layout(r3)
     assert r3.owned_partitions(U[0]) == frozenset(p for p in range(r3.partitions))
     assert r4.owns(U4[3], partition_of("/x/y", 10))
+
+
+def test_weights_that_leave_partitions_short_of_owners_are_refused():
+    """ketama gives a node points in proportion to its share of the weight: beside a node of
+    weight 1000, weight-1 nodes got none, and every partition had 1 owner instead of 3 (a
+    review's add-node --weight 1000000 left one copy of every file, status said balanced)."""
+    nodes = [Node(u, u, 1) for u in U] + [Node(U4[3], U4[3], 1000)]
+    with pytest.raises(RingError, match="leave 1024 of 1024 partitions with fewer than 3 owners"):
+        Ring(nodes)
+    ring = Ring([Node(u, u, 1) for u in U] + [Node(U4[3], U4[3], 100)])
+    assert all(len(ring.partition_owners(p)) == 3 for p in range(ring.partitions))
+
+
+@pytest.mark.parametrize("node", [{"id": 1}, "not-a-url", {"id": "x", "url": "ftp://h:1"}, {"id": "x", "url": "http://"},
+                                  {"id": "x", "url": "http://h:99999"}, {"id": "x", "url": ["http://h:1"]},
+                                  {"id": "x", "url": "http://h:1", "weight": float("inf")},
+                                  {"id": "x", "url": "http://h:1", "weight": "heavy"}])
+def test_ring_descriptions_with_unusable_nodes_are_refused(node):
+    with pytest.raises(RingError):
+        Ring.from_dict({"epoch": 2, "nodes": [node]})
+    assert Ring.from_dict({"epoch": 2, "nodes": [{"id": "x", "url": "http://h:1/"}]}).nodes[0].url == "http://h:1"
