@@ -134,11 +134,16 @@ class ClusterAccess:
                 out[url] = None
         return out
 
+    @staticmethod
+    def lagging(ring, rings):
+        """The URLs of the reachable members of ``ring`` whose ring in ``rings`` is older."""
+        return [n.url for n in ring.nodes
+                if not isinstance(rings.get(n.url), Exception) and rings.get(n.url) is not None
+                and rings[n.url].epoch < ring.epoch]
+
     def spread_ring(self, ring, rings):
         """Give ``ring`` to every reachable member still holding an older one; returns their URLs."""
-        lagging = [n.url for n in ring.nodes
-                   if not isinstance(rings.get(n.url), Exception) and rings.get(n.url) is not None
-                   and rings[n.url].epoch < ring.epoch]
+        lagging = self.lagging(ring, rings)
         if lagging:
             self.put_ring(ring, lagging)
         return lagging

@@ -29,7 +29,7 @@ import requests
 from cluster.migrate.compare import run_compare
 from cluster.migrate.copier import MAX_PARALLEL, run_import
 from cluster.migrate.report import Progress
-from cluster.migrate.sources import SourceError, open_source
+from cluster.migrate.sources import SourceError, normalize_prefix, open_source
 from cluster.migrate.target import HttpTarget
 from filetracker.server.base import NO_PUBLIC_WRITES, READ_ONLY
 from filetracker.urls import safe_url, short_error
@@ -38,11 +38,20 @@ from filetracker.urls import safe_url, short_error
 WHOLE_TARGET_REFUSALS = (NO_PUBLIC_WRITES, READ_ONLY)
 
 
+def _prefix(text):
+    """argparse type of ``--prefix``: a bad one is a usage error (status 2), before anything runs."""
+    try:
+        normalize_prefix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _source_options(p, verb):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="from_url", metavar="URL", help="base URL of a running filetracker 2.x server")
     src.add_argument("--from-dir", metavar="DIR", help="data folder of a stopped 2.x server (holds links/, blobs/)")
-    p.add_argument("--prefix", default="", metavar="/PATH", help="only files under this folder")
+    p.add_argument("--prefix", default="", type=_prefix, metavar="/PATH", help="only files under this folder")
     p.add_argument("--parallel", type=int, default=4, metavar="N", help="files %s at once (default 4)" % verb)
     p.add_argument("--to", metavar="URL", help="the cluster (gateway URL); default: --cluster / FILETRACKER_ADMIN_URL")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on standard output")

@@ -196,12 +196,14 @@ def rebalance(access, out, drain=(), dry_run=False, wait=True, timeout=0.0, down
     drain = list(dict.fromkeys(list(drain) + leaving))
     if leaving and not dry_run:
         newest, rings = access.discover(extra=drain + look)
-    lagging = access.spread_ring(newest, rings)   # an agreed ring only (never the dry run's)
+    # an agreed ring only (never the dry run's); a dry run only says whom it would give it to
+    lagging = access.lagging(newest, rings) if dry_run else access.spread_ring(newest, rings)
+    if lagging:
+        out.write("%s ring epoch %d to %s\n" % ("would give" if dry_run else "gave", newest.epoch,
+                                                ", ".join(lagging)))
     if newest.epoch < resumed.epoch:
         newest = resumed   # a dry run judges the ring it would write
     ring = newest
-    if lagging:
-        out.write("gave ring epoch %d to %s\n" % (ring.epoch, ", ".join(lagging)))
     views = access.snapshot(ring, extra=drain)
     analysis = analyze(ring, views)
     if dry_run:

@@ -76,15 +76,16 @@ def verify(access, out, drain=(), repair=False):
     members = {n.url for n in ring.nodes}
     drain = list(dict.fromkeys(list(drain) + [m["url"] for m in doc["members"] if m["url"] not in members]))
     views = access.snapshot(ring, extra=drain)
-    bad = False
+    found = False      # something wrong was found (the verdict: PROBLEMS FOUND)
+    unchecked = False  # a node was not checked, down or failing (else: INCOMPLETE)
     for v, result, err in access.map(lambda v: node_blobs(access, v, repair) if v.up else None, views):
         if not v.up:
             out.write("%s: DOWN, not checked (%s)\n" % (v.id, v.error))
-            bad = True
+            unchecked = True
             continue
         if err is not None:
             out.write("%s: blob check failed: %s\n" % (v.id, describe_error(err)))
-            bad = True
+            unchecked = True
             continue
         problems = len(result["missing"]) + len(result["corrupt"])
         out.write("%s: %d records checked against their blobs, %d missing, %d corrupt%s\n"
@@ -98,7 +99,7 @@ def verify(access, out, drain=(), repair=False):
         for name in (result["missing"] + result["corrupt"])[:SHOW]:
             out.write("  bad blob: %s\n" % name)
         if problems and not (repair and result["repaired"] >= problems):
-            bad = True
+            found = True
             if repair and result["how"] == "admin":
                 out.write("  (this node has no /_cluster/verify: repair it there)\n")
     if repair:
@@ -115,14 +116,14 @@ def verify(access, out, drain=(), repair=False):
         problems = drill(access, ring, views, analysis.problem_partitions)
         out.write("repair round %d: %d differences left\n" % (rounds, len(problems)))
     if problems:
-        bad = True
+        found = True
         if repair:
             _report(out, problems, "differences left after repair")
     if analysis.down:
         out.write("incomplete: %s down, its replicas were not compared\n" % ", ".join(analysis.down))
-    out.write("verify: %s\n" % ("OK" if not bad else "PROBLEMS FOUND" if problems or not analysis.down
-                                 else "INCOMPLETE"))
-    return 1 if bad else 0
+    unchecked = unchecked or bool(analysis.down)
+    out.write("verify: %s\n" % ("PROBLEMS FOUND" if found else "INCOMPLETE" if unchecked else "OK"))
+    return 1 if found or unchecked else 0
 
 
 def _report(out, problems, title):

@@ -173,6 +173,20 @@ def test_remove_node_of_a_dead_leaving_node_forgets_it(four):
     assert rc == 0 and all(n["url"] != c.urls[3] for n in doc["nodes"])
 
 
+def test_dry_run_does_not_spread_a_newer_ring(four):
+    """A ring newer than the others' on one node (an add-node killed after its first ring write):
+    ``rebalance --dry-run`` gave it to the other members, which then moved data."""
+    c = four
+    before = node_ring(c, 1)
+    newer = before.with_changes()   # the same members, one epoch up
+    r = c.client.request("PUT", c.urls[0], "/_cluster/ring", data=msgpack.packb(newer.to_dict()))
+    assert r.status_code == 200
+    r = admin(c, "rebalance", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "would give ring epoch %d to " % newer.epoch in r.stdout, r.stdout
+    assert [node_ring(c, i).epoch for i in range(4)] == [newer.epoch] + [before.epoch] * 3
+
+
 def test_dry_run_changes_nothing(four):
     """An intent recorded but no ring written: ``rebalance --dry-run`` only says what it would do."""
     c = four

@@ -111,3 +111,27 @@ def test_status_page_after_a_finished_remove_node(cluster_factory):
         assert requests.get(gw + "/files" + names[3], timeout=10).content == content_of(names[3])
     finally:
         gw_svc.stop()
+
+
+def test_verify_verdict_says_what_it_found(cluster_factory):
+    """The last line said PROBLEMS FOUND for a --drain node that was down with nothing wrong
+    anywhere, and INCOMPLETE for a corrupt blob found while a member was down."""
+    import os
+
+    c = cluster_factory(nodes=3)
+    gw_svc, gw = start_gateway(c, c.urls, "gw")
+    try:
+        names = ["/verdict/f%02d" % i for i in range(6)]
+        write_files(gw, names, workers=4)
+        r = admin(c, "verify", "--drain", "http://127.0.0.1:%d" % free_port())
+        assert r.returncode == 1 and "DOWN, not checked" in r.stdout, r.stdout
+        assert r.stdout.rstrip().endswith("verify: INCOMPLETE"), r.stdout
+        rec = c.record(0, names[0])
+        with open(os.path.join(c.dirs[0], "blobs", rec.sha256[:2], rec.sha256), "r+b") as f:
+            f.write(b"XX")
+        c.kill9(2)
+        r = admin(c, "--timeout", "2", "verify")
+        assert r.returncode == 1 and "1 corrupt" in r.stdout, r.stdout
+        assert r.stdout.rstrip().endswith("verify: PROBLEMS FOUND"), r.stdout
+    finally:
+        gw_svc.stop()

@@ -87,6 +87,15 @@ def test_parallel_is_bounded_and_threads_follow_the_files():
     assert [worker_count(p, n) for p, n in ((4, 3), (4, 100), (256, 0), (1, 0), (256, 256))] == [3, 4, 1, 1, 256]
 
 
+def test_a_prefix_with_dotdot_is_a_usage_error():
+    # exit status 1 before (the importer's usage errors are 2), after contacting the cluster
+    for verb in ("import", "compare"):
+        p = run_admin([verb, "--from", "http://127.0.0.1:1", "--to", "http://127.0.0.1:1", "--prefix", "/a/../x"])
+        assert p.returncode == 2, (verb, p.stdout, p.stderr)
+        assert p.stderr.splitlines()[-1] == ("filetracker-admin %s: error: argument --prefix: a prefix may not "
+                                             "contain '..': '/a/../x'" % verb), p.stderr
+
+
 def test_import_from_a_missing_folder_says_so(stores, tmp_path):
     _old_url, cluster = stores
     (tmp_path / "a-file").write_text("x")
