@@ -95,7 +95,8 @@ class OutputClosed(Exception):
 
 
 def cmd_cat(client, args, out):
-    stream, _ = client.get_stream(args.name, force_refresh=args.force_refresh)
+    # 2.x cat was a get with the cache on: the file stays in the cache unless -c (--no-cache)
+    stream, _ = client.get_stream(args.name, force_refresh=args.force_refresh, serve_from_cache=args.add_to_cache)
     out.flush()
     with stream:
         while True:

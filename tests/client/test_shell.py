@@ -189,3 +189,20 @@ def test_cat_into_a_closed_pipe_ends_quietly(shared_server, tmp_path, env):
                        shell=True, executable="/bin/bash", capture_output=True, timeout=60, env=run_env)
     assert (r.returncode, r.stderr) == (141, b"")
 
+
+
+def test_cat_keeps_the_file_in_the_cache_unless_no_cache(shared_server, tmp_path, env):
+    """2.x ``cat`` was a ``get`` with the cache on: scripts that cat online read offline later.
+    Ours cached nothing, and ``cat -c`` was accepted and meant nothing."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"cat me\n")
+    put_env = dict(env, FILETRACKER_URL=shared_server.url, FILETRACKER_DIR=str(tmp_path / "putcache"))
+    assert ft("put", str(src), "/catcache/f", env=put_env).returncode == 0
+    online = dict(env, FILETRACKER_URL=shared_server.url)
+    r = ft("cat", "-c", "/catcache/f", env=online)
+    assert r.returncode == 0 and r.stdout == b"cat me\n"
+    assert ft("cat", "/catcache/f", env=env).returncode == 1   # offline: -c left nothing behind
+    r = ft("cat", "/catcache/f", env=online)
+    assert r.returncode == 0 and r.stdout == b"cat me\n"
+    r = ft("cat", "/catcache/f", env=env)                       # offline, from the cache
+    assert (r.returncode, r.stdout) == (0, b"cat me\n"), r.stderr
