@@ -365,6 +365,11 @@ class Integrity:
             self.wake.clear()
         repaired = failed = 0
         for sha, name in work.items():
+            if not self.store.is_referenced(sha):
+                # deleted or replaced meanwhile: nothing needs the blob, and no peer may still
+                # have it (a repair tried every pass, for ever); its quarantined copy may go
+                self._drop_unneeded(sha, name)
+                continue
             ok = self.repair_one(sha, name)
             with self._lock:
                 if ok:
@@ -376,6 +381,15 @@ class Integrity:
             repaired += ok
             failed += not ok
         return {"repaired": repaired, "failed": failed, "pending": self.pending()}
+
+    def _drop_unneeded(self, sha256, name):
+        """Forget the queued repair of ``sha256``, which no live record references any more,
+        and let its quarantined copies be pruned like repaired ones."""
+        with self._lock:
+            if self._pending.get(sha256, name) == name:
+                self._pending.pop(sha256, None)
+        self._mark_repaired(sha256)
+        log.info("repair of %s dropped: no record uses the blob any more", sha256)
 
     def requeue_quarantined(self):
         """Queue a repair for every quarantined blob that is still absent (at start: the queue of

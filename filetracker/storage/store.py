@@ -369,6 +369,10 @@ class ObjectStore:
         else:
             dirs.add(sub)
 
+    def is_referenced(self, sha256):
+        """True when a live record (not a tombstone) names the blob ``sha256``."""
+        return self._referenced(self._conn(), sha256)
+
     def _referenced(self, conn, sha256):
         row = conn.execute("SELECT 1 FROM records WHERE sha256 = ? AND deleted = 0 LIMIT 1",
                            (sha256,)).fetchone()

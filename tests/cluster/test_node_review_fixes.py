@@ -88,3 +88,25 @@ def test_a_ring_whose_nodes_have_no_usable_url_is_refused(cluster_factory):
         assert r.status_code == 400, (nodes, r.status_code, r.text)
     assert requests.get(url + "/_cluster/ring", headers=c.headers(), timeout=10).status_code == 200
     assert c.status(0)["epoch"] < 99
+
+
+def test_a_repair_of_a_blob_no_record_uses_any_more_is_dropped(cluster_factory):
+    """Every copy corrupt, then the file deleted: the repair stayed pending for ever (tried on
+    every peer each pass) and its quarantined copy was never pruned."""
+    import os
+    c = cluster_factory(nodes=3, replicas=3, node_args=["--quarantine-keep", "0"])
+    name, data = "/rot/x", b"fifteen bytes!!"
+    for i in range(3):
+        assert c.put(i, name, data, NOW - 100).status_code == 200
+    sha = c.record(0, name).sha256
+    for i in range(3):
+        with open(os.path.join(c.dirs[i], "blobs", sha[:2], sha), "r+b") as f:
+            f.write(b"X" * len(data))
+    for i in range(3):
+        c.run(i, "scrub")
+    assert c.run(0, "repair")["repair"]["pending"] == 1   # no good copy anywhere
+    for i in range(3):
+        assert c.delete(i, name, NOW).status_code == 200
+    summary = c.run(0, "repair")["repair"]
+    assert (summary["pending"], summary["failed"], summary["quarantine_removed"]) == (0, 0, 1), summary
+    assert c.run(0, "repair")["repair"]["integrity"]["pending_repair"] == 0
