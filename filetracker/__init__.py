@@ -13,6 +13,7 @@ from filetracker.errors import (
     NotFoundError,
     RemoteError,
     VersionConflictError,
+    VersionNotFoundError,
 )
 from filetracker.names import check_name, split_name, versioned_name
 
@@ -25,6 +26,7 @@ __all__ = [
     "NotFoundError",
     "RemoteError",
     "VersionConflictError",
+    "VersionNotFoundError",
     "check_name",
     "split_name",
     "versioned_name",

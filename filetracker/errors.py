@@ -40,6 +40,10 @@ class NotFoundError(FiletrackerError):
         self.reason = reason
 
 
+
+class VersionNotFoundError(NotFoundError):
+    """The file exists, but not at the version asked for (the message says which one there is)."""
+
 class VersionConflictError(FiletrackerError):
     """The store holds a newer version (or a newer delete) than the request, or another
     content at the request's very version (an upload that lost the tie-break)."""

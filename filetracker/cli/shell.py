@@ -25,7 +25,13 @@ import sys
 from filetracker.cli.progress import make_progress_factory
 from filetracker.client import Client
 from filetracker.client.remote_data_store import RemoteDataStore
-from filetracker.errors import NO_SUCH_ENDPOINT, FiletrackerError, NotFoundError, RemoteError
+from filetracker.errors import (
+    NO_SUCH_ENDPOINT,
+    FiletrackerError,
+    NotFoundError,
+    RemoteError,
+    VersionNotFoundError,
+)
 from filetracker.units import timeout_seconds
 
 PROG = "filetracker"
@@ -168,6 +174,8 @@ def main(argv=None):
         # standard output at /dev/null so the interpreter's last flush does not complain either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except VersionNotFoundError as e:   # "version N of NAME is not available (the server has M)"
+        return _fail(str(e), e, args)
     except NotFoundError as e:
         if e.reason.startswith(NO_SUCH_ENDPOINT + ":"):
             # the server has no such path at all: the URL is wrong, not the name

@@ -14,6 +14,7 @@ from filetracker.errors import (
     NotFoundError,
     RemoteError,
     VersionConflictError,
+    VersionNotFoundError,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "NotFoundError",
     "RemoteError",
     "VersionConflictError",
+    "VersionNotFoundError",
 ]

@@ -29,7 +29,7 @@ from filetracker.client._files import (
     write_stream,
 )
 from filetracker.client.data_store import DataStore
-from filetracker.errors import NotFoundError
+from filetracker.errors import NotFoundError, VersionNotFoundError
 from filetracker.names import check_name, versioned_name
 
 
@@ -200,7 +200,7 @@ class LocalDataStore(DataStore):
         have = _version_of(os.fstat(f.fileno()))
         if version is not None and have != version:
             f.close()
-            raise NotFoundError("version %d of %s not in the local store (it has %d)" % (version, uname, have))
+            raise VersionNotFoundError("version %d of %s not in the local store (it has %d)" % (version, uname, have))
         return f, versioned_name(uname, have)
 
     def get_file(self, name, filename):
@@ -238,7 +238,7 @@ class LocalDataStore(DataStore):
         if st is None:
             raise NotFoundError("file not in the local store: %s" % uname)
         if version is not None and _version_of(st) != version:
-            raise NotFoundError("version %d of %s not in the local store" % (version, uname))
+            raise VersionNotFoundError("version %d of %s not in the local store" % (version, uname))
         return st.st_size
 
     def delete_file(self, name):

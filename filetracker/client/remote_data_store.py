@@ -24,7 +24,13 @@ import requests
 
 from filetracker.client._files import CHUNK, atomic_write_stream
 from filetracker.client.data_store import DataStore
-from filetracker.errors import ContentConflictError, NotFoundError, RemoteError, VersionConflictError
+from filetracker.errors import (
+    ContentConflictError,
+    NotFoundError,
+    RemoteError,
+    VersionConflictError,
+    VersionNotFoundError,
+)
 from filetracker.httpdate import format_version, parse_version
 from filetracker.names import check_folder, check_name, versioned_name
 from filetracker.urls import safe_url, short_error
@@ -257,7 +263,7 @@ class RemoteDataStore(DataStore):
         remote = self._last_modified(response)
         if version is not None and remote != version:
             response.close()
-            raise NotFoundError("version %d of %s is not available (the server has version %d)"
+            raise VersionNotFoundError("version %d of %s is not available (the server has version %d)"
                                 % (version, uname, remote))
         return remote
 

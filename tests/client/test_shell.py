@@ -206,3 +206,18 @@ def test_cat_keeps_the_file_in_the_cache_unless_no_cache(shared_server, tmp_path
     assert r.returncode == 0 and r.stdout == b"cat me\n"
     r = ft("cat", "/catcache/f", env=env)                       # offline, from the cache
     assert (r.returncode, r.stdout) == (0, b"cat me\n"), r.stderr
+
+
+def test_a_version_the_server_does_not_have_is_named_with_the_one_it_has(shared_server, tmp_path, env):
+    """It said "not found: NAME@V", as if the file did not exist (2.x: "Version ... not available.
+    Server has ...", in a traceback)."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"x")
+    run_env = dict(env, FILETRACKER_URL=shared_server.url)
+    assert ft("put", str(src), "/vna/f@1700000000", env=run_env).returncode == 0
+    for cmd in (["get", "/vna/f@1600000000", str(tmp_path / "out")], ["cat", "/vna/f@1600000000"]):
+        r = ft(*cmd, env=run_env)
+        assert (r.returncode, r.stderr) == (1, b"filetracker: error: version 1600000000 of /vna/f is not "
+                                               b"available (the server has version 1700000000)\n"), r.stderr
+    r = ft("get", "/vna/missing@1600000000", str(tmp_path / "out"), env=run_env)
+    assert r.stderr == b"filetracker: error: not found: /vna/missing@1600000000\n"
