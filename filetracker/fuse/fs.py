@@ -95,8 +95,11 @@ class FiletrackerFS(LookupOps, ReadingOps, WritingOps, NamespaceOps, Operations)
         self.spool_dir = self.store.tmp_dir
         self.attrs = TTLCache(attr_timeout, clock)
         self.listings = TTLCache(attr_timeout, clock)
+        #: path -> (size, version) of a file as getattr last told the kernel (see ReadingOps.open)
+        self.reported = TTLCache(attr_timeout, clock)
         self.clock = clock
         self.local_dirs = set()
+        self.hidden = set()  # libfuse's names of files removed while open (see NamespaceOps._hide)
         self.writers = {}  # path -> WriteBuffer open for writing
         self.ranged = {}  # (path, version) -> RangedReader shared by readers
         self.handles = {}  # fh -> handle object

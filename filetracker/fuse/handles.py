@@ -7,6 +7,9 @@
 - :class:`RangedReader`: a large file read by HTTP ranges into a sparse,
   anonymous local file (``O_TMPFILE``-like, removed when closed), block by
   block; concurrent readers of one version share it and its downloads.
+- :class:`BufferReader`: a reader of a file open for writing in this mount:
+  its own descriptor of the staged file, so it never keeps the buffer (or
+  the name) attached to the writers once they closed.
 - :class:`WriteBuffer`: a staged file (a temporary file in the cache's
   ``tmp/``, made with the umask's mode since it becomes the cache entry) that
   takes the writes; the FUSE layer uploads it whole, so a half-written file
@@ -174,13 +177,49 @@ class RangedReader:
         self.file.close()
 
 
+class BufferReader:
+    """A read-only view of a :class:`WriteBuffer`'s staged file, for a reader opened beside the writers.
+
+    It holds a duplicate of the buffer's descriptor: it sees what the
+    writers write while they write, and keeps reading the same bytes after
+    the buffer was uploaded, handed to the cache or dropped.  It does not
+    count as a handle of the buffer, so the writers' last close detaches
+    the buffer from its name even while such readers are open.
+    """
+
+    kind = "buffer"
+
+    def __init__(self, buffer):
+        self.path = buffer.path
+        self.fd = os.dup(buffer.fd)
+        self.refs = 0
+
+    def read(self, size, offset):
+        return os.pread(self.fd, size, offset)
+
+    def fd_for(self, size, offset):
+        """``(fd, size clamped to the staged file's current length)``."""
+        return self.fd, max(0, min(size, self.size() - offset))
+
+    def size(self):
+        return os.fstat(self.fd).st_size
+
+    def mtime(self):
+        return os.fstat(self.fd).st_mtime
+
+    def close(self):
+        os.close(self.fd)
+
+
 class WriteBuffer:
     """A staged file for writes to ``path`` of the mount.
 
     ``dirty``: written since the last upload.  ``failed``: an errno if a
     local write failed (then it is never uploaded).  ``unlinked``: the name
     was removed while open (never uploaded).  ``abandoned``: a process killed by
-    a signal wrote last (not uploaded unless written again).  ``refs`` counts open handles.
+    a signal wrote last (not uploaded unless written again).  ``refused``: the server
+    refused the last upload (a 4xx; not retried unless written again).  ``refs``
+    counts the handles open for writing (readers have a :class:`BufferReader`).
     ``base_version``: the stored version the content started from (or None).
     """
 
@@ -204,6 +243,7 @@ class WriteBuffer:
         self.failed = None
         self.unlinked = False
         self.abandoned = False
+        self.refused = False  # the server refused the last upload of these bytes (4xx): not asked again
         self.uploaded = None  # versioned name of the last upload
         self.kept = False  # the last upload's bytes are what the server keeps (not a newer version)
         self.refs = 0
@@ -252,6 +292,7 @@ class WriteBuffer:
         self.generation += 1
         self.last_writer = writer
         self.abandoned = False
+        self.refused = False
 
     def size(self):
         return os.fstat(self.fd).st_size

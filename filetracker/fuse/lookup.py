@@ -23,7 +23,7 @@ from filetracker.errors import (
 )
 from filetracker.fuse import tree
 from filetracker.fuse.errnos import FsError
-from filetracker.fuse.handles import WriteBuffer
+from filetracker.fuse.handles import BufferReader, WriteBuffer
 from filetracker.fuse.ops import _NEGATIVE, Attr, _fh_of, logger, operation
 from filetracker.names import check_path
 
@@ -150,6 +150,16 @@ class LookupOps:
             raise FsError(errno.ENOENT)
         return attr
 
+    def _note_reported(self, path, attr):
+        """Remember the size and version of the file ``path`` that ``getattr`` gives the kernel.
+
+        The kernel keeps them for half of ``--attr-timeout`` (entries here live
+        the whole of it, so they outlast the kernel's): ``open`` compares them
+        with the version it resolves (see ``_kernel_size_behind``).
+        """
+        if attr.kind == tree.FILE:
+            self.reported.put(path, (attr.size, attr.version))
+
     def _stat_dict(self, attr, writer=None):
         if attr.kind == tree.DIR:
             mode = stat.S_IFDIR | (0o555 if self.read_only else 0o755)
@@ -193,15 +203,19 @@ class LookupOps:
     @operation
     def getattr(self, path, fh=None):
         handle = self.handles.get(_fh_of(fh)) if fh is not None else None
-        if isinstance(handle, WriteBuffer) and not handle.unlinked:
+        if isinstance(handle, BufferReader) or (isinstance(handle, WriteBuffer) and not handle.unlinked):
             return self._stat_dict(Attr(tree.FILE, 0, None), writer=handle)
         if handle is not None and not isinstance(handle, WriteBuffer):
-            return self._stat_dict(Attr(tree.FILE, handle.size, handle.version))
+            attr = Attr(tree.FILE, handle.size, handle.version)
+            self._note_reported(path, attr)
+            return self._stat_dict(attr)
         with self._lock:
             writer = self.writers.get(path)
         if writer is not None and not writer.unlinked:
             return self._stat_dict(Attr(tree.FILE, 0, None), writer=writer)
-        return self._stat_dict(self._lookup(path))
+        attr = self._lookup(path)
+        self._note_reported(path, attr)
+        return self._stat_dict(attr)
 
     @operation
     def readdir(self, path, fh):

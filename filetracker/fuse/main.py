@@ -26,6 +26,10 @@ from filetracker.urls import safe_url
 
 DEFAULT_RANGE_THRESHOLD = 64 << 20
 DEFAULT_TIMEOUT = 10.0
+#: Seconds after a request to the server got no answer during which the mount does
+#: not ask again for the same caller (EIO, or the cache's copy, at once): one
+#: operation waits one --timeout.
+QUIET_AFTER_FAILURE = 1.0
 #: libfuse worker threads: requests served at once (network waits included).
 MAX_THREADS = 16
 READY = b"FILETRACKER-FUSE-READY\n"
@@ -136,11 +140,13 @@ def make_filesystem(args, on_ready=None):
     from filetracker.client import Client
     from filetracker.client.remote_data_store import RemoteDataStore
     from filetracker.fuse.fs import FiletrackerFS
+    from filetracker.fuse.ops import caller_pid
     from filetracker.fuse.remote import Remote
 
     client = Client(cache_dir=args.cache_dir, remote_store=RemoteDataStore(
         args.url, timeout=args.timeout or None, session=pooled_session(MAX_THREADS)))
-    remote = Remote(args.url, timeout=args.timeout or None)
+    remote = Remote(args.url, timeout=args.timeout or None, quiet_after_failure=QUIET_AFTER_FAILURE,
+                    caller=caller_pid)
     return FiletrackerFS(client, remote, attr_timeout=args.attr_timeout,
                          range_threshold=args.range_threshold, read_only=args.read_only,
                          on_ready=on_ready, mountpoint=args.mountpoint,

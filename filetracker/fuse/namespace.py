@@ -4,11 +4,14 @@
 made by ``mkdir`` live in the mount (``local_dirs``) until a file is written
 under them.  ``rename`` of a file is put-new then delete-old (not atomic); a
 file open for writing moves with its buffer; a folder holding stored files
-gives EXDEV.  ``chmod``/``chown``/``utimens`` only check that the name
-exists (the store keeps no modes or owners; versions come from uploads).
+gives EXDEV.  A file removed while open is deleted from the store at once
+(libfuse's rename to ``.fuse_hidden...`` is not stored, see ``_hide``).
+``chmod``/``chown``/``utimens`` only check that the name exists (the store
+keeps no modes or owners; versions come from uploads).
 """
 
 import errno
+import re
 
 from filetracker.errors import (
     NotFoundError,
@@ -19,6 +22,9 @@ from filetracker.fuse.handles import WriteBuffer
 from filetracker.fuse.ops import Attr, check_name_errno, operation
 from filetracker.names import versioned_name
 
+#: The names libfuse gives files removed while open (``hide_node``: node id and a counter).
+HIDDEN_NAME = re.compile(r"^\.fuse_hidden[0-9a-f]{16}$")
+
 
 class NamespaceOps:
     """Make, remove and rename names (mixin of FiletrackerFS)."""
@@ -26,7 +32,17 @@ class NamespaceOps:
     @operation
     def unlink(self, path):
         self._require_writable()
+        with self._lock:
+            if path in self.hidden:
+                # The last close of a file removed while open (see _hide): already deleted.
+                self.hidden.discard(path)
+                return 0
         check_name_errno(path)
+        self._remove(path)
+        return 0
+
+    def _remove(self, path):
+        """Delete the file ``path``; a buffer open for writing it is never uploaded."""
         attr = self._lookup(path)
         if attr.kind == tree.DIR:
             raise FsError(errno.EISDIR)
@@ -40,7 +56,21 @@ class NamespaceOps:
             if writer is None:
                 raise
         self._note_gone(path)
-        return 0
+
+    def _hide(self, old, hidden):
+        """libfuse's "rename to a hidden name" of a file still open: a removal of ``old`` here.
+
+        When a file open in this mount is removed (or replaced by a rename),
+        libfuse renames it to ``.fuse_hidden...`` so its open handles keep
+        working, and removes that name at the last close.  Storing it under
+        that name would show it to every client (a download and an upload):
+        instead ``old`` is deleted from the store now, the handles keep
+        reading their local copy, and the hidden name exists for ``unlink``
+        only.
+        """
+        self._remove(old)
+        with self._lock:
+            self.hidden.add(hidden)
 
     @operation
     def mkdir(self, path, mode):
@@ -91,6 +121,9 @@ class NamespaceOps:
         stored files gives EXDEV, so ``mv`` falls back to copy + delete.
         """
         self._require_writable()
+        if HIDDEN_NAME.match(tree.parent_and_base(new)[1]):
+            self._hide(old, new)
+            return 0
         check_name_errno(new)
         attr = self._lookup(old)
         try:
@@ -115,31 +148,10 @@ class NamespaceOps:
             return 0
         if target is not None and target.kind == tree.DIR:
             raise FsError(errno.EISDIR)
-        with self._lock:
-            writer = self.writers.get(old)
-            if writer is not None and not writer.unlinked and new not in self.writers:
-                # Open for writing here: it moves, and is uploaded under its new name.
-                del self.writers[old]
-                writer.path = new
-                writer.dirty = True
-                self.writers[new] = writer
-        if writer is not None and writer.path == new:
-            if writer.uploaded or attr.version is not None:
-                try:
-                    self._delete(old, writer.base_version or attr.version)
-                except NotFoundError:
-                    pass
-            with writer.lock:
-                if self._may_upload(writer):
-                    self._upload(writer)
-            self._note_gone(old)
+        if self._move_writer(old, new, target):
             return 0
         # A stored file: copy through the Client's cache, then delete the old name.
-        vname = versioned_name(old, attr.version)
-        self._download(vname)
-        f = self._open_cached(vname)
-        if f is None:
-            raise FsError(errno.EIO, "cannot stage %s for rename" % old)
+        f, attr = self._open_for_copy(old, attr)
         with f:
             staging = WriteBuffer(new, self.store.tmp_dir)
             try:
@@ -156,6 +168,55 @@ class NamespaceOps:
             pass
         self._note_gone(old)
         return 0
+
+    def _move_writer(self, old, new, target):
+        """Rename a file open for writing here: its buffer moves to ``new``; False when ``old`` is none.
+
+        Nothing is uploaded now: the writers may not be done, and the upload
+        under the new name happens at their ``flush``/``release`` as for any
+        file open for writing (never a half-written file; nothing when the
+        writer is killed).  The old name's stored version is deleted now.
+        """
+        with self._lock:
+            writer = self.writers.get(old)
+            if writer is None or writer.unlinked or new in self.writers:
+                return False
+            del self.writers[old]
+            old_version = writer.base_version  # what is stored under the old name (None: nothing)
+            writer.path = new
+            writer.dirty = True  # even if unchanged since an upload: not stored under the new name yet
+            writer.uploaded = None  # that upload was of the old name
+            # The stored version the new name replaces (uploads go above it).
+            writer.base_version = target.version if target is not None else None
+            self.writers[new] = writer
+        self.attrs.pop(new)  # the open writer answers for the new name until it is uploaded
+        if old_version is not None:
+            try:
+                self._delete(old, old_version)
+            except NotFoundError:
+                pass
+        self._note_gone(old)
+        return True
+
+    def _open_for_copy(self, old, attr):
+        """``(open file, attr)``: the stored ``old`` from the Client's cache, to copy under another name.
+
+        When another client replaced the version ``attr`` meanwhile (its
+        download is refused), ``old`` is resolved again, once.
+        """
+        for attempt in range(2):
+            vname = versioned_name(old, attr.version)
+            try:
+                self._download(vname)
+                break
+            except NotFoundError:
+                if attempt:
+                    raise
+                attr = self._resolve_again(old)
+        f = self._open_cached(vname)
+        if f is None:
+            raise FsError(errno.EIO, "cannot stage %s for rename" % old)
+        return f, attr
 
     @operation
     def chmod(self, path, mode):

@@ -20,7 +20,7 @@ from filetracker.errors import (
 from filetracker.fuse import tree
 from filetracker.fuse.errnos import FsError
 from filetracker.fuse.fastread import reply_fd
-from filetracker.fuse.handles import CachedReader, RangedReader, WriteBuffer
+from filetracker.fuse.handles import BufferReader, CachedReader, RangedReader, WriteBuffer
 from filetracker.fuse.ops import _fh_of, logger, operation
 from filetracker.fuse.remote import StaleVersionError
 from filetracker.names import versioned_name
@@ -81,7 +81,8 @@ class ReadingOps:
         with self._lock:
             writer = self.writers.get(path)
             if writer is not None and not writer.unlinked:
-                fi.fh = self._register(writer)
+                # A view of its own: the buffer stays the writers' (see BufferReader).
+                fi.fh = self._register(BufferReader(writer))
                 fi.direct_io = 1  # its content changes under us: bypass the page cache
                 return 0
         attr = self._lookup(path)
@@ -93,10 +94,14 @@ class ReadingOps:
                 break
             except (NotFoundError, StaleVersionError):
                 # The version we resolved was replaced meanwhile: resolve again, once.
-                self.attrs.pop(path)
                 if attempt:
+                    self.attrs.pop(path)
                     raise
-                attr = self._lookup(path)
+                attr = self._resolve_again(path)
+        if self._kernel_size_behind(path, attr):
+            # The kernel would cut reads at the size it was told for an older version
+            # (its attributes stay valid for half of --attr-timeout): read past it.
+            fi.direct_io = 1
         with self._lock:
             if self.direct_io_above is not None and attr.size > self.direct_io_above:
                 # Reads bypass the kernel's page cache (see --direct-io-above):
@@ -111,6 +116,27 @@ class ReadingOps:
                 if shared:
                     fi.direct_io = 1
         return 0
+
+    def _resolve_again(self, path):
+        """Forget what the mount knew of ``path`` and resolve it anew: the version it named was replaced.
+
+        Raises ENOENT when the name is gone, EISDIR when it is a folder now.
+        """
+        self.attrs.pop(path)
+        attr = self._lookup(path)
+        if attr.kind == tree.DIR:
+            raise FsError(errno.EISDIR)
+        return attr
+
+    def _kernel_size_behind(self, path, attr):
+        """May the kernel still hold a smaller size for ``path`` than the version ``attr`` being opened?
+
+        The kernel caches the attributes ``getattr`` answered (see
+        ``_note_reported``) and limits page-cache reads to their size until they
+        expire, even when ``open`` has resolved a newer, longer version.
+        """
+        told = self.reported.get(path)
+        return told is not None and told[1] != attr.version and told[0] < attr.size
 
     def _page_cache_open(self, path, version, fh):
         """Under the lock: note an open of ``version``; ``(keep the pages?, other versions open?)``.

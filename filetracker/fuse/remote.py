@@ -23,6 +23,7 @@ import urllib.parse
 import requests
 
 from filetracker.errors import FiletrackerError, NotFoundError, RemoteError
+from filetracker.fuse.attrcache import TTLCache
 from filetracker.fuse.pipeline import pipelined_heads
 from filetracker.httpdate import format_version, parse_version
 from filetracker.urls import safe_url, short_error
@@ -59,9 +60,19 @@ class StaleVersionError(RemoteError):
 class Remote:
     """HEAD, listing and ranged GET against ``base_url`` (thread-safe)."""
 
-    def __init__(self, base_url, timeout=10.0):
+    def __init__(self, base_url, timeout=10.0, quiet_after_failure=0.0, caller=None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        #: After a request made for a caller got no answer (timeout, refused
+        #: connection), that caller's requests in the next this many seconds fail
+        #: at once instead of waiting again: the steps of one operation (lookup,
+        #: open, getattr; a folder, then its file) then wait one timeout in all,
+        #: not one each.  Other callers ask the server as usual.
+        self.quiet_after_failure = quiet_after_failure
+        #: ``caller()`` names who a request is made for (a FUSE caller's thread id;
+        #: 0 when unknown: then nothing is remembered).
+        self.caller = caller
+        self._silences = TTLCache(quiet_after_failure or 1.0, max_entries=10_000)  # caller -> message
         self._local = threading.local()
         #: Whether the server sends listings with details (None: not known yet).
         #: The mount then resolves an unknown path with one listing, not a HEAD
@@ -85,12 +96,37 @@ class Remote:
         return self.base_url + "/files" + urllib.parse.quote(name, safe="/")
 
     def _request(self, method, url, what, **kwargs):
+        self.check_answering(what)
         kwargs.setdefault("timeout", self.timeout)
         try:
             return self._session().request(method, url, **kwargs)
         except requests.RequestException as e:
-            raise RemoteError("%s: cannot reach %s: %s" % (what, safe_url(self.base_url), short_error(e)),
-                              status=None) from None
+            message = "cannot reach %s: %s" % (safe_url(self.base_url), short_error(e))
+            self._remember_silence(message)
+            raise RemoteError("%s: %s" % (what, message), status=None) from None
+
+    def _caller_key(self):
+        if not (self.quiet_after_failure and self.caller):
+            return 0
+        try:
+            return self.caller()
+        except Exception:  # no FUSE request being served in this thread
+            return 0
+
+    def check_answering(self, what):
+        """Raise RemoteError (no status) at once when the server just failed to answer this caller.
+
+        See :attr:`quiet_after_failure`; a request made after that period asks again.
+        """
+        key = self._caller_key()
+        silence = self._silences.get(key) if key else None
+        if silence is not None:
+            raise RemoteError("%s: %s (just now; not asked again yet)" % (what, silence), status=None)
+
+    def _remember_silence(self, message):
+        key = self._caller_key()
+        if key:
+            self._silences.put(key, message)
 
     @staticmethod
     def _raise_for(response, what):
@@ -144,6 +180,10 @@ class Remote:
         the result; so are names that do not exist.
         """
         out = {}
+        try:
+            self.check_answering("stat of %d names" % len(names))
+        except RemoteError:
+            return out  # nothing arrives: the names are asked for one by one as usual
         answers = pipelined_heads(self.base_url, names, timeout=self.timeout or 10.0, connections=connections)
         for name, (status, headers) in answers.items():
             if status != 200:

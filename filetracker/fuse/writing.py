@@ -20,6 +20,8 @@ import os
 import time
 
 from filetracker.errors import (
+    NotFoundError,
+    RemoteError,
     VersionConflictError,
 )
 from filetracker.fuse import tree
@@ -27,6 +29,7 @@ from filetracker.fuse.errnos import FsError
 from filetracker.fuse.handles import WriteBuffer
 from filetracker.fuse.ops import Attr, _fh_of, caller_pid, check_name_errno, logger, operation
 from filetracker.fuse.proc import killed_by_signal, thread_group
+from filetracker.fuse.remote import StaleVersionError
 from filetracker.names import split_name, versioned_name
 
 #: Uploads refused because of a newer delete are retried this often, one version higher each time.
@@ -91,7 +94,26 @@ class WritingOps:
                 and not writer.abandoned)
 
     def _load_into(self, writer, path, attr):
-        """Copy the stored content of ``path`` into a new WriteBuffer."""
+        """Copy the newest stored content of ``path`` into a new WriteBuffer.
+
+        ``attr`` is what the mount resolved for ``path``; when another client
+        replaced that version meanwhile (its download or ranges are refused),
+        the name is resolved again, once, and ``writer.base_version`` follows.
+        Raises ENOENT when the name was deleted meanwhile.
+        """
+        for attempt in range(2):
+            try:
+                self._copy_version_into(writer, path, attr)
+                return
+            except (NotFoundError, StaleVersionError):
+                if attempt:
+                    raise
+                os.ftruncate(writer.fd, 0)  # a ranged copy may have written part of the old version
+                attr = self._resolve_again(path)
+                writer.base_version = attr.version
+
+    def _copy_version_into(self, writer, path, attr):
+        """Copy the version ``attr`` of ``path`` into ``writer`` (from the cache, a download or ranges)."""
         vname = versioned_name(path, attr.version)
         f = self._open_cached(vname)
         if f is None and attr.size <= self.range_threshold:
@@ -148,7 +170,13 @@ class WritingOps:
         return 0
 
     def _may_upload(self, writer):
-        return not (writer.unlinked or writer.abandoned or writer.failed is not None)
+        return not (writer.unlinked or writer.abandoned or writer.refused or writer.failed is not None)
+
+    @staticmethod
+    def _refusal(exc):
+        """Is ``exc`` a definite refusal of an upload (a 4xx answer: auth, too large), not a failure to ask?"""
+        status = getattr(exc, "status", None) if isinstance(exc, RemoteError) else None
+        return status is not None and 400 <= status < 500
 
     def _upload(self, writer):
         """Upload the whole staged file as the newest version of its name."""
@@ -173,7 +201,11 @@ class WritingOps:
                     if attempt == UPLOAD_CONFLICT_RETRIES - 1:
                         raise
                     version += 1
-        except Exception:
+        except Exception as e:
+            if self._refusal(e):
+                # The server said no to these bytes: asking again (at release) would only
+                # send them once more.  A later write makes the buffer uploadable again.
+                writer.refused = True
             if writer.base_version is None and writer.uploaded is None:
                 # A new file never stored (e.g. the upload was refused): create noted
                 # it in the listings; it must not linger there once closed.
