@@ -18,7 +18,7 @@ that differ, from the record lists of its holders.
 from collections import Counter
 from dataclasses import dataclass, field
 
-from filetracker.records import beats, merge_all
+from filetracker.records import merge_all, worth_copying
 
 #: Digest of a partition with no record (SHA-256 of nothing), as the nodes compute it.
 EMPTY_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -100,7 +100,7 @@ def _reference_digest(p, holders, drop, owner_digests):
     return counts.most_common(1)[0][0] if counts else EMPTY_DIGEST
 
 
-def record_problems(ring, partition, records_by_node, members):
+def record_problems(ring, partition, records_by_node, members, expired_before=0):
     """The record-level differences of one partition.
 
     ``records_by_node`` is ``{node_id: [Record]}`` for every up node holding
@@ -108,7 +108,9 @@ def record_problems(ring, partition, records_by_node, members):
     set of tuples: ``("lacks", node, name, version, sha256, size)`` for an
     owner without the winning record (or with an older one), and
     ``("foreign", node, name, version, sha256, size)`` for a record a
-    non-owner still holds.
+    non-owner still holds.  An owner without any record of a name whose
+    winner is a tombstone older than ``expired_before`` lacks nothing: the
+    nodes never copy such a tombstone there (:func:`~filetracker.records.worth_copying`).
     """
     merged = {}
     for recs in records_by_node.values():
@@ -122,7 +124,7 @@ def record_problems(ring, partition, records_by_node, members):
         if node in owners and node in members:
             for name, w in winners.items():
                 r = mine.get(name)
-                if beats(w, r):
+                if worth_copying(w, r, expired_before):
                     out.add(("lacks", node, name, w.version, w.sha256, w.size))
         else:
             for r in recs:

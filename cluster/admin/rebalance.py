@@ -94,9 +94,19 @@ def drill(access, ring, views, partitions):
             raise AdminError("cannot list partition %d on %s: %s" % (p, v.url, err))
         by_partition.setdefault(p, {})[v.id] = recs
     problems = set()
+    expired = expired_before(up)
     for p, recs in by_partition.items():
-        problems |= record_problems(ring, p, recs, members)
+        problems |= record_problems(ring, p, recs, members, expired)
     return problems
+
+
+def expired_before(views):
+    """The version below which the nodes of ``views`` no longer copy a tombstone to a replica
+    without the name: now less the shortest ``tombstone_ttl`` they report (0 when none does:
+    older nodes copy every tombstone)."""
+    ttls = [v.status.get("tombstone_ttl") for v in views if isinstance(v.status, dict)]
+    ttls = [t for t in ttls if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    return time.time() - min(ttls) if ttls else 0
 
 
 def copies_in_place(views):

@@ -313,6 +313,8 @@ class NodeState:
             "files": stats["files"], "bytes": stats["bytes"], "tombstones": stats["tombstones"],
             "free_bytes": stats["free_bytes"], "pending_handoff": self.pending_handoff(),
             "retired_files": stats["retired_files"], "retired_bytes": stats["retired_bytes"],
+            # older tombstones are not copied to a replica without the name (the admin's drill)
+            "tombstone_ttl": getattr(self.config, "tombstone_ttl", None),
             "hints_taken": self.hints_taken, "uptime": round(time.time() - self.started, 1),
             "read_cache": self.read_cache.stats(),
             "tasks": {name: {"passes": t.passes, "last": t.last, "error": t.last_error}

@@ -135,3 +135,19 @@ def test_verify_verdict_says_what_it_found(cluster_factory):
         assert r.stdout.rstrip().endswith("verify: PROBLEMS FOUND"), r.stdout
     finally:
         gw_svc.stop()
+
+
+def test_verify_does_not_count_an_expired_tombstone_the_nodes_never_copy(cluster_factory):
+    """Nodes do not copy a tombstone older than --tombstone-ttl to a replica without the name
+    (worth_copying); verify counted that replica as lacking it (PROBLEMS FOUND, which --repair
+    could not fix, and rebalance waited for the reclaim, a week by default)."""
+    now = int(time.time())
+    c = cluster_factory(nodes=3, node_args=["--tombstone-ttl", "1"])
+    for i in (0, 1):
+        assert c.delete(i, "/expired/t", now - 50).status_code == 200
+        assert c.delete(i, "/fresh/t", now + 3600).status_code == 200
+    time.sleep(1.5)
+    r = admin(c, "verify")
+    # the fresh tombstone is missing on node 2 (a real difference), the expired one is not
+    assert r.returncode == 1 and "/fresh/t" in r.stdout and "/expired/t" not in r.stdout, r.stdout
+    assert "replica differences: 1" in r.stdout, r.stdout
