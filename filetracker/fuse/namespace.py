@@ -150,6 +150,8 @@ class NamespaceOps:
             raise FsError(errno.EISDIR)
         if self._move_writer(old, new, target):
             return 0
+        if attr.version is None:   # it was open for writing, and was closed (and stored) meanwhile
+            attr = self._lookup(old)
         # A stored file: copy through the Client's cache, then delete the old name.
         f, attr = self._open_for_copy(old, attr)
         with f:
@@ -181,6 +183,12 @@ class NamespaceOps:
             writer = self.writers.get(old)
             if writer is None or writer.unlinked or new in self.writers:
                 return False
+        # An upload of it in progress (the release after a close, which the kernel sends
+        # without waiting) ends first: moved under it, its end would mark the buffer clean
+        # under the new name, which then was never stored.  (Lock order: writer, then mount.)
+        with writer.lock, self._lock:
+            if self.writers.get(old) is not writer or writer.unlinked or new in self.writers:
+                return False   # closed and stored meanwhile: a stored file, copied by the caller
             del self.writers[old]
             old_version = writer.base_version  # what is stored under the old name (None: nothing)
             writer.path = new

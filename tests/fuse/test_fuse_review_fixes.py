@@ -230,3 +230,36 @@ def test_file_removed_while_open_is_not_stored_under_a_hidden_name(server, mount
     m.wait_writers_released()
     assert listed(server, "/h") == ["target.txt"] and sorted(os.listdir(m.p("h"))) == ["target.txt"]
     assert "Traceback" not in m.log_tail()
+
+
+@pytest.mark.no_fuse_needed
+def test_rename_waits_for_an_upload_in_progress_of_the_same_buffer(server, tmp_path):
+    """The kernel sends RELEASE without waiting: ``touch E; mv E F`` can rename while the release
+    still uploads E.  Moved under that upload, the buffer was marked clean under F when it
+    ended: the rename said 0, and F was never stored (E stayed).  The filesystem object is
+    driven directly (no mount), with the upload slowed down so the two overlap every time."""
+    import threading
+    from types import SimpleNamespace
+
+    import requests
+
+    from filetracker.fuse.fs import FiletrackerFS
+
+    client = Client(cache_dir=str(tmp_path / "cache"), remote_url=server.url)
+    fs = FiletrackerFS(client, Remote(server.url, timeout=10), attr_timeout=1)
+    put_file = client.put_file
+
+    def slow_put_file(*args, **kwargs):
+        time.sleep(0.5)
+        return put_file(*args, **kwargs)
+
+    client.put_file = slow_put_file
+    fi = SimpleNamespace(fh=None, flags=os.O_WRONLY)
+    assert fs.create("/E", 0o644, fi) == 0
+    releasing = threading.Thread(target=fs.release, args=("/E", fi))
+    releasing.start()
+    time.sleep(0.2)   # the release is uploading E
+    assert fs.rename("/E", "/F") == 0
+    releasing.join(timeout=30)
+    status = {name: requests.head(server.url + "/files" + name, timeout=10).status_code for name in ("/E", "/F")}
+    assert status == {"/E": 404, "/F": 200}
