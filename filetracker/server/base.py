@@ -209,9 +209,11 @@ _HELD_ATTR = "ft_held"
 
 
 def leave_held(conn, held):
-    """Leave ``held`` on Tornado's connection ``conn`` for the handler :func:`take_held`; one
-    left there before and never taken (a request the application answered without a
-    :class:`BaseHandler`) is ended."""
+    """Leave ``held`` on Tornado's connection ``conn`` (one per request) for the handler's
+    :func:`take_held`; one left there before and never taken is ended.  ``held`` None: only
+    end such a leftover (the request failed or the client left before a handler began).
+    A request handed to a handler that is not a :class:`BaseHandler` keeps its count until
+    the stop's grace ends (no such route sits behind a front)."""
     stale = conn.__dict__.pop(_HELD_ATTR, None)
     if stale is not None:
         stale.end()

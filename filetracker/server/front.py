@@ -205,7 +205,6 @@ class Exchange(httputil.HTTPMessageDelegate):
         return self.start_line.method == "GET"
 
     def headers_received(self, start_line, headers):
-        leave_held(self.conn, None)   # a count an earlier request left and no handler took ends
         target = self.front.select(start_line, headers)
         if target is None:
             self.inner = self.front.app.start_request(self.server_conn, self.conn)
@@ -258,6 +257,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         if not self.answered:
             self.conn.close()
         self._release()
+        leave_held(self.conn, None)   # handed over (hand_over failed part-way): no handler took it
 
     def send_whole(self, version, size, body):
         """Answer 200 with the file's headers and ``body`` (its ``size`` bytes; ignored for HEAD)."""
