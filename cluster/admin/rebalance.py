@@ -251,8 +251,10 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
             left_files, left_bytes = pending(views, last_known)
             moved_peak = max(moved_peak, first_files - left_files)
             total = max(first_files, moved_peak + left_files)
-            progress.update(moved_peak, total, "partitions left %d/%d, ~%s left to hand off"
-                            % (len(analysis.moves), first_parts, human_bytes(left_bytes)))
+            # moves are counted among the nodes up: with one down, "0 left" alone would mislead
+            waiting = "; waiting for %s (down)" % ", ".join(analysis.down) if analysis.down else ""
+            progress.update(moved_peak, total, "partitions left %d/%d, ~%s left to hand off%s"
+                            % (len(analysis.moves), first_parts, human_bytes(left_bytes), waiting))
             if analysis.balanced:
                 break
             now = time.monotonic()
@@ -281,6 +283,9 @@ def _watch(access, out, ring, drain, views, analysis, timeout, down_timeout, pol
                 progress.close()
                 why = "; down: %s (start it again, or remove it with remove-node)" % ", ".join(analysis.down) \
                     if analysis.down else ""
+                if analysis.down and not analysis.moves:
+                    raise AdminError("not balanced after %ds: waiting for %s, which is down (start it "
+                                     "again, or remove it with remove-node)" % (timeout, ", ".join(analysis.down)))
                 raise AdminError("not balanced after %ds: %d partitions still to move%s"
                                  % (timeout, len(analysis.moves), why))
             # snapshots cost the nodes a status and a digest pass: on a big cluster poll less often

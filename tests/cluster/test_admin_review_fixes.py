@@ -151,3 +151,19 @@ def test_verify_does_not_count_an_expired_tombstone_the_nodes_never_copy(cluster
     # the fresh tombstone is missing on node 2 (a real difference), the expired one is not
     assert r.returncode == 1 and "/fresh/t" in r.stdout and "/expired/t" not in r.stdout, r.stdout
     assert "replica differences: 1" in r.stdout, r.stdout
+
+
+def test_rebalance_waiting_for_a_down_member_says_so(cluster_factory):
+    """With a member down and nothing to move among the others, it said "partitions left 0/1"
+    and then "not balanced after 2s: 0 partitions still to move": the block is the member."""
+    c = cluster_factory(nodes=3)
+    gw_svc, gw = start_gateway(c, c.urls, "gw")
+    try:
+        write_files(gw, ["/waiting/f%d" % i for i in range(4)], workers=2)
+    finally:
+        gw_svc.stop()
+    c.kill9(2)
+    r = admin(c, "--timeout", "2", "rebalance", "--wait-timeout", "2", "--down-timeout", "60")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "not balanced after 2s: waiting for %s, which is down" % c.urls[2] in r.stderr, r.stderr
+    assert "0 partitions still to move" not in r.stderr
