@@ -182,7 +182,8 @@ def test_status_and_verify_with_a_node_down(cluster_factory):
         r = admin(c, "rebalance", "--wait-timeout", "1", "--down-timeout", "60")
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert r.stderr.startswith("filetracker-admin: not balanced after 1s: "), r.stderr
-        assert r.stderr.endswith("; down: %s (start it again, or remove it with remove-node)\n" % c.urls[2]), r.stderr
+        assert r.stderr.endswith("waiting for %s, which is down (start it again, or remove it with remove-node)\n"
+                                 % c.urls[2]), r.stderr
         # the cluster keeps serving through the gateway
         assert c.client.request("GET", gw, "/files" + names[5]).content == content_of(names[5])
         # the down node is no seed problem: any live node answers
