@@ -212,15 +212,12 @@ class NamespaceOps:
         When another client replaced the version ``attr`` meanwhile (its
         download is refused), ``old`` is resolved again, once.
         """
-        for attempt in range(2):
-            vname = versioned_name(old, attr.version)
-            try:
-                self._download(vname)
-                break
-            except NotFoundError:
-                if attempt:
-                    raise
-                attr = self._resolve_again(old)
+        def download(version_attr):
+            vname = versioned_name(old, version_attr.version)
+            self._download(vname)
+            return vname
+
+        vname, attr = self._on_newest(old, attr, download)
         f = self._open_cached(vname)
         if f is None:
             raise FsError(errno.EIO, "cannot stage %s for rename" % old)

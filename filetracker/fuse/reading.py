@@ -88,16 +88,11 @@ class ReadingOps:
         attr = self._lookup(path)
         if attr.kind == tree.DIR:
             raise FsError(errno.EISDIR)
-        for attempt in range(2):
-            try:
-                fi.fh = self._open_reader(path, attr, fi)
-                break
-            except (NotFoundError, StaleVersionError):
-                # The version we resolved was replaced meanwhile: resolve again, once.
-                if attempt:
-                    self.attrs.pop(path)
-                    raise
-                attr = self._resolve_again(path)
+        try:
+            fi.fh, attr = self._on_newest(path, attr, lambda a: self._open_reader(path, a, fi))
+        except (NotFoundError, StaleVersionError):
+            self.attrs.pop(path)
+            raise
         if self._kernel_size_behind(path, attr):
             # The kernel would cut reads at the size it was told for an older version
             # (its attributes stay valid for half of --attr-timeout): read past it.
@@ -127,6 +122,20 @@ class ReadingOps:
         if attr.kind == tree.DIR:
             raise FsError(errno.EISDIR)
         return attr
+
+    def _on_newest(self, path, attr, action, again=None):
+        """``(action(attr), attr)``: ``action`` on the version ``attr`` of ``path`` that the mount
+        resolved.  When another client replaced that version meanwhile (its download or ranges
+        are refused: NotFoundError, StaleVersionError), the name is resolved again, once
+        (:meth:`_resolve_again`), ``again(attr)`` runs if given, and ``action`` runs on the new
+        ``attr``; a second refusal is raised."""
+        try:
+            return action(attr), attr
+        except (NotFoundError, StaleVersionError):
+            attr = self._resolve_again(path)
+        if again is not None:
+            again(attr)
+        return action(attr), attr
 
     def _kernel_size_behind(self, path, attr):
         """May the kernel still hold a smaller size for ``path`` than the version ``attr`` being opened?

@@ -20,7 +20,6 @@ import os
 import time
 
 from filetracker.errors import (
-    NotFoundError,
     RemoteError,
     VersionConflictError,
 )
@@ -29,7 +28,6 @@ from filetracker.fuse.errnos import FsError
 from filetracker.fuse.handles import WriteBuffer
 from filetracker.fuse.ops import Attr, _fh_of, caller_pid, check_name_errno, logger, operation
 from filetracker.fuse.proc import killed_by_signal, thread_group
-from filetracker.fuse.remote import StaleVersionError
 from filetracker.names import split_name, versioned_name
 
 #: Uploads refused because of a newer delete are retried this often, one version higher each time.
@@ -101,16 +99,11 @@ class WritingOps:
         the name is resolved again, once, and ``writer.base_version`` follows.
         Raises ENOENT when the name was deleted meanwhile.
         """
-        for attempt in range(2):
-            try:
-                self._copy_version_into(writer, path, attr)
-                return
-            except (NotFoundError, StaleVersionError):
-                if attempt:
-                    raise
-                os.ftruncate(writer.fd, 0)  # a ranged copy may have written part of the old version
-                attr = self._resolve_again(path)
-                writer.base_version = attr.version
+        def again(newest):
+            os.ftruncate(writer.fd, 0)  # a ranged copy may have written part of the old version
+            writer.base_version = newest.version
+
+        self._on_newest(path, attr, lambda a: self._copy_version_into(writer, path, a), again)
 
     def _copy_version_into(self, writer, path, attr):
         """Copy the version ``attr`` of ``path`` into ``writer`` (from the cache, a download or ranges)."""
