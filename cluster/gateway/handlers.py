@@ -302,7 +302,7 @@ class FilesHandler(BaseHandler):
         if outcome.status != 200:
             raise HTTPFail(outcome.status, outcome.message)
         winner = outcome.record
-        self.answer_delete(winner, winner.deleted and winner.version == version)
+        self.answer_delete(winner, version)
 
 
 class ListHandler(BaseHandler):

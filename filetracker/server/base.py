@@ -314,11 +314,15 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             self.finish("a newer version is stored\n")
 
-    def answer_delete(self, winner, applied):
-        """The 200 of a DELETE: the version now stored (the tombstone's, or newer data's)."""
+    def answer_delete(self, winner, version):
+        """The 200 of a DELETE at ``version``: the version now stored (the tombstone's, or
+        newer data's).  The file counts as deleted when the winner is a tombstone of exactly
+        ``version``, whether this request wrote it or a concurrent DELETE of the same version
+        did first (both clients asked for the same outcome)."""
         self.set_header("Last-Modified", format_version(winner.version))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("deleted\n" if applied else "a newer version is stored; nothing deleted\n")
+        deleted = winner.deleted and winner.version == version
+        self.finish("deleted\n" if deleted else "a newer version is stored; nothing deleted\n")
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, StreamClosedError):

@@ -206,8 +206,8 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
             done = await self.ctx.fallback.delete_hidden(name, version)
         if done is None and (record is None or record.deleted):
             raise no_such_file(name)
-        winner, applied = done or await self.ctx.run(self.ctx.store.delete, name, version)
-        self.answer_delete(winner, applied)
+        winner, _ = done or await self.ctx.run(self.ctx.store.delete, name, version)
+        self.answer_delete(winner, version)
 
 
 class ListHandler(ContextHandler):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -88,3 +89,22 @@ def test_sigterm_gives_up_on_a_request_that_does_not_end(tmp_path):
     stop_with_an_upload_stuck(server.service, server.url, "/drain/stuck")
     log = open(server.log_path).read()
     assert "1 requests did not finish within 5.0s" in log and "abandoned upload failed" not in log, log
+
+
+def test_concurrent_deletes_of_one_version_all_say_deleted(shared_server):
+    """Two DELETEs of the same version racing: the one that finds the other's tombstone already
+    stored asked for exactly that outcome, so it says "deleted" too (it said "a newer version is
+    stored; nothing deleted", which was false). A DELETE that starts after the tombstone is a 404."""
+    urls = [shared_server.url + "/files/review/racing-delete/%d" % i for i in range(24)]
+    for url in urls:
+        assert requests.put(url + "@1700000000", data=b"x", timeout=10).status_code == 200
+
+    def delete(url):
+        r = requests.delete(url + "@1700000100", timeout=30)
+        return r.status_code, r.text
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(delete, [u for u in urls for _ in range(3)]))
+    assert {status for status, _ in answers} <= {200, 404}, answers
+    assert [text for status, text in answers if status == 200 and text != "deleted\n"] == []
+    assert sum(1 for status, _ in answers if status == 200) >= len(urls)
