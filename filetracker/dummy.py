@@ -4,8 +4,11 @@
 every file in a dict: no server, no cache folder, no locks on disk.  It is
 thread-safe.  Semantics follow a client with only a local store: an
 unversioned put creates a new version ``max(now, previous + 1)``; a
-versioned put older than the stored version changes nothing; a versioned get
-of a version that is not the stored one raises :class:`NotFoundError`.
+versioned put older than the stored version changes nothing, one of the
+stored version replaces its content (as the 2.x ``DummyClient`` did, so
+users' tests that upload a fixture again at a fixed version keep working); a
+versioned get of a version that is not the stored one raises
+:class:`NotFoundError`.
 """
 
 import io
@@ -54,7 +57,7 @@ class DummyClient(Client):
                 version = int(time.time())
                 if current is not None:
                     version = max(version, current[0] + 1)
-            elif current is not None and current[0] >= version:
+            elif current is not None and current[0] > version:
                 return versioned_name(uname, current[0])
             self._files[uname] = (version, bytes(data))
         return versioned_name(uname, version)

@@ -8,11 +8,14 @@ Every scan interval it sums the sizes of the cached files in every folder
 that the globs match; when the sum reaches the limit, it deletes files,
 least recently used first, until less than ``percent`` of the limit remains
 (the same boundaries as the 2.x tool, so the same files go).  "Recently
-used" is the newer of a file's access time and its change time (a cache hit
-hard-links the file, which updates its change time, so reads count even on
-``noatime`` mounts); the 2.x tool ordered by version instead.  A file whose
-lock someone holds (a reader or a writer) is skipped: the cleaner only takes
-locks without waiting.
+used" is the newer of a file's access time and its change time: the change
+time is when the file came into the cache, and reads move the access time
+(under the usual ``relatime`` mount option, at the first read after that and
+then at most once a day; on a ``noatime`` mount the order is by arrival).
+The 2.x tool ordered by version instead.  A file whose lock someone holds (a
+reader or a writer) is skipped: the cleaner only takes locks without
+waiting.  A file is deleted only in the version scanned: one a client
+replaced by a newer version in the meantime stays.
 
 It logs the same lines as the 2.x tool (standard error, same format, same
 logger name), so log watchers keep working.
@@ -29,6 +32,7 @@ import time
 from filetracker.client.client import Client
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager
+from filetracker.names import versioned_name
 
 #: the 2.x tool's logger name: it appears in every log line
 logger = logging.getLogger("filetracker.scripts.cachecleaner")
@@ -143,7 +147,8 @@ def delete_unlocked(entry):
     try:
         held = lock.try_lock_exclusive()
         if held:
-            entry.store.delete_file(entry.name)
+            # the version scanned: a newer one cached since then is not this entry
+            entry.store.delete_file(versioned_name(entry.name, entry.version))
         return held
     finally:
         lock.close(delete=held)  # only a holder may remove the lock file
@@ -202,7 +207,7 @@ def build_parser():
                    help="share of the limit kept when cleaning, newest files first (default %(default).1f)")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-d", "--debug", action="store_true", help="log every file")
-    loud.add_argument("-q", "--quiet", action="store_true", help="log nothing")
+    loud.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     p.add_argument("--once", action="store_true", help="scan (and clean) once, then exit")
     return p
 
@@ -221,7 +226,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if not 0 <= args.percent <= 100:
         build_parser().error("-p must be between 0 and 100")
-    level = logging.DEBUG if args.debug else (logging.CRITICAL + 1 if args.quiet else logging.INFO)
+    # -q leaves warnings and errors (as the 2.x tool did): a cron job still hears of failures
+    level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(format="%(asctime)-23s %(name)s %(levelname)s: %(message)s", level=level)
     if not args.once:
         logger.info("Starting daemon.")

@@ -69,7 +69,12 @@ class FcntlLockManager(LockManager):
             self._open()
 
         def _open(self):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            folder = os.path.dirname(self.path)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                _remove_2x_lock_file(folder)
+                os.makedirs(folder, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)   # less the umask
 
         def _is_current(self):
@@ -153,6 +158,24 @@ class FcntlLockManager(LockManager):
 
     def lock_for(self, name):
         return self.FcntlLock(self, self.path_for(name))
+
+
+def _remove_2x_lock_file(folder):
+    """Remove a plain file where the lock folder ``folder`` (``<dir>/<xx>``) belongs.
+
+    A 2.x client kept its lock files at ``<dir>/<name>``: in a cache folder it
+    used, a top-level name of two hex digits (``/10``, ``/ab``) left a file
+    exactly where our folder of the names whose hash starts with those digits
+    goes, and every lock of those names failed with ``FileExistsError``.  Such
+    a file is never ours (our lock files are two levels down), and processes
+    sharing a cache are upgraded together (README), so no 2.x process holds it.
+    """
+    try:
+        if os.path.isdir(folder):
+            return
+        os.unlink(folder)
+    except FileNotFoundError:
+        pass   # another process removed it first
 
 
 class NoOpLockManager(LockManager):

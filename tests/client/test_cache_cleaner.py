@@ -6,7 +6,14 @@ import subprocess
 
 import pytest
 
-from filetracker.cli.cache_cleaner import choose_victims, clean_once, parse_interval, parse_size
+from filetracker.cli.cache_cleaner import (
+    choose_victims,
+    clean_once,
+    delete_unlocked,
+    parse_interval,
+    parse_size,
+    scan,
+)
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager
 from tests.support.procs import script
@@ -88,3 +95,28 @@ def test_command_line_once(tmp_path):
     r = subprocess.run([script("filetracker-cache-cleaner"), "-s", "12Q", "--once"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "unknown unit" in r.stderr
+
+
+def test_a_file_replaced_after_the_scan_stays(tmp_path):
+    """The cleaner deletes the version it scanned: a client that cached a newer version between
+    the scan and the delete keeps it (the unversioned delete removed it)."""
+    cache = str(tmp_path / "c")
+    store = LocalDataStore(cache)
+    store.add_stream("/race/f@1000", io.BytesIO(b"old"))
+    [entry] = scan([cache])
+    assert (entry.name, entry.version) == ("/race/f", 1000)
+    store.add_stream("/race/f@2000", io.BytesIO(b"new"))
+    assert delete_unlocked(entry)
+    assert [e.name for e in store.list_files()] == ["/race/f@2000"]
+
+
+def test_quiet_still_logs_errors(tmp_path):
+    """-q keeps warnings and errors, as the 2.x tool did (a cron job hears of failures)."""
+    cache = tmp_path / "c1"
+    fill(str(cache), 2, 1024)
+    assert not (cache / "locks").exists()
+    (cache / "locks").write_text("not a folder")   # every lock fails
+    r = subprocess.run([script("filetracker-cache-cleaner"), "-c", str(cache), "-s", "1B", "--once", "-q"],
+                       capture_output=True, text=True, timeout=30)
+    assert "ERROR" in r.stderr or "WARNING" in r.stderr, (r.returncode, r.stderr)
+    assert "Scanning disk" not in r.stderr

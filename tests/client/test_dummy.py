@@ -17,6 +17,11 @@ def test_api(tmp_path):
     src.write_bytes(b"hello")
     assert c.put_file("/a/b@100", str(src)) == "/a/b@100"
     assert c.put_file("/a/b@50", str(src)) == "/a/b@100"  # older: ignored
+    other = tmp_path / "other"
+    other.write_bytes(b"HELLO")
+    assert c.put_file("/a/b@100", str(other)) == "/a/b@100"  # the same version: replaced (as 2.x)
+    assert c.get_stream("/a/b")[0].read() == b"HELLO"
+    assert c.put_file("/a/b@100", str(src)) == "/a/b@100"
     assert c.file_version("/a/b") == 100
     assert c.file_size("/a/b@100") == 5
     out = tmp_path / "o" / "out"

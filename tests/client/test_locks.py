@@ -117,3 +117,19 @@ def test_noop():
     assert lock.try_lock_exclusive()
     lock.unlock()
     lock.close()
+
+
+def test_a_2x_lock_file_where_a_lock_folder_goes_is_replaced(tmp_path):
+    """A 2.x client kept ``locks/<name>``: its lock file of a top-level name of two hex digits
+    (here ``/10``) sits where our folder of the names whose hash starts with ``10`` goes. Every
+    lock of those names failed with FileExistsError (and a versioned get with it)."""
+    d = tmp_path / "locks"
+    d.mkdir()
+    m = FcntlLockManager(str(d))
+    folder = os.path.dirname(m.path_for("/p/105"))
+    assert os.path.basename(folder) == "10"
+    with open(folder, "w"):
+        pass   # what 2.x left after a put of /10
+    with m.lock_for("/p/105") as lock:
+        assert lock.try_lock_exclusive()
+    assert os.path.isdir(folder)
