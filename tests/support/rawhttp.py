@@ -1,6 +1,11 @@
 """Raw HTTP on a socket, for requests no client library sends as they are (a head without
 its body, a body sent in parts)."""
 
+import signal
+import socket
+import time
+from urllib.parse import urlsplit
+
 
 def status_line(sock):
     """The status line of the next answer on ``sock`` (str; "" when the connection closes first)."""
@@ -20,9 +25,6 @@ LAST_MODIFIED = "Tue%2C%2014%20Nov%202023%2022%3A13%3A20%20GMT"
 def upload_head(url, name, length):
     """A socket to ``url`` (``http://host:port``) that has sent the head of a PUT of ``name``
     with a body of ``length`` bytes, and none of the body."""
-    import socket
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=20)
     sock.sendall(b"PUT /files%s?last_modified=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
@@ -33,9 +35,6 @@ def upload_head(url, name, length):
 def stop_with_an_upload_stuck(service, url, name):
     """SIGTERM ``service`` (a tests.support.procs.Service) while an upload to it has sent half
     its body and never sends the rest; asserts it exits 0 within 20 s."""
-    import signal
-    import time
-
     sock = upload_head(url, name, 20)
     try:
         sock.sendall(b"0123456789")   # and never the rest
