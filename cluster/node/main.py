@@ -39,6 +39,7 @@ from filetracker.server.main import (
     check_guard_arguments,
     guard_config,
     lock_data_folder_or_exit,
+    loopback_only,
     open_access_warning,
     port_number,
 )
@@ -59,6 +60,9 @@ def build_parser():
     p.add_argument("--replicas", "-n", type=int, default=3, help="copies of every file (default 3)")
     p.add_argument("--partition-power", type=int, default=10, help="2**P partitions (default 10; fixed)")
     p.add_argument("--cluster-secret-file", help="file with the shared secret of the internal API")
+    p.add_argument("--insecure-open-internal-api", action="store_true",
+                   help="listen beyond loopback without --cluster-secret-file: anyone who reaches the port "
+                        "may then write, delete and read every file and install rings (default: refused)")
     p.add_argument("--allow-public-writes", action="store_true",
                    help="accept PUT/DELETE of the public protocol directly (default: read-only)")
     p.add_argument("--sync-interval", type=seconds, default=30.0,
@@ -127,6 +131,13 @@ def config_from_args(parser, args):
             secret = read_secret(args.cluster_secret_file)
         except SecretError as e:
             parser.error(str(e))
+    elif not (loopback_only(args.host) or args.insecure_open_internal_api):
+        # /_cluster/* is guarded by the secret alone (not by --auth-file): without one it would
+        # take writes, deletes and rings from anyone who reaches the port
+        parser.error("listening on %s without --cluster-secret-file would open the internal API "
+                     "(/_cluster/*: writes, deletes, rings) to anyone who can reach the port; give every "
+                     "node and gateway the same --cluster-secret-file (or, knowingly, "
+                     "--insecure-open-internal-api)" % (args.host or "*"))
     node_id = args.advertise or "http://%s:%d" % (args.host, args.port)
     peers = tuple(sorted({u for group in args.peers for u in group} - {node_id}))
     return NodeConfig(dir=args.dir, node_id=node_id, peers=peers, host=args.host, port=args.port,

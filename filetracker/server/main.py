@@ -154,13 +154,14 @@ def check_guard_arguments(p, args):
 def open_access_warning(program, host, port, auth_file, access):
     """The warning to log when ``program`` listens beyond loopback without a token file (anyone
     who can reach the port has ``access``, e.g. "reads and writes"), or None."""
-    if auth_file or _loopback_only(host):
+    if auth_file or loopback_only(host):
         return None
     return ("%s listens on %s:%d without --auth-file: anyone who can reach that port %s every file "
             "(--auth-file turns access control on; docs/SECURITY.md)" % (program, host or "*", port, access))
 
 
-def _loopback_only(host):
+def loopback_only(host):
+    """True when ``host`` (a listening address) can be reached from this machine only."""
     if host == "localhost":
         return True
     try:
