@@ -37,6 +37,9 @@ EPOCH_HEADER = "X-Ring-Epoch"
 #: a node's answer to a streamed replica PUT: the SHA-256 of the content it received (the
 #: gateway tells "stored" from "another content of this version is stored" by it)
 UPLOAD_SHA256_HEADER = "X-Upload-Sha256"
+#: on a replica PUT of a gzip body: the most bytes it may decode to (the gateway's
+#: --max-body-size; the node applies the smaller of it and its own)
+DECODED_LIMIT_HEADER = "X-Max-Decoded-Size"
 CHUNK = 256 * 1024
 #: largest blob sent inside a record list (and the largest body ``POST /_cluster/read`` returns)
 INLINE_BLOB_MAX = 64 * 1024

@@ -68,6 +68,7 @@ class FilesHandler(BaseHandler):
     """PUT streams to N replicas (one of at most 64 KiB goes in batches, cluster/gateway/smallput.py);
     GET/HEAD read a quorum; DELETE writes a tombstone."""
 
+    takes_upload_slot = True   # a PUT counts towards the guard's --max-uploads
     _fanout = None
     _small = None       # body pieces of a small PUT (cluster/gateway/smallput.py)
     _prefetched = None

@@ -11,6 +11,7 @@ import logging
 from cluster.gateway.nodes import quote_name, record_from_headers
 from cluster.gateway.targets import TargetPicker
 from cluster.gateway.upload import END_OF_BODY, EXPECT_MIN_BYTES, ReplicaUpload, pieces
+from cluster.peers import DECODED_LIMIT_HEADER
 from filetracker.records import merge_all
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class PutFanout:
         if "Content-Length" in self._headers and "Transfer-Encoding" in request_headers:
             del self._headers["Content-Length"]
         self._headers.update(services.client.headers())
+        if "Content-Encoding" in self._headers and services.config.max_body_size is not None:
+            # the nodes decode the body: they hold it to this gateway's limit too
+            self._headers[DECODED_LIMIT_HEADER] = str(services.config.max_body_size)
         self._picker = TargetPicker(services.view, services.view.placement(name))
         self._quorum = min(services.config.write_quorum, len(services.view.placement(name).owners))
         self.uploads = []

@@ -19,6 +19,7 @@ from cluster.node.batches import store_many
 from cluster.node.integrity import BlobCorrupt
 from cluster.node.state import RingConflict, check_draining
 from cluster.peers import (
+    DECODED_LIMIT_HEADER,
     INLINE_BATCH_BYTES,
     INLINE_BLOB_MAX,
     MAX_PARTITIONS_PER_REQUEST,
@@ -32,6 +33,7 @@ from filetracker.httpdate import MAX_VERSION
 from filetracker.names import check_name
 from filetracker.records import Record, worth_copying
 from filetracker.server import BaseHandler, HTTPFail, folder_from_path, name_from_path
+from filetracker.server.app import MAX_BUFFERED_BODY
 from filetracker.server.streaming import select_range, send_file
 from filetracker.server.upload_body import StreamedUploadMixin
 from filetracker.storage import BlobMissing, ChecksumMismatch, SizeMismatch, StoreFull
@@ -62,7 +64,13 @@ def int_arg(handler, name, required=True, maximum=2 ** 63 - 1):
 
 
 class InternalHandler(BaseHandler):
-    """Base of every ``/_cluster/`` handler: ``node``, ``ctx`` (executor), secret check."""
+    """Base of every ``/_cluster/`` handler: ``node``, ``ctx`` (executor), secret check.
+
+    The secret is checked in :meth:`prepare`, before any body byte is read
+    (BaseHandler streams every body): a request without it costs no memory."""
+
+    #: record and blob batches, rings: kept in memory (only once the secret was checked)
+    max_buffered_body = MAX_BUFFERED_BODY
 
     def initialize(self, node, ctx):
         self.node = node
@@ -118,7 +126,7 @@ class InternalHandler(BaseHandler):
             raise
 
     def msgpack_body(self):
-        return unpack_body(self.request.body)
+        return unpack_body(self.request_body())
 
 
 def unpack_body(body):
@@ -191,6 +199,14 @@ class FileHandler(StreamedUploadMixin, InternalHandler):
                 except StoreFull as e:
                     raise HTTPFail(507, str(e))
         await self.begin_streamed_upload(self.store)
+
+    def decoded_body_limit(self):
+        """The node's own ``--max-body-size``, or the gateway's when that is smaller."""
+        own = super().decoded_body_limit()
+        text = self.request.headers.get(DECODED_LIMIT_HEADER, "").strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 19):
+            return own
+        return int(text) if own is None else min(own, int(text))
 
     async def put(self, path_arg):
         upload = await self.take_streamed_upload()  # ours now: a disconnection no longer drops it

@@ -23,7 +23,8 @@ from filetracker.storage.readcache import CachingStore, ReadCache
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
-#: Largest body of a request that is not streamed (held in memory by Tornado).
+#: Largest request body held in memory whole: the nodes' internal batches and rings
+#: (``BaseHandler.max_buffered_body`` of their handlers), and any handler that is no BaseHandler.
 MAX_BUFFERED_BODY = 64 << 20
 
 
@@ -186,8 +187,8 @@ def make_server(app, config):
     return HTTPServer(
         app,
         xheaders=False,
-        # bodies Tornado buffers in memory (every handler but the streamed uploads, which the
-        # guard bounds by config.max_body_size with a 413)
+        # for a handler that is no BaseHandler (none of ours): every BaseHandler streams its body,
+        # and the guard lifts this limit and applies its own (413 with a message)
         max_body_size=min(config.max_body_size, MAX_BUFFERED_BODY),
         max_header_size=max(16 * config.max_header_size, 1 << 20),
         idle_connection_timeout=config.idle_connection_timeout,

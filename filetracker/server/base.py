@@ -226,6 +226,12 @@ def take_held(conn):
     return conn.__dict__.pop(_HELD_ATTR, None) if conn is not None else None
 
 
+#: bytes of request body a handler that does not stream its body keeps by default (413 above):
+#: no public endpoint but the uploads takes a body
+SMALL_BODY = 64 * 1024
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Errors as status + X-Exception + short text; request header size checked.
 
@@ -234,11 +240,24 @@ class BaseHandler(tornado.web.RequestHandler):
     initialize argument.  When the application setting ``ft_guard`` holds a
     :class:`filetracker.server.guard.Guard`, :meth:`prepare` also applies its
     access control and limits (401/403/408/413/414/503).
+
+    Every handler receives its body as a stream, so :meth:`prepare` (access
+    control, the cluster secret, limits) runs as soon as the request head has
+    arrived, before any body byte is read: a request that may not go on costs
+    no memory and is answered at once.  A handler that does not stream its body
+    gets it in memory through the default :meth:`data_received`, at most
+    ``max_buffered_body`` bytes (413 above), and reads it with
+    :meth:`request_body`.
     """
 
     max_header_bytes = DEFAULT_MAX_HEADER_BYTES
+    #: the most body bytes the default :meth:`data_received` keeps (413 above)
+    max_buffered_body = SMALL_BODY
+    #: whether a PUT to this handler is an upload that takes one of the guard's ``max_uploads`` slots
+    takes_upload_slot = False
     _guarded = None
     _held = None   # this request's count in the application's Activity, while it counts
+    _buffered = None   # the body so far (a bytearray), for handlers that do not stream it
 
     def initialize(self, **kwargs):
         for key, value in kwargs.items():
@@ -258,6 +277,28 @@ class BaseHandler(tornado.web.RequestHandler):
         if guard is not None:
             self._guarded = _guard.GuardedRequest(guard, self)
             self._guarded.admit()
+
+    def data_received(self, chunk):
+        """Keep the body in memory for :meth:`request_body` (handlers that stream theirs override
+        this); a body longer than ``max_buffered_body`` is refused with 413 as it arrives."""
+        if self._finished:
+            return   # answered already (refused): the rest is drained and dropped
+        if self._buffered is None:
+            self._buffered = bytearray()
+        if len(self._buffered) + len(chunk) > self.max_buffered_body:
+            self._buffered = None
+            message = "request body too large for %s (more than %d bytes)" % (
+                one_line(self.request.path), self.max_buffered_body)
+            if self._guarded is not None:
+                self._guarded.refuse(413, message)
+            else:
+                self.send_error(413, exc_info=(HTTPFail, HTTPFail(413, message), None))
+            return
+        self._buffered += chunk
+
+    def request_body(self):
+        """The whole request body (bytes) received by the default :meth:`data_received`."""
+        return bytes(self._buffered) if self._buffered else b""
 
     def _ended(self):
         held, self._held = self._held, None
@@ -373,10 +414,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
     def _body_unread(self):
-        """True when a streamed request body was announced and not (yet) fully received."""
+        """True when a request body was announced and not (yet) fully received."""
         req = self.request
-        if not getattr(type(self), "_stream_request_body", False):
-            return False
         has_body = req.headers.get("Content-Length", "0").strip() not in ("", "0") or \
             "chunked" in req.headers.get("Transfer-Encoding", "").lower()
         return has_body and not (self._guarded is not None and self._guarded.body_done)

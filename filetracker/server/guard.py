@@ -114,6 +114,12 @@ def _streams_body(handler):
     return bool(getattr(type(handler), "_stream_request_body", False))
 
 
+def _announces_body(headers):
+    """True when a request head says a body follows (a non-zero length, or chunked)."""
+    return headers.get("Content-Length", "0").strip() not in ("", "0") or \
+        "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+
 class GuardedRequest:
     """The guard's state for one request (kept on the handler as ``_guarded``)."""
 
@@ -150,23 +156,23 @@ class GuardedRequest:
             # more than 19 digits is no length a server takes (and int() refuses thousands of them)
             if not (length.isascii() and length.isdigit()) or len(length) > 19:
                 raise HTTPFail(400, "malformed Content-Length")
-            # only uploads (streamed bodies): other bodies, e.g. a node's record batches, are
-            # bounded by the server's in-memory limit
             if limits.max_body_size is not None and _streams_body(h) and int(length) > limits.max_body_size:
                 raise HTTPFail(413, "request body too large (%s bytes, limit %d)"
                                % (length, limits.max_body_size))
-        if _streams_body(h):
-            # The server's own limit (make_server) is for bodies Tornado buffers in memory;
-            # a streamed body is bounded here instead (413 with a message, see _watch_body).
-            req.connection.set_max_body_size(1 << 62)
-        if req.method in ("PUT", "POST") and _streams_body(h):
-            if req.method == "PUT":
-                if not self.guard.uploads.try_acquire():
-                    raise HTTPFail(503, "too many uploads in progress (limit %d); retry later"
-                                   % self.guard.uploads.limit,
-                                   headers={"Retry-After": str(limits.retry_after)})
-                self.slot = True
-            self._watch_body()
+        if not _streams_body(h):
+            return   # a plain Tornado handler: its body was read already, within make_server's limit
+        # The server's own limit (make_server) would cut the connection without an answer; a
+        # streamed body is bounded here instead (413 with a message, see _watch_body), and a
+        # body kept in memory by its handler (BaseHandler.max_buffered_body).
+        req.connection.set_max_body_size(1 << 62)
+        if req.method == "PUT" and getattr(h, "takes_upload_slot", False):
+            if not self.guard.uploads.try_acquire():
+                raise HTTPFail(503, "too many uploads in progress (limit %d); retry later"
+                               % self.guard.uploads.limit,
+                               headers={"Retry-After": str(limits.retry_after)})
+            self.slot = True
+        if req.method in ("PUT", "POST") or _announces_body(req.headers):
+            self._watch_body()   # a stalled body of any method gets its 408
 
     def release(self):
         """Give back the upload slot and stop the body timer (idempotent)."""

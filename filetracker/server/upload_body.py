@@ -95,8 +95,12 @@ class StreamedUploadMixin:
     :meth:`take_streamed_upload` and commit it.
     """
 
+    takes_upload_slot = True   # a PUT counts towards the guard's --max-uploads
     _upload = None
     _decoder = None
+    _decoded = 0             # bytes a gzip body decoded to so far
+    _decoded_limit = None    # see decoded_body_limit
+    _logical_size = None     # a gzip body's Logical-Size: it may not decode to more
     _error = None
     _busy = False
     _disconnected = False
@@ -112,7 +116,29 @@ class StreamedUploadMixin:
         gzipped, sha, size = check_body_headers(self.request.headers)
         if gzipped:
             self._decoder = GzipDecoder()
+            self._logical_size = size
+            self._decoded_limit = self.decoded_body_limit()
         return sha, size
+
+    def decoded_body_limit(self):
+        """The most bytes a gzip body may decode to (413 above), or None: ``--max-body-size``.
+
+        The guard counts the bytes on the wire; a gzip body of 300 KB decodes to 300 MB of
+        zeros, so the limit is applied to the decoded bytes too."""
+        guarded = getattr(self, "_guarded", None)
+        return guarded.guard.limits.max_body_size if guarded is not None else None
+
+    def _decoded_too_long(self):
+        """The answer when the decoded body passed a limit (checked piece by piece), or None."""
+        if self._decoded_limit is not None and self._decoded > self._decoded_limit:
+            return HTTPFail(413, "request body too large once decompressed (more than %d bytes)"
+                            % self._decoded_limit)
+        if self._logical_size is not None and self._decoded > self._logical_size:
+            # the store's SizeMismatch words (the size decoded so far: the whole size for a body
+            # decoded in one step, as every one a gateway batches is)
+            return HTTPFail(400, "content size %d does not match the announced %d"
+                            % (self._decoded, self._logical_size))
+        return None
 
     async def begin_streamed_upload(self, store):
         self._gathered = []
@@ -124,10 +150,17 @@ class StreamedUploadMixin:
         if self._upload is None or self._error is not None or self._disconnected:
             return  # not an upload, or already failed: drain and ignore
         self._busy = True
+        too_long = None
         try:
             pieces = self._decoder.feed(chunk) if self._decoder else (chunk,)
             memory = self.ctx.upload_memory
             for piece in pieces:
+                if self._decoder is not None:
+                    self._decoded += len(piece)
+                    too_long = self._decoded_too_long()
+                    if too_long is not None:
+                        self._error = too_long
+                        break
                 self._gathered.append(piece)
                 self._gathered_bytes += len(piece)
                 memory.held += len(piece)
@@ -142,6 +175,9 @@ class StreamedUploadMixin:
             self._busy = False
         if self._error is not None or self._disconnected:
             await self._abort()
+            if too_long is not None and self._guarded is not None and not self._finished:
+                # answered now, not after the rest of the body (which may decode to gigabytes)
+                self._guarded.refuse(too_long.status_code, too_long.message)
 
     async def _write_gathered(self, wait):
         """Write the gathered pieces once the write in flight is done (raising its error).

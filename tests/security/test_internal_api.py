@@ -7,6 +7,8 @@ not write (the node runs without ``--allow-public-writes``).
 """
 
 import os
+import socket
+from urllib.parse import urlsplit
 
 import msgpack
 import pytest
@@ -97,3 +99,20 @@ def test_node_public_api_reads_but_refuses_writes(lone_node):
     assert r.status_code == 403
     assert cluster.record(0, "/internal/public") is None
     assert cluster.content(0, NAME) == BODY
+
+
+@pytest.mark.parametrize("path", ["/_cluster/records", "/_cluster/lookup", "/_cluster/store", "/_cluster/ring"])
+def test_a_body_without_the_secret_is_refused_before_it_is_read(cluster, path):
+    """The secret is checked as soon as the request head arrives: a client without it that
+    announces 64 MiB gets its 403 at once. Before, the node read (and kept in memory) the whole
+    body first, 64 MiB per connection, and a body that never came held the connection."""
+    parts = urlsplit(cluster.urls[0])
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), 64 << 20)
+                  if path != "/_cluster/ring" else
+                  b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), 64 << 20))
+        s.sendall(b"x" * 1000)
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    assert b"X-Exception: the internal cluster API requires the cluster secret" in answer
+    assert b"Connection: close" in answer   # the body is not read: the connection cannot be reused
