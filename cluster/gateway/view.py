@@ -181,7 +181,11 @@ class ClusterView:
             if reply.code != 200:
                 continue
             try:
-                ring = Ring.from_dict(msgpack.unpackb(reply.body, raw=False))
+                doc = msgpack.unpackb(reply.body, raw=False)
+                if self._ring is not None and int(doc["epoch"]) <= int(self._ring.epoch):
+                    return   # known already: not built again (2**P placements)
+                # in a thread: building a ring is long CPU work that must not stop the requests
+                ring = await asyncio.get_running_loop().run_in_executor(None, Ring.from_dict, doc)
             except Exception as exc:  # noqa: BLE001 - a bad ring from one node must not stop us
                 log.warning("bad ring from %s: %s", url, exc)
                 continue

@@ -144,8 +144,14 @@ class RingHandler(InternalHandler):
         self.finish_msgpack(self.node.ring.to_dict())
 
     async def put(self):
-        try:
-            ring = Ring.from_dict(self.msgpack_body())
+        doc = self.msgpack_body()
+        epoch = doc.get("epoch") if isinstance(doc, dict) else None
+        current = self.node.ring.epoch
+        if isinstance(epoch, int) and epoch < current:
+            # before the ring is built: building a large one takes seconds
+            raise HTTPFail(409, "ring epoch %d is older than the current %d" % (epoch, current))
+        try:   # in a thread: the placement of 2**P partitions is long CPU work
+            ring = await self.ctx.run(Ring.from_dict, doc)
         except (RingError, ValueError) as e:
             raise HTTPFail(400, "invalid ring: %s" % e)
         try:
