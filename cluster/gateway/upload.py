@@ -188,6 +188,12 @@ class ReplicaUpload:
             return resp
         return None
 
+    @property
+    def silent(self):
+        """The node was asked first (``Expect: 100-continue``) and has not said ``100 Continue``
+        (nor anything else) yet: it may be frozen or overloaded."""
+        return self._interim is not None and not self._interim.done() and not self._answer.done()
+
     def start(self):
         self.progressed = asyncio.get_running_loop().time()
         self.task = asyncio.ensure_future(self._pump())

@@ -117,9 +117,29 @@ class PutFanout:
         return self._quorum
 
     async def open(self):
-        """Connect to the targets (replacing refusing ones); False when fewer than W connect."""
+        """Connect to the targets (replacing refusing ones); False when fewer than W connect.
+
+        A target that has not said ``100 Continue`` after ``upload.CONTINUE_WAIT`` still gets
+        the body (it may be slow, not gone), but when fewer than W others said it, handoff
+        nodes are added beside it until W did (with a hint for it): a frozen owner cannot
+        make the write fail when a handoff node could have taken it, as a small body's batch
+        does, and the write is not kept waiting for it.
+        """
         opened = await asyncio.gather(*(self._open_one(n, h) for n, h in self._picker.initial(self._quorum)))
         self.uploads = [u for u in opened if u is not None]
+        silent = [u for u in self.uploads if u.silent]
+        missing = self._quorum - (len(self.uploads) - len(silent))
+        if silent and missing > 0:
+            stand_ins = []
+            for up in silent:
+                if len(stand_ins) >= missing:
+                    break
+                sub = self._picker.replacement(TargetPicker.hint_after_failure(up.node, up.hint_for))
+                if sub is None:
+                    break
+                stand_ins.append(sub)
+            extra = await asyncio.gather(*(self._open_one(n, h) for n, h in stand_ins))
+            self.uploads += [u for u in extra if u is not None]
         for u in self.uploads:
             u.start()
         return len(self.uploads) >= self._quorum
@@ -233,7 +253,9 @@ class PutFanout:
                 if up.code in REFUSALS and up.resp_headers.get("Retry-After"):
                     self._retry_after.append(up.resp_headers["Retry-After"])
                 failures.append((up.code, up.reason()))
-                if up.code in REFUSALS and self._copy is not None:
+                # a copy kept (a small body): a node that refused or did not answer in time is
+                # replaced by a handoff node, as the batched small PUT does
+                if (up.code in REFUSALS or up.code is None) and self._copy is not None:
                     sub = self._picker.replacement(TargetPicker.hint_after_failure(up.node, up.hint_for))
                     if sub is not None:
                         pending.add(asyncio.ensure_future(self._resend(*sub)))

@@ -13,6 +13,7 @@ import threading
 import time
 
 import msgpack
+import pytest
 import requests
 from tornado.httpserver import HTTPServer
 
@@ -367,3 +368,40 @@ def test_busy_nodes_503_carries_retry_after(tmp_path):
         for sock in held:
             sock.close()
         c.stop()
+
+
+def _owned_by(ring, urls, prefix):
+    """A name under ``prefix`` whose owners are exactly the nodes ``urls``."""
+    for i in range(10000):
+        name = "%s/%d" % (prefix, i)
+        if {n.url for n in ring.owners(name)} == set(urls):
+            return name
+    raise AssertionError("no such name")
+
+
+@pytest.mark.parametrize("size, gateway_args", [(300_000, []), (30_000, ["--no-batch-writes"])],
+                         ids=["streamed", "small-streamed"])
+def test_a_streamed_put_goes_to_a_handoff_node_when_two_owners_freeze(cluster_factory, size, gateway_args):
+    """Two of three owners frozen (SIGSTOP) before the gateway marked them down: a small PUT's
+    batch gave their shares to the handoff node and got 200, a streamed PUT got 503 "1 of 2
+    stored" (and later landed everywhere). A streamed PUT now adds handoff nodes beside owners
+    that do not say 100 Continue, and a small streamed one resends its copy on a timeout."""
+    c = cluster_factory(nodes=4, replicas=3, gateway=True, gateway_args=["--timeout", "3"] + gateway_args)
+    name = _owned_by(c.ring, c.urls[:3], "/freeze")
+    assert gw_put(c.gateway_url, name, b"p", V).status_code == 200   # connections open
+    data = os.urandom(size)
+    c.pause(0)
+    c.pause(1)
+    try:
+        r = gw_put(c.gateway_url, name, data, V + 10)
+        assert r.status_code == 200, (r.status_code, r.headers.get("X-Exception"))
+        hinted = c.record(3, name)
+        assert hinted is not None and hinted.version == V + 10   # the handoff node holds it
+    finally:
+        c.resume(0)
+        c.resume(1)
+    # a sloppy quorum (as Dynamo's): the owners get it from the handoff node's hint
+    c.run(3, "all")
+    for i in range(3):
+        assert c.content(i, name) == data
+    assert requests.get(c.gateway_url + "/files" + name, timeout=20).content == data
