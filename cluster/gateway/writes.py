@@ -64,19 +64,23 @@ def judge(successes, failures, quorum, what, retry_after=None):
 
     ``successes`` are winner records reported by nodes, ``failures`` are
     ``(code or None, reason)``.  Errors every failing node agrees on win over
-    the generic 503: all 507 -> 507, all 400 -> 400 (bad checksum).  The 503
-    carries ``Retry-After: retry_after`` when given (nodes refused for load).
+    the generic 503: all 507 -> 507 (every node asked, none down), all that
+    answered 400 -> 400 (bad checksum), likewise 413 and 415, with the message
+    of a node that said it.  The 503 carries ``Retry-After: retry_after`` when
+    given (nodes refused for load).
     """
     if len(successes) >= quorum:
         return WriteOutcome(200, merge_all(successes))
     codes = {code for code, _ in failures if code is not None}
     reasons = "; ".join(r for _, r in failures[:3])
-    if codes == {507}:
+    # "full" only when every node asked is full: with one down as well, the write may succeed
+    # once it is back (a 503), while 400/413/415 are about the request itself, whoever else failed
+    if codes == {507} and all(code is not None for code, _ in failures):
         return WriteOutcome(507, message="no space left on the replicas")
-    if codes == {400}:
-        return WriteOutcome(400, message=node_message(failures[0][1]) or "bad request")
-    if len(codes) == 1 and codes <= {413, 415}:  # every node refused the body itself (too large, encoding)
-        return WriteOutcome(codes.pop(), message=node_message(failures[0][1]) or "bad request")
+    if len(codes) == 1 and codes <= {400, 413, 415}:  # the body itself (checksum, too large, encoding)
+        code = codes.pop()
+        said = next(reason for c, reason in failures if c == code)
+        return WriteOutcome(code, message=node_message(said) or "bad request")
     return WriteOutcome(503, message="not enough replicas: %d of %d stored the %s (%s)"
                         % (len(successes), quorum, what, reasons or "no node available"),
                         headers={"Retry-After": retry_after} if retry_after else None)
