@@ -32,10 +32,12 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from cluster.secret import SECRET_HEADER, read_secret
@@ -214,6 +216,19 @@ def spawn(lay, name):
     return proc.pid
 
 
+def port_taken(url):
+    """True when another program listens on ``url``'s port already (ours would fail to bind,
+    and the other one's answers would look like ours)."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((parts.hostname, parts.port))
+        except OSError:
+            return True
+    return False
+
+
 def wait_answering(lay, todo, timeout):
     """Wait until every ``(name, url)`` answers ``/version/``; False (and the log tail) if one does not."""
     deadline = time.monotonic() + timeout
@@ -245,6 +260,12 @@ def start(lay, args):
     for group in (nodes, gateway):
         for name, url in group:
             if running_pid(lay, name) is None:
+                if port_taken(url):
+                    print("cannot start %s: another program listens on %s already (another cluster? "
+                          "'%s' shows this one; a new cluster folder with --port or "
+                          "FILETRACKER_LOCAL_PORT takes other ports)" % (name, url, _launcher("status", lay, args)),
+                          file=sys.stderr)
+                    return 1
                 spawn(lay, name)
                 started.append((name, url))
         if not wait_answering(lay, group, args.timeout):
@@ -320,6 +341,9 @@ def stop(lay, args):
             os.remove(lay.pidfile(name))
         except FileNotFoundError:
             pass
+    if not pids:
+        print("nothing was running in %s" % _shown(lay.root))
+        return 0
     print("stopped the cluster in %s (data kept; 'start' brings it back, 'rm -r %s' forgets it)"
           % (_shown(lay.root), _shown(lay.root)))
     return 0
@@ -483,7 +507,11 @@ def main(argv=None):
         parser.error("kill needs a service name (node1, node2, ..., gateway)")
     if args.command == "remove-node" and not args.name:
         parser.error("remove-node needs a node's name (node4, ...)")
-    return COMMANDS[args.command](Layout(args.dir), args)
+    try:
+        return COMMANDS[args.command](Layout(args.dir), args)
+    except BrokenPipeError:   # `local-cluster.sh status | head -2`: the reader wanted no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def main(argv=None):
         client = make_client(args, out)
         COMMANDS[args.command](client, args, out)
         out.flush()
-    except OutputClosed:
+    except (OutputClosed, BrokenPipeError):   # BrokenPipeError: `filetracker ls / | head -1`
         # as a tool killed by SIGPIPE ends (128 + 13), quietly: the reader wanted no more; point
         # standard output at /dev/null so the interpreter's last flush does not complain either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -316,9 +316,26 @@ def test_local_cluster_folder_and_port_as_a_user_expects(tmp_path):
         proc = subprocess.run([launcher, "stop", "--dir", "elsewhere"], env=no_env, cwd=str(tmp_path),
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert proc.returncode == 1 and "nothing stopped" in proc.stderr, proc.stdout + proc.stderr
+        # a second cluster on the same ports is refused: it said "up" (exit 0) while its own
+        # services had died on "address in use", and its env.sh pointed at the first cluster
+        proc = subprocess.run([launcher, "start", "--dir", "second", "--port", str(port)], env=no_env,
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1 and "up" not in proc.stdout, proc.stdout + proc.stderr
+        assert "cannot start node1: another program listens on http://127.0.0.1:%d already" % (port + 1) \
+            in proc.stderr
+        # a reader that wants one line: no BrokenPipeError traceback
+        proc = subprocess.run(["bash", "-c", "%s status --dir mine | head -c 1 >/dev/null" % launcher], env=no_env,
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert "Traceback" not in proc.stderr, proc.stderr
     finally:
         subprocess.run([launcher, "stop"], env=env, cwd=str(tmp_path), capture_output=True, timeout=60,
                        stdin=subprocess.DEVNULL)
+        if (tmp_path / "second").exists():
+            subprocess.run([launcher, "stop", "--dir", "second"], env=env, cwd=str(tmp_path), capture_output=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([launcher, "stop"], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and "nothing was running in mine" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_local_cluster_forgets_a_node_only_once_the_ring_has_let_it_go(tmp_path):
