@@ -80,6 +80,19 @@ def one_line(text):
     return text[:MAX_REASON]
 
 
+#: the longest request path a log line shows whole (a name is at most 1024 bytes)
+MAX_LOGGED_PATH = 1100
+
+
+def logged_path(path):
+    """``path`` (a request's path: never its query string, which may carry anything) as log
+    lines show it: cut after :data:`MAX_LOGGED_PATH` characters, so a 20 KB request target
+    (answered 414) is not written whole into every log line about it."""
+    if len(path) <= MAX_LOGGED_PATH:
+        return path
+    return "%s... (%d characters)" % (path[:MAX_LOGGED_PATH], len(path))
+
+
 def header_bytes(headers):
     """The size of a request's header lines as the header limit counts it (name, ``": "``,
     value and CRLF of each line); ``headers`` is Tornado's ``HTTPHeaders``."""
@@ -369,14 +382,14 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, StreamClosedError):
             # the client went away (or was cut by the send timeout) mid-answer
             log.info("%s %s: connection closed before the answer was sent", self.request.method,
-                     self.request.path)
+                     logged_path(self.request.path))
             return
         status = status_for(value) if value is not None else 500
         if status >= 500 and status != 507:
-            log.error("error answering %s %s", self.request.method, self.request.path,
+            log.error("error answering %s %s", self.request.method, logged_path(self.request.path),
                       exc_info=(typ, value, tb))
         else:
-            log.info("%s %s -> %d: %s", self.request.method, self.request.path, status,
+            log.info("%s %s -> %d: %s", self.request.method, logged_path(self.request.path), status,
                      one_line(getattr(value, "message", None) or value))
 
     def write_error(self, status_code, **kwargs):

@@ -245,11 +245,11 @@ class GuardedRequest:
         ``on_connection_close``; Tornado closes the connection after the answer
         because the body was not read to its end.
         """
-        from filetracker.server.base import HTTPFail
+        from filetracker.server.base import HTTPFail, logged_path
 
         h = self.handler
         self.refused = True
-        log.info("%s %s -> %d: %s", h.request.method, h.request.uri, status, message)
+        log.info("%s %s -> %d: %s", h.request.method, logged_path(h.request.path), status, message)
         try:
             h.on_connection_close()
         except Exception:
@@ -268,9 +268,11 @@ class GuardedRequest:
     def bounded_flush(self, future):
         """``future`` (a flush), failing with StreamClosedError when the client takes no
         bytes for ``send_timeout`` seconds; the connection is then closed (:func:`bound_send`)."""
+        from filetracker.server.base import logged_path
+
         req = self.handler.request
         return bound_send(future, req.connection, self.guard.limits.send_timeout,
-                          "%s %s" % (req.method, req.uri))
+                          "%s %s" % (req.method, logged_path(req.path)))
 
 
 def bound_send(future, connection, timeout, what):

@@ -48,7 +48,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from tornado.ioloop import IOLoop
 
-from filetracker.server.base import BaseHandler
+from filetracker.server.base import BaseHandler, logged_path
 
 access_log = logging.getLogger("filetracker.access")
 
@@ -175,7 +175,9 @@ class RequestObserver:
         if sent:
             sent_.inc(sent)
         if access_log.isEnabledFor(logging.INFO):
-            fields = {"method": method, "path": unquote(path), "name": file_name(path), "status": status,
+            name = file_name(path)
+            fields = {"method": method, "path": logged_path(unquote(path)),
+                      "name": logged_path(name) if name else None, "status": status,
                       "bytes_in": received, "bytes_out": sent, "duration_ms": round(seconds * 1000.0, 3),
                       "remote": remote}
             # makeRecord + handle: what .info() does, minus the caller lookup (a third of its cost)

@@ -77,3 +77,27 @@ def test_formatters_mask_url_credentials_and_route_labels_are_bounded():
          "_cluster/other", "other"]
     assert file_name("/files/a%20b/c") == "/a b/c" and file_name("/_cluster/files/x") == "/x"
     assert file_name("/list/a") is None
+
+
+def test_error_lines_drop_the_query_string_and_cut_long_paths(ops_cluster):
+    """The reason line beside the access line logged the whole request target: its query string
+    (the README says none is logged) and, for a 414, a 20 KB URI in two lines of every service."""
+    c = ops_cluster(nodes=1, replicas=1, gateway=True, gateway_args=["--log-level", "INFO"])
+    gw = c.gateway_url
+    r = requests.put(gw + "/files/logs/bad", params={"last_modified": "garbage", "token": TOKEN}, data=b"x",
+                     timeout=30)
+    assert r.status_code == 400
+    long_name = "/logs/" + "x" * 3000
+    assert requests.get(gw + "/files" + long_name, timeout=30).status_code == 400
+    assert requests.get(gw + "/files/" + "/".join(["u" * 200] * 100), timeout=30).status_code == 414
+
+    def logged():
+        with open(c.gateway.log_path, encoding="utf-8") as f:
+            return f.read()
+
+    assert wait_until(lambda: "(3012 characters)" in logged(), 15), logged()[-3000:]
+    text = logged()
+    assert TOKEN not in text and "token=" not in text
+    assert "x" * 1200 not in text and "u" * 200 + "/" + "u" * 200 + "/" + "u" * 200 + "/" + "u" * 200 + "/" \
+        + "u" * 200 + "/" + "u" * 200 not in text
+    assert "(20106 characters)" in text
