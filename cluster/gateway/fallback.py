@@ -14,8 +14,12 @@ is replicated like any client write.  The merge rule protects newer data: a
 file written or deleted by a client meanwhile keeps its newer record.
 
 :meth:`Fallback.old_version` lets the DELETE handler delete a name that only
-the old server holds: it writes a tombstone in the cluster, which then hides
-the old copy for good.
+the old server holds: it writes a tombstone in the cluster, and a delete that
+takes effect is made on the old server too (:meth:`Fallback.delete_old`): the
+nodes reclaim tombstones after ``--tombstone-ttl``, and the old copy would then
+be served, and copied back, again.  Before a PUT or DELETE,
+:meth:`Fallback.copy_if_newer` copies in a newer file the old server holds, so
+an older write changes nothing, as once the name is imported.
 
 Answers served from the old server carry ``X-Fallback: 1``; a request
 with ``X-No-Fallback: 1`` never falls back (``filetracker-admin import``
@@ -84,6 +88,22 @@ class Fallback:
         Raises :class:`HTTPFail` 502 when the old server cannot tell."""
         return await oldserver.old_version(self.old, name)
 
+    async def copy_if_newer(self, name, version):
+        """Before a write of ``name`` at ``version``: when the old server holds a newer version,
+        copy it into the cluster now (see :func:`filetracker.server.oldserver.newer_version`).
+        False only when there is one and it could not be copied (:meth:`_copy` logs why)."""
+        held = await oldserver.newer_version(self.old, name, version, log)
+        return held is None or await self.copy_in(name)
+
+    async def copy_in(self, name):
+        """Copy ``name`` from the old server into the cluster now; True when done."""
+        return await self._copy(name, scheduled=False)
+
+    async def delete_old(self, name, version):
+        """After a delete of ``name`` at ``version`` took effect in the cluster: the same on the
+        old server, so the old copy does not come back once the tombstone is reclaimed."""
+        return await oldserver.delete_at(self.old, name, version, log)
+
     async def list_names(self, folder, max_version):
         """Full names the old server lists under ``folder`` (see :func:`filetracker.server.oldserver.list_names`)."""
         return await oldserver.list_names(self.old, folder, max_version)
@@ -99,7 +119,9 @@ class Fallback:
         self._s.spawn(self._copy(name))
         return True
 
-    async def _copy(self, name):
+    async def _copy(self, name, scheduled=True):
+        """Copy ``name`` from the old server into the cluster; True when the cluster then holds
+        it (or a newer record).  ``scheduled``: started by :meth:`schedule_copy`."""
         started = time.monotonic()
         fanout = None
         resp = None
@@ -132,12 +154,15 @@ class Fallback:
                      else "a newer record wins (version %d%s)" % (winner.version,
                                                                   ", deleted" if winner.deleted else ""),
                      time.monotonic() - started)
+            return True
         except Exception as exc:  # noqa: BLE001 - best effort: a later read or the import copies it
             self.copies_failed += 1
             log.warning("fallback copy of %s failed: %s", name, str(exc) or type(exc).__name__)
+            return False
         finally:
             if fanout is not None:
                 fanout.abort()
             if resp is not None:
                 resp.close()
-            self._copying.discard(name)
+            if scheduled:
+                self._copying.discard(name)

@@ -29,6 +29,7 @@ from filetracker.server.base import (
     HTTPFail,
     deleted_since,
     folder_from_path,
+    logged_path,
     name_from_path,
     no_such_file,
     request_version,
@@ -51,7 +52,7 @@ class BaseHandler(ServerBaseHandler):
     def log_exception(self, typ, value, tb):
         # An error answer we chose (503 included: a node being down is expected) is one log line.
         if isinstance(value, HTTPFail):
-            log.info("%s %s -> %d: %s", self.request.method, self.request.uri, value.status_code,
+            log.info("%s %s -> %d: %s", self.request.method, logged_path(self.request.path), value.status_code,
                      value.message)
             return
         super().log_exception(typ, value, tb)
@@ -85,6 +86,11 @@ class FilesHandler(BaseHandler):
         # refused as the server refuses them, before any byte is asked for (Expect: 100-continue)
         check_body_headers(self.request.headers)
         await self.ring()
+        fallback = self.services.fallback
+        if fallback is not None and fallback.wanted(self.request) and not await fallback.copy_if_newer(*self._target):
+            # migration (see Fallback): the old server's newer file must be in before this write
+            raise HTTPFail(502, "the old server holds a newer version of %s that could not be copied in; "
+                                "try again" % name)
         if self.services.config.batch_writes and batchable(self.request.headers, self._target[1]):
             self._small = []  # received whole (Tornado holds it to Content-Length), stored in batches
             return
@@ -293,16 +299,27 @@ class FilesHandler(BaseHandler):
                                % len(read.answers))
         read = await widen_read(self.services, read)
         fallback = self.services.fallback
+        if fallback is not None and not fallback.wanted(self.request):
+            fallback = None
         if read.winner is None and fallback is not None:
-            # a name only the old server holds: the tombstone written below hides it for good
-            if await fallback.old_version(name) is None:
+            # a name only the old server holds: a newer file there is copied in first, so
+            # that the tombstone written below loses to it as the merge rule says
+            held = await fallback.old_version(name)
+            if held is None:
                 raise no_such_file(name)
+            if held > version and not await fallback.copy_in(name):
+                self.answer_delete(Record(name, held, "", 0), version)   # not copied: nothing deleted
+                return
         elif read.winner is None or read.winner.deleted:
             raise no_such_file(name)
         outcome = await quorum_delete(self.services, name, version)
         if outcome.status != 200:
             raise HTTPFail(outcome.status, outcome.message)
         winner = outcome.record
+        if fallback is not None and winner.deleted and winner.version == version:
+            # the tombstone lasts --tombstone-ttl on the nodes; then the old copy would be
+            # served (and copied back) again: the old server deletes it too
+            await fallback.delete_old(name, version)
         self.answer_delete(winner, version)
 
 

@@ -103,7 +103,9 @@ class HttpTarget:
         ``sha256`` known: sent as ``SHA256-Checksum`` so the target refuses a
         corrupt body.  Returns :class:`PutResult`; raises :class:`TargetError`.
         """
-        headers = {"Content-Type": "application/octet-stream"}
+        # the importer copies from the old server itself: a gateway in migration mode need
+        # not ask it about each name first (Fallback.copy_if_newer)
+        headers = {"Content-Type": "application/octet-stream", **NO_FALLBACK}
         if sha256:
             headers["SHA256-Checksum"] = sha256
         body = _Body(chunks, size) if size is not None else iter(chunks)

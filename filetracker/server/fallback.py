@@ -15,7 +15,10 @@ rule keeps a record written or deleted here meanwhile when it is newer.
 
 Writes and deletes never reach the old server.  :meth:`ServerFallback.delete_hidden`
 lets the DELETE handler delete a name only the old server holds: it writes a
-tombstone here, which hides the old copy from then on.
+tombstone here, which hides the old copy from then on (a single server never
+reclaims tombstones).  Before a PUT or DELETE, a newer file the old server
+holds is copied in first (:meth:`ServerFallback.copy_if_newer`), so an older
+write changes nothing, as once the name is imported.
 
 A request carrying ``X-No-Fallback: 1`` never falls back (an importer asks what
 this server itself holds).
@@ -27,6 +30,7 @@ import time
 
 from tornado.tcpclient import TCPClient
 
+from filetracker.records import Record
 from filetracker.server import oldserver
 from filetracker.server.oldserver import OldServer, OldServerError, PlainDecoder, version_of
 
@@ -75,10 +79,25 @@ class ServerFallback:
     async def delete_hidden(self, name, version):
         """DELETE of ``name`` that has no record here: when the old server holds
         it, write a tombstone at ``version`` (the old copy is hidden for good) and
-        return ``(winner, applied)``; None when the old server does not hold it."""
-        if await oldserver.old_version(self.old, name) is None:
+        return ``(winner, applied)``; None when the old server does not hold it.
+        A newer version there is copied in first, and wins over the tombstone."""
+        held = await oldserver.old_version(self.old, name)
+        if held is None:
             return None
+        if held > version and not await self.copy_in(name):
+            return Record(name, held, "", 0), False   # not copied: nothing deleted
         return await self._run(self._store.delete, name, version)
+
+    async def copy_if_newer(self, name, version):
+        """Before a write of ``name`` at ``version``: when the old server holds a newer version,
+        copy it in now (see :func:`filetracker.server.oldserver.newer_version`).  False only
+        when there is one and it could not be copied (:meth:`_copy` logs why)."""
+        held = await oldserver.newer_version(self.old, name, version, log)
+        return held is None or await self.copy_in(name)
+
+    async def copy_in(self, name):
+        """Copy ``name`` from the old server into the store now; True when done."""
+        return await self._copy(name, scheduled=False)
 
     async def list_names(self, folder, max_version):
         """Names the old server lists under ``folder`` (see :func:`oldserver.list_names`)."""
@@ -97,7 +116,9 @@ class ServerFallback:
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _copy(self, name):
+    async def _copy(self, name, scheduled=True):
+        """Copy ``name`` from the old server into the store; True when the store then holds it
+        (or a newer record).  ``scheduled``: started by :meth:`schedule_copy`."""
         started = time.monotonic()
         resp = upload = None
         try:
@@ -118,15 +139,18 @@ class ServerFallback:
                      "stored" if applied else "a newer record wins (version %d%s)"
                      % (winner.version, ", deleted" if winner.deleted else ""),
                      time.monotonic() - started)
+            return True
         except Exception as exc:  # noqa: BLE001 - best effort: a later read copies it
             self.copies_failed += 1
             log.warning("fallback copy of %s failed: %s", name, exc or type(exc).__name__)
+            return False
         finally:
             if upload is not None:
                 upload.abort()  # quick (close + unlink), and works while shutting down
             if resp is not None:
                 resp.close()
-            self._copying.discard(name)
+            if scheduled:
+                self._copying.discard(name)
 
     def close(self):
         """Cancel the copies still running (their uploads are aborted)."""

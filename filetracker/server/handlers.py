@@ -121,6 +121,12 @@ class FileHandler(StreamedUploadMixin, ContextHandler):
         self.name, path_version = name_from_path(self.path_args[0] if self.path_args else "")
         self.version = request_version(self, path_version)
         self.expected_sha256, self.expected_size = self.parse_body_headers()
+        fallback = self.ctx.fallback
+        if fallback is not None and fallback.wanted(self.request) and \
+                not await fallback.copy_if_newer(self.name, self.version):
+            # migration (see ServerFallback): the old server's newer file must be in before this write
+            raise HTTPFail(502, "the old server holds a newer version of %s that could not be copied in; "
+                                "try again" % self.name)
         await self.begin_streamed_upload(self.ctx.store)
 
     async def put(self, path_arg):

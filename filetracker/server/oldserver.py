@@ -299,6 +299,38 @@ async def old_version(old, name):
         raise HTTPFail(502, str(exc))
 
 
+async def newer_version(old, name, version, log):
+    """The version ``old`` holds for ``name`` when it is newer than ``version``, else None.
+
+    Asked before a write of ``name`` at ``version`` in migration mode: the old server's
+    newer file is then copied in first, so that the write is judged by the merge rule
+    against it, as it would be once imported (a PUT or DELETE older than the old file
+    changes nothing, whether a read happened to copy the file before or not).  An old
+    server that cannot answer is logged and lets the write go on (None).
+    """
+    try:
+        held = await old_version(old, name)
+    except HTTPFail as exc:
+        log.warning("cannot ask %s for the version of %s before a write: %s", old.url, name, exc.message)
+        return None
+    return held if held is not None and held > version else None
+
+
+async def delete_at(old, name, version, log):
+    """Delete ``name`` on ``old`` at ``version`` (nothing when its version is newer); logged
+    when the old server refuses or cannot answer.  True when it answered 200 or 404."""
+    try:
+        resp = await old.request("DELETE", name, query="last_modified=" + quote(format_version(version)))
+    except OldServerError as exc:
+        log.warning("delete of %s on %s failed: %s", name, old.url, exc)
+        return False
+    resp.close()
+    if resp.code not in (200, 404):
+        log.warning("delete of %s on %s: the old server answered %d", name, old.url, resp.code)
+        return False
+    return True
+
+
 def name_from_2x(stored):
     """The name 2.x clients use for a file the 2.x server keeps, and lists, as ``stored``.
 

@@ -27,7 +27,9 @@ V = 1500000000
 FILES = {"/fb/a.txt": (b"alpha" * 1_000_000, V + 1),  # gzip: 1 MiB decoded pieces from tiny reads
          "/fb/deep/b.bin": (os.urandom(3 * 1024 * 1024 + 5), V + 2),
          "/fb/empty": (b"", V + 3), "/fb/to-delete": (b"delete me", V + 4), "/fb/c.txt": (b"gamma", V + 5),
-         "/fb/head-only": (b"only a HEAD", V + 6), "/fb/for-2x.bin": (os.urandom(200000), V + 7)}
+         "/fb/head-only": (b"only a HEAD", V + 6), "/fb/for-2x.bin": (os.urandom(200000), V + 7),
+         "/fb/newer/put": (b"newer on the old server", V + 20), "/fb/newer/delete": (b"kept", V + 21),
+         "/fb/copied-then-deleted": (b"gone later", V + 22)}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,40 @@ def test_head_and_range_fall_back(setup):
     assert r.status_code == 200 and r.content == b"gamma"
 
 
+def test_a_delete_after_a_copy_reaches_the_old_server_too(setup):
+    old, url = setup
+    name = "/fb/copied-then-deleted"
+    data, version = FILES[name]
+    assert requests.get(url + "/files" + name).content == data
+    assert wait_until(lambda: cluster_version(url, name) == version, 10, interval=0.05)
+    r = requests.delete(url + "/files" + name, params={"last_modified": email.utils.formatdate(time.time())})
+    assert r.status_code == 200 and r.text == "deleted\n"
+    assert requests.get(url + "/files" + name).status_code == 404
+    assert requests.get(old.url + "/files" + name).status_code == 404
+
+
+def test_writes_older_than_the_old_servers_file_change_nothing(setup):
+    """A PUT or DELETE at a version older than the old server's file changed the name when no
+    read had copied it in yet (and nothing when one had): the newer file is now copied in first,
+    so the merge rule judges the write as it would once the name is imported."""
+    old, url = setup
+    name = "/fb/newer/put"
+    data, version = FILES[name]
+    r = requests.put(url + "/files" + name, params={"last_modified": email.utils.formatdate(version - 10)},
+                     data=b"older")
+    assert r.status_code == 200 and r.text == "a newer version is stored\n", r.text
+    assert email.utils.mktime_tz(email.utils.parsedate_tz(r.headers["Last-Modified"])) == version
+    r = requests.get(url + "/files" + name)
+    assert r.content == data and "X-Fallback" not in r.headers   # copied in by the PUT
+    name = "/fb/newer/delete"
+    data, version = FILES[name]
+    r = requests.delete(url + "/files" + name, params={"last_modified": email.utils.formatdate(version - 10)})
+    assert r.status_code == 200 and r.text == "a newer version is stored; nothing deleted\n", r.text
+    assert email.utils.mktime_tz(email.utils.parsedate_tz(r.headers["Last-Modified"])) == version
+    assert requests.get(url + "/files" + name).content == data
+    assert requests.get(old.url + "/files" + name).content == data
+
+
 def test_delete_of_old_only_name_wins(setup):
     old, url = setup
     name = "/fb/to-delete"
@@ -110,9 +146,11 @@ def test_delete_of_old_only_name_wins(setup):
         assert requests.get(url + "/files" + name).status_code == 404
     p = run_admin(["--cluster", url, "import", "--from", old.url, "--prefix", "/fb", "--json"])
     assert p.returncode == 0, p.stderr
-    assert '"deleted": 1' in p.stdout
+    assert "/fb/to-delete" not in p.stdout + p.stderr   # the old server no longer lists it
     assert requests.get(url + "/files" + name).status_code == 404
-    assert requests.get(old.url + "/files" + name).status_code == 200  # the old server is never written
+    # deleted on the old server too: the nodes reclaim the tombstone after --tombstone-ttl, and
+    # the old copy was then served, and copied back, again
+    assert requests.get(old.url + "/files" + name).status_code == 404
     # a name neither side holds
     r = requests.delete(url + "/files/fb/nowhere", params={"last_modified": email.utils.formatdate(time.time())})
     assert r.status_code == 404
@@ -133,7 +171,8 @@ def test_listing_includes_old_names_but_not_deleted_ones(setup):
     r = requests.put(url + "/files/fb/new-in-cluster", params={"last_modified": email.utils.formatdate(V + 9)},
                      data=b"new")
     assert r.status_code == 200
-    want = sorted(n[len("/fb/"):] for n in FILES if n != "/fb/to-delete") + ["new-in-cluster"]
+    deleted = ("/fb/to-delete", "/fb/copied-then-deleted")
+    want = sorted(n[len("/fb/"):] for n in FILES if n not in deleted) + ["new-in-cluster"]
     r = requests.get(url + "/list/fb")
     assert r.status_code == 200 and r.text.splitlines() == sorted(want)
     r = requests.get(url + "/list/fb/deep/")

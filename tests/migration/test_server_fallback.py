@@ -29,7 +29,8 @@ V = 1500000000
 FILES = {"/sf/a.txt": (b"alpha" * 1000, V + 1), "/sf/deep/b.bin": (os.urandom(3 * 1024 * 1024 + 5), V + 2),
          "/sf/empty": (b"", V + 3), "/sf/to-delete": (b"delete me", V + 4), "/sf/c.txt": (b"gamma", V + 5),
          "/sf/head-only": (b"only a HEAD", V + 6), "/sf/copied-then-deleted": (b"gone later", V + 7),
-         "/sf/no-copy.txt": (b"served, never copied", V + 8), "/sf/for-2x.bin": (os.urandom(200000), V + 9)}
+         "/sf/no-copy.txt": (b"served, never copied", V + 8), "/sf/for-2x.bin": (os.urandom(200000), V + 9),
+         "/sf/newer/put": (b"newer on the old server", V + 20), "/sf/newer/delete": (b"kept", V + 21)}
 
 
 def our_server(tmp, name, *extra):
@@ -138,6 +139,27 @@ def test_delete_of_old_only_name_writes_a_tombstone(setup):
     r = requests.delete(url + "/files/sf/nowhere", params={"last_modified": email.utils.formatdate(time.time())},
                         timeout=10)
     assert r.status_code == 404
+
+
+def test_writes_older_than_the_old_servers_file_change_nothing(setup):
+    """A PUT or DELETE at a version older than the old server's file changed the name when no
+    read had copied it in yet: the newer file is now copied in first, and the merge rule judges."""
+    old, url, _ = setup
+    name = "/sf/newer/put"
+    data, version = FILES[name]
+    r = requests.put(url + "/files" + name, params={"last_modified": email.utils.formatdate(version - 10)},
+                     data=b"older", timeout=10)
+    assert r.status_code == 200 and r.text == "a newer version is stored\n", r.text
+    assert version_of(r) == version
+    assert local_version(url, name) == version
+    assert requests.get(url + "/files" + name, timeout=10).content == data
+    name = "/sf/newer/delete"
+    data, version = FILES[name]
+    r = requests.delete(url + "/files" + name, params={"last_modified": email.utils.formatdate(version - 10)},
+                        timeout=10)
+    assert r.status_code == 200 and r.text == "a newer version is stored; nothing deleted\n", r.text
+    assert version_of(r) == version
+    assert requests.get(url + "/files" + name, timeout=10).content == data
 
 
 def test_delete_after_copy_is_never_undone(setup):
