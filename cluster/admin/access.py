@@ -8,6 +8,7 @@ raised: every command must give a correct answer with nodes down.
 :class:`AdminError` is a failure the CLI prints as one line and exits 1 with.
 """
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -56,12 +57,39 @@ def _short(text, limit=160):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+class SilenceAwareClient(PeerClient):
+    """A :class:`PeerClient` that does not wait for a node again soon after it timed out.
+
+    One command asks each node several times in a row (its ring, the leaving members, its
+    status): a frozen node cost the whole timeout each time (``status`` took 31 s with one
+    node stopped by SIGSTOP, three timeouts).  A node whose request timed out fails at once,
+    with the same reason, for the next ``timeout`` seconds; then it is asked again (a
+    command waiting for a node to come back still sees it come back).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._silent = {}   # url -> (monotonic time until which it is not asked, the PeerError)
+
+    def request(self, method, url, path, ok=(200,), **kwargs):
+        key = url.rstrip("/")
+        silent = self._silent.get(key)
+        if silent is not None and time.monotonic() < silent[0]:
+            raise silent[1]
+        try:
+            return super().request(method, url, path, ok, **kwargs)
+        except PeerError as e:
+            if e.status is None and "timed out" in str(e):
+                self._silent[key] = (time.monotonic() + self.timeout[1], e)
+            raise
+
+
 class ClusterAccess:
     """The admin's connection to one cluster, starting from ``seeds`` (node URLs)."""
 
     def __init__(self, seeds, secret=None, timeout=10.0, workers=8):
         self.seeds = [s.rstrip("/") for s in seeds]
-        self.client = PeerClient(secret=secret, timeout=timeout, connect_timeout=min(2.0, timeout))
+        self.client = SilenceAwareClient(secret=secret, timeout=timeout, connect_timeout=min(2.0, timeout))
         self._open_probe = PeerClient(secret=None, timeout=timeout, connect_timeout=min(2.0, timeout))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admin")
 
