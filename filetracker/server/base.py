@@ -325,8 +325,14 @@ class BaseHandler(tornado.web.RequestHandler):
         super().on_finish()
 
     def on_connection_close(self):
-        if self._guarded is not None:
-            self._guarded.release()
+        guarded = self._guarded
+        if guarded is not None:
+            if guarded.last_data is not None and not (guarded.body_done or guarded.refused or self._finished):
+                # no answer, so no access line: without this an upload cut by its client left no trace
+                log.info("%s %s: the client closed the connection after %d of %s body bytes", self.request.method,
+                         logged_path(self.request.path), guarded.received,
+                         self.request.headers.get("Content-Length", "a chunked body's"))
+            guarded.release()
         self._ended()
         super().on_connection_close()
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import socket
+import time
 
 import requests
 
@@ -101,3 +103,20 @@ def test_error_lines_drop_the_query_string_and_cut_long_paths(ops_cluster):
     assert "x" * 1200 not in text and "u" * 200 + "/" + "u" * 200 + "/" + "u" * 200 + "/" + "u" * 200 + "/" \
         + "u" * 200 + "/" + "u" * 200 not in text
     assert "(20106 characters)" in text
+
+
+def test_an_upload_cut_by_its_client_leaves_a_log_line(ops_cluster):
+    """No answer goes out, so there is no access line: an upload cut by its client left no trace."""
+    c = ops_cluster(nodes=1, replicas=1, gateway=True, gateway_args=["--log-level", "INFO"])
+    host, port = c.gateway_url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"PUT /files/logs/cut?last_modified=Sun%2C%2029%20Nov%202026%2010%3A00%3A00%20GMT HTTP/1.1\r\n"
+                  b"Host: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+        time.sleep(0.5)
+
+    def logged():
+        with open(c.gateway.log_path, encoding="utf-8") as f:
+            return f.read()
+
+    assert wait_until(lambda: "PUT /files/logs/cut: the client closed the connection after 50000 of 100000 "
+                              "body bytes" in logged(), 15), logged()[-2000:]
