@@ -61,9 +61,10 @@ class Workers:
     and :meth:`fork` fork workers, none after a stop.
     """
 
-    def __init__(self):
+    def __init__(self, on_stop=None):
         self._pids = {}   # pid -> its pidfd, or None where pidfds are missing
         self.stop_signal = None  # the signal that asked for the stop, passed on to the workers
+        self._on_stop = on_stop  # called once, in the handler of the first stop signal
 
     @property
     def stopping(self):
@@ -76,10 +77,14 @@ class Workers:
             signal.signal(signum, self.stop)
 
     def stop(self, signum, _frame=None):
-        """A signal handler: pass ``signum`` on to every worker, now and later."""
+        """A signal handler: pass ``signum`` on to every worker, now and later; the first time,
+        call ``on_stop`` too."""
+        first = self.stop_signal is None
         self.stop_signal = signum   # first the stop, then the pids; add() does the reverse
         for pid, pidfd in list(self._pids.items()):
             _send(pid, pidfd, signum)
+        if first and self._on_stop is not None:
+            self._on_stop()
 
     def start(self, bodies):
         """Fork a worker for each callable of ``bodies`` (:meth:`fork`), fewer after a stop.

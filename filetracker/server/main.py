@@ -333,7 +333,14 @@ def run_workers(sockets, config, workers):
     A child that dies unexpectedly is restarted; the parent exits when all
     children have exited after a shutdown signal.
     """
-    children = Workers()
+    def close_listeners():
+        # the parent holds the listening sockets only to fork replacements: once stopping, it
+        # lets them go, so that new connections are refused at once (as by a single process)
+        # instead of being accepted by the kernel and reset when the parent exits
+        for sock in sockets:
+            sock.close()
+
+    children = Workers(on_stop=close_listeners)
 
     def work(orphan_pass=False):
         try:

@@ -7,6 +7,7 @@ argparse's usage line) and exit status 2, never a traceback.  Real processes thr
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -15,7 +16,7 @@ import requests
 
 from tests.cluster.conftest import SECRET
 from tests.support.procs import ROOT, Service, child_pids, free_port, free_port_range, group_pids, script
-from tests.support.rawhttp import status_line
+from tests.support.rawhttp import status_line, upload_head
 
 NOW = 1795550400
 
@@ -131,6 +132,36 @@ def test_a_dead_worker_is_restarted_and_a_stop_then_ends_every_one(tmp_path):
         os.kill(server.pid, signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0
         assert group_pids(server.pid) == []
+    finally:
+        server.stop()
+
+
+def test_a_stopping_server_with_workers_refuses_new_connections_at_once(tmp_path):
+    """The parent kept its copy of the listening socket while its workers drained: the kernel
+    accepted new connections nobody would serve, reset when the parent exited (1.6 s later in a
+    review), where a single process refuses them at once."""
+    data = tmp_path / "data"
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    server = _server(tmp_path, data, port, "server", "--workers", "2").start()
+    try:
+        upload = upload_head(url, "/drain/slow", 20)
+        upload.sendall(b"0123456789")   # an upload in progress keeps its worker draining
+        time.sleep(0.3)
+        server.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while True:   # the workers let their copies go as they begin to drain
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "new connections still accepted while stopping"
+            time.sleep(0.05)
+        assert server.proc.poll() is None   # refused while the upload still drains
+        upload.sendall(b"0123456789")
+        assert status_line(upload).startswith("HTTP/1.1 200")
+        upload.close()
+        assert server.proc.wait(timeout=30) == 0
     finally:
         server.stop()
 
