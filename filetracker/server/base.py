@@ -242,6 +242,8 @@ def take_held(conn):
 #: bytes of request body a handler that does not stream its body keeps by default (413 above):
 #: no public endpoint but the uploads takes a body
 SMALL_BODY = 64 * 1024
+#: seconds an error answer to a request with a small body waits for the rest of that body
+SMALL_BODY_WAIT = 10.0
 
 
 @tornado.web.stream_request_body
@@ -271,6 +273,7 @@ class BaseHandler(tornado.web.RequestHandler):
     _guarded = None
     _held = None   # this request's count in the application's Activity, while it counts
     _buffered = None   # the body so far (a bytearray), for handlers that do not stream it
+    _finishing = None  # an error answer waiting for the rest of a small body (see finish)
 
     def initialize(self, **kwargs):
         for key, value in kwargs.items():
@@ -308,6 +311,56 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.send_error(413, exc_info=(HTTPFail, HTTPFail(413, message), None))
             return
         self._buffered += chunk
+
+    def finish(self, chunk=None):
+        """Tornado's ``finish``; an error answer given before a small body has arrived
+        (``Content-Length`` of at most :data:`SMALL_BODY`) goes out once that body is read.
+
+        Every handler streams its body, so 401/403/404 are decided as soon as the head has
+        arrived.  Answering and closing then, with body bytes still unread, makes the kernel
+        reset the connection, and a client still sending its (small) body gets "connection
+        reset" instead of the answer.  So the answer waits for the rest of such a body (at most
+        :data:`SMALL_BODY_WAIT` seconds); a large one is not waited for (the client should
+        ``Expect: 100-continue``)."""
+        if self._finishing is not None:
+            refused = self._guarded is not None and self._guarded.refused
+            if not refused:
+                if chunk is not None:
+                    self.write(chunk)
+                return self._finishing
+            self._finishing.cancel()   # refused meanwhile (a stalled body): answered now
+        elif not self._finished and self._waits_for_small_body():
+            if chunk is not None:
+                self.write(chunk)
+            self._finishing = asyncio.ensure_future(self._finish_when_read())
+            return self._finishing
+        return super().finish(chunk)
+
+    def _waits_for_small_body(self):
+        body = getattr(self.request, "_body_future", None)
+        # not for a 413: the body is refused for its size (the server's own limit may be
+        # smaller than SMALL_BODY, and Tornado would drop the connection reading it)
+        if body is None or body.done() or self.get_status() < 400 or self.get_status() == 413:
+            return False
+        if self._guarded is not None and self._guarded.refused:
+            return False
+        length = self.request.headers.get("Content-Length", "").strip()
+        if not (length.isascii() and length.isdigit() and len(length) <= 19) \
+                or "Transfer-Encoding" in self.request.headers:
+            return False
+        limit = self._guarded.guard.limits.max_body_size if self._guarded is not None else None
+        return 0 < int(length) <= min(SMALL_BODY, limit if limit is not None else SMALL_BODY)
+
+    async def _finish_when_read(self):
+        try:
+            await asyncio.wait_for(asyncio.shield(self.request._body_future), SMALL_BODY_WAIT)
+        except Exception:  # noqa: BLE001 - the connection closed, or the body did not come in time
+            pass
+        if not self._finished:
+            try:
+                super().finish()
+            except Exception:  # noqa: BLE001 - the client went away meanwhile
+                pass
 
     def request_body(self):
         """The whole request body (bytes) received by the default :meth:`data_received`."""
