@@ -15,6 +15,7 @@ decoded on the way) and returns the version it served.
 import asyncio
 import base64
 import ssl
+import time
 from urllib.parse import quote, unquote, urlsplit
 
 from tornado import httputil
@@ -125,12 +126,30 @@ class OldServer:
             pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
             self._auth = "Authorization: Basic %s\r\n" % base64.b64encode(pair.encode()).decode("ascii")
 
+    #: seconds after a failure to reach the old server during which the checks made before
+    #: writes are skipped (:func:`newer_version`): a hung old server must not add its timeout
+    #: to every PUT and DELETE
+    QUIET_AFTER_FAILURE = 10.0
+    failed_at = None   # monotonic time of the last failure to reach it, None after a success
+
+    def failed_recently(self):
+        return self.failed_at is not None and time.monotonic() - self.failed_at < self.QUIET_AFTER_FAILURE
+
     async def request(self, method, name, endpoint="files", query=""):
         """Send ``method /<endpoint><name>[?query]`` and read the answer's head: an :class:`OldResponse`.
 
         Raises :class:`OldServerError` when the old server cannot be reached
         or answers nonsense.
         """
+        try:
+            resp = await self._request(method, name, endpoint, query)
+        except OldServerError:
+            self.failed_at = time.monotonic()
+            raise
+        self.failed_at = None
+        return resp
+
+    async def _request(self, method, name, endpoint, query):
         try:
             stream = await asyncio.wait_for(
                 self._tcp.connect(self._host, self._port, ssl_options=self._ssl),
@@ -306,8 +325,11 @@ async def newer_version(old, name, version, log):
     newer file is then copied in first, so that the write is judged by the merge rule
     against it, as it would be once imported (a PUT or DELETE older than the old file
     changes nothing, whether a read happened to copy the file before or not).  An old
-    server that cannot answer is logged and lets the write go on (None).
+    server that cannot answer is logged and lets the write go on (None), and so does one
+    that failed to answer in the last :attr:`OldServer.QUIET_AFTER_FAILURE` seconds, unasked.
     """
+    if old.failed_recently():
+        return None
     try:
         held = await old_version(old, name)
     except HTTPFail as exc:
