@@ -337,19 +337,20 @@ class BaseHandler(tornado.web.RequestHandler):
         return super().finish(chunk)
 
     def _waits_for_small_body(self):
-        body = getattr(self.request, "_body_future", None)
         # not for a 413: the body is refused for its size (the server's own limit may be
-        # smaller than SMALL_BODY, and Tornado would drop the connection reading it)
-        if body is None or body.done() or self.get_status() < 400 or self.get_status() == 413:
+        # smaller than SMALL_BODY, and Tornado would drop the connection reading it);
+        # the status first: this runs for every answer
+        status = self.get_status()
+        if status < 400 or status == 413:
             return False
-        if self._guarded is not None and self._guarded.refused:
+        body = getattr(self.request, "_body_future", None)
+        if body is None or body.done() or (self._guarded is not None and self._guarded.refused):
             return False
-        length = self.request.headers.get("Content-Length", "").strip()
-        if not (length.isascii() and length.isdigit() and len(length) <= 19) \
-                or "Transfer-Encoding" in self.request.headers:
+        length = _guard.declared_length(self.request.headers)
+        if length is None or "Transfer-Encoding" in self.request.headers:
             return False
         limit = self._guarded.guard.limits.max_body_size if self._guarded is not None else None
-        return 0 < int(length) <= min(SMALL_BODY, limit if limit is not None else SMALL_BODY)
+        return 0 < length <= min(SMALL_BODY, limit if limit is not None else SMALL_BODY)
 
     async def _finish_when_read(self):
         try:
@@ -487,10 +488,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _body_unread(self):
         """True when a request body was announced and not (yet) fully received."""
-        req = self.request
-        has_body = req.headers.get("Content-Length", "0").strip() not in ("", "0") or \
-            "chunked" in req.headers.get("Transfer-Encoding", "").lower()
-        return has_body and not (self._guarded is not None and self._guarded.body_done)
+        return _guard.announces_body(self.request.headers) and \
+            not (self._guarded is not None and self._guarded.body_done)
 
 
 class NotFoundHandler(BaseHandler):

@@ -114,10 +114,22 @@ def _streams_body(handler):
     return bool(getattr(type(handler), "_stream_request_body", False))
 
 
-def _announces_body(headers):
+def announces_body(headers):
     """True when a request head says a body follows (a non-zero length, or chunked)."""
     return headers.get("Content-Length", "0").strip() not in ("", "0") or \
         "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+
+def declared_length(headers):
+    """The request's ``Content-Length`` as an int; None when it has none or a malformed one
+    (more than 19 digits is no length a server takes, and int() refuses thousands of them)."""
+    length = headers.get("Content-Length")
+    if length is None:
+        return None
+    length = length.strip()
+    if not (length.isascii() and length.isdigit()) or len(length) > 19:
+        return None
+    return int(length)
 
 
 class GuardedRequest:
@@ -150,15 +162,13 @@ class GuardedRequest:
                 raise HTTPFail(401, decision.message, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
             if decision.status != 200:
                 raise HTTPFail(decision.status, decision.message)
-        length = req.headers.get("Content-Length")
-        if length is not None:
-            length = length.strip()
-            # more than 19 digits is no length a server takes (and int() refuses thousands of them)
-            if not (length.isascii() and length.isdigit()) or len(length) > 19:
-                raise HTTPFail(400, "malformed Content-Length")
-            if limits.max_body_size is not None and _streams_body(h) and int(length) > limits.max_body_size:
-                raise HTTPFail(413, "request body too large (%s bytes, limit %d)"
-                               % (length, limits.max_body_size))
+        length = declared_length(req.headers)
+        if length is None and req.headers.get("Content-Length") is not None:
+            raise HTTPFail(400, "malformed Content-Length")
+        if length is not None and limits.max_body_size is not None and _streams_body(h) \
+                and length > limits.max_body_size:
+            raise HTTPFail(413, "request body too large (%s bytes, limit %d)"
+                           % (req.headers["Content-Length"].strip(), limits.max_body_size))
         if not _streams_body(h):
             return   # a plain Tornado handler: its body was read already, within make_server's limit
         # The server's own limit (make_server) would cut the connection without an answer; a
@@ -171,7 +181,7 @@ class GuardedRequest:
                                % self.guard.uploads.limit,
                                headers={"Retry-After": str(limits.retry_after)})
             self.slot = True
-        if req.method in ("PUT", "POST") or _announces_body(req.headers):
+        if req.method in ("PUT", "POST") or announces_body(req.headers):
             self._watch_body()   # a stalled body of any method gets its 408
 
     def release(self):
