@@ -314,7 +314,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def finish(self, chunk=None):
         """Tornado's ``finish``; an error answer given before a small body has arrived
-        (``Content-Length`` of at most :data:`SMALL_BODY`) goes out once that body is read.
+        (``Content-Length`` of at most :data:`SMALL_BODY`, or a chunked body while it stays
+        that small) goes out once that body is read.
 
         Every handler streams its body, so 401/403/404 are decided as soon as the head has
         arrived.  Answering and closing then, with body bytes still unread, makes the kernel
@@ -346,17 +347,23 @@ class BaseHandler(tornado.web.RequestHandler):
         body = getattr(self.request, "_body_future", None)
         if body is None or body.done() or (self._guarded is not None and self._guarded.refused):
             return False
-        length = _guard.declared_length(self.request.headers)
-        if length is None or "Transfer-Encoding" in self.request.headers:
+        headers = self.request.headers
+        if "chunked" in headers.get("Transfer-Encoding", "").lower():
+            return True   # of unknown length: waited for while it stays small (_finish_when_read)
+        length = _guard.declared_length(headers)
+        if length is None:
             return False
         limit = self._guarded.guard.limits.max_body_size if self._guarded is not None else None
         return 0 < length <= min(SMALL_BODY, limit if limit is not None else SMALL_BODY)
 
     async def _finish_when_read(self):
-        try:
-            await asyncio.wait_for(asyncio.shield(self.request._body_future), SMALL_BODY_WAIT)
-        except Exception:  # noqa: BLE001 - the connection closed, or the body did not come in time
-            pass
+        body = self.request._body_future
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SMALL_BODY_WAIT
+        while not body.done() and loop.time() < deadline:
+            if self._guarded is not None and self._guarded.received > SMALL_BODY:
+                break   # a chunked body that is not small after all: not waited for
+            await asyncio.wait([body], timeout=0.05)   # never raises; the body future stays
         if not self._finished:
             try:
                 super().finish()

@@ -283,17 +283,20 @@ def test_a_gzip_body_longer_than_its_logical_size_is_refused(target):
     assert raw(target.url, "GET", "/files/limits/liar").status == 404
 
 
-def test_an_error_answer_waits_for_a_small_body(target):
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_an_error_answer_waits_for_a_small_body(target, chunked):
     """A 404 (or 401/403) is decided as soon as the head arrives; answering and closing then,
     with the client's small body still unread, made the kernel reset the connection, and the
-    client got "connection reset" instead of the answer (the shell's put to a URL with a path)."""
+    client got "connection reset" instead of the answer (the shell's put to a URL with a path,
+    whose body our client sends chunked)."""
     s = _connect(target.url)
-    s.sendall(b"PUT /prefix/files/x?" + LM.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n")
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 900"
+    s.sendall(b"PUT /prefix/files/x?" + LM.encode() + b" HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
     s.settimeout(0.5)
     with pytest.raises(TimeoutError):
         s.recv(100)   # no answer (nor close) while the body is still to come
     s.settimeout(10)
-    s.sendall(b"x" * 900)
+    s.sendall(b"384\r\n" + b"x" * 900 + b"\r\n0\r\n\r\n" if chunked else b"x" * 900)
     answer = _read_all(s)
     s.close()
     assert answer.startswith(b"HTTP/1.1 404") and b"X-Exception: no such endpoint" in answer, answer[:300]
