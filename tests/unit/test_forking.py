@@ -11,8 +11,16 @@ import pytest
 from filetracker.server.forking import Workers
 
 
+def _default_stop_signals():
+    # A test run started in the background of a shell without job control inherits SIGINT
+    # ignored, and so would every ``sleep`` it starts: a SIGINT passed on would change nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def sleeper():
-    return subprocess.Popen(["sleep", "60"])  # not Python: SIGINT ends it as SIGTERM does
+    """A ``sleep 60`` (not Python: SIGINT ends it as SIGTERM does), whatever the run inherited."""
+    return subprocess.Popen(["sleep", "60"], preexec_fn=_default_stop_signals)
 
 
 def test_a_worker_added_after_the_stop_gets_the_stop_signal_at_once():
