@@ -7,7 +7,7 @@ import time
 import requests
 
 from tests.cluster.test_e2e_support import BASE_VERSION, TestCluster, http_date, version_of, wait_until
-from tests.support.procs import child_pids
+from tests.support.procs import wait_for_children
 
 V = BASE_VERSION
 
@@ -21,7 +21,7 @@ def test_two_gateway_processes_serve_and_stop(tmp_path):
     c = TestCluster(tmp_path, nodes=3, gateway_args=["--processes", "2"]).start()
     try:
         gw = c.gateways[0]
-        children = child_pids(gw.pid)
+        children = wait_for_children(gw.pid, 2)
         assert len(children) == 2, children
         with requests.Session() as s:  # keep-alive and fresh connections both land on a child
             for i in range(20):

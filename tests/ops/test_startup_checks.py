@@ -15,7 +15,16 @@ import pytest
 import requests
 
 from tests.cluster.conftest import SECRET
-from tests.support.procs import ROOT, Service, child_pids, free_port, free_port_range, group_pids, script
+from tests.support.procs import (
+    ROOT,
+    Service,
+    child_pids,
+    free_port,
+    free_port_range,
+    group_pids,
+    script,
+    wait_for_children,
+)
 from tests.support.rawhttp import status_line, upload_head
 
 NOW = 1795550400
@@ -97,7 +106,7 @@ def test_second_server_on_a_live_folder_exits_2_workers_keep_the_lock(tmp_path, 
             line = error_line("filetracker-server", code, err)
             assert "%s is in use by another process (pid %d)" % (data, first.pid) in line, line
         if workers > 1:
-            assert len(child_pids(first.pid)) == workers
+            assert len(wait_for_children(first.pid, workers)) == workers
         for i in range(6):
             r = requests.get(url + "/files/w/f%d" % i, timeout=10)
             assert r.status_code == 200 and r.content == b"x%d" % i
@@ -119,7 +128,7 @@ def test_a_dead_worker_is_restarted_and_a_stop_then_ends_every_one(tmp_path):
     url = "http://127.0.0.1:%d" % port
     server = _server(tmp_path, data, port, "server", "--workers", "2").start()
     try:
-        first = child_pids(server.pid)
+        first = wait_for_children(server.pid, 2)
         assert len(first) == 2
         os.kill(first[0], signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -171,8 +180,8 @@ def test_server_workers_hold_the_lock_without_their_parent(tmp_path):
     data = tmp_path / "data"
     port = free_port()
     first = _server(tmp_path, data, port, "first", "--workers", "2").start()
-    children = child_pids(first.pid)
     try:
+        children = wait_for_children(first.pid, 2)
         assert len(children) == 2
         os.kill(first.pid, 9)
         first.proc.wait(timeout=10)
@@ -518,7 +527,7 @@ def test_a_dead_workers_unfinished_uploads_are_removed_when_it_is_replaced(tmp_p
     tmp_dir = data / "tmp"
     socks = []
     try:
-        first = child_pids(server.pid)
+        first = wait_for_children(server.pid, 2)
         assert len(first) == 2
         for i in range(6):   # several connections: both workers get some
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -576,7 +585,7 @@ def test_a_worker_that_cannot_start_is_restarted_ever_more_slowly(tmp_path):
     try:
         with open(tokens, "a") as f:
             f.write("{bad json\n")
-        os.kill(child_pids(server.pid)[0], signal.SIGKILL)
+        os.kill(wait_for_children(server.pid, 2)[0], signal.SIGKILL)
         time.sleep(4)
         log = open(tmp_path / "server.log").read()
         restarts = log.count("; restarting it")

@@ -103,6 +103,20 @@ def child_pids(pid):
     return [child for child, fields in _process_stats() if int(fields[1]) == pid]
 
 
+def wait_for_children(pid, count, timeout=20.0):
+    """Pids of ``pid``'s live children once there are at least ``count`` of them: a server with
+    workers answers as soon as its first one serves, and on a loaded machine the parent may fork
+    the next one a moment later.  Fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = child_pids(pid)
+        if len(children) >= count:
+            return children
+        assert time.monotonic() < deadline, "%d of %d children of %d after %.0f s" % (
+            len(children), count, pid, timeout)
+        time.sleep(0.05)
+
+
 def group_pids(pgid):
     """Pids of the processes in process group ``pgid`` that are not zombies (from /proc)."""
     return [member for member, fields in _process_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
