@@ -604,10 +604,18 @@ class ObjectStore:
             return True
 
     def reclaim_tombstones(self, older_than_seconds):
-        """Remove tombstones written locally more than ``older_than_seconds`` ago; return the count."""
+        """Remove tombstones written locally more than ``older_than_seconds`` ago whose version
+        is that old too; return the count.
+
+        By the version too, because that is the age by which replicas stop copying a tombstone
+        to a replica without a record of the name (:func:`filetracker.records.worth_copying`):
+        a tombstone of a version in the future, or farther ahead of its write than the TTL, was
+        reclaimed here and copied straight back by a replica, with a fresh local age, again and
+        again.  Until its version is that old it still refuses older uploads, as it should."""
         cutoff = time.time() - older_than_seconds
         with self._locked(), self._transaction() as tx:
-            cur = tx.execute("DELETE FROM records WHERE deleted = 1 AND updated_at < ?", (cutoff,))
+            cur = tx.execute("DELETE FROM records WHERE deleted = 1 AND updated_at < ? AND version < ?",
+                             (cutoff, cutoff))
             return cur.rowcount
 
     # ------------------------------------------------------------------ reads

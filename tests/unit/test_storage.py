@@ -3,6 +3,7 @@
 import hashlib
 import os
 import threading
+import time
 
 import pytest
 
@@ -211,6 +212,19 @@ def test_reclaim_tombstones(store):
     assert store.reclaim_tombstones(3600) == 0
     assert store.reclaim_tombstones(-1) == 1
     assert store.get_record("/old") is None and store.get_record("/live") is not None
+
+
+def test_a_tombstone_is_reclaimed_once_its_version_is_as_old_as_its_write(store):
+    """Replicas copy a tombstone to a replica without the name until its *version* is older
+    than the TTL (records.worth_copying): reclaimed earlier, it came straight back (review,
+    2026-11-29: a delete at a version an hour ahead bounced between two nodes every pass)."""
+    now = int(time.time())
+    store.delete("/ahead", now + 3600)
+    store.delete("/past", now - 100)
+    assert store.reclaim_tombstones(-1) == 1            # written long enough ago: only /past
+    assert store.get_record("/past") is None and store.get_record("/ahead").deleted
+    assert store.reclaim_tombstones(-3602) == 1         # its version that old too
+    assert store.get_record("/ahead") is None
 
 
 def test_stats(store):
