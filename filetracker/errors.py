@@ -46,7 +46,14 @@ class VersionNotFoundError(NotFoundError):
 
 class VersionConflictError(FiletrackerError):
     """The store holds a newer version (or a newer delete) than the request, or another
-    content at the request's very version (an upload that lost the tie-break)."""
+    content at the request's very version (an upload that lost the tie-break).
+
+    ``version`` is the version that won, when the store said (``None`` otherwise).
+    """
+
+    def __init__(self, message="", version=None):
+        super().__init__(message)
+        self.version = version
 
 
 class ContentConflictError(VersionConflictError):

@@ -22,7 +22,7 @@ from filetracker.client.data_store import close_stream
 from filetracker.client.local_data_store import LocalDataStore
 from filetracker.client.lock_manager import FcntlLockManager, NoOpLockManager
 from filetracker.client.remote_data_store import RemoteDataStore
-from filetracker.errors import FiletrackerError, NotFoundError, VersionConflictError
+from filetracker.errors import FiletrackerError, NotFoundError
 from filetracker.names import check_name, versioned_name
 
 logger = logging.getLogger("filetracker")
@@ -238,7 +238,9 @@ class Client:
         :class:`~filetracker.errors.ContentConflictError` (another content) or
         :class:`~filetracker.errors.VersionConflictError` (the delete; the former
         is a kind of the latter) is raised and the cache is left alone; without,
-        the upload is made again one second later, so the later upload wins.
+        the upload is made again a second up, so the later upload wins (and a later
+        upload without a version goes past a version so moved ahead of the clock:
+        :mod:`filetracker.client.implicit`).
         ``compress_hint=False`` uploads uncompressed.
         """
         if not to_local_store and not to_remote_store:
@@ -256,22 +258,16 @@ class Client:
             # it (it may key objects by name and pick versions itself); what it kept is
             # then unknown, so nothing is cached.
             return self.remote_store.add_file(name, filename, compress_hint=compress_hint)
-        implicit = version is None
-        if implicit:
-            version = int(time.time())
-        try:
+        if version is None:
+            # now, or past another upload's or a delete's claim on this second
+            # (RemoteDataStore.add_file_now)
+            vname, ours = self.remote_store.add_file_now(uname, filename, compress_hint=compress_hint)
+        else:
             vname = self.remote_store.add_file(versioned_name(uname, version), filename,
                                                compress_hint=compress_hint)
-        except VersionConflictError:
-            if not implicit:
-                raise
-            # another content took this second, or a delete did (its tombstone is not older than
-            # this upload): the next second, so the later upload wins, as with 2.x
-            version += 1
-            vname = self.remote_store.add_file(versioned_name(uname, version), filename,
-                                               compress_hint=compress_hint)
-        if use_local and check_name(vname)[1] == version:
-            # the server kept these bytes at this version (another content raised above)
+            ours = check_name(vname)[1] == version   # another content at it raised instead
+        if use_local and ours:
+            # the server kept these bytes at this version
             self._add_file_to_cache(vname, filename, link=False, replace_equal=True)
         return vname
 

@@ -22,6 +22,7 @@ import urllib.parse
 
 import requests
 
+from filetracker.client import implicit
 from filetracker.client._files import CHUNK, atomic_write_stream
 from filetracker.client.data_store import DataStore
 from filetracker.errors import (
@@ -55,7 +56,11 @@ def raise_for_response(response, what):
     if status == 404:
         raise NotFoundError(message, reason=reason)
     if status == 409:
-        raise VersionConflictError(message)
+        try:
+            winner = parse_version(response.headers.get("Last-Modified") or "")
+        except ValueError:
+            winner = None
+        raise VersionConflictError(message, version=winner)
     raise RemoteError(message, status=status, reason=reason)
 
 
@@ -281,11 +286,35 @@ class RemoteDataStore(DataStore):
         uname, version = check_name(name)
         if version is not None:
             return self._add_file(uname, version, filename, compress_hint)
+        return self.add_file_now(uname, filename, compress_hint)[0]
+
+    def add_file_now(self, uname, filename, compress_hint=True):
+        """Upload ``filename`` as ``uname`` without a version given: ``(versioned name the
+        server holds, True when that is this upload)``.
+
+        The current second is sent, as the 2.x client does.  If another content or a delete
+        took that second, or an upload without a version went a second up before (a version
+        ahead of the clock), the upload goes past it (:mod:`filetracker.client.implicit`), so
+        the later upload wins, as with 2.x.  A newer version the server keeps otherwise stays,
+        and its name comes back with False.
+        """
         version = int(time.time())
-        try:
-            return self._add_file(uname, version, filename, compress_hint)
-        except VersionConflictError:
-            return self._add_file(uname, version + 1, filename, compress_hint)
+        for attempt in range(implicit.ATTEMPTS):
+            try:
+                vname = self._add_file(uname, version, filename, compress_hint)
+            except VersionConflictError as e:
+                nxt = implicit.after_conflict(version, e.version, int(time.time()))
+                if nxt is None or attempt == implicit.ATTEMPTS - 1:
+                    raise
+                version = nxt
+                continue
+            stored = check_name(vname)[1]
+            if stored == version:
+                return vname, True
+            if not implicit.goes_past(stored, int(time.time())):
+                break
+            version = stored + 1
+        return vname, False
 
     def _add_file(self, uname, version, filename, compress_hint):
         what = "upload of %s" % uname
@@ -344,7 +373,7 @@ class RemoteDataStore(DataStore):
                 raise ContentConflictError(
                     "%s: another content of version %d is stored (equal versions keep one fixed "
                     "content); this upload was not stored: upload it again with a later version"
-                    % (what, version))
+                    % (what, version), version=version)
             return versioned_name(uname, stored)
 
     def add_stream(self, name, stream):
@@ -427,12 +456,29 @@ class RemoteDataStore(DataStore):
     def delete_file(self, name):
         """Delete the file on the server (with a version: only if not older than the stored one)."""
         uname, version = check_name(name)
-        if version is None:
-            version = int(time.time())
+        if version is not None:
+            self._delete(uname, version)
+            return
+        # Without a version: now, or the newer version kept instead, when it is one an
+        # upload without a version moved ahead of the clock (filetracker.client.implicit);
+        # at an equal version the delete wins.
+        version = int(time.time())
+        for _attempt in range(implicit.ATTEMPTS):
+            kept = self._delete(uname, version)
+            if kept is None or kept <= version or not implicit.goes_past(kept, int(time.time())):
+                return
+            version = kept
+
+    def _delete(self, uname, version):
+        """DELETE at ``version``; the version the server says it now holds (None if unsaid)."""
         what = "delete of %s" % uname
         url, headers = self._with_version(self._file_url(uname), {}, version)
         with self._request("DELETE", url, what, headers=headers) as response:
             raise_for_response(response, what)
+            try:
+                return parse_version(response.headers.get("Last-Modified") or "")
+            except ValueError:
+                return None
 
     def list_files(self, version=None, subpath="", absolute_paths=False):
         """Names under ``subpath`` whose version is at most ``version`` (default: now).

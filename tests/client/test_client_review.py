@@ -152,6 +152,54 @@ def test_rm_then_put_within_one_second(shared_server, tmp_path, cached):
         assert (stream.read(), got) == (b"third", vname)
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_unversioned_puts_and_a_delete_in_one_second_take_effect_in_order(shared_server, tmp_path, cached):
+    """The second put of a second loses the tie or wins it; when it loses it goes a second up.
+    The third and fourth then found that version newer than "now": they were not stored, and
+    told the second's name, and a delete after them deleted nothing (review, 2026-11-29)."""
+    c = Client(cache_dir=str(tmp_path / "c") if cached else "", remote_url=shared_server.url)
+    _at_the_start_of_a_second()
+    for i in range(4):
+        vname = c.put_file("/burst/x", write(tmp_path / str(i), b"content %d" % i))
+        stream, got = RemoteDataStore(shared_server.url).get_stream("/burst/x")
+        with stream:
+            assert (stream.read(), got) == (b"content %d" % i, vname)
+    c.get_file("/burst/x", str(tmp_path / "out"))
+    assert read(tmp_path / "out") == b"content 3"
+    c.delete_file("/burst/x")
+    with pytest.raises(NotFoundError):
+        c.get_file("/burst/x", str(tmp_path / "out"))
+    vname = c.put_file("/burst/x", write(tmp_path / "again", b"again"))
+    c.get_file("/burst/x", str(tmp_path / "out"))
+    assert read(tmp_path / "out") == b"again" and c.file_version("/burst/x") == int(vname.split("@")[1])
+
+
+def test_unversioned_puts_racing_on_one_name_never_fail(shared_server, tmp_path):
+    """Writers racing on one name each go past the other's second: none gets a
+    ContentConflictError (there is no version for its caller to change), and the name ends
+    with one of the contents, named by the version the last put returned."""
+    errors, returned = [], []
+
+    def writer(k):
+        c = Client(cache_dir="", remote_url=shared_server.url)
+        for i in range(15):
+            try:
+                returned.append((c.put_file("/race/x", write(tmp_path / ("%d-%d" % (k, i)), b"%d-%d" % (k, i))),
+                                 b"%d-%d" % (k, i)))
+            except Exception as e:   # noqa: BLE001 - any failure is the finding
+                errors.append(e)
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    stream, got = RemoteDataStore(shared_server.url).get_stream("/race/x")
+    with stream:
+        assert (got, stream.read()) in returned
+    print("racing puts: the last version is %d s ahead of the clock" % (int(got.split("@")[1]) - time.time()))
+
+
 def test_get_to_dev_stdout_writes_into_the_callers_output(shared_server, tmp_path):
     c = Client(cache_dir="", remote_url=shared_server.url)
     c.put_file("/cat/a@%d" % T, write(tmp_path / "a", b"AAA\n"))
