@@ -15,8 +15,14 @@ _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 
 def safe_url(url):
-    """``url`` without credentials; host and port kept as written (IPv6 brackets, odd ports)."""
-    parts = urllib.parse.urlsplit(url)
+    """``url`` without credentials; host and port kept as written (IPv6 brackets, odd ports).
+    A URL urllib cannot split (``http://[::1``) loses everything between its scheme and its
+    last ``@``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:   # the message naming it must not fail in its place
+        scheme, sep, rest = url.rpartition("://")
+        return scheme + sep + rest.rpartition("@")[2] if "@" in rest else url
     if "@" not in parts.netloc:
         return url
     host = parts.netloc.rpartition("@")[2]

@@ -120,3 +120,15 @@ def test_admin_import_messages_name_no_credentials(tmp_path):
     finally:
         source.stop()
         target.stop()
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://old:%s@[::1" % SECRET, "http://old:%s@[::1]:x" % SECRET])
+def test_a_url_urllib_cannot_split_is_a_remote_error_naming_no_credentials(tmp_path, url):
+    """``safe_url`` itself raised urllib's ValueError for such a URL, in place of the
+    RemoteError whose message it was building (review, 2026-11-29)."""
+    from filetracker.client import Client
+    from filetracker.errors import RemoteError
+
+    with pytest.raises(RemoteError) as e:
+        Client(cache_dir="", remote_url=url).get_file("/a", str(tmp_path / "out"))
+    assert SECRET not in str(e.value) and "cannot reach http://" in str(e.value), str(e.value)
