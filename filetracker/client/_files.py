@@ -198,11 +198,13 @@ def write_stream(fileobj, stream, progress=None, fsync_follows=False):
             progress(len(chunk))
 
 
-def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
+def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True, before_visible=None):
     """Write ``stream`` to ``path`` through a temporary file and a rename.
 
     ``mtime`` (an int) is set on the file before it becomes visible, and the mode of a
-    file it replaces is kept (as writing into it would).
+    file it replaces is kept (as writing into it would).  ``before_visible(f)``, when
+    given, is called with the complete file open for reading at its start before the
+    rename: what it reads is these bytes, whatever is renamed to ``path`` afterwards.
     Returns the number of bytes written.  On failure nothing appears at ``path``.
 
     The bytes go into a file without a name (``O_TMPFILE``) that is named only once
@@ -212,9 +214,10 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
     """
     fd = _unnamed_file_beside(path)
     if fd is None:
-        return _write_through_named(path, stream, mtime, progress, fsync)
+        return _write_through_named(path, stream, mtime, progress, fsync, before_visible)
     with os.fdopen(fd, "w+b") as f:
         n = _fill(f, path, stream, mtime, progress, fsync)
+        _show(f, before_visible)
         tmp = _name_unnamed(f.fileno(), path)
         if tmp is None:  # it cannot be named after all (rare): copy it into a named file
             f.seek(0)
@@ -227,12 +230,13 @@ def atomic_write_stream(path, stream, mtime=None, progress=None, fsync=True):
     return n
 
 
-def _write_through_named(path, stream, mtime, progress, fsync):
+def _write_through_named(path, stream, mtime, progress, fsync, before_visible=None):
     """:func:`atomic_write_stream` through a named temporary file beside ``path``."""
     tmp = temp_path_beside(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "w+b") as f:
             n = _fill(f, path, stream, mtime, progress, fsync)
+            _show(f, before_visible)
         replace_into(tmp, path)
     except BaseException:
         remove_quietly(tmp)
@@ -251,6 +255,12 @@ def _fill(f, path, stream, mtime, progress, fsync):
     if fsync:  # after the utime: the version a get sets is durable with the bytes
         os.fsync(f.fileno())
     return n
+
+
+def _show(f, before_visible):
+    if before_visible is not None:
+        f.seek(0)
+        before_visible(f)
 
 
 def _keep_mode(path, fd):

@@ -153,6 +153,8 @@ class Client:
                             raise
             if self.remote_store is None:
                 raise NotFoundError("file not available: %s" % name)
+            if add_to_cache and self.local_store is not None and isinstance(self.remote_store, RemoteDataStore):
+                return self._get_into_cache_too(name, save_to, force_refresh)
             vname = self.remote_store.get_file(name, save_to)
             if add_to_cache and self.local_store is not None:
                 # a copy: the user may edit save_to, which must not change the cache's file
@@ -160,6 +162,29 @@ class Client:
             return vname
         finally:
             logger.debug("get_file %s took %.3fs", name, time.monotonic() - t)
+
+    def _get_into_cache_too(self, name, save_to, force_refresh):
+        """Download ``name`` to ``save_to`` and cache a copy made from the download itself
+        before it is renamed to ``save_to``: read back from ``save_to``, the copy would be
+        whatever another process renamed there meanwhile (another version got to the same
+        path), cached under this version's name.  A cache that cannot take it costs only
+        the cache entry."""
+        staged = []
+
+        def stage(f):
+            try:
+                staged.append(self.local_store.stage_stream(f))
+            except Exception as e:
+                _cache_failed(name, e)
+        try:
+            vname = self.remote_store.get_file(name, save_to, before_visible=stage)
+        except BaseException:
+            for path in staged:
+                self.local_store.discard(path)
+            raise
+        if staged:
+            self._commit_to_cache(staged[0], vname, replace_equal=force_refresh)
+        return vname
 
     def get_stream(self, name, force_refresh=False, serve_from_cache=False):
         """Return ``(binary file-like, versioned name)`` of the file ``name``.

@@ -405,14 +405,18 @@ class RemoteDataStore(DataStore):
             raise
         return ResponseStream(response, what), versioned_name(uname, remote)
 
-    def get_file(self, name, filename):
-        """Download to ``filename`` (temporary file + rename; never whole in memory)."""
+    def get_file(self, name, filename, before_visible=None):
+        """Download to ``filename`` (temporary file + rename; never whole in memory).
+
+        ``before_visible(f)``: called with the complete download open for reading before it
+        is renamed to ``filename`` (:func:`~filetracker.client._files.atomic_write_stream`)."""
         stream, vname = self.get_stream(name)
         with stream:
             size = stream._response.headers.get("Logical-Size") or stream._response.headers.get("Content-Length")
             progress = self._progress(int(size) if size and size.isdigit() else None, "get " + vname)
             try:
-                atomic_write_stream(filename, stream, progress=progress.update, fsync=False)
+                atomic_write_stream(filename, stream, progress=progress.update, fsync=False,
+                                    before_visible=before_visible)
             finally:
                 progress.close()
         return vname

@@ -292,3 +292,28 @@ def test_editing_a_file_got_leaves_the_cache_alone(shared_server, tmp_path, from
         assert (stream.read(), got) == (b"hello\n", vname)
     assert c.get_file(name, str(tmp_path / "other.txt")) == vname
     assert read(tmp_path / "other.txt") == b"hello\n"
+
+
+def test_the_cache_copies_the_download_not_what_is_at_the_destination_later(shared_server, tmp_path,
+                                                                             monkeypatch):
+    """Another process renaming another version to the same destination right after this
+    download's rename: the cache took its copy from the destination and held those bytes
+    under this version's name (review, 2026-11-29)."""
+    from filetracker.client import _files
+    name = "/cachecopy/x@%d" % T
+    Client(cache_dir="", remote_url=shared_server.url).put_file(name, write(tmp_path / "src", b"this version"))
+    real_replace = _files.replace_into
+    raced = []
+
+    def replace_then_another_process_replaces(tmp, path):
+        real_replace(tmp, path)
+        if not raced:
+            raced.append(path)
+            other = write(tmp_path / "other", b"another version, renamed here by someone else")
+            os.replace(other, path)
+    monkeypatch.setattr(_files, "replace_into", replace_then_another_process_replaces)
+    c = Client(cache_dir=str(tmp_path / "c"), remote_url=shared_server.url)
+    assert c.get_file(name, str(tmp_path / "dst")) == name and raced
+    monkeypatch.undo()
+    c.get_file(name, str(tmp_path / "again"))    # versioned: from the cache
+    assert read(tmp_path / "again") == b"this version"
