@@ -171,16 +171,20 @@ class LocalDataStore(DataStore):
     def _rename_into(self, staged, path):
         # Another process may remove an empty parent folder between our
         # makedirs and rename (delete_file prunes folders): retry a few times.
+        # (The makedirs itself meets that too: a folder it is creating the child of vanishes.)
         for attempt in range(5):
-            makedirs_durably(os.path.dirname(path))
             try:
+                makedirs_durably(os.path.dirname(path))
                 os.replace(staged, path)
                 remove_quietly(staged)  # left behind when both were links of one inode
                 break
             except FileNotFoundError:
                 if attempt == 4 or not os.path.exists(staged):
                     raise
-        fsync_dir(os.path.dirname(path))
+        try:
+            fsync_dir(os.path.dirname(path))
+        except FileNotFoundError:
+            pass   # a delete since took the file and pruned its folder: nothing left to make durable
 
     # -- the DataStore API ---------------------------------------------------
 

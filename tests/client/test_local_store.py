@@ -136,3 +136,20 @@ def test_new_folders_and_deletes_are_made_durable(store, tmp_path, monkeypatch):
     synced.dirs.clear()
     store.delete_file("/a/b/c/f")
     assert not os.path.exists(top + "/a") and synced.dirs == [top]
+
+
+def test_a_folder_pruned_by_another_process_while_it_is_being_made_is_made_again(store, monkeypatch):
+    """Another process's delete prunes empty folders: one vanishing under the makedirs of a
+    put (not only before its rename) reached the caller as a raw FileNotFoundError."""
+    from filetracker.client import local_data_store
+    real = local_data_store.makedirs_durably
+    calls = []
+
+    def pruned_meanwhile(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        real(path)
+    monkeypatch.setattr(local_data_store, "makedirs_durably", pruned_meanwhile)
+    assert store.add_stream("/deep/er/x@5", io.BytesIO(b"x")) == "/deep/er/x@5"
+    assert len(calls) == 2 and store.file_version("/deep/er/x") == 5
