@@ -268,14 +268,31 @@ class AntiEntropy(Task):
 
 
 class Handoff(Task):
+    """Hands records of partitions this node does not own to their owners, and forgets them
+    here once every owner holds them.
+
+    ``rings`` (the node's :class:`AntiEntropy`, which hears every peer's ring epoch) lets a
+    pass start from a newer ring a peer advertised, and keeps a pass from forgetting anything
+    once a peer answered with a newer epoch than the ring it used: a node restarted with the
+    ring it had before a membership change it missed would otherwise hand data to the old
+    owners (a removed node among them, perhaps about to be stopped) and drop its own copy.
+    """
     name = "handoff"
 
-    def __init__(self, node, client, interval):
+    def __init__(self, node, client, interval, rings=None):
         super().__init__(node, interval)
         self.client = client
         self.replicator = Replicator(node, client)
+        self.rings = rings
+
+    def _superseded(self, ring):
+        """True when a newer ring than ``ring`` is installed here or was seen at a peer."""
+        newest_seen = self.rings.newest_epoch_seen[0] if self.rings is not None else 0
+        return max(self.node.ring.epoch, newest_seen) > ring.epoch
 
     def _run(self):
+        if self.rings is not None:
+            self.rings.adopt_newer_ring()
         ring = self.node.ring
         store = self.node.store
         foreign = self.node.held_foreign(ring)
@@ -324,6 +341,11 @@ class Handoff(Task):
                     continue
                 if attempt is parts:
                     break
+        if self._superseded(ring):
+            # the owners pushed to may not be the owners any more: keep every copy for the
+            # next pass, which starts from the newer ring
+            log.info("handoff: a newer ring than epoch %d was seen; nothing forgotten this pass", ring.epoch)
+            return pushed, 0, sum(len(records) for records in mine.values())
         dropped = kept = 0
         for p, records in mine.items():
             for r in records:
@@ -481,7 +503,7 @@ def make_tasks(node):
     client = PeerClient(secret=cfg.cluster_secret, timeout=cfg.peer_timeout, on_epoch=on_epoch, limiter=limiter)
     sync = AntiEntropy(node, client, cfg.sync_interval)
     sync_holder["sync"] = sync
-    handoff = Handoff(node, client, cfg.handoff_interval or cfg.sync_interval)
+    handoff = Handoff(node, client, cfg.handoff_interval or cfg.sync_interval, rings=sync)
     reclaim = Reclaim(node, cfg.tombstone_ttl, cfg.reclaim_interval)
     keep = getattr(cfg, "keep_replaced", 0.0)
     tasks = [sync, handoff, reclaim, SweepRetired(node, max(1.0, keep / 2) if keep else 0)]

@@ -3,6 +3,7 @@
 import os
 import time
 
+import msgpack
 import pytest
 
 from cluster.node.app import make_app, shutdown
@@ -362,6 +363,41 @@ def test_handoff_of_a_group_goes_on_without_the_partition_refused(cluster_factor
         assert [n for n in names if store.get_record(n) is not None] == [refused]
         assert all(cl.content(1, n) == n.encode() for n in names if n != refused)
         assert cl.record(1, refused) is None
+    finally:
+        if handoff is not None:
+            handoff.close()
+        if client is not None:
+            client.close()
+        shutdown(app)
+
+
+def test_handoff_forgets_nothing_while_a_peer_shows_a_newer_ring(cluster_factory):
+    """A node restarted with the ring it had before a membership change it missed handed its
+    hints to that old ring's owners and dropped its copies (the old owners may be leaving, a
+    removed node about to be stopped).  A pass that hears a newer epoch from a peer keeps
+    every copy; the next pass starts from the newer ring."""
+    cl = cluster_factory(nodes=2, replicas=1)
+    names = names_owned_by(cl.ring, {cl.urls[1]}, 20, prefix="/ho/epoch")
+    newer = cl.ring.with_changes()   # the same members one epoch up, installed while node 0 was away
+    client = handoff = None
+    app = _node0_in_this_process(cl, replicas=1)
+    try:
+        store = app.node.store
+        for n in names:   # hints held by node 0
+            store_small(store, n.encode(), n, V, None, None)
+        r = cl.client.request("PUT", cl.urls[1], "/_cluster/ring", data=msgpack.packb(newer.to_dict()))
+        assert r.status_code == 200
+        heard = {}
+        client = PeerClient(secret=SECRET, timeout=30, on_epoch=lambda epoch, url: heard["sync"].epoch_seen(epoch, url))
+        heard["sync"] = sync = AntiEntropy(app.node, client, 30)
+        handoff = Handoff(app.node, client, 30, rings=sync)
+        out = handoff.run_once()
+        assert (out["epoch"], out["pushed"], out["dropped"], out["kept"]) == (1, 20, 0, 20), out
+        assert all(store.get_record(n) is not None for n in names)
+        out = handoff.run_once()
+        assert (out["epoch"], out["pushed"], out["dropped"]) == (newer.epoch, 0, 20), out
+        assert app.node.ring.epoch == newer.epoch
+        assert all(store.get_record(n) is None and cl.content(1, n) == n.encode() for n in names)
     finally:
         if handoff is not None:
             handoff.close()
