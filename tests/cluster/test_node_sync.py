@@ -165,6 +165,14 @@ def _node0_in_this_process(cl, replicas=2):
                                cluster_secret=SECRET, background=False))
 
 
+def _close(app, *parts):
+    """Close the tasks and peer clients of a test (those made: None is skipped), then ``app``."""
+    for part in parts:
+        if part is not None:
+            part.close()
+    shutdown(app)
+
+
 class _WriteBetweenRounds(PeerClient):
     """A real peer client that runs ``hook`` once, before its second digests request (the
     first comparison is done by then): a write landing between anti-entropy's two comparisons."""
@@ -215,9 +223,7 @@ def test_anti_entropy_leaves_a_settled_difference_alone(cluster_factory, tmp_pat
     finally:
         if sync is not None:
             sync.close()  # its worker threads
-        if client is not None:
-            client.close()
-        shutdown(app)
+        _close(app, client)
 
 
 class _CountingPeer(PeerClient):
@@ -321,9 +327,7 @@ def test_anti_entropy_moves_small_files_in_batches(cluster_factory, old_peer):
     finally:
         if sync is not None:
             sync.close()
-        if client is not None:
-            client.close()
-        shutdown(app)
+        _close(app, client)
 
 
 class _RefusingPeer(PeerClient):
@@ -364,11 +368,7 @@ def test_handoff_of_a_group_goes_on_without_the_partition_refused(cluster_factor
         assert all(cl.content(1, n) == n.encode() for n in names if n != refused)
         assert cl.record(1, refused) is None
     finally:
-        if handoff is not None:
-            handoff.close()
-        if client is not None:
-            client.close()
-        shutdown(app)
+        _close(app, handoff, client)
 
 
 def test_handoff_forgets_nothing_while_a_peer_shows_a_newer_ring(cluster_factory):
@@ -399,8 +399,4 @@ def test_handoff_forgets_nothing_while_a_peer_shows_a_newer_ring(cluster_factory
         assert app.node.ring.epoch == newer.epoch
         assert all(store.get_record(n) is None and cl.content(1, n) == n.encode() for n in names)
     finally:
-        if handoff is not None:
-            handoff.close()
-        if client is not None:
-            client.close()
-        shutdown(app)
+        _close(app, handoff, client)
