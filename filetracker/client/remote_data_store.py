@@ -294,15 +294,28 @@ class RemoteDataStore(DataStore):
 
         The current second is sent, as the 2.x client does.  If another content or a delete
         took that second, or an upload without a version went a second up before (a version
-        ahead of the clock), the upload goes past it (:mod:`filetracker.client.implicit`), so
-        the later upload wins, as with 2.x.  A newer version the server keeps otherwise stays,
-        and its name comes back with False.
+        ahead of the clock), the upload goes past it, waiting for the clock when that would
+        put it more than a second ahead (:mod:`filetracker.client.implicit`), so the later
+        upload wins, as with 2.x.  A newer version the server keeps otherwise stays (further
+        ahead: someone's explicit version or clock), and its name comes back with False, as
+        does the winner's when writers racing on the name keep winning the chase.
         """
         version = int(time.time())
         for attempt in range(implicit.ATTEMPTS):
+            time.sleep(implicit.send_delay(version, time.time()))
             try:
                 vname = self._add_file(uname, version, filename, compress_hint)
+            except ContentConflictError as e:
+                # another upload of this very version won the tie
+                nxt = implicit.after_conflict(version, e.version, int(time.time()))
+                if nxt is None or attempt == implicit.ATTEMPTS - 1:
+                    # writers racing on this name kept winning: the last one's upload stays,
+                    # as a newer version kept does
+                    return versioned_name(uname, version), False
+                version = nxt
+                continue
             except VersionConflictError as e:
+                # a delete of a version not older
                 nxt = implicit.after_conflict(version, e.version, int(time.time()))
                 if nxt is None or attempt == implicit.ATTEMPTS - 1:
                     raise
