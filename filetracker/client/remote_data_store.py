@@ -46,6 +46,14 @@ def _reason(response):
     return response.headers.get("X-Exception") or response.reason or ""
 
 
+def said_version(response):
+    """The version in ``response``'s ``Last-Modified``, or None when it says none (or garbage)."""
+    try:
+        return parse_version(response.headers.get("Last-Modified") or "")
+    except ValueError:
+        return None
+
+
 def raise_for_response(response, what):
     """Raise the :mod:`filetracker.errors` exception for an error ``response``."""
     status = response.status_code
@@ -56,11 +64,7 @@ def raise_for_response(response, what):
     if status == 404:
         raise NotFoundError(message, reason=reason)
     if status == 409:
-        try:
-            winner = parse_version(response.headers.get("Last-Modified") or "")
-        except ValueError:
-            winner = None
-        raise VersionConflictError(message, version=winner)
+        raise VersionConflictError(message, version=said_version(response))
     raise RemoteError(message, status=status, reason=reason)
 
 
@@ -305,19 +309,14 @@ class RemoteDataStore(DataStore):
             time.sleep(implicit.send_delay(version, time.time()))
             try:
                 vname = self._add_file(uname, version, filename, compress_hint)
-            except ContentConflictError as e:
-                # another upload of this very version won the tie
-                nxt = implicit.after_conflict(version, e.version, int(time.time()))
-                if nxt is None or attempt == implicit.ATTEMPTS - 1:
-                    # writers racing on this name kept winning: the last one's upload stays,
-                    # as a newer version kept does
-                    return versioned_name(uname, version), False
-                version = nxt
-                continue
             except VersionConflictError as e:
-                # a delete of a version not older
+                # another upload of this very version won the tie, or a delete not older did
                 nxt = implicit.after_conflict(version, e.version, int(time.time()))
                 if nxt is None or attempt == implicit.ATTEMPTS - 1:
+                    if isinstance(e, ContentConflictError):
+                        # writers racing on this name kept winning: the last one's upload
+                        # stays, as a newer version kept does
+                        return versioned_name(uname, version), False
                     raise
                 version = nxt
                 continue
@@ -492,10 +491,7 @@ class RemoteDataStore(DataStore):
         url, headers = self._with_version(self._file_url(uname), {}, version)
         with self._request("DELETE", url, what, headers=headers) as response:
             raise_for_response(response, what)
-            try:
-                return parse_version(response.headers.get("Last-Modified") or "")
-            except ValueError:
-                return None
+            return said_version(response)
 
     def list_files(self, version=None, subpath="", absolute_paths=False):
         """Names under ``subpath`` whose version is at most ``version`` (default: now).

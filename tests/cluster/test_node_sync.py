@@ -165,6 +165,19 @@ def _node0_in_this_process(cl, replicas=2):
                                cluster_secret=SECRET, background=False))
 
 
+def _node0_holding_hints(cl, names):
+    """Node 0 of a 2-node cluster in this process (:func:`_node0_in_this_process`, one replica)
+    holding a record of each of ``names`` (hints, when node 1 owns them)."""
+    app = _node0_in_this_process(cl, replicas=1)
+    try:
+        for n in names:
+            store_small(app.node.store, n.encode(), n, V, None, None)
+    except BaseException:
+        shutdown(app)
+        raise
+    return app
+
+
 def _close(app, *parts):
     """Close the tasks and peer clients of a test (those made: None is skipped), then ``app``."""
     for part in parts:
@@ -355,11 +368,9 @@ def test_handoff_of_a_group_goes_on_without_the_partition_refused(cluster_factor
     # the refused record alone in its partition (that partition is kept whole, the others go)
     refused = next(n for n, p in zip(names, parts, strict=True) if parts.count(p) == 1)
     client = handoff = None
-    app = _node0_in_this_process(cl, replicas=1)
+    app = _node0_holding_hints(cl, names)
     try:
         store = app.node.store
-        for n in names:   # hints held by node 0
-            store_small(store, n.encode(), n, V, None, None)
         client = _RefusingPeer(refused, secret=SECRET, timeout=30)
         handoff = Handoff(app.node, client, 30)
         out = handoff.run_once()
@@ -379,18 +390,12 @@ def test_handoff_forgets_nothing_while_a_peer_shows_a_newer_ring(cluster_factory
     cl = cluster_factory(nodes=2, replicas=1)
     names = names_owned_by(cl.ring, {cl.urls[1]}, 20, prefix="/ho/epoch")
     newer = cl.ring.with_changes()   # the same members one epoch up, installed while node 0 was away
-    client = handoff = None
-    app = _node0_in_this_process(cl, replicas=1)
+    app = _node0_holding_hints(cl, names)
     try:
         store = app.node.store
-        for n in names:   # hints held by node 0
-            store_small(store, n.encode(), n, V, None, None)
         r = cl.client.request("PUT", cl.urls[1], "/_cluster/ring", data=msgpack.packb(newer.to_dict()))
         assert r.status_code == 200
-        heard = {}
-        client = PeerClient(secret=SECRET, timeout=30, on_epoch=lambda epoch, url: heard["sync"].epoch_seen(epoch, url))
-        heard["sync"] = sync = AntiEntropy(app.node, client, 30)
-        handoff = Handoff(app.node, client, 30, rings=sync)
+        handoff = app.node.tasks["handoff"]   # wired as the node wires it (make_tasks)
         out = handoff.run_once()
         assert (out["epoch"], out["pushed"], out["dropped"], out["kept"]) == (1, 20, 0, 20), out
         assert all(store.get_record(n) is not None for n in names)
@@ -399,4 +404,4 @@ def test_handoff_forgets_nothing_while_a_peer_shows_a_newer_ring(cluster_factory
         assert app.node.ring.epoch == newer.epoch
         assert all(store.get_record(n) is None and cl.content(1, n) == n.encode() for n in names)
     finally:
-        _close(app, handoff, client)
+        shutdown(app)
